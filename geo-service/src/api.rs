@@ -1,0 +1,279 @@
+//! The gRPC handlers: proto in, domain call, proto out. No lookups logic
+//! lives here beyond choosing where the CPU work runs.
+
+use std::{pin::Pin, time::SystemTime};
+
+use bangui_proto::geo::v1 as pb;
+use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
+use tonic::{Code, Request, Response, Status, Streaming};
+use tonic_types::{ErrorDetails, StatusExt};
+use tracing::instrument;
+
+use crate::{
+    mmdb::{DatabaseInfo, Location, Schema},
+    resolve::{Outcome, ReservedRange, Resolution, Resolver},
+};
+
+/// Batches up to this size are answered on the async runtime; larger ones
+/// move to the blocking pool so a big batch never stalls other RPCs.
+const INLINE_BATCH: usize = 64;
+/// Results buffered per LookupStream call before the server waits for the
+/// client to read.
+const STREAM_BUFFER: usize = 256;
+
+/// Errors a geo RPC can end in.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{field}: {description}")]
+    InvalidArgument {
+        field: &'static str,
+        description: String,
+    },
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<ApiError> for Status {
+    fn from(error: ApiError) -> Self {
+        match error {
+            ApiError::InvalidArgument { field, description } => Status::with_error_details(
+                Code::InvalidArgument,
+                format!("{field}: {description}"),
+                ErrorDetails::with_bad_request_violation(field, description),
+            ),
+            ApiError::Internal(source) => {
+                tracing::error!(error = %source, cause = ?source, "internal error");
+                Status::internal("internal error")
+            }
+        }
+    }
+}
+
+/// The `bangui.geo.v1.GeoService` implementation.
+#[derive(Debug, Clone)]
+pub struct GeoApi {
+    resolver: Resolver,
+    max_batch: usize,
+}
+
+impl GeoApi {
+    pub fn new(resolver: Resolver, max_batch: usize) -> Self {
+        Self {
+            resolver,
+            max_batch,
+        }
+    }
+
+    /// Resolves a whole batch against one snapshot of the databases.
+    fn resolve_batch(&self, inputs: &[String]) -> Vec<pb::LookupResult> {
+        let set = self.resolver.databases();
+        inputs
+            .iter()
+            .map(|input| to_proto(input, self.resolver.resolve(&set, input)))
+            .collect()
+    }
+
+    fn resolve_one(&self, input: &str) -> pb::LookupResult {
+        let set = self.resolver.databases();
+        to_proto(input, self.resolver.resolve(&set, input))
+    }
+}
+
+type LookupStream = Pin<Box<dyn Stream<Item = Result<pb::LookupStreamResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::geo_service_server::GeoService for GeoApi {
+    #[instrument(skip_all, fields(rpc = "Lookup"))]
+    async fn lookup(
+        &self,
+        request: Request<pb::LookupRequest>,
+    ) -> Result<Response<pb::LookupResponse>, Status> {
+        let request = request.into_inner();
+        let result = self.resolve_one(&request.ip);
+        if result.status == pb::LookupStatus::Invalid as i32 {
+            return Err(ApiError::InvalidArgument {
+                field: "ip",
+                description: result.error,
+            }
+            .into());
+        }
+        Ok(Response::new(pb::LookupResponse {
+            result: Some(result),
+        }))
+    }
+
+    #[instrument(skip_all, fields(rpc = "LookupBatch", items))]
+    async fn lookup_batch(
+        &self,
+        request: Request<pb::LookupBatchRequest>,
+    ) -> Result<Response<pb::LookupBatchResponse>, Status> {
+        let ips = request.into_inner().ips;
+        tracing::Span::current().record("items", ips.len());
+        if ips.len() > self.max_batch {
+            return Err(ApiError::InvalidArgument {
+                field: "ips",
+                description: format!(
+                    "{} addresses is more than the limit of {} per LookupBatch; split the batch or use LookupStream",
+                    ips.len(),
+                    self.max_batch
+                ),
+            }
+            .into());
+        }
+        self.resolver.metrics().observe_batch(ips.len());
+        let results = if ips.len() <= INLINE_BATCH {
+            self.resolve_batch(&ips)
+        } else {
+            let api = self.clone();
+            tokio::task::spawn_blocking(move || api.resolve_batch(&ips))
+                .await
+                .map_err(|e| ApiError::Internal(Box::new(e)))?
+        };
+        Ok(Response::new(pb::LookupBatchResponse { results }))
+    }
+
+    type LookupStreamStream = LookupStream;
+
+    #[instrument(skip_all, fields(rpc = "LookupStream"))]
+    async fn lookup_stream(
+        &self,
+        request: Request<Streaming<pb::LookupStreamRequest>>,
+    ) -> Result<Response<Self::LookupStreamStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
+        let api = self.clone();
+        tokio::spawn(async move {
+            while let Some(item) = inbound.next().await {
+                let reply = item.map(|req| pb::LookupStreamResponse {
+                    result: Some(api.resolve_one(&req.ip)),
+                });
+                let failed = reply.is_err();
+                if tx.send(reply).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    #[instrument(skip_all, fields(rpc = "GetInfo"))]
+    async fn get_info(
+        &self,
+        _request: Request<pb::GetInfoRequest>,
+    ) -> Result<Response<pb::GetInfoResponse>, Status> {
+        let set = self.resolver.databases();
+        let metrics = self.resolver.metrics();
+        Ok(Response::new(pb::GetInfoResponse {
+            databases: set.databases().map(database_info).collect(),
+            counters: Some(pb::LookupCounters {
+                found: metrics.lookups(Outcome::Found),
+                not_found: metrics.lookups(Outcome::NotFound),
+                reserved: metrics.lookups(Outcome::Reserved),
+                invalid: metrics.lookups(Outcome::Invalid),
+                upstream_error: metrics.lookups(Outcome::UpstreamError),
+            }),
+            max_batch_size: u32::try_from(self.max_batch).unwrap_or(u32::MAX),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }))
+    }
+}
+
+fn timestamp(time: SystemTime) -> prost_types::Timestamp {
+    prost_types::Timestamp::from(time)
+}
+
+fn text(value: Option<&str>) -> String {
+    value.map(str::to_owned).unwrap_or_default()
+}
+
+/// The proto form of one resolution.
+pub fn to_proto(input: &str, resolution: Resolution<'_>) -> pb::LookupResult {
+    let mut out = pb::LookupResult {
+        input: input.to_owned(),
+        ..Default::default()
+    };
+    match resolution {
+        Resolution::Found { ip, location } => {
+            out.ip = ip.to_string();
+            out.status = pb::LookupStatus::Found.into();
+            out.source = pb::ResultSource::Mmdb.into();
+            fill_location(&mut out, &location);
+        }
+        Resolution::NotFound { ip } => {
+            out.ip = ip.to_string();
+            out.status = pb::LookupStatus::NotFound.into();
+        }
+        Resolution::Reserved { ip, range } => {
+            out.ip = ip.to_string();
+            out.status = pb::LookupStatus::Reserved.into();
+            out.source = pb::ResultSource::Local.into();
+            out.reserved_range = reserved_to_proto(range).into();
+        }
+        Resolution::Invalid { reason } => {
+            out.status = pb::LookupStatus::Invalid.into();
+            out.error = reason;
+        }
+        Resolution::UpstreamError { ip, error } => {
+            out.ip = ip.to_string();
+            out.status = pb::LookupStatus::UpstreamError.into();
+            out.error = error;
+        }
+    }
+    out
+}
+
+fn fill_location(out: &mut pb::LookupResult, location: &Location<'_>) {
+    out.country_code = text(location.country_code);
+    out.country_name = text(location.country_name);
+    out.continent_code = text(location.continent_code);
+    out.continent_name = text(location.continent_name);
+    out.registered_country_code = text(location.registered_country_code);
+    out.asn = location.asn.unwrap_or_default();
+    out.as_org = text(location.as_org);
+    if let Some((network, prefix)) = location.network {
+        out.network = format!("{network}/{prefix}");
+    }
+    if let Some(db) = location.database {
+        out.database = db.name.to_string();
+        out.database_build_time = Some(timestamp(db.build_time));
+    }
+}
+
+fn reserved_to_proto(range: ReservedRange) -> pb::ReservedRange {
+    match range {
+        ReservedRange::Private => pb::ReservedRange::Private,
+        ReservedRange::Loopback => pb::ReservedRange::Loopback,
+        ReservedRange::LinkLocal => pb::ReservedRange::LinkLocal,
+        ReservedRange::Cgnat => pb::ReservedRange::Cgnat,
+        ReservedRange::Documentation => pb::ReservedRange::Documentation,
+        ReservedRange::Multicast => pb::ReservedRange::Multicast,
+        ReservedRange::Unspecified => pb::ReservedRange::UnspecifiedAddress,
+        ReservedRange::Other => pb::ReservedRange::Other,
+    }
+}
+
+fn schema_to_proto(schema: Schema) -> pb::DatabaseSchema {
+    match schema {
+        Schema::MaxMind => pb::DatabaseSchema::Maxmind,
+        Schema::FlatCountry => pb::DatabaseSchema::FlatCountry,
+        Schema::IpinfoLite => pb::DatabaseSchema::IpinfoLite,
+        Schema::Asn => pb::DatabaseSchema::Asn,
+        Schema::Unknown => pb::DatabaseSchema::Unspecified,
+    }
+}
+
+fn database_info(db: &DatabaseInfo) -> pb::DatabaseInfo {
+    pb::DatabaseInfo {
+        path: db.name.to_string(),
+        database_type: db.database_type.clone(),
+        build_time: Some(timestamp(db.build_time)),
+        ip_version: db.ip_version.into(),
+        node_count: db.node_count,
+        record_size: db.record_size.into(),
+        schema: schema_to_proto(db.schema).into(),
+        description: db.description.clone(),
+        has_country: db.has_country,
+        has_asn: db.has_asn,
+        size_bytes: db.size_bytes,
+    }
+}

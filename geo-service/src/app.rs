@@ -1,0 +1,266 @@
+//! Startup stages, serving, and graceful shutdown.
+//!
+//! [`Application::build`] runs the stages in order (databases → metrics →
+//! gRPC listener); a failing stage names itself in the error and nothing is
+//! served. [`Application::run_until_stopped`] serves until the shutdown
+//! future resolves, then turns health to NOT_SERVING, drains in-flight RPCs
+//! within the grace period and stops the metrics endpoint.
+
+use std::{fmt, future::Future, net::SocketAddr, time::Duration};
+
+use anyhow::Context;
+use bangui_proto::geo::v1::{FILE_DESCRIPTOR_SET, geo_service_server::GeoServiceServer};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::{api::GeoApi, config::Config, metrics::Metrics, mmdb::DatabaseSet, resolve::Resolver};
+
+/// Largest request accepted: a full default batch of long IPv6 strings fits
+/// many times over, so an oversized batch is refused by the batch limit with
+/// a clear message rather than by the transport.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A startup stage, named in errors and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Databases,
+    Metrics,
+    Grpc,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stage::Databases => "databases",
+            Stage::Metrics => "metrics",
+            Stage::Grpc => "grpc",
+        })
+    }
+}
+
+/// A startup failure: which stage, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("startup stage `{stage}` failed: {source:#}")]
+pub struct StartupError {
+    pub stage: Stage,
+    #[source]
+    pub source: anyhow::Error,
+}
+
+trait StageContext<T> {
+    fn stage(self, stage: Stage) -> Result<T, StartupError>;
+}
+
+impl<T, E: Into<anyhow::Error>> StageContext<T> for Result<T, E> {
+    fn stage(self, stage: Stage) -> Result<T, StartupError> {
+        self.map_err(|e| StartupError {
+            stage,
+            source: e.into(),
+        })
+    }
+}
+
+/// A built, not yet serving, geo-service.
+#[derive(Debug)]
+pub struct Application {
+    api: GeoApi,
+    metrics: Metrics,
+    grpc: TcpListener,
+    metrics_listener: TcpListener,
+    shutdown_grace: Duration,
+}
+
+impl Application {
+    /// Runs the startup stages. Listeners are bound here, so the addresses
+    /// are known (port 0 in tests) before serving starts.
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        let sources = config.mmdb.clone();
+        let databases = tokio::task::spawn_blocking(move || DatabaseSet::load(&sources))
+            .await
+            .stage(Stage::Databases)?
+            .stage(Stage::Databases)?;
+        for db in databases.databases() {
+            tracing::info!(
+                database = %db.name,
+                r#type = %db.database_type,
+                schema = ?db.schema,
+                ip_version = db.ip_version,
+                build_epoch = db.build_time.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+                "database loaded"
+            );
+            if db.name.starts_with("builtin:") {
+                tracing::warn!(database = %db.name, "serving the embedded sample database: made-up data, not for production");
+            }
+        }
+
+        let metrics = Metrics::new();
+        metrics.set_databases(&databases);
+        let metrics_listener = TcpListener::bind(config.metrics_listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {} (--metrics-listen)",
+                    config.metrics_listen
+                )
+            })
+            .stage(Stage::Metrics)?;
+
+        let grpc = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (--listen)", config.listen))
+            .stage(Stage::Grpc)?;
+
+        let max_batch = usize::try_from(config.max_batch).unwrap_or(usize::MAX);
+        let api = GeoApi::new(Resolver::new(databases, metrics.clone()), max_batch);
+        Ok(Self {
+            api,
+            metrics,
+            grpc,
+            metrics_listener,
+            shutdown_grace: config.shutdown_grace,
+        })
+    }
+
+    /// The address the gRPC server listens on.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The address the metrics endpoint listens on.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Serves until `shutdown` resolves, then drains and stops.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("reflection v1")?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .context("reflection v1alpha")?;
+        let geo = GeoServiceServer::new(self.api)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+
+        let stopping = CancellationToken::new();
+        let drain = stopping.clone();
+        let grpc_addr = self.grpc.local_addr()?;
+        let metrics_addr = self.metrics_listener.local_addr()?;
+
+        let metrics_server = tokio::spawn(serve_metrics(
+            self.metrics_listener,
+            self.metrics,
+            stopping.clone(),
+        ));
+
+        health.set_serving::<GeoServiceServer<GeoApi>>().await;
+        let on_signal = {
+            let health = health.clone();
+            let stopping = stopping.clone();
+            async move {
+                shutdown.await;
+                tracing::info!("shutdown requested: health NOT_SERVING, draining");
+                health.set_not_serving::<GeoServiceServer<GeoApi>>().await;
+                health
+                    .set_service_status("", tonic_health::ServingStatus::NotServing)
+                    .await;
+                stopping.cancel();
+            }
+        };
+        tokio::spawn(on_signal);
+
+        tracing::info!(%grpc_addr, %metrics_addr, "serving");
+        let server = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(geo)
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(self.grpc),
+                drain.cancelled_owned(),
+            );
+
+        let grace = self.shutdown_grace;
+        let stopped = stopping.clone();
+        let served = tokio::select! {
+            result = server => result.map_err(anyhow::Error::from),
+            () = async move {
+                stopped.cancelled().await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!(grace = ?grace, "in-flight RPCs did not finish within the grace period");
+                Ok(())
+            }
+        };
+        stopping.cancel();
+        let _ = metrics_server.await;
+        tracing::info!("stopped");
+        served
+    }
+}
+
+async fn serve_metrics(listener: TcpListener, metrics: Metrics, stop: CancellationToken) {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    metrics.render(),
+                )
+            }
+        }),
+    );
+    if let Err(error) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
+    {
+        tracing::error!(%error, "metrics endpoint failed");
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,27 @@
+//! BanGUI geo-service: where IP addresses are.
+//!
+//! Local MaxMind-format databases (MMDB) are the primary source, read in
+//! memory and shared lock-free between requests; reserved ranges are
+//! answered locally and never reach a database. See `shared/DESIGN.md`
+//! section 2.
+//!
+//! Layout, one module per concern:
+//! * [`config`]: the typed configuration (defaults → `GEO_*` env → flags).
+//! * [`app`]: startup stages, serving gRPC and metrics, graceful shutdown.
+//! * [`api`]: thin gRPC handlers and the proto ↔ domain conversions.
+//! * [`resolve`]: input parsing and normalization, reserved ranges, the
+//!   order of sources.
+//! * [`mmdb`]: loading, verifying and merging databases of every schema.
+//! * [`metrics`]: Prometheus metric names and the registry.
+//! * [`telemetry`]: tracing subscriber setup (JSON or text).
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod metrics;
+pub mod mmdb;
+pub mod resolve;
+pub mod telemetry;
+
+pub use app::{Application, StartupError};
+pub use config::Config;

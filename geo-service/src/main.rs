@@ -1,0 +1,27 @@
+//! The geo-service binary: parse config, build, serve until SIGTERM.
+
+use geo_service::{Application, Config, app::shutdown_signal, telemetry};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let config = Config::from_env_and_args();
+    if let Err(error) = telemetry::init(config.log_format, &config.log) {
+        eprintln!("geo-service: {error:#}");
+        return std::process::ExitCode::FAILURE;
+    }
+    let app = match Application::build(config).await {
+        Ok(app) => app,
+        Err(error) => {
+            tracing::error!(stage = %error.stage, error = %format!("{:#}", error.source), "startup failed");
+            eprintln!("geo-service: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match app.run_until_stopped(shutdown_signal()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "server failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Prometheus metrics: every name in one place.
+//!
+//! The registry is owned by the application (no global state), so tests can
+//! run several services in one process.
+
+use std::sync::Arc;
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, EncodeLabelValue, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+use crate::{mmdb::DatabaseSet, resolve::Outcome};
+
+/// `geo_lookups_total{status}`: lookups answered, by outcome.
+pub const LOOKUPS_TOTAL: &str = "geo_lookups";
+/// `geo_lookup_batch_size`: items per LookupBatch request.
+pub const BATCH_SIZE: &str = "geo_lookup_batch_size";
+/// `geo_database_build_timestamp_seconds{database,type}`: build time of each loaded database.
+pub const DATABASE_BUILD_TIMESTAMP: &str = "geo_database_build_timestamp_seconds";
+/// `geo_databases_loaded`: databases in the active set.
+pub const DATABASES_LOADED: &str = "geo_databases_loaded";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+enum StatusLabel {
+    found,
+    not_found,
+    reserved,
+    invalid,
+    upstream_error,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct LookupLabels {
+    status: StatusLabel,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DatabaseLabels {
+    database: String,
+    r#type: String,
+}
+
+impl From<Outcome> for StatusLabel {
+    fn from(outcome: Outcome) -> Self {
+        match outcome {
+            Outcome::Found => StatusLabel::found,
+            Outcome::NotFound => StatusLabel::not_found,
+            Outcome::Reserved => StatusLabel::reserved,
+            Outcome::Invalid => StatusLabel::invalid,
+            Outcome::UpstreamError => StatusLabel::upstream_error,
+        }
+    }
+}
+
+/// The service's metrics and the registry that exposes them.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    registry: Registry,
+    lookups: Family<LookupLabels, Counter>,
+    batch_size: Histogram,
+    database_build: Family<DatabaseLabels, Gauge>,
+    databases_loaded: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let lookups = Family::<LookupLabels, Counter>::default();
+        registry.register(
+            LOOKUPS_TOTAL,
+            "Lookups answered, by status",
+            lookups.clone(),
+        );
+        let batch_size = Histogram::new([1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0]);
+        registry.register(
+            BATCH_SIZE,
+            "Items per LookupBatch request",
+            batch_size.clone(),
+        );
+        let database_build = Family::<DatabaseLabels, Gauge>::default();
+        registry.register(
+            DATABASE_BUILD_TIMESTAMP,
+            "Build time of each loaded database, Unix seconds",
+            database_build.clone(),
+        );
+        let databases_loaded = Gauge::default();
+        registry.register(
+            DATABASES_LOADED,
+            "Databases in the active set",
+            databases_loaded.clone(),
+        );
+        Self {
+            inner: Arc::new(Inner {
+                registry,
+                lookups,
+                batch_size,
+                database_build,
+                databases_loaded,
+            }),
+        }
+    }
+
+    /// Counts one answered lookup.
+    pub fn count_lookup(&self, outcome: Outcome) {
+        self.inner
+            .lookups
+            .get_or_create(&LookupLabels {
+                status: outcome.into(),
+            })
+            .inc();
+    }
+
+    /// Lookups answered so far with `outcome`.
+    pub fn lookups(&self, outcome: Outcome) -> u64 {
+        self.inner
+            .lookups
+            .get_or_create(&LookupLabels {
+                status: outcome.into(),
+            })
+            .get()
+    }
+
+    pub fn observe_batch(&self, items: usize) {
+        self.inner.batch_size.observe(items as f64);
+    }
+
+    /// Publishes what is loaded now.
+    pub fn set_databases(&self, set: &DatabaseSet) {
+        self.inner.database_build.clear();
+        for db in set.databases() {
+            let seconds = db
+                .build_time
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            let labels = DatabaseLabels {
+                database: db.name.to_string(),
+                r#type: db.database_type.clone(),
+            };
+            self.inner
+                .database_build
+                .get_or_create(&labels)
+                .set(seconds);
+        }
+        self.inner
+            .databases_loaded
+            .set(i64::try_from(set.databases().len()).unwrap_or(i64::MAX));
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.inner.registry);
+        out
+    }
+}

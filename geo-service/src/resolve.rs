@@ -1,0 +1,293 @@
+//! The order of sources for one address, and the reserved ranges.
+//!
+//! An input is parsed and normalized first (IPv4-mapped IPv6 becomes IPv4);
+//! an address in a reserved range is answered here and never reaches a
+//! database or anything remote; everything else goes to the MMDB set.
+
+use std::{net::IpAddr, sync::Arc};
+
+use arc_swap::ArcSwap;
+
+use crate::{
+    metrics::Metrics,
+    mmdb::{DatabaseSet, Location},
+};
+
+/// Longest input echoed back in an error; longer inputs are cut.
+const MAX_ECHO: usize = 64;
+
+/// A reserved range: answered locally, never looked up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReservedRange {
+    Private,
+    Loopback,
+    LinkLocal,
+    Cgnat,
+    Documentation,
+    Multicast,
+    Unspecified,
+    Other,
+}
+
+use ReservedRange as R;
+
+const V4_RESERVED: &[([u8; 4], u8, ReservedRange)] = &[
+    ([0, 0, 0, 0], 32, R::Unspecified),
+    ([0, 0, 0, 0], 8, R::Other),
+    ([10, 0, 0, 0], 8, R::Private),
+    ([100, 64, 0, 0], 10, R::Cgnat),
+    ([127, 0, 0, 0], 8, R::Loopback),
+    ([169, 254, 0, 0], 16, R::LinkLocal),
+    ([172, 16, 0, 0], 12, R::Private),
+    ([192, 0, 0, 0], 24, R::Other),
+    ([192, 0, 2, 0], 24, R::Documentation),
+    ([192, 168, 0, 0], 16, R::Private),
+    ([198, 18, 0, 0], 15, R::Other),
+    ([198, 51, 100, 0], 24, R::Documentation),
+    ([203, 0, 113, 0], 24, R::Documentation),
+    ([224, 0, 0, 0], 4, R::Multicast),
+    ([240, 0, 0, 0], 4, R::Other),
+];
+
+const V6_RESERVED: &[(u128, u8, ReservedRange)] = &[
+    (0, 128, R::Unspecified),
+    (1, 128, R::Loopback),
+    (0x0100_0000_0000_0000 << 64, 64, R::Other),
+    (0x2001_0db8 << 96, 32, R::Documentation),
+    (0xfc00 << 112, 7, R::Private),
+    (0xfe80 << 112, 10, R::LinkLocal),
+    (0xff00 << 112, 8, R::Multicast),
+];
+
+/// The reserved range `ip` falls in, if any. Expects a canonical address
+/// (IPv4-mapped IPv6 already turned into IPv4). The first match wins, so the
+/// narrower entry stands before the wider one it sits in.
+pub fn reserved_range(ip: IpAddr) -> Option<ReservedRange> {
+    match ip {
+        IpAddr::V4(v4) => {
+            let bits = u32::from(v4);
+            V4_RESERVED
+                .iter()
+                .find(|(net, len, _)| {
+                    prefix_match(
+                        u128::from(bits),
+                        u128::from(u32::from_be_bytes(*net)),
+                        *len,
+                        32,
+                    )
+                })
+                .map(|(_, _, range)| *range)
+        }
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            V6_RESERVED
+                .iter()
+                .find(|(net, len, _)| prefix_match(bits, *net, *len, 128))
+                .map(|(_, _, range)| *range)
+        }
+    }
+}
+
+fn prefix_match(addr: u128, net: u128, len: u8, width: u32) -> bool {
+    let host_bits = width - u32::from(len);
+    addr.checked_shr(host_bits).unwrap_or(0) == net.checked_shr(host_bits).unwrap_or(0)
+}
+
+/// Parses and normalizes one input. `Err` carries the reason it is not an
+/// IP address.
+pub fn parse_ip(input: &str) -> Result<IpAddr, String> {
+    let trimmed = input.trim();
+    if trimmed.is_empty() {
+        return Err("empty input: expected an IPv4 or IPv6 address".into());
+    }
+    trimmed
+        .parse::<IpAddr>()
+        .map(|ip| ip.to_canonical())
+        .map_err(|_| {
+            let shown: String = trimmed.chars().take(MAX_ECHO).collect();
+            let cut = if shown.len() < trimmed.len() {
+                "…"
+            } else {
+                ""
+            };
+            format!("not an IP address: {shown:?}{cut}")
+        })
+}
+
+/// The answer for one input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution<'a> {
+    Found { ip: IpAddr, location: Location<'a> },
+    NotFound { ip: IpAddr },
+    Reserved { ip: IpAddr, range: ReservedRange },
+    Invalid { reason: String },
+    UpstreamError { ip: IpAddr, error: String },
+}
+
+/// Outcome labels, for metrics and counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    Found,
+    NotFound,
+    Reserved,
+    Invalid,
+    UpstreamError,
+}
+
+impl Resolution<'_> {
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Resolution::Found { .. } => Outcome::Found,
+            Resolution::NotFound { .. } => Outcome::NotFound,
+            Resolution::Reserved { .. } => Outcome::Reserved,
+            Resolution::Invalid { .. } => Outcome::Invalid,
+            Resolution::UpstreamError { .. } => Outcome::UpstreamError,
+        }
+    }
+}
+
+/// Resolves addresses against the current database set. Cheap to clone;
+/// the set is swapped atomically on reload and read without a lock.
+#[derive(Debug, Clone)]
+pub struct Resolver {
+    databases: Arc<ArcSwap<DatabaseSet>>,
+    metrics: Metrics,
+}
+
+impl Resolver {
+    pub fn new(databases: DatabaseSet, metrics: Metrics) -> Self {
+        Self {
+            databases: Arc::new(ArcSwap::from_pointee(databases)),
+            metrics,
+        }
+    }
+
+    /// The database set in use now. Hold it for the length of one request
+    /// so every item of a batch sees the same databases.
+    pub fn databases(&self) -> Arc<DatabaseSet> {
+        self.databases.load_full()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Resolves one input against `set` and counts the outcome.
+    pub fn resolve<'a>(&self, set: &'a DatabaseSet, input: &str) -> Resolution<'a> {
+        let resolution = resolve_in(set, input);
+        self.metrics.count_lookup(resolution.outcome());
+        resolution
+    }
+}
+
+/// Resolves one input against `set`, without counting.
+pub fn resolve_in<'a>(set: &'a DatabaseSet, input: &str) -> Resolution<'a> {
+    let ip = match parse_ip(input) {
+        Ok(ip) => ip,
+        Err(reason) => return Resolution::Invalid { reason },
+    };
+    if let Some(range) = reserved_range(ip) {
+        return Resolution::Reserved { ip, range };
+    }
+    match set.lookup(ip) {
+        Ok(Some(location)) => Resolution::Found { ip, location },
+        Ok(None) => Resolution::NotFound { ip },
+        Err(error) => {
+            tracing::warn!(%ip, error = %error, "database lookup failed");
+            Resolution::UpstreamError {
+                ip,
+                error: error.to_string(),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(ip: &str) -> Option<ReservedRange> {
+        reserved_range(parse_ip(ip).unwrap())
+    }
+
+    #[test]
+    fn reserved_ranges_are_recognized() {
+        for (ip, expected) in [
+            ("10.1.2.3", R::Private),
+            ("172.31.255.255", R::Private),
+            ("192.168.0.1", R::Private),
+            ("fd12:3456::1", R::Private),
+            ("127.0.0.1", R::Loopback),
+            ("::1", R::Loopback),
+            ("169.254.1.1", R::LinkLocal),
+            ("fe80::1", R::LinkLocal),
+            ("100.64.0.1", R::Cgnat),
+            ("100.127.255.255", R::Cgnat),
+            ("192.0.2.1", R::Documentation),
+            ("198.51.100.7", R::Documentation),
+            ("203.0.113.9", R::Documentation),
+            ("2001:db8::1", R::Documentation),
+            ("224.0.0.1", R::Multicast),
+            ("239.255.255.250", R::Multicast),
+            ("ff02::1", R::Multicast),
+            ("0.0.0.0", R::Unspecified),
+            ("::", R::Unspecified),
+            ("0.1.2.3", R::Other),
+            ("255.255.255.255", R::Other),
+            ("198.18.0.1", R::Other),
+            ("::ffff:10.0.0.1", R::Private),
+        ] {
+            assert_eq!(range(ip), Some(expected), "{ip}");
+        }
+    }
+
+    #[test]
+    fn public_addresses_are_not_reserved() {
+        for ip in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "100.63.255.255",
+            "100.128.0.0",
+            "172.32.0.1",
+            "2001:4860::1",
+            "2a00:1450::1",
+            "fbff::1",
+            "fec0::1",
+            "::ffff:8.8.8.8",
+        ] {
+            assert_eq!(range(ip), None, "{ip}");
+        }
+    }
+
+    #[test]
+    fn inputs_are_normalized() {
+        assert_eq!(parse_ip(" 8.8.8.8 ").unwrap().to_string(), "8.8.8.8");
+        assert_eq!(parse_ip("::FFFF:8.8.8.8").unwrap().to_string(), "8.8.8.8");
+        assert_eq!(
+            parse_ip("2001:4860:0:0:0:0:0:8888").unwrap().to_string(),
+            "2001:4860::8888"
+        );
+    }
+
+    #[test]
+    fn garbage_is_rejected_with_a_reason() {
+        assert!(parse_ip("").unwrap_err().contains("empty"));
+        assert!(parse_ip("   ").unwrap_err().contains("empty"));
+        for bad in [
+            "1.2.3",
+            "1.2.3.256",
+            "example.com",
+            "8.8.8.8/24",
+            "fe80::1%eth0",
+            "[::1]",
+            "01.2.3.4",
+        ] {
+            assert!(
+                parse_ip(bad).unwrap_err().contains("not an IP address"),
+                "{bad}"
+            );
+        }
+        let long = "x".repeat(10_000);
+        assert!(parse_ip(&long).unwrap_err().len() < 200);
+    }
+}

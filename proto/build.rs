@@ -1,0 +1,28 @@
+//! Compiles the .proto files with the vendored `protoc`, so a fresh machine
+//! needs no system protobuf compiler, and writes one descriptor set per
+//! package for gRPC server reflection.
+
+use std::{env, error::Error, path::PathBuf};
+
+const GEO_PROTOS: &[&str] = &["bangui/geo/v1/geo.proto"];
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    let well_known = protoc_bin_vendored::include_path()?;
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+
+    // Our own rerun lines: only these inputs change the generated code.
+    println!("cargo:rerun-if-changed=build.rs");
+    for proto in GEO_PROTOS {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+
+    let protos: Vec<PathBuf> = GEO_PROTOS.iter().map(PathBuf::from).collect();
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(protoc);
+    tonic_prost_build::configure()
+        .emit_rerun_if_changed(false)
+        .file_descriptor_set_path(out_dir.join("bangui_geo_v1_descriptor.bin"))
+        .compile_with_config(config, &protos, &[PathBuf::from("."), well_known])?;
+    Ok(())
+}
