@@ -1,1 +1,167 @@
+//! Lookup benchmarks on the real GeoLite2-Country database.
+//!
+//! Run: `scripts/bench.sh` (fetches the data, runs this, and runs the same
+//! addresses through libmaxminddb for comparison), or directly
+//! `cargo bench -p geo-service --bench lookup`.
+//!
+//! Measures, on 10 000 mixed IPv4/IPv6 addresses (70/30, fixed seed):
+//! * in-process parse + lookup + decode per address, through the service's
+//!   own path (`resolve_in`: normalize, reserved check, every field of the
+//!   record) and through bare `maxminddb` decoding only `country.iso_code`;
+//! * `LookupBatch` of the 10 000 server-side: the gRPC handler called in
+//!   process, proto results built, no network;
+//! * the same `LookupBatch` over loopback from a tonic client.
+//!
+//! The address list is written to `$BANGUI_BENCH_IPS` (default
+//! `target/bench-ips.txt`) so the C benchmark reads exactly the same input.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    hint::black_box,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use bangui_proto::geo::v1::{self as pb, geo_service_server::GeoService as _};
+use geo_service::{
+    api::GeoApi,
+    metrics::Metrics,
+    mmdb::{DatabaseSet, DatabaseSource},
+    resolve::{Resolver, resolve_in},
+};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+/// The same allocator as the service binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const ADDRESSES: usize = 10_000;
+
+fn data_file(name: &str) -> PathBuf {
+    let dir = std::env::var_os("BANGUI_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/bangui/data"));
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is missing: run scripts/fetch-test-data.sh first", path.display());
+    path
+}
+
+fn mixed_addresses() -> Vec<String> {
+    let mut rng = StdRng::seed_from_u64(7);
+    (0..ADDRESSES)
+        .map(|i| {
+            if i % 10 < 7 {
+                IpAddr::V4(Ipv4Addr::from(rng.random::<u32>()))
+            } else {
+                // Inside 2000::/4 where the RIR blocks are.
+                IpAddr::V6(Ipv6Addr::from((0x2u128 << 124) | (rng.random::<u128>() >> 4)))
+            }
+            .to_string()
+        })
+        .collect()
+}
+
+/// Runs `f` (which handles `per_run` items) `runs` times after a warm-up;
+/// returns the per-run times sorted.
+fn measure(runs: usize, mut f: impl FnMut()) -> Vec<Duration> {
+    for _ in 0..runs.div_ceil(10) {
+        f();
+    }
+    let mut times: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed()
+        })
+        .collect();
+    times.sort();
+    times
+}
+
+fn report(name: &str, times: &[Duration], per_run: usize) {
+    let median = times[times.len() / 2];
+    let p99 = times[(times.len() * 99 / 100).min(times.len() - 1)];
+    let min = times[0];
+    let per_item = |d: Duration| d.as_nanos() as f64 / per_run as f64;
+    println!(
+        "{name:<44} median {:>9.3} ms  p99 {:>9.3} ms  min {:>9.3} ms  ({:.0} ns/address median, {:.0} min)",
+        median.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        min.as_secs_f64() * 1e3,
+        per_item(median),
+        per_item(min),
+    );
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` passes nothing:
+    // do a quick smoke run then.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let runs = if quick { 3 } else { 200 };
+
+    let db_path = data_file("GeoLite2-Country.mmdb");
+    let ips = mixed_addresses();
+    let ips_file = std::env::var_os("BANGUI_BENCH_IPS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-ips.txt"));
+    std::fs::write(&ips_file, ips.join("\n") + "\n").unwrap();
+    println!("database {}  addresses {} (written to {})", db_path.display(), ips.len(), ips_file.display());
+
+    let set = DatabaseSet::load(&[DatabaseSource::File(db_path.clone())]).unwrap();
+    let found =
+        ips.iter().filter(|ip| matches!(resolve_in(&set, ip), geo_service::resolve::Resolution::Found { .. })).count();
+    println!("placed by the database: {found} of {}", ips.len());
+
+    let times = measure(runs, || {
+        for ip in &ips {
+            black_box(resolve_in(&set, black_box(ip)));
+        }
+    });
+    report("in-process resolve (service path)", &times, ips.len());
+
+    let reader = maxminddb::Reader::open_readfile(&db_path).unwrap();
+    let times = measure(runs, || {
+        for ip in &ips {
+            let addr: IpAddr = ip.parse().unwrap();
+            let result = reader.lookup(addr).unwrap();
+            let country: Option<&str> = result.decode_path(&maxminddb::path!["country", "iso_code"]).unwrap();
+            black_box(country);
+        }
+    });
+    report("in-process bare maxminddb (country.iso_code)", &times, ips.len());
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let api = GeoApi::new(Resolver::new(set, Metrics::new()), ADDRESSES);
+    let request = pb::LookupBatchRequest { ips: ips.clone(), allow_remote: false };
+    let times = measure(runs, || {
+        let reply = runtime.block_on(api.lookup_batch(tonic::Request::new(request.clone()))).unwrap();
+        assert_eq!(reply.get_ref().results.len(), ADDRESSES);
+        black_box(reply);
+    });
+    report("LookupBatch 10k, server side (handler)", &times, ips.len());
+
+    let (addr, mut client) = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let service = pb::geo_service_server::GeoServiceServer::new(api.clone())
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20);
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let client = pb::geo_service_client::GeoServiceClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap()
+            .max_decoding_message_size(64 << 20);
+        (addr, client)
+    });
+    let times = measure(runs.min(100), || {
+        let reply = runtime.block_on(client.lookup_batch(request.clone())).unwrap();
+        black_box(reply);
+    });
+    report(&format!("LookupBatch 10k over loopback ({addr})"), &times, ips.len());
+}

@@ -1,7 +1,7 @@
 //! The gRPC handlers: proto in, domain call, proto out. No lookups logic
 //! lives here beyond choosing where the CPU work runs.
 
-use std::{pin::Pin, time::SystemTime};
+use std::{net::IpAddr, pin::Pin, time::SystemTime};
 
 use bangui_proto::geo::v1 as pb;
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
@@ -20,15 +20,15 @@ const INLINE_BATCH: usize = 64;
 /// Results buffered per LookupStream call before the server waits for the
 /// client to read.
 const STREAM_BUFFER: usize = 256;
+/// A large batch is split across the cores in chunks of at least this many
+/// addresses; below it, the split costs more than it saves.
+const PARALLEL_CHUNK_MIN: usize = 1024;
 
 /// Errors a geo RPC can end in.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{field}: {description}")]
-    InvalidArgument {
-        field: &'static str,
-        description: String,
-    },
+    InvalidArgument { field: &'static str, description: String },
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -58,24 +58,40 @@ pub struct GeoApi {
 
 impl GeoApi {
     pub fn new(resolver: Resolver, max_batch: usize) -> Self {
-        Self {
-            resolver,
-            max_batch,
+        Self { resolver, max_batch }
+    }
+
+    /// Resolves a batch on the calling thread.
+    fn resolve_batch(&self, inputs: Vec<String>) -> Vec<pb::LookupResult> {
+        self.resolver.resolve_each(inputs, to_proto)
+    }
+
+    fn resolve_one(&self, input: String) -> pb::LookupResult {
+        self.resolve_batch(vec![input]).pop().unwrap_or_default()
+    }
+
+    /// Resolves a large batch on the blocking pool, split across the cores;
+    /// results are joined back in input order.
+    async fn resolve_batch_blocking(&self, mut inputs: Vec<String>) -> Result<Vec<pb::LookupResult>, ApiError> {
+        let workers = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let chunk = inputs.len().div_ceil(workers).max(PARALLEL_CHUNK_MIN);
+        let mut tasks = Vec::with_capacity(workers);
+        while !inputs.is_empty() {
+            let rest = inputs.split_off(chunk.min(inputs.len()));
+            let part = std::mem::replace(&mut inputs, rest);
+            let api = self.clone();
+            tasks.push(tokio::task::spawn_blocking(move || api.resolve_batch(part)));
         }
-    }
-
-    /// Resolves a whole batch against one snapshot of the databases.
-    fn resolve_batch(&self, inputs: &[String]) -> Vec<pb::LookupResult> {
-        let set = self.resolver.databases();
-        inputs
-            .iter()
-            .map(|input| to_proto(input, self.resolver.resolve(&set, input)))
-            .collect()
-    }
-
-    fn resolve_one(&self, input: &str) -> pb::LookupResult {
-        let set = self.resolver.databases();
-        to_proto(input, self.resolver.resolve(&set, input))
+        let mut results = Vec::new();
+        for task in tasks {
+            let part = task.await.map_err(|e| ApiError::Internal(Box::new(e)))?;
+            if results.is_empty() {
+                results = part;
+            } else {
+                results.extend(part);
+            }
+        }
+        Ok(results)
     }
 }
 
@@ -84,22 +100,13 @@ type LookupStream = Pin<Box<dyn Stream<Item = Result<pb::LookupStreamResponse, S
 #[tonic::async_trait]
 impl pb::geo_service_server::GeoService for GeoApi {
     #[instrument(skip_all, fields(rpc = "Lookup"))]
-    async fn lookup(
-        &self,
-        request: Request<pb::LookupRequest>,
-    ) -> Result<Response<pb::LookupResponse>, Status> {
+    async fn lookup(&self, request: Request<pb::LookupRequest>) -> Result<Response<pb::LookupResponse>, Status> {
         let request = request.into_inner();
-        let result = self.resolve_one(&request.ip);
+        let result = self.resolve_one(request.ip);
         if result.status == pb::LookupStatus::Invalid as i32 {
-            return Err(ApiError::InvalidArgument {
-                field: "ip",
-                description: result.error,
-            }
-            .into());
+            return Err(ApiError::InvalidArgument { field: "ip", description: result.error }.into());
         }
-        Ok(Response::new(pb::LookupResponse {
-            result: Some(result),
-        }))
+        Ok(Response::new(pb::LookupResponse { result: Some(result) }))
     }
 
     #[instrument(skip_all, fields(rpc = "LookupBatch", items))]
@@ -121,14 +128,8 @@ impl pb::geo_service_server::GeoService for GeoApi {
             .into());
         }
         self.resolver.metrics().observe_batch(ips.len());
-        let results = if ips.len() <= INLINE_BATCH {
-            self.resolve_batch(&ips)
-        } else {
-            let api = self.clone();
-            tokio::task::spawn_blocking(move || api.resolve_batch(&ips))
-                .await
-                .map_err(|e| ApiError::Internal(Box::new(e)))?
-        };
+        let results =
+            if ips.len() <= INLINE_BATCH { self.resolve_batch(ips) } else { self.resolve_batch_blocking(ips).await? };
         Ok(Response::new(pb::LookupBatchResponse { results }))
     }
 
@@ -144,9 +145,7 @@ impl pb::geo_service_server::GeoService for GeoApi {
         let api = self.clone();
         tokio::spawn(async move {
             while let Some(item) = inbound.next().await {
-                let reply = item.map(|req| pb::LookupStreamResponse {
-                    result: Some(api.resolve_one(&req.ip)),
-                });
+                let reply = item.map(|req| pb::LookupStreamResponse { result: Some(api.resolve_one(req.ip)) });
                 let failed = reply.is_err();
                 if tx.send(reply).await.is_err() || failed {
                     break;
@@ -157,10 +156,7 @@ impl pb::geo_service_server::GeoService for GeoApi {
     }
 
     #[instrument(skip_all, fields(rpc = "GetInfo"))]
-    async fn get_info(
-        &self,
-        _request: Request<pb::GetInfoRequest>,
-    ) -> Result<Response<pb::GetInfoResponse>, Status> {
+    async fn get_info(&self, _request: Request<pb::GetInfoRequest>) -> Result<Response<pb::GetInfoResponse>, Status> {
         let set = self.resolver.databases();
         let metrics = self.resolver.metrics();
         Ok(Response::new(pb::GetInfoResponse {
@@ -186,25 +182,32 @@ fn text(value: Option<&str>) -> String {
     value.map(str::to_owned).unwrap_or_default()
 }
 
-/// The proto form of one resolution.
-pub fn to_proto(input: &str, resolution: Resolution<'_>) -> pb::LookupResult {
-    let mut out = pb::LookupResult {
-        input: input.to_owned(),
-        ..Default::default()
-    };
+/// The normalized text of `ip`. An input that parsed as IPv4 and has no
+/// ':' (so it was not IPv4-mapped IPv6) and no white space is already
+/// canonical (the parser refuses leading zeros): it is copied rather than
+/// formatted again.
+fn ip_text(input: &str, ip: IpAddr) -> String {
+    let canonical_v4 = ip.is_ipv4() && !input.contains(':') && input.trim().len() == input.len();
+    if canonical_v4 { input.to_owned() } else { ip.to_string() }
+}
+
+/// The proto form of one resolution; takes the input to move it into the
+/// result.
+pub fn to_proto(input: String, resolution: Resolution<'_>) -> pb::LookupResult {
+    let mut out = pb::LookupResult::default();
     match resolution {
         Resolution::Found { ip, location } => {
-            out.ip = ip.to_string();
+            out.ip = ip_text(&input, ip);
             out.status = pb::LookupStatus::Found.into();
             out.source = pb::ResultSource::Mmdb.into();
             fill_location(&mut out, &location);
         }
         Resolution::NotFound { ip } => {
-            out.ip = ip.to_string();
+            out.ip = ip_text(&input, ip);
             out.status = pb::LookupStatus::NotFound.into();
         }
         Resolution::Reserved { ip, range } => {
-            out.ip = ip.to_string();
+            out.ip = ip_text(&input, ip);
             out.status = pb::LookupStatus::Reserved.into();
             out.source = pb::ResultSource::Local.into();
             out.reserved_range = reserved_to_proto(range).into();
@@ -214,11 +217,12 @@ pub fn to_proto(input: &str, resolution: Resolution<'_>) -> pb::LookupResult {
             out.error = reason;
         }
         Resolution::UpstreamError { ip, error } => {
-            out.ip = ip.to_string();
+            out.ip = ip_text(&input, ip);
             out.status = pb::LookupStatus::UpstreamError.into();
             out.error = error;
         }
     }
+    out.input = input;
     out
 }
 
@@ -231,7 +235,9 @@ fn fill_location(out: &mut pb::LookupResult, location: &Location<'_>) {
     out.asn = location.asn.unwrap_or_default();
     out.as_org = text(location.as_org);
     if let Some((network, prefix)) = location.network {
-        out.network = format!("{network}/{prefix}");
+        use std::fmt::Write as _;
+        // Writing into a String cannot fail.
+        let _ = write!(out.network, "{network}/{prefix}");
     }
     if let Some(db) = location.database {
         out.database = db.name.to_string();

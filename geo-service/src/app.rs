@@ -54,10 +54,7 @@ trait StageContext<T> {
 
 impl<T, E: Into<anyhow::Error>> StageContext<T> for Result<T, E> {
     fn stage(self, stage: Stage) -> Result<T, StartupError> {
-        self.map_err(|e| StartupError {
-            stage,
-            source: e.into(),
-        })
+        self.map_err(|e| StartupError { stage, source: e.into() })
     }
 }
 
@@ -98,12 +95,7 @@ impl Application {
         metrics.set_databases(&databases);
         let metrics_listener = TcpListener::bind(config.metrics_listen)
             .await
-            .with_context(|| {
-                format!(
-                    "cannot listen on {} (--metrics-listen)",
-                    config.metrics_listen
-                )
-            })
+            .with_context(|| format!("cannot listen on {} (--metrics-listen)", config.metrics_listen))
             .stage(Stage::Metrics)?;
 
         let grpc = TcpListener::bind(config.listen)
@@ -113,34 +105,21 @@ impl Application {
 
         let max_batch = usize::try_from(config.max_batch).unwrap_or(usize::MAX);
         let api = GeoApi::new(Resolver::new(databases, metrics.clone()), max_batch);
-        Ok(Self {
-            api,
-            metrics,
-            grpc,
-            metrics_listener,
-            shutdown_grace: config.shutdown_grace,
-        })
+        Ok(Self { api, metrics, grpc, metrics_listener, shutdown_grace: config.shutdown_grace })
     }
 
     /// The address the gRPC server listens on.
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        self.grpc.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     /// The address the metrics endpoint listens on.
     pub fn metrics_addr(&self) -> SocketAddr {
-        self.metrics_listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        self.metrics_listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     /// Serves until `shutdown` resolves, then drains and stops.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let (health, health_service) = tonic_health::server::health_reporter();
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
@@ -161,11 +140,7 @@ impl Application {
         let grpc_addr = self.grpc.local_addr()?;
         let metrics_addr = self.metrics_listener.local_addr()?;
 
-        let metrics_server = tokio::spawn(serve_metrics(
-            self.metrics_listener,
-            self.metrics,
-            stopping.clone(),
-        ));
+        let metrics_server = tokio::spawn(serve_metrics(self.metrics_listener, self.metrics, stopping.clone()));
 
         health.set_serving::<GeoServiceServer<GeoApi>>().await;
         let on_signal = {
@@ -175,9 +150,7 @@ impl Application {
                 shutdown.await;
                 tracing::info!("shutdown requested: health NOT_SERVING, draining");
                 health.set_not_serving::<GeoServiceServer<GeoApi>>().await;
-                health
-                    .set_service_status("", tonic_health::ServingStatus::NotServing)
-                    .await;
+                health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
                 stopping.cancel();
             }
         };
@@ -189,10 +162,7 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(geo)
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(self.grpc),
-                drain.cancelled_owned(),
-            );
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc), drain.cancelled_owned());
 
         let grace = self.shutdown_grace;
         let stopped = stopping.clone();
@@ -219,20 +189,11 @@ async fn serve_metrics(listener: TcpListener, metrics: Metrics, stop: Cancellati
         axum::routing::get(move || {
             let metrics = metrics.clone();
             async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
-                    )],
-                    metrics.render(),
-                )
+                ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], metrics.render())
             }
         }),
     );
-    if let Err(error) = axum::serve(listener, app)
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
-    {
+    if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
         tracing::error!(%error, "metrics endpoint failed");
     }
 }

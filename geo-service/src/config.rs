@@ -18,11 +18,7 @@ pub enum LogFormat {
 
 /// The geo-service configuration.
 #[derive(Debug, Clone, Parser)]
-#[command(
-    name = "geo-service",
-    version,
-    about = "BanGUI geo-service: where IP addresses are"
-)]
+#[command(name = "geo-service", version, about = "BanGUI geo-service: where IP addresses are")]
 pub struct Config {
     /// Address the gRPC server listens on.
     #[arg(long, env = "GEO_LISTEN", default_value = "0.0.0.0:50051")]
@@ -102,21 +98,11 @@ mod tests {
 
     #[test]
     fn databases_come_comma_separated_or_repeated() {
-        let config = Config::try_from_args([
-            "geo-service",
-            "--mmdb",
-            "a.mmdb,b.mmdb",
-            "--mmdb",
-            "builtin:sample",
-        ])
-        .unwrap();
+        let config =
+            Config::try_from_args(["geo-service", "--mmdb", "a.mmdb,b.mmdb", "--mmdb", "builtin:sample"]).unwrap();
         assert_eq!(
             config.mmdb,
-            vec![
-                DatabaseSource::File("a.mmdb".into()),
-                DatabaseSource::File("b.mmdb".into()),
-                DatabaseSource::Sample
-            ]
+            vec![DatabaseSource::File("a.mmdb".into()), DatabaseSource::File("b.mmdb".into()), DatabaseSource::Sample]
         );
         assert_eq!(config.max_batch, 10_000);
         assert_eq!(config.listen.to_string(), "0.0.0.0:50051");
@@ -124,21 +110,13 @@ mod tests {
 
     #[test]
     fn bad_settings_are_named() {
-        let err = Config::try_from_args(["geo-service"])
-            .unwrap_err()
-            .to_string();
+        let err = Config::try_from_args(["geo-service"]).unwrap_err().to_string();
         assert!(err.contains("--mmdb"), "{err}");
-        let err = Config::try_from_args(["geo-service", "--mmdb", "x", "--max-batch", "0"])
-            .unwrap_err()
-            .to_string();
+        let err = Config::try_from_args(["geo-service", "--mmdb", "x", "--max-batch", "0"]).unwrap_err().to_string();
         assert!(err.contains("--max-batch"), "{err}");
-        let err = Config::try_from_args(["geo-service", "--mmdb", "x", "--listen", "nowhere"])
-            .unwrap_err()
-            .to_string();
+        let err = Config::try_from_args(["geo-service", "--mmdb", "x", "--listen", "nowhere"]).unwrap_err().to_string();
         assert!(err.contains("--listen"), "{err}");
-        let err = Config::try_from_args(["geo-service", "--mmdb", "builtin:nope"])
-            .unwrap_err()
-            .to_string();
+        let err = Config::try_from_args(["geo-service", "--mmdb", "builtin:nope"]).unwrap_err().to_string();
         assert!(err.contains("unknown built-in database"), "{err}");
     }
 }

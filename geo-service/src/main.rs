@@ -2,6 +2,12 @@
 
 use geo_service::{Application, Config, app::shutdown_signal, telemetry};
 
+/// mimalloc: a lookup batch allocates many small strings on the blocking
+/// pool and frees them on a runtime thread, which glibc malloc handles
+/// poorly (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let config = Config::from_env_and_args();

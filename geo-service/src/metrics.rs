@@ -55,6 +55,17 @@ impl From<Outcome> for StatusLabel {
     }
 }
 
+/// Lookup outcomes of one request, counted locally and added to the
+/// metrics once.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Tally([u64; Outcome::ALL.len()]);
+
+impl Tally {
+    pub fn add(&mut self, outcome: Outcome) {
+        self.0[outcome as usize] += 1;
+    }
+}
+
 /// The service's metrics and the registry that exposes them.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -64,7 +75,9 @@ pub struct Metrics {
 #[derive(Debug)]
 struct Inner {
     registry: Registry,
-    lookups: Family<LookupLabels, Counter>,
+    /// One counter per outcome, created up front so counting is one atomic
+    /// add with no label lookup.
+    lookups: [Counter; Outcome::ALL.len()],
     batch_size: Histogram,
     database_build: Family<DatabaseLabels, Gauge>,
     databases_loaded: Gauge,
@@ -79,18 +92,12 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
-        let lookups = Family::<LookupLabels, Counter>::default();
-        registry.register(
-            LOOKUPS_TOTAL,
-            "Lookups answered, by status",
-            lookups.clone(),
-        );
+        let family = Family::<LookupLabels, Counter>::default();
+        registry.register(LOOKUPS_TOTAL, "Lookups answered, by status", family.clone());
+        let lookups =
+            Outcome::ALL.map(|outcome| family.get_or_create(&LookupLabels { status: outcome.into() }).clone());
         let batch_size = Histogram::new([1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0]);
-        registry.register(
-            BATCH_SIZE,
-            "Items per LookupBatch request",
-            batch_size.clone(),
-        );
+        registry.register(BATCH_SIZE, "Items per LookupBatch request", batch_size.clone());
         let database_build = Family::<DatabaseLabels, Gauge>::default();
         registry.register(
             DATABASE_BUILD_TIMESTAMP,
@@ -98,40 +105,22 @@ impl Metrics {
             database_build.clone(),
         );
         let databases_loaded = Gauge::default();
-        registry.register(
-            DATABASES_LOADED,
-            "Databases in the active set",
-            databases_loaded.clone(),
-        );
-        Self {
-            inner: Arc::new(Inner {
-                registry,
-                lookups,
-                batch_size,
-                database_build,
-                databases_loaded,
-            }),
-        }
+        registry.register(DATABASES_LOADED, "Databases in the active set", databases_loaded.clone());
+        Self { inner: Arc::new(Inner { registry, lookups, batch_size, database_build, databases_loaded }) }
     }
 
-    /// Counts one answered lookup.
-    pub fn count_lookup(&self, outcome: Outcome) {
-        self.inner
-            .lookups
-            .get_or_create(&LookupLabels {
-                status: outcome.into(),
-            })
-            .inc();
+    /// Adds the lookups of one request.
+    pub fn count_lookups(&self, tally: &Tally) {
+        for (counter, &n) in self.inner.lookups.iter().zip(&tally.0) {
+            if n > 0 {
+                counter.inc_by(n);
+            }
+        }
     }
 
     /// Lookups answered so far with `outcome`.
     pub fn lookups(&self, outcome: Outcome) -> u64 {
-        self.inner
-            .lookups
-            .get_or_create(&LookupLabels {
-                status: outcome.into(),
-            })
-            .get()
+        self.inner.lookups[outcome as usize].get()
     }
 
     pub fn observe_batch(&self, items: usize) {
@@ -146,18 +135,10 @@ impl Metrics {
                 .build_time
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-            let labels = DatabaseLabels {
-                database: db.name.to_string(),
-                r#type: db.database_type.clone(),
-            };
-            self.inner
-                .database_build
-                .get_or_create(&labels)
-                .set(seconds);
+            let labels = DatabaseLabels { database: db.name.to_string(), r#type: db.database_type.clone() };
+            self.inner.database_build.get_or_create(&labels).set(seconds);
         }
-        self.inner
-            .databases_loaded
-            .set(i64::try_from(set.databases().len()).unwrap_or(i64::MAX));
+        self.inner.databases_loaded.set(i64::try_from(set.databases().len()).unwrap_or(i64::MAX));
     }
 
     /// The Prometheus text exposition of every metric.

@@ -9,7 +9,7 @@ use std::{net::IpAddr, sync::Arc};
 use arc_swap::ArcSwap;
 
 use crate::{
-    metrics::Metrics,
+    metrics::{Metrics, Tally},
     mmdb::{DatabaseSet, Location},
 };
 
@@ -68,22 +68,12 @@ pub fn reserved_range(ip: IpAddr) -> Option<ReservedRange> {
             let bits = u32::from(v4);
             V4_RESERVED
                 .iter()
-                .find(|(net, len, _)| {
-                    prefix_match(
-                        u128::from(bits),
-                        u128::from(u32::from_be_bytes(*net)),
-                        *len,
-                        32,
-                    )
-                })
+                .find(|(net, len, _)| prefix_match(u128::from(bits), u128::from(u32::from_be_bytes(*net)), *len, 32))
                 .map(|(_, _, range)| *range)
         }
         IpAddr::V6(v6) => {
             let bits = u128::from(v6);
-            V6_RESERVED
-                .iter()
-                .find(|(net, len, _)| prefix_match(bits, *net, *len, 128))
-                .map(|(_, _, range)| *range)
+            V6_RESERVED.iter().find(|(net, len, _)| prefix_match(bits, *net, *len, 128)).map(|(_, _, range)| *range)
         }
     }
 }
@@ -100,18 +90,11 @@ pub fn parse_ip(input: &str) -> Result<IpAddr, String> {
     if trimmed.is_empty() {
         return Err("empty input: expected an IPv4 or IPv6 address".into());
     }
-    trimmed
-        .parse::<IpAddr>()
-        .map(|ip| ip.to_canonical())
-        .map_err(|_| {
-            let shown: String = trimmed.chars().take(MAX_ECHO).collect();
-            let cut = if shown.len() < trimmed.len() {
-                "…"
-            } else {
-                ""
-            };
-            format!("not an IP address: {shown:?}{cut}")
-        })
+    trimmed.parse::<IpAddr>().map(|ip| ip.to_canonical()).map_err(|_| {
+        let shown: String = trimmed.chars().take(MAX_ECHO).collect();
+        let cut = if shown.len() < trimmed.len() { "…" } else { "" };
+        format!("not an IP address: {shown:?}{cut}")
+    })
 }
 
 /// The answer for one input.
@@ -127,11 +110,17 @@ pub enum Resolution<'a> {
 /// Outcome labels, for metrics and counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
-    Found,
-    NotFound,
-    Reserved,
-    Invalid,
-    UpstreamError,
+    Found = 0,
+    NotFound = 1,
+    Reserved = 2,
+    Invalid = 3,
+    UpstreamError = 4,
+}
+
+impl Outcome {
+    /// Every outcome, in discriminant order.
+    pub const ALL: [Outcome; 5] =
+        [Outcome::Found, Outcome::NotFound, Outcome::Reserved, Outcome::Invalid, Outcome::UpstreamError];
 }
 
 impl Resolution<'_> {
@@ -156,10 +145,7 @@ pub struct Resolver {
 
 impl Resolver {
     pub fn new(databases: DatabaseSet, metrics: Metrics) -> Self {
-        Self {
-            databases: Arc::new(ArcSwap::from_pointee(databases)),
-            metrics,
-        }
+        Self { databases: Arc::new(ArcSwap::from_pointee(databases)), metrics }
     }
 
     /// The database set in use now. Hold it for the length of one request
@@ -172,11 +158,25 @@ impl Resolver {
         &self.metrics
     }
 
-    /// Resolves one input against `set` and counts the outcome.
-    pub fn resolve<'a>(&self, set: &'a DatabaseSet, input: &str) -> Resolution<'a> {
-        let resolution = resolve_in(set, input);
-        self.metrics.count_lookup(resolution.outcome());
-        resolution
+    /// Resolves every input against one snapshot of the databases, handing
+    /// each answer to `each` in input order, and counts the outcomes.
+    pub fn resolve_each<I, T>(&self, inputs: I, mut each: impl FnMut(I::Item, Resolution<'_>) -> T) -> Vec<T>
+    where
+        I: IntoIterator,
+        I::IntoIter: ExactSizeIterator,
+        I::Item: AsRef<str>,
+    {
+        let set = self.databases();
+        let inputs = inputs.into_iter();
+        let mut out = Vec::with_capacity(inputs.len());
+        let mut tally = Tally::default();
+        for input in inputs {
+            let resolution = resolve_in(&set, input.as_ref());
+            tally.add(resolution.outcome());
+            out.push(each(input, resolution));
+        }
+        self.metrics.count_lookups(&tally);
+        out
     }
 }
 
@@ -194,10 +194,7 @@ pub fn resolve_in<'a>(set: &'a DatabaseSet, input: &str) -> Resolution<'a> {
         Ok(None) => Resolution::NotFound { ip },
         Err(error) => {
             tracing::warn!(%ip, error = %error, "database lookup failed");
-            Resolution::UpstreamError {
-                ip,
-                error: error.to_string(),
-            }
+            Resolution::UpstreamError { ip, error: error.to_string() }
         }
     }
 }
@@ -263,29 +260,15 @@ mod tests {
     fn inputs_are_normalized() {
         assert_eq!(parse_ip(" 8.8.8.8 ").unwrap().to_string(), "8.8.8.8");
         assert_eq!(parse_ip("::FFFF:8.8.8.8").unwrap().to_string(), "8.8.8.8");
-        assert_eq!(
-            parse_ip("2001:4860:0:0:0:0:0:8888").unwrap().to_string(),
-            "2001:4860::8888"
-        );
+        assert_eq!(parse_ip("2001:4860:0:0:0:0:0:8888").unwrap().to_string(), "2001:4860::8888");
     }
 
     #[test]
     fn garbage_is_rejected_with_a_reason() {
         assert!(parse_ip("").unwrap_err().contains("empty"));
         assert!(parse_ip("   ").unwrap_err().contains("empty"));
-        for bad in [
-            "1.2.3",
-            "1.2.3.256",
-            "example.com",
-            "8.8.8.8/24",
-            "fe80::1%eth0",
-            "[::1]",
-            "01.2.3.4",
-        ] {
-            assert!(
-                parse_ip(bad).unwrap_err().contains("not an IP address"),
-                "{bad}"
-            );
+        for bad in ["1.2.3", "1.2.3.256", "example.com", "8.8.8.8/24", "fe80::1%eth0", "[::1]", "01.2.3.4"] {
+            assert!(parse_ip(bad).unwrap_err().contains("not an IP address"), "{bad}");
         }
         let long = "x".repeat(10_000);
         assert!(parse_ip(&long).unwrap_err().len() < 200);

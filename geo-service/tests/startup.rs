@@ -37,10 +37,7 @@ fn corrupt_database_file_names_the_file_and_exits_non_zero() {
     let out = run(&["--mmdb", &format!("builtin:sample,{}", path.display())]);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(
-        err.contains(&path.display().to_string()) && err.contains("not a valid MaxMind DB"),
-        "{err}"
-    );
+    assert!(err.contains(&path.display().to_string()) && err.contains("not a valid MaxMind DB"), "{err}");
 }
 
 #[test]
@@ -66,20 +63,10 @@ fn a_taken_port_names_the_stage_and_the_setting() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let out = Command::new(env!("CARGO_BIN_EXE_geo-service"))
-        .args([
-            "--mmdb",
-            "builtin:sample",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--listen",
-            &addr,
-        ])
+        .args(["--mmdb", "builtin:sample", "--metrics-listen", "127.0.0.1:0", "--listen", &addr])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(
-        err.contains("startup stage `grpc` failed") && err.contains("--listen"),
-        "{err}"
-    );
+    assert!(err.contains("startup stage `grpc` failed") && err.contains("--listen"), "{err}");
 }

@@ -8,19 +8,13 @@
 /// `bangui.geo.v1`: where IP addresses are.
 pub mod geo {
     /// Version 1 of the geo API.
-    #[allow(
-        missing_docs,
-        missing_debug_implementations,
-        clippy::all,
-        clippy::pedantic
-    )]
+    #[allow(missing_docs, missing_debug_implementations, clippy::all, clippy::pedantic)]
     pub mod v1 {
         tonic::include_proto!("bangui.geo.v1");
 
         /// The encoded descriptor set of `bangui.geo.v1` and its imports,
         /// for server reflection.
-        pub const FILE_DESCRIPTOR_SET: &[u8] =
-            tonic::include_file_descriptor_set!("bangui_geo_v1_descriptor");
+        pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("bangui_geo_v1_descriptor");
     }
 }
 

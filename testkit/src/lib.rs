@@ -94,22 +94,8 @@ pub mod facts {
 
     /// IPinfo lite: `(network, country_code, country, continent_code, asn, as_name)`.
     pub const IPINFO: &[(&str, &str, &str, &str, &str, &str)] = &[
-        (
-            "4.4.4.0/24",
-            "US",
-            "United States",
-            "NA",
-            "AS3356",
-            "Level 3 Parent, LLC",
-        ),
-        (
-            "2a00:1450::/32",
-            "IE",
-            "Ireland",
-            "EU",
-            "AS15169",
-            "Google LLC",
-        ),
+        ("4.4.4.0/24", "US", "United States", "NA", "AS3356", "Level 3 Parent, LLC"),
+        ("2a00:1450::/32", "IE", "Ireland", "EU", "AS15169", "Google LLC"),
     ];
 
     /// GeoLite2-ASN style: `(network, number, organisation)`.
@@ -171,10 +157,7 @@ fn english(name: &str) -> BTreeMap<&str, &str> {
 }
 
 fn place<'a>(pair: Option<(&'a str, &'a str)>) -> Option<Place<'a>> {
-    pair.map(|(iso_code, name)| Place {
-        iso_code,
-        names: english(name),
-    })
+    pair.map(|(iso_code, name)| Place { iso_code, names: english(name) })
 }
 
 fn writer(database_type: &str, ip_version: IpVersion, description: &str) -> Writer {
@@ -187,35 +170,24 @@ fn writer(database_type: &str, ip_version: IpVersion, description: &str) -> Writ
 
 fn net(text: &str) -> IpNet {
     // The fixture tables are constants of this crate; a typo is a bug here.
-    text.parse()
-        .unwrap_or_else(|e| panic!("fixture network {text:?}: {e}"))
+    text.parse().unwrap_or_else(|e| panic!("fixture network {text:?}: {e}"))
 }
 
 fn finish(writer: &Writer) -> Vec<u8> {
-    writer
-        .to_bytes()
-        .unwrap_or_else(|e| panic!("fixture database: {e}"))
+    writer.to_bytes().unwrap_or_else(|e| panic!("fixture database: {e}"))
 }
 
 fn nested_database(database_type: &str, rows: &[facts::Nested]) -> Vec<u8> {
-    let mut w = writer(
-        database_type,
-        IpVersion::V6,
-        "BanGUI test fixture (nested schema)",
-    );
+    let mut w = writer(database_type, IpVersion::V6, "BanGUI test fixture (nested schema)");
     for row in rows {
         let record = NestedRecord {
             country: place(row.country),
             registered_country: place(row.registered_country),
-            continent: ContinentRecord {
-                code: row.continent.0,
-                names: english(row.continent.1),
-            },
+            continent: ContinentRecord { code: row.continent.0, names: english(row.continent.1) },
             autonomous_system_number: None,
             autonomous_system_organization: None,
         };
-        w.insert(net(row.network), &record)
-            .unwrap_or_else(|e| panic!("{}: {e}", row.network));
+        w.insert(net(row.network), &record).unwrap_or_else(|e| panic!("{}: {e}", row.network));
     }
     finish(&w)
 }
@@ -231,14 +203,9 @@ pub fn dbip_country() -> Vec<u8> {
 }
 
 fn flat_database(ip_version: IpVersion, rows: &[(&str, &str)]) -> Vec<u8> {
-    let mut w = writer(
-        "ip-location-db-country",
-        ip_version,
-        "BanGUI test fixture (flat schema)",
-    );
+    let mut w = writer("ip-location-db-country", ip_version, "BanGUI test fixture (flat schema)");
     for (network, country_code) in rows {
-        w.insert(net(network), &FlatRecord { country_code })
-            .unwrap_or_else(|e| panic!("{network}: {e}"));
+        w.insert(net(network), &FlatRecord { country_code }).unwrap_or_else(|e| panic!("{network}: {e}"));
     }
     finish(&w)
 }
@@ -255,21 +222,10 @@ pub fn flat_country_v6() -> Vec<u8> {
 
 /// An IPinfo-lite-style database built from [`facts::IPINFO`].
 pub fn ipinfo_lite() -> Vec<u8> {
-    let mut w = writer(
-        "ipinfo_lite.mmdb",
-        IpVersion::V6,
-        "BanGUI test fixture (IPinfo lite)",
-    );
+    let mut w = writer("ipinfo_lite.mmdb", IpVersion::V6, "BanGUI test fixture (IPinfo lite)");
     for (network, country_code, country, continent_code, asn, as_name) in facts::IPINFO {
-        let record = IpinfoRecord {
-            country_code,
-            country,
-            continent_code,
-            asn,
-            as_name,
-        };
-        w.insert(net(network), &record)
-            .unwrap_or_else(|e| panic!("{network}: {e}"));
+        let record = IpinfoRecord { country_code, country, continent_code, asn, as_name };
+        w.insert(net(network), &record).unwrap_or_else(|e| panic!("{network}: {e}"));
     }
     finish(&w)
 }
@@ -278,12 +234,8 @@ pub fn ipinfo_lite() -> Vec<u8> {
 pub fn asn() -> Vec<u8> {
     let mut w = writer("GeoLite2-ASN", IpVersion::V6, "BanGUI test fixture (ASN)");
     for (network, number, organisation) in facts::ASN {
-        let record = AsnRecord {
-            autonomous_system_number: *number,
-            autonomous_system_organization: organisation,
-        };
-        w.insert(net(network), &record)
-            .unwrap_or_else(|e| panic!("{network}: {e}"));
+        let record = AsnRecord { autonomous_system_number: *number, autonomous_system_organization: organisation };
+        w.insert(net(network), &record).unwrap_or_else(|e| panic!("{network}: {e}"));
     }
     finish(&w)
 }
@@ -293,48 +245,12 @@ pub fn asn() -> Vec<u8> {
 /// made-up sample data for trying the service, not a source of truth.
 pub fn sample_database() -> Vec<u8> {
     let rows: &[(&str, (&str, &str), (&str, &str), u32, &str)] = &[
-        (
-            "1.1.1.0/24",
-            ("AU", "Australia"),
-            ("OC", "Oceania"),
-            13335,
-            "CLOUDFLARENET",
-        ),
-        (
-            "8.8.8.0/24",
-            ("US", "United States"),
-            ("NA", "North America"),
-            15169,
-            "GOOGLE",
-        ),
-        (
-            "9.9.9.0/24",
-            ("CH", "Switzerland"),
-            ("EU", "Europe"),
-            19281,
-            "QUAD9-AS-1",
-        ),
-        (
-            "81.2.69.0/24",
-            ("GB", "United Kingdom"),
-            ("EU", "Europe"),
-            20712,
-            "Andrews & Arnold Ltd",
-        ),
-        (
-            "2001:4860::/32",
-            ("US", "United States"),
-            ("NA", "North America"),
-            15169,
-            "GOOGLE",
-        ),
-        (
-            "2606:4700::/32",
-            ("US", "United States"),
-            ("NA", "North America"),
-            13335,
-            "CLOUDFLARENET",
-        ),
+        ("1.1.1.0/24", ("AU", "Australia"), ("OC", "Oceania"), 13335, "CLOUDFLARENET"),
+        ("8.8.8.0/24", ("US", "United States"), ("NA", "North America"), 15169, "GOOGLE"),
+        ("9.9.9.0/24", ("CH", "Switzerland"), ("EU", "Europe"), 19281, "QUAD9-AS-1"),
+        ("81.2.69.0/24", ("GB", "United Kingdom"), ("EU", "Europe"), 20712, "Andrews & Arnold Ltd"),
+        ("2001:4860::/32", ("US", "United States"), ("NA", "North America"), 15169, "GOOGLE"),
+        ("2606:4700::/32", ("US", "United States"), ("NA", "North America"), 13335, "CLOUDFLARENET"),
     ];
     let mut w = writer(
         "BanGUI-Sample-Country-ASN",
@@ -345,15 +261,11 @@ pub fn sample_database() -> Vec<u8> {
         let record = NestedRecord {
             country: place(Some(*country)),
             registered_country: place(Some(*country)),
-            continent: ContinentRecord {
-                code: continent.0,
-                names: english(continent.1),
-            },
+            continent: ContinentRecord { code: continent.0, names: english(continent.1) },
             autonomous_system_number: Some(*number),
             autonomous_system_organization: Some(organisation),
         };
-        w.insert(net(network), &record)
-            .unwrap_or_else(|e| panic!("{network}: {e}"));
+        w.insert(net(network), &record).unwrap_or_else(|e| panic!("{network}: {e}"));
     }
     finish(&w)
 }

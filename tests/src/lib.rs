@@ -26,10 +26,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 /// Path of a workspace binary built beside the running test executable.
@@ -61,14 +58,7 @@ impl GeoService {
     pub fn start(args: &[&str]) -> Self {
         let mut command = Command::new(binary("geo-service"));
         command
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-            ])
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--log-format", "json"])
             .args(args)
             .env_remove("GEO_MMDB")
             .stdout(Stdio::piped())
@@ -94,20 +84,13 @@ impl GeoService {
             }
         });
         match rx.recv_timeout(START_TIMEOUT) {
-            Ok((grpc_addr, metrics_addr)) => Self {
-                child,
-                grpc_addr,
-                metrics_addr,
-                logs,
-                readers: vec![out_reader, err_reader],
-            },
+            Ok((grpc_addr, metrics_addr)) => {
+                Self { child, grpc_addr, metrics_addr, logs, readers: vec![out_reader, err_reader] }
+            }
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!(
-                    "geo-service did not start serving; output:\n{}",
-                    logs.lock().unwrap().join("\n")
-                );
+                panic!("geo-service did not start serving; output:\n{}", logs.lock().unwrap().join("\n"));
             }
         }
     }
@@ -139,10 +122,7 @@ impl GeoService {
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill -TERM");
+        Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
         let status = self.child.wait().expect("wait for geo-service");
         // The pipes close with the process: the readers then have every line.
         for reader in self.readers.drain(..) {
@@ -186,12 +166,8 @@ pub fn grpcurl_json(args: &[&str]) -> serde_json::Value {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "grpcurl output is not JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("grpcurl output is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 /// Writes the fixture databases into a fresh temporary directory.
@@ -221,18 +197,13 @@ pub mod real_data {
     /// cannot be reached.
     pub fn database(file: &str) -> Option<PathBuf> {
         static FETCH: Mutex<()> = Mutex::new(());
-        let _guard = FETCH
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _guard = FETCH.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let path = data_dir().join(file);
         if path.exists() {
             return Some(path);
         }
         let script = workspace_root().join("scripts/fetch-test-data.sh");
-        let status = Command::new("bash")
-            .arg(&script)
-            .env("BANGUI_DATA_DIR", data_dir())
-            .status();
+        let status = Command::new("bash").arg(&script).env("BANGUI_DATA_DIR", data_dir()).status();
         if path.exists() {
             return Some(path);
         }

@@ -9,16 +9,9 @@ use tonic::Code;
 
 fn start_all_schemas() -> (tempfile::TempDir, GeoService) {
     let (dir, f) = fixtures();
-    let list = [
-        &f.maxmind_country,
-        &f.dbip_country,
-        &f.flat_country_v4,
-        &f.flat_country_v6,
-        &f.ipinfo_lite,
-        &f.asn,
-    ]
-    .map(|p| p.display().to_string())
-    .join(",");
+    let list = [&f.maxmind_country, &f.dbip_country, &f.flat_country_v4, &f.flat_country_v6, &f.ipinfo_lite, &f.asn]
+        .map(|p| p.display().to_string())
+        .join(",");
     let service = GeoService::start(&["--mmdb", &list]);
     (dir, service)
 }
@@ -32,10 +25,7 @@ async fn lookup_answers_from_the_merged_databases() {
     let (_dir, geo) = start_all_schemas();
     let mut client = geo.client().await;
     let result = client
-        .lookup(pb::LookupRequest {
-            ip: "8.8.8.8".into(),
-            allow_remote: false,
-        })
+        .lookup(pb::LookupRequest { ip: "8.8.8.8".into(), allow_remote: false })
         .await
         .unwrap()
         .into_inner()
@@ -51,15 +41,8 @@ async fn lookup_answers_from_the_merged_databases() {
     assert_eq!(result.as_org, "GOOGLE");
     assert_eq!(result.network, "8.8.8.0/24");
     assert_eq!(result.source, pb::ResultSource::Mmdb as i32);
-    assert!(
-        result.database.ends_with("GeoIP2-Country-Test.mmdb"),
-        "{}",
-        result.database
-    );
-    assert_eq!(
-        result.database_build_time.unwrap().seconds,
-        bangui_testkit::BUILD_EPOCH as i64
-    );
+    assert!(result.database.ends_with("GeoIP2-Country-Test.mmdb"), "{}", result.database);
+    assert_eq!(result.database_build_time.unwrap().seconds, bangui_testkit::BUILD_EPOCH as i64);
 }
 
 #[tokio::test]
@@ -99,28 +82,16 @@ async fn batch_keeps_order_and_gives_each_item_its_own_status() {
         assert_eq!(result.input, *input, "results are in input order");
     }
     let expect = |i: usize, st: LookupStatus, country: &str| {
-        assert_eq!(
-            (status(&results[i]), results[i].country_code.as_str()),
-            (st, country),
-            "item {i} {:?}",
-            inputs[i]
-        );
+        assert_eq!((status(&results[i]), results[i].country_code.as_str()), (st, country), "item {i} {:?}", inputs[i]);
     };
     expect(0, LookupStatus::Found, "GB");
     expect(1, LookupStatus::Invalid, "");
-    assert!(
-        results[1].error.contains("not an IP address"),
-        "{}",
-        results[1].error
-    );
+    assert!(results[1].error.contains("not an IP address"), "{}", results[1].error);
     expect(2, LookupStatus::Reserved, "");
     assert_eq!(results[2].reserved_range, pb::ReservedRange::Private as i32);
     assert_eq!(results[2].source, pb::ResultSource::Local as i32);
     expect(3, LookupStatus::Reserved, "");
-    assert_eq!(
-        results[3].reserved_range,
-        pb::ReservedRange::Documentation as i32
-    );
+    assert_eq!(results[3].reserved_range, pb::ReservedRange::Documentation as i32);
     expect(4, LookupStatus::Found, "AU");
     assert_eq!(results[4].asn, 13335);
     expect(5, LookupStatus::Invalid, "");
@@ -129,10 +100,7 @@ async fn batch_keeps_order_and_gives_each_item_its_own_status() {
     expect(7, LookupStatus::Found, "CH");
     assert_eq!(results[7].network, "2620:fe::/48");
     expect(8, LookupStatus::Found, "US");
-    assert_eq!(
-        (results[8].asn, results[8].as_org.as_str()),
-        (3356, "Level 3 Parent, LLC")
-    );
+    assert_eq!((results[8].asn, results[8].as_org.as_str()), (3356, "Level 3 Parent, LLC"));
     expect(9, LookupStatus::NotFound, "");
     assert_eq!(results[9].ip, "3.3.3.3");
     expect(10, LookupStatus::Found, "DE");
@@ -156,66 +124,27 @@ async fn bad_input_gets_a_clear_error() {
     let (_dir, geo) = start_all_schemas();
     let mut client = geo.client().await;
 
-    let err = client
-        .lookup(pb::LookupRequest {
-            ip: "garbage".into(),
-            allow_remote: false,
-        })
-        .await
-        .unwrap_err();
+    let err = client.lookup(pb::LookupRequest { ip: "garbage".into(), allow_remote: false }).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(
-        err.message().starts_with("ip: not an IP address"),
-        "{}",
-        err.message()
-    );
+    assert!(err.message().starts_with("ip: not an IP address"), "{}", err.message());
 
-    let err = client
-        .lookup(pb::LookupRequest {
-            ip: String::new(),
-            allow_remote: false,
-        })
-        .await
-        .unwrap_err();
+    let err = client.lookup(pb::LookupRequest { ip: String::new(), allow_remote: false }).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 
     // 100 000 items: over the default limit of 10 000, refused whole.
-    let ips: Vec<String> = (0..100_000u32)
-        .map(|i| std::net::Ipv4Addr::from(i.wrapping_mul(2_654_435_761)).to_string())
-        .collect();
-    let err = client
-        .lookup_batch(pb::LookupBatchRequest {
-            ips,
-            allow_remote: false,
-        })
-        .await
-        .unwrap_err();
+    let ips: Vec<String> =
+        (0..100_000u32).map(|i| std::net::Ipv4Addr::from(i.wrapping_mul(2_654_435_761)).to_string()).collect();
+    let err = client.lookup_batch(pb::LookupBatchRequest { ips, allow_remote: false }).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(
-        err.message().contains("10000") && err.message().contains("ips"),
-        "{}",
-        err.message()
-    );
+    assert!(err.message().contains("10000") && err.message().contains("ips"), "{}", err.message());
 
     // The service is still fine afterwards, and the limit itself is accepted.
     let ips: Vec<String> = (0..10_000u32).map(|i| format!("garbage-{i}")).collect();
-    let results = client
-        .lookup_batch(pb::LookupBatchRequest {
-            ips,
-            allow_remote: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .results;
+    let results =
+        client.lookup_batch(pb::LookupBatchRequest { ips, allow_remote: false }).await.unwrap().into_inner().results;
     assert_eq!(results.len(), 10_000);
     assert!(results.iter().all(|r| status(r) == LookupStatus::Invalid));
-    let empty = client
-        .lookup_batch(pb::LookupBatchRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .results;
+    let empty = client.lookup_batch(pb::LookupBatchRequest::default()).await.unwrap().into_inner().results;
     assert!(empty.is_empty());
 }
 
@@ -223,31 +152,14 @@ async fn bad_input_gets_a_clear_error() {
 async fn batch_limit_is_configurable() {
     let geo = GeoService::start(&["--mmdb", "builtin:sample", "--max-batch", "3"]);
     let mut client = geo.client().await;
-    let four: Vec<String> = ["1.1.1.1", "8.8.8.8", "9.9.9.9", "10.0.0.1"]
-        .map(String::from)
-        .to_vec();
-    let err = client
-        .lookup_batch(pb::LookupBatchRequest {
-            ips: four.clone(),
-            allow_remote: false,
-        })
-        .await
-        .unwrap_err();
+    let four: Vec<String> = ["1.1.1.1", "8.8.8.8", "9.9.9.9", "10.0.0.1"].map(String::from).to_vec();
+    let err = client.lookup_batch(pb::LookupBatchRequest { ips: four.clone(), allow_remote: false }).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("limit of 3"), "{}", err.message());
-    let ok = client
-        .lookup_batch(pb::LookupBatchRequest {
-            ips: four[..3].to_vec(),
-            allow_remote: false,
-        })
-        .await
-        .unwrap();
+    let ok =
+        client.lookup_batch(pb::LookupBatchRequest { ips: four[..3].to_vec(), allow_remote: false }).await.unwrap();
     assert_eq!(ok.into_inner().results.len(), 3);
-    let info = client
-        .get_info(pb::GetInfoRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let info = client.get_info(pb::GetInfoRequest {}).await.unwrap().into_inner();
     assert_eq!(info.max_batch_size, 3);
 }
 
@@ -255,35 +167,16 @@ async fn batch_limit_is_configurable() {
 async fn stream_answers_every_item_in_order() {
     let geo = GeoService::start(&["--mmdb", "builtin:sample"]);
     let mut client = geo.client().await;
-    let inputs: Vec<String> = (0..5_000)
-        .map(|i| {
-            if i % 2 == 0 {
-                "8.8.8.8".into()
-            } else {
-                format!("bad{i}")
-            }
-        })
-        .collect();
+    let inputs: Vec<String> =
+        (0..5_000).map(|i| if i % 2 == 0 { "8.8.8.8".into() } else { format!("bad{i}") }).collect();
     let requests =
-        tokio_stream::iter(
-            inputs
-                .clone()
-                .into_iter()
-                .map(|ip| pb::LookupStreamRequest {
-                    ip,
-                    allow_remote: false,
-                }),
-        );
+        tokio_stream::iter(inputs.clone().into_iter().map(|ip| pb::LookupStreamRequest { ip, allow_remote: false }));
     let mut stream = client.lookup_stream(requests).await.unwrap().into_inner();
     let mut seen = 0;
     while let Some(reply) = stream.message().await.unwrap() {
         let result = reply.result.unwrap();
         assert_eq!(result.input, inputs[seen]);
-        let want = if seen % 2 == 0 {
-            LookupStatus::Found
-        } else {
-            LookupStatus::Invalid
-        };
+        let want = if seen % 2 == 0 { LookupStatus::Found } else { LookupStatus::Invalid };
         assert_eq!(status(&result), want);
         seen += 1;
     }
@@ -294,85 +187,30 @@ async fn stream_answers_every_item_in_order() {
 async fn get_info_describes_databases_and_counts_lookups() {
     let (_dir, geo) = start_all_schemas();
     let mut client = geo.client().await;
-    let ips = ["8.8.8.8", "3.3.3.3", "10.1.1.1", "x", "2001:4860::1"]
-        .map(String::from)
-        .to_vec();
-    client
-        .lookup_batch(pb::LookupBatchRequest {
-            ips,
-            allow_remote: false,
-        })
-        .await
-        .unwrap();
-    let info = client
-        .get_info(pb::GetInfoRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let schemas: Vec<_> = info
-        .databases
-        .iter()
-        .map(|d| pb::DatabaseSchema::try_from(d.schema).unwrap())
-        .collect();
+    let ips = ["8.8.8.8", "3.3.3.3", "10.1.1.1", "x", "2001:4860::1"].map(String::from).to_vec();
+    client.lookup_batch(pb::LookupBatchRequest { ips, allow_remote: false }).await.unwrap();
+    let info = client.get_info(pb::GetInfoRequest {}).await.unwrap().into_inner();
+    let schemas: Vec<_> = info.databases.iter().map(|d| pb::DatabaseSchema::try_from(d.schema).unwrap()).collect();
     use pb::DatabaseSchema as S;
-    assert_eq!(
-        schemas,
-        [
-            S::Maxmind,
-            S::Maxmind,
-            S::FlatCountry,
-            S::FlatCountry,
-            S::IpinfoLite,
-            S::Asn
-        ]
-    );
+    assert_eq!(schemas, [S::Maxmind, S::Maxmind, S::FlatCountry, S::FlatCountry, S::IpinfoLite, S::Asn]);
     let v4 = &info.databases[2];
-    assert_eq!(
-        (v4.ip_version, v4.database_type.as_str()),
-        (4, "ip-location-db-country")
-    );
-    assert!(
-        info.databases
-            .iter()
-            .all(|d| d.node_count > 0 && d.size_bytes > 0 && d.build_time.is_some())
-    );
+    assert_eq!((v4.ip_version, v4.database_type.as_str()), (4, "ip-location-db-country"));
+    assert!(info.databases.iter().all(|d| d.node_count > 0 && d.size_bytes > 0 && d.build_time.is_some()));
     assert!(info.databases[5].has_asn && !info.databases[5].has_country);
     let c = info.counters.unwrap();
-    assert_eq!(
-        (
-            c.found,
-            c.not_found,
-            c.reserved,
-            c.invalid,
-            c.upstream_error
-        ),
-        (2, 1, 1, 1, 0)
-    );
+    assert_eq!((c.found, c.not_found, c.reserved, c.invalid, c.upstream_error), (2, 1, 1, 1, 0));
     assert_eq!(info.max_batch_size, 10_000);
 }
 
 #[tokio::test]
 async fn health_serves_and_sigterm_drains_then_exits_zero() {
     let geo = GeoService::start(&["--mmdb", "builtin:sample"]);
-    let channel = tonic::transport::Channel::from_shared(geo.endpoint())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = tonic::transport::Channel::from_shared(geo.endpoint()).unwrap().connect().await.unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     for service in ["", "bangui.geo.v1.GeoService"] {
-        let reply = health
-            .check(tonic_health::pb::HealthCheckRequest {
-                service: service.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(
-            reply.status,
-            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
-            "{service:?}"
-        );
+        let reply =
+            health.check(tonic_health::pb::HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
+        assert_eq!(reply.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32, "{service:?}");
     }
     // Keep the client connection open: the server must tell it to go away
     // (HTTP/2 GOAWAY) and finish well inside the grace period.
@@ -384,14 +222,8 @@ async fn health_serves_and_sigterm_drains_then_exits_zero() {
     .unwrap();
     assert!(status.success(), "exit status after SIGTERM: {status}");
     let logs = logs.lock().unwrap().join("\n");
-    assert!(
-        logs.contains("health NOT_SERVING, draining") && logs.contains("\"stopped\""),
-        "{logs}"
-    );
-    assert!(
-        !logs.contains("grace period"),
-        "drain hit the grace period: {logs}"
-    );
+    assert!(logs.contains("health NOT_SERVING, draining") && logs.contains("\"stopped\""), "{logs}");
+    assert!(!logs.contains("grace period"), "drain hit the grace period: {logs}");
     drop(health);
 }
 
@@ -399,22 +231,10 @@ async fn health_serves_and_sigterm_drains_then_exits_zero() {
 async fn metrics_endpoint_exposes_lookups_and_databases() {
     let geo = GeoService::start(&["--mmdb", "builtin:sample"]);
     let mut client = geo.client().await;
-    client
-        .lookup(pb::LookupRequest {
-            ip: "8.8.8.8".into(),
-            allow_remote: false,
-        })
-        .await
-        .unwrap();
+    client.lookup(pb::LookupRequest { ip: "8.8.8.8".into(), allow_remote: false }).await.unwrap();
     let body = http_get(geo.metrics_addr, "/metrics").await;
-    assert!(
-        body.contains("geo_lookups_total{status=\"found\"} 1"),
-        "{body}"
-    );
-    assert!(
-        body.contains("geo_database_build_timestamp_seconds{database=\"builtin:sample\""),
-        "{body}"
-    );
+    assert!(body.contains("geo_lookups_total{status=\"found\"} 1"), "{body}");
+    assert!(body.contains("geo_database_build_timestamp_seconds{database=\"builtin:sample\""), "{body}");
     assert!(body.contains("geo_databases_loaded 1"), "{body}");
 }
 
@@ -422,9 +242,7 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
         .await
         .unwrap();
     let mut response = String::new();
@@ -437,59 +255,31 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
 async fn reflection_v1_and_v1alpha_both_list_the_service() {
     use tonic_reflection::pb::{v1, v1alpha};
     let geo = GeoService::start(&["--mmdb", "builtin:sample"]);
-    let channel = tonic::transport::Channel::from_shared(geo.endpoint())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = tonic::transport::Channel::from_shared(geo.endpoint()).unwrap().connect().await.unwrap();
 
     let mut client = v1::server_reflection_client::ServerReflectionClient::new(channel.clone());
     let request = v1::ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
-            String::new(),
-        )),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(String::new())),
     };
-    let mut replies = client
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut replies = client.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
     let reply = replies.message().await.unwrap().unwrap();
-    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
-        reply.message_response
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) = reply.message_response
     else {
         panic!("unexpected v1 reply {reply:?}");
     };
-    assert!(
-        list.service
-            .iter()
-            .any(|s| s.name == "bangui.geo.v1.GeoService"),
-        "{list:?}"
-    );
+    assert!(list.service.iter().any(|s| s.name == "bangui.geo.v1.GeoService"), "{list:?}");
 
     let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
     let request = v1alpha::ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(
-            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
-        ),
+        message_request: Some(v1alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
     };
-    let mut replies = client
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut replies = client.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
     let reply = replies.message().await.unwrap().unwrap();
-    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
-        reply.message_response
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) = reply.message_response
     else {
         panic!("unexpected v1alpha reply {reply:?}");
     };
-    assert!(
-        list.service
-            .iter()
-            .any(|s| s.name == "bangui.geo.v1.GeoService"),
-        "{list:?}"
-    );
+    assert!(list.service.iter().any(|s| s.name == "bangui.geo.v1.GeoService"), "{list:?}");
 }

@@ -14,42 +14,23 @@ fn list_shows_the_geo_service_health_and_reflection() {
     let geo = sample();
     let addr = geo.grpc_addr.to_string();
     let out = grpcurl(&["-plaintext", &addr, "list"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let services = String::from_utf8_lossy(&out.stdout);
     for service in ["bangui.geo.v1.GeoService", "grpc.health.v1.Health"] {
-        assert!(
-            services.lines().any(|l| l == service),
-            "{service} missing from:\n{services}"
-        );
+        assert!(services.lines().any(|l| l == service), "{service} missing from:\n{services}");
     }
     let methods = grpcurl(&["-plaintext", &addr, "list", "bangui.geo.v1.GeoService"]);
     let methods = String::from_utf8_lossy(&methods.stdout);
     for method in ["Lookup", "LookupBatch", "LookupStream", "GetInfo"] {
-        assert!(
-            methods.contains(&format!("bangui.geo.v1.GeoService.{method}")),
-            "{methods}"
-        );
+        assert!(methods.contains(&format!("bangui.geo.v1.GeoService.{method}")), "{methods}");
     }
 }
 
 #[test]
 fn describe_shows_the_result_message_fields() {
     let geo = sample();
-    let out = grpcurl(&[
-        "-plaintext",
-        &geo.grpc_addr.to_string(),
-        "describe",
-        "bangui.geo.v1.LookupResult",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = grpcurl(&["-plaintext", &geo.grpc_addr.to_string(), "describe", "bangui.geo.v1.LookupResult"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     for field in [
         "string ip",
@@ -74,13 +55,7 @@ fn describe_shows_the_result_message_fields() {
 fn lookup_and_batch_through_grpcurl() {
     let geo = sample();
     let addr = geo.grpc_addr.to_string();
-    let one = grpcurl_json(&[
-        "-plaintext",
-        "-d",
-        r#"{"ip": "8.8.8.8"}"#,
-        &addr,
-        "bangui.geo.v1.GeoService/Lookup",
-    ]);
+    let one = grpcurl_json(&["-plaintext", "-d", r#"{"ip": "8.8.8.8"}"#, &addr, "bangui.geo.v1.GeoService/Lookup"]);
     let result = &one["result"];
     assert_eq!(result["countryCode"], "US");
     assert_eq!(result["asn"], 15169);
@@ -96,10 +71,7 @@ fn lookup_and_batch_through_grpcurl() {
         "bangui.geo.v1.GeoService/LookupBatch",
     ]);
     let results = batch["results"].as_array().unwrap();
-    let statuses: Vec<&str> = results
-        .iter()
-        .map(|r| r["status"].as_str().unwrap())
-        .collect();
+    let statuses: Vec<&str> = results.iter().map(|r| r["status"].as_str().unwrap()).collect();
     assert_eq!(
         statuses,
         [
@@ -132,10 +104,7 @@ fn invalid_unary_lookup_is_invalid_argument() {
     ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("Code: InvalidArgument") && err.contains("ip: not an IP address"),
-        "{err}"
-    );
+    assert!(err.contains("Code: InvalidArgument") && err.contains("ip: not an IP address"), "{err}");
 }
 
 #[test]
@@ -152,12 +121,6 @@ fn health_check_through_grpcurl() {
         "grpc.health.v1.Health/Check",
     ]);
     assert_eq!(geo_health["status"], "SERVING");
-    let unknown = grpcurl(&[
-        "-plaintext",
-        "-d",
-        r#"{"service": "nope"}"#,
-        &addr,
-        "grpc.health.v1.Health/Check",
-    ]);
+    let unknown = grpcurl(&["-plaintext", "-d", r#"{"service": "nope"}"#, &addr, "grpc.health.v1.Health/Check"]);
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("NotFound"));
 }

@@ -24,9 +24,7 @@ fn mmdblookup(db: &Path, ip: &str, path: &[&str]) -> Option<String> {
         .args(["--ip", ip])
         .args(path)
         .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run mmdblookup ({e}); install Debian's mmdb-bin (.ci/run does)")
-        });
+        .unwrap_or_else(|e| panic!("cannot run mmdblookup ({e}); install Debian's mmdb-bin (.ci/run does)"));
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().find(|l| l.contains("<utf8_string>"))?;
     Some(line.trim().split('"').nth(1)?.to_owned())
@@ -67,21 +65,12 @@ fn random_ipv6(rng: &mut StdRng) -> IpAddr {
 async fn compare(db: &Path, ips: &[IpAddr]) -> usize {
     let geo = GeoService::start(&["--mmdb", &db.display().to_string()]);
     let mut client = geo.client().await;
-    let request = pb::LookupBatchRequest {
-        ips: ips.iter().map(ToString::to_string).collect(),
-        allow_remote: false,
-    };
-    let results = client
-        .lookup_batch(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .results;
+    let request = pb::LookupBatchRequest { ips: ips.iter().map(ToString::to_string).collect(), allow_remote: false };
+    let results = client.lookup_batch(request).await.unwrap().into_inner().results;
     assert_eq!(results.len(), ips.len());
 
     let db = db.to_path_buf();
-    let pairs: Vec<(String, pb::LookupResult)> =
-        ips.iter().map(ToString::to_string).zip(results).collect();
+    let pairs: Vec<(String, pb::LookupResult)> = ips.iter().map(ToString::to_string).zip(results).collect();
     // mmdblookup runs once per address; two threads keep it quick.
     let mismatches = tokio::task::spawn_blocking(move || {
         std::thread::scope(|scope| {
@@ -117,25 +106,16 @@ async fn compare(db: &Path, ips: &[IpAddr]) -> usize {
                     })
                 })
                 .collect();
-            workers.into_iter().map(|w| w.join().unwrap()).fold(
-                (0, Vec::new()),
-                |(f, mut b), (found, bad)| {
-                    b.extend(bad);
-                    (f + found, b)
-                },
-            )
+            workers.into_iter().map(|w| w.join().unwrap()).fold((0, Vec::new()), |(f, mut b), (found, bad)| {
+                b.extend(bad);
+                (f + found, b)
+            })
         })
     })
     .await
     .unwrap();
     let (found, bad) = mismatches;
-    assert!(
-        bad.is_empty(),
-        "{} of {} addresses differ from mmdblookup:\n{}",
-        bad.len(),
-        ips.len(),
-        bad.join("\n")
-    );
+    assert!(bad.is_empty(), "{} of {} addresses differ from mmdblookup:\n{}", bad.len(), ips.len(), bad.join("\n"));
     found
 }
 

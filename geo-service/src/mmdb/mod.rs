@@ -19,6 +19,7 @@ use std::{
 };
 
 use maxminddb::{MaxMindDbError, Reader, WithinOptions};
+use rustc_hash::FxBuildHasher;
 
 use self::record::RawRecord;
 
@@ -45,9 +46,7 @@ impl DatabaseSource {
             return Ok(Self::Sample);
         }
         if let Some(other) = value.strip_prefix("builtin:") {
-            return Err(format!(
-                "unknown built-in database {other:?} (only {SAMPLE_SOURCE:?})"
-            ));
+            return Err(format!("unknown built-in database {other:?} (only {SAMPLE_SOURCE:?})"));
         }
         Ok(Self::File(PathBuf::from(value)))
     }
@@ -92,9 +91,7 @@ pub enum LoadError {
         #[source]
         source: MaxMindDbError,
     },
-    #[error(
-        "{path} has no country or ASN data in the records sampled (database type {database_type:?})"
-    )]
+    #[error("{path} has no country or ASN data in the records sampled (database type {database_type:?})")]
     NoUsableData { path: String, database_type: String },
 }
 
@@ -127,27 +124,29 @@ pub struct DatabaseInfo {
 /// One opened and verified database.
 pub struct Database {
     info: DatabaseInfo,
-    reader: Reader<Vec<u8>>,
+    /// The file's bytes, shared with the reader; cached spans point into it.
+    bytes: Arc<[u8]>,
+    reader: Reader<Arc<[u8]>>,
+    /// Decoded records by data-section offset. Many addresses share one
+    /// record (a country database has a few hundred), so most lookups skip
+    /// decoding. Lock-free for readers; bounded by [`RECORD_CACHE_MAX`].
+    records: papaya::HashMap<usize, Spans, FxBuildHasher>,
 }
 
 impl fmt::Debug for Database {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Database")
-            .field("info", &self.info)
-            .finish_non_exhaustive()
+        f.debug_struct("Database").field("info", &self.info).finish_non_exhaustive()
     }
 }
 
 /// Addresses looked up once at load time: their records must decode.
-const CANARIES: &[&str] = &[
-    "1.1.1.1",
-    "8.8.8.8",
-    "81.2.69.160",
-    "2001:4860:4860::8888",
-    "2a00:1450::1",
-];
+const CANARIES: &[&str] = &["1.1.1.1", "8.8.8.8", "81.2.69.160", "2001:4860:4860::8888", "2a00:1450::1"];
 /// How many records to sample when detecting the schema.
 const SCHEMA_SAMPLE: usize = 64;
+/// Most decoded records cached per database. A country database never gets
+/// near it; an ASN or city database caches its most looked-up records and
+/// decodes the rest each time.
+const RECORD_CACHE_MAX: usize = 32_768;
 
 impl Database {
     /// Opens, verifies and describes a database. Blocking: call it off the
@@ -163,12 +162,10 @@ impl Database {
 
     /// Verifies and describes a database held in memory.
     pub fn from_bytes(name: Arc<str>, bytes: Vec<u8>) -> Result<Self, LoadError> {
-        let invalid = |source| LoadError::Invalid {
-            path: name.to_string(),
-            source,
-        };
+        let invalid = |source| LoadError::Invalid { path: name.to_string(), source };
         let size_bytes = bytes.len() as u64;
-        let reader = Reader::from_source(bytes).map_err(invalid)?;
+        let bytes: Arc<[u8]> = Arc::from(bytes);
+        let reader = Reader::from_source(bytes.clone()).map_err(invalid)?;
         let metadata = reader.metadata();
         let build_time = UNIX_EPOCH + Duration::from_secs(metadata.build_epoch);
 
@@ -186,10 +183,7 @@ impl Database {
         let (schema, has_country, has_asn) = detect_schema(&reader).map_err(invalid)?;
         let database_type = metadata.database_type.clone();
         if !has_country && !has_asn {
-            return Err(LoadError::NoUsableData {
-                path: name.to_string(),
-                database_type,
-            });
+            return Err(LoadError::NoUsableData { path: name.to_string(), database_type });
         }
         let info = DatabaseInfo {
             name,
@@ -204,7 +198,7 @@ impl Database {
             has_asn,
             size_bytes,
         };
-        Ok(Self { info, reader })
+        Ok(Self { info, bytes, reader, records: papaya::HashMap::default() })
     }
 
     /// What this database is.
@@ -214,14 +208,11 @@ impl Database {
 }
 
 fn read_file(path: &Path, name: &str) -> Result<Vec<u8>, LoadError> {
-    std::fs::read(path).map_err(|source| LoadError::Read {
-        path: name.to_string(),
-        source,
-    })
+    std::fs::read(path).map_err(|source| LoadError::Read { path: name.to_string(), source })
 }
 
 /// Samples the first records of the tree and says which layout they use.
-fn detect_schema(reader: &Reader<Vec<u8>>) -> Result<(Schema, bool, bool), MaxMindDbError> {
+fn detect_schema(reader: &Reader<Arc<[u8]>>) -> Result<(Schema, bool, bool), MaxMindDbError> {
     let mut schema = Schema::Unknown;
     let (mut has_country, mut has_asn) = (false, false);
     for (seen, item) in reader.networks(WithinOptions::default())?.enumerate() {
@@ -233,9 +224,7 @@ fn detect_schema(reader: &Reader<Vec<u8>>) -> Result<(Schema, bool, bool), MaxMi
         };
         has_country |= record.country().is_some();
         has_asn |= record.asn().0.is_some();
-        let this = if record.country.is_some_and(|p| p.code.is_some())
-            || record.registered_country.is_some()
-        {
+        let this = if record.country.is_some_and(|p| p.code.is_some()) || record.registered_country.is_some() {
             Schema::MaxMind
         } else if record.country_code.is_some() && record.asn.is_some() {
             Schema::IpinfoLite
@@ -280,10 +269,7 @@ pub struct DatabaseSet {
 impl DatabaseSet {
     /// Loads every source, failing on the first that cannot be loaded.
     pub fn load(sources: &[DatabaseSource]) -> Result<Self, LoadError> {
-        let databases = sources
-            .iter()
-            .map(Database::load)
-            .collect::<Result<_, _>>()?;
+        let databases = sources.iter().map(Database::load).collect::<Result<_, _>>()?;
         Ok(Self { databases })
     }
 
@@ -306,47 +292,166 @@ impl DatabaseSet {
             if ip.is_ipv6() && db.info.ip_version == 4 {
                 continue;
             }
-            let error = |source| LookupError {
-                database: db.info.name.clone(),
-                source,
-            };
+            let error = |source| LookupError { database: db.info.name.clone(), source };
             let found = db.reader.lookup(ip).map_err(error)?;
-            let Some(record) = found.decode::<RawRecord<'_>>().map_err(error)? else {
+            let Some(fields) = db.fields(&found).map_err(error)? else {
                 continue;
             };
             let location = merged.get_or_insert_with(Location::default);
-            let country = record.country();
-            let continent = record.continent();
-            let (asn, as_org) = record.asn();
             // The first database with a country places the answer; failing
             // that, the first with anything.
-            let places = location.country_code.is_none() && country.is_some();
+            let places = location.country_code.is_none() && fields.country_code.is_some();
             if places || location.database.is_none() {
                 location.database = Some(&db.info);
                 let network = found.network().map_err(error)?;
                 location.network = Some((network.network(), network.prefix()));
             }
-            if location.country_code.is_none() {
-                if let Some(country) = country {
-                    location.country_code = country.code;
-                    location.country_name = country.name;
-                }
-            }
-            if location.continent_code.is_none() {
-                if let Some(continent) = continent {
-                    location.continent_code = continent.code;
-                    location.continent_name = continent.name;
-                }
-            }
-            if location.registered_country_code.is_none() {
-                location.registered_country_code = record.registered_country.and_then(|p| p.code);
-            }
-            if location.asn.is_none() && asn.is_some() {
-                location.asn = asn;
-                location.as_org = as_org;
-            }
+            location.merge(&fields);
         }
         Ok(merged)
+    }
+}
+
+/// The fields of one record, whatever its layout.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Fields<'a> {
+    country_code: Option<&'a str>,
+    country_name: Option<&'a str>,
+    continent_code: Option<&'a str>,
+    continent_name: Option<&'a str>,
+    registered_country_code: Option<&'a str>,
+    asn: Option<u32>,
+    as_org: Option<&'a str>,
+}
+
+impl<'a> From<&RawRecord<'a>> for Fields<'a> {
+    fn from(record: &RawRecord<'a>) -> Self {
+        let country = record.country().unwrap_or_default();
+        let continent = record.continent().unwrap_or_default();
+        let (asn, as_org) = record.asn();
+        Fields {
+            country_code: country.code,
+            country_name: country.name,
+            continent_code: continent.code,
+            continent_name: continent.name,
+            registered_country_code: record.registered_country.and_then(|p| p.code),
+            asn,
+            as_org,
+        }
+    }
+}
+
+impl<'a> Location<'a> {
+    /// Takes from `fields` what this answer does not know yet.
+    fn merge(&mut self, fields: &Fields<'a>) {
+        if self.country_code.is_none() && fields.country_code.is_some() {
+            self.country_code = fields.country_code;
+            self.country_name = fields.country_name;
+        }
+        if self.continent_code.is_none() && fields.continent_code.is_some() {
+            self.continent_code = fields.continent_code;
+            self.continent_name = fields.continent_name;
+        }
+        if self.registered_country_code.is_none() {
+            self.registered_country_code = fields.registered_country_code;
+        }
+        if self.asn.is_none() && fields.asn.is_some() {
+            self.asn = fields.asn;
+            self.as_org = fields.as_org;
+        }
+    }
+}
+
+/// Where a string of a record sits in the database file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    len: u32,
+}
+
+/// [`Fields`] as positions in the file: plain data, cached per record.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Spans {
+    country_code: Option<Span>,
+    country_name: Option<Span>,
+    continent_code: Option<Span>,
+    continent_name: Option<Span>,
+    registered_country_code: Option<Span>,
+    asn: Option<u32>,
+    as_org: Option<Span>,
+}
+
+impl Database {
+    /// The fields of the record `found` points at, from the cache or decoded.
+    fn fields<'a>(
+        &'a self,
+        found: &maxminddb::LookupResult<'a, Arc<[u8]>>,
+    ) -> Result<Option<Fields<'a>>, MaxMindDbError> {
+        let Some(offset) = found.offset() else {
+            return Ok(None);
+        };
+        let records = self.records.pin();
+        if let Some(spans) = records.get(&offset) {
+            if let Some(fields) = self.resolve_spans(spans) {
+                return Ok(Some(fields));
+            }
+        }
+        let Some(record) = found.decode::<RawRecord<'a>>()? else {
+            return Ok(None);
+        };
+        let fields = Fields::from(&record);
+        if records.len() < RECORD_CACHE_MAX {
+            if let Some(spans) = self.spans(&fields) {
+                records.insert(offset, spans);
+            }
+        }
+        Ok(Some(fields))
+    }
+
+    /// Positions of the strings of `fields` in the file; `None` if one of
+    /// them does not point into it (then the record is not cached).
+    fn spans(&self, fields: &Fields<'_>) -> Option<Spans> {
+        let base = self.bytes.as_ptr() as usize;
+        let end = base + self.bytes.len();
+        let span = |text: Option<&str>| -> Result<Option<Span>, ()> {
+            let Some(text) = text else { return Ok(None) };
+            let at = text.as_ptr() as usize;
+            if at < base || at + text.len() > end {
+                return Err(());
+            }
+            let start = u32::try_from(at - base).map_err(|_| ())?;
+            let len = u32::try_from(text.len()).map_err(|_| ())?;
+            Ok(Some(Span { start, len }))
+        };
+        Some(Spans {
+            country_code: span(fields.country_code).ok()?,
+            country_name: span(fields.country_name).ok()?,
+            continent_code: span(fields.continent_code).ok()?,
+            continent_name: span(fields.continent_name).ok()?,
+            registered_country_code: span(fields.registered_country_code).ok()?,
+            asn: fields.asn,
+            as_org: span(fields.as_org).ok()?,
+        })
+    }
+
+    /// The strings behind cached positions. They were UTF-8 when decoded;
+    /// checking again costs a few nanoseconds and keeps this safe code.
+    fn resolve_spans(&self, spans: &Spans) -> Option<Fields<'_>> {
+        let text = |span: Option<Span>| -> Result<Option<&str>, ()> {
+            let Some(Span { start, len }) = span else { return Ok(None) };
+            let (start, len) = (start as usize, len as usize);
+            let bytes = self.bytes.get(start..start + len).ok_or(())?;
+            std::str::from_utf8(bytes).map(Some).map_err(|_| ())
+        };
+        Some(Fields {
+            country_code: text(spans.country_code).ok()?,
+            country_name: text(spans.country_name).ok()?,
+            continent_code: text(spans.continent_code).ok()?,
+            continent_name: text(spans.continent_name).ok()?,
+            registered_country_code: text(spans.registered_country_code).ok()?,
+            asn: spans.asn,
+            as_org: text(spans.as_org).ok()?,
+        })
     }
 }
 

@@ -63,10 +63,7 @@ impl AsnField<'_> {
         match self {
             AsnField::Number(n) => u32::try_from(n).ok(),
             AsnField::Text(text) => {
-                let digits = text
-                    .strip_prefix("AS")
-                    .or_else(|| text.strip_prefix("as"))
-                    .unwrap_or(text);
+                let digits = text.strip_prefix("AS").or_else(|| text.strip_prefix("as")).unwrap_or(text);
                 digits.parse().ok()
             }
         }
@@ -91,10 +88,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Place<'a> {
             }
 
             fn visit_borrowed_str<E: de::Error>(self, name: &'de str) -> Result<Self::Value, E> {
-                Ok(Place {
-                    code: None,
-                    name: Some(name),
-                })
+                Ok(Place { code: None, name: Some(name) })
             }
 
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
@@ -171,19 +165,14 @@ impl<'a> RawRecord<'a> {
     pub fn continent(&self) -> Option<Place<'a>> {
         match (self.continent, self.continent_code) {
             (Some(p), _) if p.code.is_some() => Some(p),
-            (p, Some(code)) => Some(Place {
-                code: Some(code),
-                name: p.and_then(|p| p.name),
-            }),
+            (p, Some(code)) => Some(Place { code: Some(code), name: p.and_then(|p| p.name) }),
             (p, None) => p,
         }
     }
 
     /// The AS number and organisation, from either ASN layout.
     pub fn asn(&self) -> (Option<u32>, Option<&'a str>) {
-        let number = self
-            .autonomous_system_number
-            .or_else(|| self.asn.and_then(AsnField::number));
+        let number = self.autonomous_system_number.or_else(|| self.asn.and_then(AsnField::number));
         let org = self.autonomous_system_organization.or(self.as_name);
         (number, org)
     }

@@ -51,10 +51,7 @@ fn country_wins_over_a_different_registered_country() {
 fn dbip_lite_uses_the_nested_schema() {
     let set = DatabaseSet::from_databases(vec![db("dbip", kit::dbip_country())]);
     let found = set.lookup(ip("1.1.1.1")).unwrap().unwrap();
-    assert_eq!(
-        (found.country_code, found.continent_code),
-        (Some("AU"), Some("OC"))
-    );
+    assert_eq!((found.country_code, found.continent_code), (Some("AU"), Some("OC")));
     assert_eq!(set.databases().next().unwrap().schema, Schema::MaxMind);
 }
 
@@ -73,20 +70,11 @@ fn flat_schema_and_ipv6_against_ipv4_only_file() {
 
 #[test]
 fn separate_ipv4_and_ipv6_files_cover_both_families() {
-    let set = DatabaseSet::from_databases(vec![
-        db("v4", kit::flat_country_v4()),
-        db("v6", kit::flat_country_v6()),
-    ]);
+    let set = DatabaseSet::from_databases(vec![db("v4", kit::flat_country_v4()), db("v6", kit::flat_country_v6())]);
     let v4 = set.lookup(ip("77.88.8.8")).unwrap().unwrap();
-    assert_eq!(
-        (v4.country_code, v4.database.unwrap().name.as_ref()),
-        (Some("RU"), "v4")
-    );
+    assert_eq!((v4.country_code, v4.database.unwrap().name.as_ref()), (Some("RU"), "v4"));
     let v6 = set.lookup(ip("2620:fe::fe")).unwrap().unwrap();
-    assert_eq!(
-        (v6.country_code, v6.database.unwrap().name.as_ref()),
-        (Some("CH"), "v6")
-    );
+    assert_eq!((v6.country_code, v6.database.unwrap().name.as_ref()), (Some("CH"), "v6"));
     assert_eq!(v6.network, Some((ip("2620:fe::"), 48)));
 }
 
@@ -106,10 +94,7 @@ fn ipinfo_lite_gives_country_name_and_string_asn() {
 
 #[test]
 fn country_and_asn_databases_merge_into_one_answer() {
-    let set = DatabaseSet::from_databases(vec![
-        db("country", kit::maxmind_country()),
-        db("asn", kit::asn()),
-    ]);
+    let set = DatabaseSet::from_databases(vec![db("country", kit::maxmind_country()), db("asn", kit::asn())]);
     let found = set.lookup(ip("8.8.8.8")).unwrap().unwrap();
     assert_eq!(found.country_code, Some("US"));
     assert_eq!(found.asn, Some(15169));
@@ -127,10 +112,7 @@ fn country_and_asn_databases_merge_into_one_answer() {
 
 #[test]
 fn an_earlier_database_wins_a_field_both_answer() {
-    let set = DatabaseSet::from_databases(vec![
-        db("asn", kit::asn()),
-        db("country", kit::maxmind_country()),
-    ]);
+    let set = DatabaseSet::from_databases(vec![db("asn", kit::asn()), db("country", kit::maxmind_country())]);
     let found = set.lookup(ip("8.8.8.8")).unwrap().unwrap();
     // ASN first in order, but the country still comes from the country file,
     // which therefore names the answer's database.
@@ -168,31 +150,19 @@ fn embedded_sample_loads() {
 fn corrupt_and_missing_files_are_refused_with_their_path() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope.mmdb");
-    let err = Database::load(&DatabaseSource::File(missing.clone()))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains(&missing.display().to_string()) && err.contains("cannot read"),
-        "{err}"
-    );
+    let err = Database::load(&DatabaseSource::File(missing.clone())).unwrap_err().to_string();
+    assert!(err.contains(&missing.display().to_string()) && err.contains("cannot read"), "{err}");
 
     let garbage = dir.path().join("garbage.mmdb");
     std::fs::write(&garbage, b"this is not a database").unwrap();
-    let err = Database::load(&DatabaseSource::File(garbage.clone()))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains(&garbage.display().to_string()) && err.contains("not a valid MaxMind DB"),
-        "{err}"
-    );
+    let err = Database::load(&DatabaseSource::File(garbage.clone())).unwrap_err().to_string();
+    assert!(err.contains(&garbage.display().to_string()) && err.contains("not a valid MaxMind DB"), "{err}");
 
     // A real database cut in half loses its metadata section.
     let bytes = kit::maxmind_country();
     let truncated = dir.path().join("truncated.mmdb");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
-    let err = Database::load(&DatabaseSource::File(truncated.clone()))
-        .unwrap_err()
-        .to_string();
+    let err = Database::load(&DatabaseSource::File(truncated.clone())).unwrap_err().to_string();
     assert!(err.contains("truncated.mmdb"), "{err}");
 
     // A database whose data section is overwritten fails the canary lookups.
@@ -208,11 +178,30 @@ fn corrupt_and_missing_files_are_refused_with_their_path() {
 #[test]
 fn a_database_without_country_or_asn_is_refused() {
     let mut w = mmdb_writer::Writer::new("Empty-Test");
-    w.insert(
-        "8.8.8.0/24".parse::<ipnet::IpNet>().unwrap(),
-        &std::collections::BTreeMap::from([("city", "x")]),
-    )
-    .unwrap();
+    w.insert("8.8.8.0/24".parse::<ipnet::IpNet>().unwrap(), &std::collections::BTreeMap::from([("city", "x")]))
+        .unwrap();
     let err = Database::from_bytes(Arc::from("cityless"), w.to_bytes().unwrap()).unwrap_err();
     assert!(matches!(err, LoadError::NoUsableData { .. }), "{err}");
+}
+
+#[test]
+fn cached_records_answer_exactly_like_freshly_decoded_ones() {
+    let set = DatabaseSet::from_databases(vec![
+        db("country", kit::maxmind_country()),
+        db("ipinfo", kit::ipinfo_lite()),
+        db("asn", kit::asn()),
+    ]);
+    let fresh = DatabaseSet::from_databases(vec![
+        db("country", kit::maxmind_country()),
+        db("ipinfo", kit::ipinfo_lite()),
+        db("asn", kit::asn()),
+    ]);
+    for address in ["8.8.8.8", "8.8.4.4", "81.2.69.1", "5.5.5.5", "4.4.4.4", "1.1.1.1", "2001:4860::1", "2a00:1450::9"] {
+        let first = set.lookup(ip(address)).unwrap();
+        let second = set.lookup(ip(address)).unwrap();
+        let other = fresh.lookup(ip(address)).unwrap();
+        assert_eq!(first, second, "{address}");
+        assert_eq!(format!("{first:?}"), format!("{other:?}"), "{address}");
+    }
+    assert!(set.databases[0].records.pin().len() >= 3, "the country records were cached");
 }
