@@ -244,7 +244,9 @@ pub fn asn() -> Vec<u8> {
 /// public resolver networks with country and ASN in one nested record. It is
 /// made-up sample data for trying the service, not a source of truth.
 pub fn sample_database() -> Vec<u8> {
-    let rows: &[(&str, (&str, &str), (&str, &str), u32, &str)] = &[
+    /// (network, (country code, name), (continent code, name), ASN, AS organisation)
+    type Row<'a> = (&'a str, (&'a str, &'a str), (&'a str, &'a str), u32, &'a str);
+    let rows: &[Row<'_>] = &[
         ("1.1.1.0/24", ("AU", "Australia"), ("OC", "Oceania"), 13335, "CLOUDFLARENET"),
         ("8.8.8.0/24", ("US", "United States"), ("NA", "North America"), 15169, "GOOGLE"),
         ("9.9.9.0/24", ("CH", "Switzerland"), ("EU", "Europe"), 19281, "QUAD9-AS-1"),

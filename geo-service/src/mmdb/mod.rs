@@ -391,19 +391,19 @@ impl Database {
             return Ok(None);
         };
         let records = self.records.pin();
-        if let Some(spans) = records.get(&offset) {
-            if let Some(fields) = self.resolve_spans(spans) {
-                return Ok(Some(fields));
-            }
+        if let Some(spans) = records.get(&offset)
+            && let Some(fields) = self.resolve_spans(spans)
+        {
+            return Ok(Some(fields));
         }
         let Some(record) = found.decode::<RawRecord<'a>>()? else {
             return Ok(None);
         };
         let fields = Fields::from(&record);
-        if records.len() < RECORD_CACHE_MAX {
-            if let Some(spans) = self.spans(&fields) {
-                records.insert(offset, spans);
-            }
+        if records.len() < RECORD_CACHE_MAX
+            && let Some(spans) = self.spans(&fields)
+        {
+            records.insert(offset, spans);
         }
         Ok(Some(fields))
     }
