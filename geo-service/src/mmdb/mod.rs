@@ -312,17 +312,44 @@ impl DatabaseSet {
     }
 }
 
-/// The fields of one record, whatever its layout.
+/// The fields of one record, whatever its layout, with its strings as `T`:
+/// `&str` ([`Fields`]) or positions in the file ([`Spans`]).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Fields<'a> {
-    country_code: Option<&'a str>,
-    country_name: Option<&'a str>,
-    continent_code: Option<&'a str>,
-    continent_name: Option<&'a str>,
-    registered_country_code: Option<&'a str>,
+struct RecordFields<T> {
+    country_code: Option<T>,
+    country_name: Option<T>,
+    continent_code: Option<T>,
+    continent_name: Option<T>,
+    registered_country_code: Option<T>,
     asn: Option<u32>,
-    as_org: Option<&'a str>,
+    as_org: Option<T>,
 }
+
+impl<T: Copy> RecordFields<T> {
+    /// Converts every string; `None` if one does not convert.
+    fn try_map<U>(&self, mut f: impl FnMut(T) -> Option<U>) -> Option<RecordFields<U>> {
+        // `None`: the conversion failed; `Some(None)`: there was nothing to convert.
+        let mut each = |value: Option<T>| match value {
+            None => Some(None),
+            Some(value) => f(value).map(Some),
+        };
+        Some(RecordFields {
+            country_code: each(self.country_code)?,
+            country_name: each(self.country_name)?,
+            continent_code: each(self.continent_code)?,
+            continent_name: each(self.continent_name)?,
+            registered_country_code: each(self.registered_country_code)?,
+            asn: self.asn,
+            as_org: each(self.as_org)?,
+        })
+    }
+}
+
+/// A record's fields borrowed from the database.
+type Fields<'a> = RecordFields<&'a str>;
+/// A record's fields as positions in the database file: plain data, cached
+/// per record.
+type Spans = RecordFields<Span>;
 
 impl<'a> From<&RawRecord<'a>> for Fields<'a> {
     fn from(record: &RawRecord<'a>) -> Self {
@@ -369,18 +396,6 @@ struct Span {
     len: u32,
 }
 
-/// [`Fields`] as positions in the file: plain data, cached per record.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Spans {
-    country_code: Option<Span>,
-    country_name: Option<Span>,
-    continent_code: Option<Span>,
-    continent_name: Option<Span>,
-    registered_country_code: Option<Span>,
-    asn: Option<u32>,
-    as_org: Option<Span>,
-}
-
 impl Database {
     /// The fields of the record `found` points at, from the cache or decoded.
     fn fields<'a>(
@@ -413,44 +428,21 @@ impl Database {
     fn spans(&self, fields: &Fields<'_>) -> Option<Spans> {
         let base = self.bytes.as_ptr() as usize;
         let end = base + self.bytes.len();
-        let span = |text: Option<&str>| -> Result<Option<Span>, ()> {
-            let Some(text) = text else { return Ok(None) };
+        fields.try_map(|text| {
             let at = text.as_ptr() as usize;
             if at < base || at + text.len() > end {
-                return Err(());
+                return None;
             }
-            let start = u32::try_from(at - base).map_err(|_| ())?;
-            let len = u32::try_from(text.len()).map_err(|_| ())?;
-            Ok(Some(Span { start, len }))
-        };
-        Some(Spans {
-            country_code: span(fields.country_code).ok()?,
-            country_name: span(fields.country_name).ok()?,
-            continent_code: span(fields.continent_code).ok()?,
-            continent_name: span(fields.continent_name).ok()?,
-            registered_country_code: span(fields.registered_country_code).ok()?,
-            asn: fields.asn,
-            as_org: span(fields.as_org).ok()?,
+            Some(Span { start: u32::try_from(at - base).ok()?, len: u32::try_from(text.len()).ok()? })
         })
     }
 
     /// The strings behind cached positions. They were UTF-8 when decoded;
     /// checking again costs a few nanoseconds and keeps this safe code.
     fn resolve_spans(&self, spans: &Spans) -> Option<Fields<'_>> {
-        let text = |span: Option<Span>| -> Result<Option<&str>, ()> {
-            let Some(Span { start, len }) = span else { return Ok(None) };
+        spans.try_map(|Span { start, len }| {
             let (start, len) = (start as usize, len as usize);
-            let bytes = self.bytes.get(start..start + len).ok_or(())?;
-            std::str::from_utf8(bytes).map(Some).map_err(|_| ())
-        };
-        Some(Fields {
-            country_code: text(spans.country_code).ok()?,
-            country_name: text(spans.country_name).ok()?,
-            continent_code: text(spans.continent_code).ok()?,
-            continent_name: text(spans.continent_name).ok()?,
-            registered_country_code: text(spans.registered_country_code).ok()?,
-            asn: spans.asn,
-            as_org: text(spans.as_org).ok()?,
+            std::str::from_utf8(self.bytes.get(start..start + len)?).ok()
         })
     }
 }

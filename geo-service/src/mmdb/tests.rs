@@ -196,7 +196,8 @@ fn cached_records_answer_exactly_like_freshly_decoded_ones() {
         db("ipinfo", kit::ipinfo_lite()),
         db("asn", kit::asn()),
     ]);
-    for address in ["8.8.8.8", "8.8.4.4", "81.2.69.1", "5.5.5.5", "4.4.4.4", "1.1.1.1", "2001:4860::1", "2a00:1450::9"] {
+    for address in ["8.8.8.8", "8.8.4.4", "81.2.69.1", "5.5.5.5", "4.4.4.4", "1.1.1.1", "2001:4860::1", "2a00:1450::9"]
+    {
         let first = set.lookup(ip(address)).unwrap();
         let second = set.lookup(ip(address)).unwrap();
         let other = fresh.lookup(ip(address)).unwrap();
