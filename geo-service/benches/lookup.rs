@@ -9,7 +9,8 @@
 //!   own path (`resolve_in`: normalize, reserved check, every field of the
 //!   record) and through bare `maxminddb` decoding only `country.iso_code`;
 //! * `LookupBatch` of the 10 000 server-side: the gRPC handler called in
-//!   process, proto results built, no network;
+//!   process, proto results built, no network; and the same with the
+//!   request decoded from and the response encoded to protobuf bytes;
 //! * the same `LookupBatch` over loopback from a tonic client.
 //!
 //! The address list is written to `$BANGUI_BENCH_IPS` (default
@@ -80,6 +81,26 @@ fn measure(runs: usize, mut f: impl FnMut()) -> Vec<Duration> {
     times
 }
 
+/// Like [`measure`], but only `run` is timed: `setup` makes its input and
+/// whatever `run` returns is dropped outside the timed region.
+fn measure_with<I, O>(runs: usize, mut setup: impl FnMut() -> I, mut run: impl FnMut(I) -> O) -> Vec<Duration> {
+    for _ in 0..runs.div_ceil(10) {
+        drop(run(setup()));
+    }
+    let mut times: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let input = setup();
+            let start = Instant::now();
+            let output = run(input);
+            let elapsed = start.elapsed();
+            drop(black_box(output));
+            elapsed
+        })
+        .collect();
+    times.sort();
+    times
+}
+
 fn report(name: &str, times: &[Duration], per_run: usize) {
     let median = times[times.len() / 2];
     let p99 = times[(times.len() * 99 / 100).min(times.len() - 1)];
@@ -135,12 +156,28 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let api = GeoApi::new(Resolver::new(set, Metrics::new()), ADDRESSES);
     let request = pb::LookupBatchRequest { ips: ips.clone(), allow_remote: false };
-    let times = measure(runs, || {
-        let reply = runtime.block_on(api.lookup_batch(tonic::Request::new(request.clone()))).unwrap();
-        assert_eq!(reply.get_ref().results.len(), ADDRESSES);
-        black_box(reply);
-    });
+    let times = measure_with(
+        runs,
+        || tonic::Request::new(request.clone()),
+        |req| {
+            let reply = runtime.block_on(api.lookup_batch(req)).unwrap();
+            assert_eq!(reply.get_ref().results.len(), ADDRESSES);
+            reply
+        },
+    );
     report("LookupBatch 10k, server side (handler)", &times, ips.len());
+
+    let wire = prost::Message::encode_to_vec(&request);
+    let times = measure_with(
+        runs,
+        || wire.clone(),
+        |bytes| {
+            let req = <pb::LookupBatchRequest as prost::Message>::decode(bytes.as_slice()).unwrap();
+            let reply = runtime.block_on(api.lookup_batch(tonic::Request::new(req))).unwrap();
+            prost::Message::encode_to_vec(reply.get_ref())
+        },
+    );
+    report("LookupBatch 10k, decode + handler + encode", &times, ips.len());
 
     let (addr, mut client) = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

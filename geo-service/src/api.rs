@@ -1,7 +1,7 @@
 //! The gRPC handlers: proto in, domain call, proto out. No lookups logic
 //! lives here beyond choosing where the CPU work runs.
 
-use std::{net::IpAddr, pin::Pin, time::SystemTime};
+use std::{fmt::Write as _, net::IpAddr, pin::Pin, time::SystemTime};
 
 use bangui_proto::geo::v1 as pb;
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
@@ -15,14 +15,11 @@ use crate::{
 };
 
 /// Batches up to this size are answered on the async runtime; larger ones
-/// move to the blocking pool so a big batch never stalls other RPCs.
+/// move to rayon's pool so a big batch never stalls other RPCs.
 const INLINE_BATCH: usize = 64;
 /// Results buffered per LookupStream call before the server waits for the
 /// client to read.
 const STREAM_BUFFER: usize = 256;
-/// A large batch is split across the cores in chunks of at least this many
-/// addresses; below it, the split costs more than it saves.
-const PARALLEL_CHUNK_MIN: usize = 1024;
 
 /// Errors a geo RPC can end in.
 #[derive(Debug, thiserror::Error)]
@@ -70,28 +67,23 @@ impl GeoApi {
         self.resolve_batch(vec![input]).pop().unwrap_or_default()
     }
 
-    /// Resolves a large batch on the blocking pool, split across the cores;
-    /// results are joined back in input order.
-    async fn resolve_batch_blocking(&self, mut inputs: Vec<String>) -> Result<Vec<pb::LookupResult>, ApiError> {
-        let workers = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-        let chunk = inputs.len().div_ceil(workers).max(PARALLEL_CHUNK_MIN);
-        let mut tasks = Vec::with_capacity(workers);
-        while !inputs.is_empty() {
-            let rest = inputs.split_off(chunk.min(inputs.len()));
-            let part = std::mem::replace(&mut inputs, rest);
-            let api = self.clone();
-            tasks.push(tokio::task::spawn_blocking(move || api.resolve_batch(part)));
+    /// Resolves a large batch on rayon's pool (CPU work, one thread per
+    /// core) while this task waits without blocking the runtime.
+    async fn resolve_batch_parallel(&self, inputs: Vec<String>) -> Result<Vec<pb::LookupResult>, ApiError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let resolver = self.resolver.clone();
+        rayon::spawn(move || {
+            // A panic must not abort the process (rayon's default); it
+            // becomes an internal error for this request.
+            let results =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| resolver.resolve_par(inputs, to_proto)));
+            let _ = tx.send(results);
+        });
+        match rx.await {
+            Ok(Ok(results)) => Ok(results),
+            Ok(Err(_panic)) => Err(ApiError::Internal("lookup worker panicked".into())),
+            Err(closed) => Err(ApiError::Internal(Box::new(closed))),
         }
-        let mut results = Vec::new();
-        for task in tasks {
-            let part = task.await.map_err(|e| ApiError::Internal(Box::new(e)))?;
-            if results.is_empty() {
-                results = part;
-            } else {
-                results.extend(part);
-            }
-        }
-        Ok(results)
     }
 }
 
@@ -129,7 +121,7 @@ impl pb::geo_service_server::GeoService for GeoApi {
         }
         self.resolver.metrics().observe_batch(ips.len());
         let results =
-            if ips.len() <= INLINE_BATCH { self.resolve_batch(ips) } else { self.resolve_batch_blocking(ips).await? };
+            if ips.len() <= INLINE_BATCH { self.resolve_batch(ips) } else { self.resolve_batch_parallel(ips).await? };
         Ok(Response::new(pb::LookupBatchResponse { results }))
     }
 
@@ -188,8 +180,18 @@ fn text(value: Option<&str>) -> String {
 /// formatted again.
 fn ip_text(input: &str, ip: IpAddr) -> String {
     let canonical_v4 = ip.is_ipv4() && !input.contains(':') && input.trim().len() == input.len();
-    if canonical_v4 { input.to_owned() } else { ip.to_string() }
+    if canonical_v4 {
+        return input.to_owned();
+    }
+    let mut text = String::with_capacity(MAX_IP_TEXT);
+    // Writing into a String cannot fail.
+    let _ = write!(text, "{ip}");
+    text
 }
+
+/// Longest text of an address ("ffff:ffff:…:ffff") plus "/128": formatting
+/// into a string this large never reallocates.
+const MAX_IP_TEXT: usize = 39 + 4;
 
 /// The proto form of one resolution; takes the input to move it into the
 /// result.
@@ -235,9 +237,10 @@ fn fill_location(out: &mut pb::LookupResult, location: &Location<'_>) {
     out.asn = location.asn.unwrap_or_default();
     out.as_org = text(location.as_org);
     if let Some((network, prefix)) = location.network {
-        use std::fmt::Write as _;
+        let mut text = String::with_capacity(MAX_IP_TEXT);
         // Writing into a String cannot fail.
-        let _ = write!(out.network, "{network}/{prefix}");
+        let _ = write!(text, "{network}/{prefix}");
+        out.network = text;
     }
     if let Some(db) = location.database {
         out.database = db.name.to_string();

@@ -178,7 +178,36 @@ impl Resolver {
         self.metrics.count_lookups(&tally);
         out
     }
+
+    /// Like [`Resolver::resolve_each`], spread over rayon's thread pool
+    /// (one thread per core). Results are written in place, in input order.
+    /// Blocks until done: call it from a rayon task, not the async runtime.
+    pub fn resolve_par<T, F>(&self, inputs: Vec<String>, each: F) -> Vec<T>
+    where
+        T: Send,
+        F: Fn(String, Resolution<'_>) -> T + Sync,
+    {
+        use rayon::prelude::*;
+        let set = self.databases();
+        let (out, outcomes): (Vec<T>, Vec<Outcome>) = inputs
+            .into_par_iter()
+            .with_min_len(PAR_MIN_LEN)
+            .map(|input| {
+                let resolution = resolve_in(&set, &input);
+                let outcome = resolution.outcome();
+                (each(input, resolution), outcome)
+            })
+            .unzip();
+        let mut tally = Tally::default();
+        outcomes.into_iter().for_each(|outcome| tally.add(outcome));
+        self.metrics.count_lookups(&tally);
+        out
+    }
 }
+
+/// Smallest share of a batch one rayon task takes: below it, handing work
+/// to another thread costs more than it saves.
+const PAR_MIN_LEN: usize = 512;
 
 /// Resolves one input against `set`, without counting.
 pub fn resolve_in<'a>(set: &'a DatabaseSet, input: &str) -> Resolution<'a> {
