@@ -25,3 +25,4 @@ pub mod telemetry;
 
 pub use app::{Application, StartupError};
 pub use config::Config;
+pub mod store;

@@ -1,0 +1,137 @@
+//! The persistent cache: what the local databases could not answer.
+//!
+//! One repository trait, [`CacheStore`], with a SQLite ([`sqlite`]) and a
+//! PostgreSQL ([`postgres`]) implementation and migrations per backend under
+//! `migrations/geo/`. Rows are fallback answers and negatives (no country:
+//! nobody could place the address). The service writes them behind the
+//! lookups (see `crate::cache`), never while a caller waits.
+
+pub mod postgres;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+/// Where a cached answer came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AnswerSource {
+    /// The online fallback placed it.
+    Http,
+    /// No source could place it: a negative.
+    Nobody,
+}
+
+impl AnswerSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnswerSource::Http => "http",
+            AnswerSource::Nobody => "none",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self, StoreError> {
+        match text {
+            "http" => Ok(AnswerSource::Http),
+            "none" => Ok(AnswerSource::Nobody),
+            other => Err(StoreError::Corrupt(format!("unknown source {other:?}"))),
+        }
+    }
+}
+
+/// One row of the cache. Times are Unix seconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedAnswer {
+    /// The normalized address.
+    pub ip: String,
+    /// `None` for a negative.
+    pub country_code: Option<String>,
+    pub country_name: Option<String>,
+    pub continent_code: Option<String>,
+    pub asn: Option<u32>,
+    pub as_org: Option<String>,
+    pub source: AnswerSource,
+    pub resolved_at: i64,
+    pub last_seen: i64,
+}
+
+impl CachedAnswer {
+    /// A negative for `ip`, resolved and seen at `now`.
+    pub fn negative(ip: String, now: i64) -> Self {
+        Self {
+            ip,
+            country_code: None,
+            country_name: None,
+            continent_code: None,
+            asn: None,
+            as_org: None,
+            source: AnswerSource::Nobody,
+            resolved_at: now,
+            last_seen: now,
+        }
+    }
+
+    pub fn is_negative(&self) -> bool {
+        self.country_code.is_none()
+    }
+}
+
+/// Row counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub rows: u64,
+    pub negatives: u64,
+}
+
+/// Errors of the persistent cache.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
+    UnsupportedUrl(String),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+/// The persistent cache's operations. Every write is one transaction: a
+/// batch lands whole or not at all.
+#[async_trait::async_trait]
+pub trait CacheStore: Send + Sync + std::fmt::Debug {
+    /// The rows for those of `ips` that are cached.
+    async fn get(&self, ips: &[String]) -> Result<Vec<CachedAnswer>, StoreError>;
+    /// Inserts or replaces answers; `last_seen` never moves backwards.
+    async fn put(&self, answers: &[CachedAnswer]) -> Result<(), StoreError>;
+    /// Moves `last_seen` forward for cached addresses; unknown ones are
+    /// ignored. Returns the rows touched.
+    async fn touch(&self, seen: &[(String, i64)]) -> Result<u64, StoreError>;
+    /// Deletes rows whose `last_seen` is before `cutoff`; returns how many.
+    async fn purge_older_than(&self, cutoff: i64) -> Result<u64, StoreError>;
+    /// Up to `limit` negatives, the longest-unresolved first.
+    async fn negatives(&self, limit: u32) -> Result<Vec<String>, StoreError>;
+    async fn stats(&self) -> Result<StoreStats, StoreError>;
+    /// Closes the pool.
+    async fn close(&self);
+}
+
+/// Opens the store named by `url` and applies its migrations.
+pub async fn connect(url: &str) -> Result<Arc<dyn CacheStore>, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::connect(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::connect(url).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl(url.to_owned()))
+    }
+}
+
+/// The most bound parameters one statement uses: both backends take far
+/// more, this keeps statements small.
+const CHUNK: usize = 500;
+
+fn asn_from_db(value: Option<i64>) -> Result<Option<u32>, StoreError> {
+    value.map(|n| u32::try_from(n).map_err(|_| StoreError::Corrupt(format!("asn {n} out of range")))).transpose()
+}
+
+#[cfg(test)]
+mod contract;

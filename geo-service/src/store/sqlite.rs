@@ -1,0 +1,136 @@
+//! The SQLite cache store: one file, WAL mode, the default backend.
+
+use std::{str::FromStr, time::Duration};
+
+use sqlx::{
+    QueryBuilder, Row, Sqlite, SqlitePool,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous},
+};
+
+use super::{AnswerSource, CHUNK, CacheStore, CachedAnswer, StoreError, StoreStats, asn_from_db};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/geo/sqlite");
+
+/// The cache in a SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the file in `url` and migrates it.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+fn row(row: &SqliteRow) -> Result<CachedAnswer, StoreError> {
+    Ok(CachedAnswer {
+        ip: row.try_get("ip")?,
+        country_code: row.try_get("country_code")?,
+        country_name: row.try_get("country_name")?,
+        continent_code: row.try_get("continent_code")?,
+        asn: asn_from_db(row.try_get("asn")?)?,
+        as_org: row.try_get("as_org")?,
+        source: AnswerSource::parse(row.try_get("source")?)?,
+        resolved_at: row.try_get("resolved_at")?,
+        last_seen: row.try_get("last_seen")?,
+    })
+}
+
+#[async_trait::async_trait]
+impl CacheStore for SqliteStore {
+    async fn get(&self, ips: &[String]) -> Result<Vec<CachedAnswer>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in ips.chunks(CHUNK) {
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "SELECT ip, country_code, country_name, continent_code, asn, as_org, source, resolved_at, last_seen \
+                 FROM geo_cache WHERE ip IN (",
+            );
+            let mut list = query.separated(", ");
+            for ip in chunk {
+                list.push_bind(ip);
+            }
+            query.push(")");
+            for r in query.build().fetch_all(&self.pool).await? {
+                out.push(row(&r)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn put(&self, answers: &[CachedAnswer]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for a in answers {
+            sqlx::query(
+                "INSERT INTO geo_cache (ip, country_code, country_name, continent_code, asn, as_org, source, resolved_at, last_seen) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (ip) DO UPDATE SET country_code = excluded.country_code, country_name = excluded.country_name, \
+                 continent_code = excluded.continent_code, asn = excluded.asn, as_org = excluded.as_org, \
+                 source = excluded.source, resolved_at = excluded.resolved_at, \
+                 last_seen = max(geo_cache.last_seen, excluded.last_seen)",
+            )
+            .bind(&a.ip)
+            .bind(&a.country_code)
+            .bind(&a.country_name)
+            .bind(&a.continent_code)
+            .bind(a.asn.map(i64::from))
+            .bind(&a.as_org)
+            .bind(a.source.as_str())
+            .bind(a.resolved_at)
+            .bind(a.last_seen)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn touch(&self, seen: &[(String, i64)]) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut touched = 0;
+        for (ip, at) in seen {
+            touched += sqlx::query("UPDATE geo_cache SET last_seen = max(last_seen, ?) WHERE ip = ?")
+                .bind(at)
+                .bind(ip)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(touched)
+    }
+
+    async fn purge_older_than(&self, cutoff: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM geo_cache WHERE last_seen < ?").bind(cutoff).execute(&self.pool).await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn negatives(&self, limit: u32) -> Result<Vec<String>, StoreError> {
+        let rows =
+            sqlx::query_scalar("SELECT ip FROM geo_cache WHERE country_code IS NULL ORDER BY resolved_at, ip LIMIT ?")
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows)
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        let (rows, negatives): (i64, i64) =
+            sqlx::query_as("SELECT count(*), count(*) - count(country_code) FROM geo_cache")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(StoreStats { rows: rows.try_into().unwrap_or(0), negatives: negatives.try_into().unwrap_or(0) })
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
