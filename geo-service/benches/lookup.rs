@@ -154,7 +154,9 @@ fn main() {
     report("in-process bare maxminddb (country.iso_code)", &times, ips.len());
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let api = GeoApi::new(Resolver::new(set, Metrics::new()), ADDRESSES);
+    let store = runtime.block_on(geo_service::store::connect("sqlite::memory:")).unwrap();
+    let cache = std::sync::Arc::new(geo_service::cache::AnswerCache::new(store, Default::default()));
+    let api = GeoApi::new(Resolver::new(set, Metrics::new()), cache, ADDRESSES);
     let request = pb::LookupBatchRequest { ips: ips.clone(), allow_remote: false };
     let times = measure_with(
         runs,

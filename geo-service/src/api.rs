@@ -1,7 +1,7 @@
 //! The gRPC handlers: proto in, domain call, proto out. No lookups logic
 //! lives here beyond choosing where the CPU work runs.
 
-use std::{fmt::Write as _, net::IpAddr, pin::Pin, time::SystemTime};
+use std::{fmt::Write as _, net::IpAddr, pin::Pin, sync::Arc, time::SystemTime};
 
 use bangui_proto::geo::v1 as pb;
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
@@ -10,8 +10,11 @@ use tonic_types::{ErrorDetails, StatusExt};
 use tracing::instrument;
 
 use crate::{
+    cache::{AnswerCache, CacheHit, unix_now},
+    metrics::Tally,
     mmdb::{DatabaseInfo, Location, Schema},
     resolve::{Outcome, ReservedRange, Resolution, Resolver},
+    store::{CachedAnswer, StoreError},
 };
 
 /// Batches up to this size are answered on the async runtime; larger ones
@@ -26,6 +29,8 @@ const STREAM_BUFFER: usize = 256;
 pub enum ApiError {
     #[error("{field}: {description}")]
     InvalidArgument { field: &'static str, description: String },
+    #[error("cache database unavailable")]
+    Unavailable(#[from] StoreError),
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -38,6 +43,10 @@ impl From<ApiError> for Status {
                 format!("{field}: {description}"),
                 ErrorDetails::with_bad_request_violation(field, description),
             ),
+            ApiError::Unavailable(source) => {
+                tracing::warn!(error = %source, "cache database unavailable");
+                Status::unavailable("cache database unavailable; try again later")
+            }
             ApiError::Internal(source) => {
                 tracing::error!(error = %source, cause = ?source, "internal error");
                 Status::internal("internal error")
@@ -50,26 +59,39 @@ impl From<ApiError> for Status {
 #[derive(Debug, Clone)]
 pub struct GeoApi {
     resolver: Resolver,
+    cache: Arc<AnswerCache>,
     max_batch: usize,
 }
 
 impl GeoApi {
-    pub fn new(resolver: Resolver, max_batch: usize) -> Self {
-        Self { resolver, max_batch }
+    pub fn new(resolver: Resolver, cache: Arc<AnswerCache>, max_batch: usize) -> Self {
+        Self { resolver, cache, max_batch }
     }
 
-    /// Resolves a batch on the calling thread.
-    fn resolve_batch(&self, inputs: Vec<String>) -> Vec<pb::LookupResult> {
-        self.resolver.resolve_each(inputs, to_proto)
+    /// Answers a batch: local databases first (on rayon's pool when large),
+    /// then the cache for what they missed; counts the final statuses.
+    async fn answer(&self, inputs: Vec<String>) -> Result<Vec<pb::LookupResult>, ApiError> {
+        let mut results = if inputs.len() <= INLINE_BATCH {
+            self.resolver.resolve_each(inputs, to_proto)
+        } else {
+            self.resolve_parallel(inputs).await?
+        };
+        self.consult_cache(&mut results).await;
+        let mut tally = Tally::default();
+        for result in &results {
+            tally.add(outcome_of(result));
+        }
+        self.resolver.metrics().count_lookups(&tally);
+        Ok(results)
     }
 
-    fn resolve_one(&self, input: String) -> pb::LookupResult {
-        self.resolve_batch(vec![input]).pop().unwrap_or_default()
+    async fn answer_one(&self, input: String) -> Result<pb::LookupResult, ApiError> {
+        Ok(self.answer(vec![input]).await?.pop().unwrap_or_default())
     }
 
     /// Resolves a large batch on rayon's pool (CPU work, one thread per
     /// core) while this task waits without blocking the runtime.
-    async fn resolve_batch_parallel(&self, inputs: Vec<String>) -> Result<Vec<pb::LookupResult>, ApiError> {
+    async fn resolve_parallel(&self, inputs: Vec<String>) -> Result<Vec<pb::LookupResult>, ApiError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let resolver = self.resolver.clone();
         rayon::spawn(move || {
@@ -85,16 +107,70 @@ impl GeoApi {
             Err(closed) => Err(ApiError::Internal(Box::new(closed))),
         }
     }
+
+    /// For the addresses the databases missed: earlier answers from the
+    /// cache; the rest are remembered as negatives.
+    async fn consult_cache(&self, results: &mut [pb::LookupResult]) {
+        let missed: Vec<usize> = results
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.status == pb::LookupStatus::NotFound as i32)
+            .map(|(i, _)| i)
+            .collect();
+        if missed.is_empty() {
+            return;
+        }
+        let ips: Vec<String> = missed.iter().map(|&i| results[i].ip.clone()).collect();
+        let hits = self.cache.lookup(&ips).await;
+        let now = unix_now();
+        let mut negatives = Vec::new();
+        for ((&i, ip), hit) in missed.iter().zip(ips).zip(hits) {
+            match hit {
+                Some(CacheHit::Answer(answer)) => fill_cached(&mut results[i], &answer),
+                Some(CacheHit::Negative) => {}
+                None => negatives.push(CachedAnswer::negative(ip, now)),
+            }
+        }
+        self.cache.record(negatives);
+    }
+}
+
+fn outcome_of(result: &pb::LookupResult) -> Outcome {
+    match pb::LookupStatus::try_from(result.status) {
+        Ok(pb::LookupStatus::Found) => Outcome::Found,
+        Ok(pb::LookupStatus::Reserved) => Outcome::Reserved,
+        Ok(pb::LookupStatus::Invalid) => Outcome::Invalid,
+        Ok(pb::LookupStatus::UpstreamError) => Outcome::UpstreamError,
+        _ => Outcome::NotFound,
+    }
+}
+
+/// A cached fallback answer into a result.
+fn fill_cached(out: &mut pb::LookupResult, answer: &CachedAnswer) {
+    out.status = pb::LookupStatus::Found.into();
+    out.source = pb::ResultSource::Cache.into();
+    out.country_code = answer.country_code.clone().unwrap_or_default();
+    out.country_name = answer.country_name.clone().unwrap_or_default();
+    out.continent_code = answer.continent_code.clone().unwrap_or_default();
+    out.asn = answer.asn.unwrap_or_default();
+    out.as_org = answer.as_org.clone().unwrap_or_default();
+    out.database = answer.source.as_str().to_owned();
+    out.database_build_time = Some(prost_types::Timestamp { seconds: answer.resolved_at, nanos: 0 });
 }
 
 type LookupStream = Pin<Box<dyn Stream<Item = Result<pb::LookupStreamResponse, Status>> + Send>>;
+
+/// Most negatives one ReResolve retries.
+const MAX_RERESOLVE: u32 = 100_000;
+/// ReResolve's limit when the request gives none.
+const DEFAULT_RERESOLVE: u32 = 1_000;
 
 #[tonic::async_trait]
 impl pb::geo_service_server::GeoService for GeoApi {
     #[instrument(skip_all, fields(rpc = "Lookup"))]
     async fn lookup(&self, request: Request<pb::LookupRequest>) -> Result<Response<pb::LookupResponse>, Status> {
         let request = request.into_inner();
-        let result = self.resolve_one(request.ip);
+        let result = self.answer_one(request.ip).await?;
         if result.status == pb::LookupStatus::Invalid as i32 {
             return Err(ApiError::InvalidArgument { field: "ip", description: result.error }.into());
         }
@@ -120,8 +196,7 @@ impl pb::geo_service_server::GeoService for GeoApi {
             .into());
         }
         self.resolver.metrics().observe_batch(ips.len());
-        let results =
-            if ips.len() <= INLINE_BATCH { self.resolve_batch(ips) } else { self.resolve_batch_parallel(ips).await? };
+        let results = self.answer(ips).await?;
         Ok(Response::new(pb::LookupBatchResponse { results }))
     }
 
@@ -137,7 +212,14 @@ impl pb::geo_service_server::GeoService for GeoApi {
         let api = self.clone();
         tokio::spawn(async move {
             while let Some(item) = inbound.next().await {
-                let reply = item.map(|req| pb::LookupStreamResponse { result: Some(api.resolve_one(req.ip)) });
+                let reply = match item {
+                    Ok(req) => api
+                        .answer_one(req.ip)
+                        .await
+                        .map(|result| pb::LookupStreamResponse { result: Some(result) })
+                        .map_err(Status::from),
+                    Err(status) => Err(status),
+                };
                 let failed = reply.is_err();
                 if tx.send(reply).await.is_err() || failed {
                     break;
@@ -151,6 +233,7 @@ impl pb::geo_service_server::GeoService for GeoApi {
     async fn get_info(&self, _request: Request<pb::GetInfoRequest>) -> Result<Response<pb::GetInfoResponse>, Status> {
         let set = self.resolver.databases();
         let metrics = self.resolver.metrics();
+        let cache = self.cache.snapshot().await;
         Ok(Response::new(pb::GetInfoResponse {
             databases: set.databases().map(database_info).collect(),
             counters: Some(pb::LookupCounters {
@@ -162,7 +245,72 @@ impl pb::geo_service_server::GeoService for GeoApi {
             }),
             max_batch_size: u32::try_from(self.max_batch).unwrap_or(u32::MAX),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            cache: Some(pb::CacheInfo {
+                persistent_rows: cache.store.rows,
+                persistent_negatives: cache.store.negatives,
+                memory_answers: cache.memory_answers,
+                memory_negatives: cache.memory_negatives,
+                hits: cache.hits,
+                negative_hits: cache.negative_hits,
+                misses: cache.misses,
+                pending_writes: cache.pending_writes,
+                backend: cache.backend.to_owned(),
+            }),
         }))
+    }
+
+    #[instrument(skip_all, fields(rpc = "PurgeStale"))]
+    async fn purge_stale(
+        &self,
+        request: Request<pb::PurgeStaleRequest>,
+    ) -> Result<Response<pb::PurgeStaleResponse>, Status> {
+        let older_than = request.into_inner().older_than.ok_or_else(|| ApiError::InvalidArgument {
+            field: "older_than",
+            description: "required: how long a row may go unseen, e.g. \"2592000s\" for 30 days".into(),
+        })?;
+        let older_than = std::time::Duration::try_from(older_than).map_err(|_| ApiError::InvalidArgument {
+            field: "older_than",
+            description: "must not be negative".into(),
+        })?;
+        let deleted = self.cache.purge(older_than).await.map_err(ApiError::from)?;
+        tracing::info!(deleted, older_than_secs = older_than.as_secs(), "purged stale cache rows");
+        Ok(Response::new(pb::PurgeStaleResponse { deleted }))
+    }
+
+    #[instrument(skip_all, fields(rpc = "ReResolve"))]
+    async fn re_resolve(
+        &self,
+        request: Request<pb::ReResolveRequest>,
+    ) -> Result<Response<pb::ReResolveResponse>, Status> {
+        let limit = match request.into_inner().limit {
+            0 => DEFAULT_RERESOLVE,
+            n if n > MAX_RERESOLVE => {
+                return Err(ApiError::InvalidArgument {
+                    field: "limit",
+                    description: format!("at most {MAX_RERESOLVE} per call"),
+                }
+                .into());
+            }
+            n => n,
+        };
+        let negatives = self.cache.negatives(limit).await.map_err(ApiError::from)?;
+        let attempted = u32::try_from(negatives.len()).unwrap_or(u32::MAX);
+        let placed: Vec<bool> =
+            self.resolver.resolve_each(negatives.iter(), |_, r| matches!(r, Resolution::Found { .. }));
+        let (found, still): (Vec<_>, Vec<_>) = negatives.into_iter().zip(placed).partition(|(_, placed)| *placed);
+        let found: Vec<String> = found.into_iter().map(|(ip, _)| ip).collect();
+        if !found.is_empty() {
+            self.cache.forget(&found).await.map_err(ApiError::from)?;
+        }
+        // Still unknown: tried again now, so the next call reaches others first.
+        let now = unix_now();
+        self.cache.record(
+            still.into_iter().map(|(ip, _)| CachedAnswer { last_seen: 0, ..CachedAnswer::negative(ip, now) }).collect(),
+        );
+        self.cache.flush().await.map_err(ApiError::from)?;
+        let resolved = u32::try_from(found.len()).unwrap_or(u32::MAX);
+        tracing::info!(attempted, resolved, "re-resolved negatives");
+        Ok(Response::new(pb::ReResolveResponse { attempted, resolved }))
     }
 }
 

@@ -1,12 +1,13 @@
 //! Startup stages, serving, and graceful shutdown.
 //!
-//! [`Application::build`] runs the stages in order (databases → metrics →
-//! gRPC listener); a failing stage names itself in the error and nothing is
+//! [`Application::build`] runs the stages in order (databases → cache →
+//! metrics → gRPC listener); a failing stage names itself in the error and nothing is
 //! served. [`Application::run_until_stopped`] serves until the shutdown
 //! future resolves, then turns health to NOT_SERVING, drains in-flight RPCs
-//! within the grace period and stops the metrics endpoint.
+//! within the grace period, stops the metrics endpoint and the periodic
+//! cache flush, flushes the cache one last time and closes its database.
 
-use std::{fmt, future::Future, net::SocketAddr, time::Duration};
+use std::{fmt, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use bangui_proto::geo::v1::{FILE_DESCRIPTOR_SET, geo_service_server::GeoServiceServer};
@@ -14,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::{api::GeoApi, config::Config, metrics::Metrics, mmdb::DatabaseSet, resolve::Resolver};
+use crate::{api::GeoApi, cache::AnswerCache, config::Config, metrics::Metrics, mmdb::DatabaseSet, resolve::Resolver};
 
 /// Largest request accepted: a full default batch of long IPv6 strings fits
 /// many times over, so an oversized batch is refused by the batch limit with
@@ -25,6 +26,7 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
     Databases,
+    Cache,
     Metrics,
     Grpc,
 }
@@ -33,6 +35,7 @@ impl fmt::Display for Stage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Stage::Databases => "databases",
+            Stage::Cache => "cache",
             Stage::Metrics => "metrics",
             Stage::Grpc => "grpc",
         })
@@ -62,10 +65,12 @@ impl<T, E: Into<anyhow::Error>> StageContext<T> for Result<T, E> {
 #[derive(Debug)]
 pub struct Application {
     api: GeoApi,
+    cache: Arc<AnswerCache>,
     metrics: Metrics,
     grpc: TcpListener,
     metrics_listener: TcpListener,
     shutdown_grace: Duration,
+    flush_interval: Duration,
 }
 
 impl Application {
@@ -91,6 +96,15 @@ impl Application {
             }
         }
 
+        let store = crate::store::connect(&config.database_url)
+            .await
+            .with_context(|| {
+                format!("cannot open the persistent cache {} (--database-url)", config.database_url_redacted())
+            })
+            .stage(Stage::Cache)?;
+        tracing::info!(database_url = %config.database_url_redacted(), backend = store.backend(), "persistent cache ready");
+        let cache = Arc::new(AnswerCache::new(store, config.cache_limits()));
+
         let metrics = Metrics::new();
         metrics.set_databases(&databases);
         let metrics_listener = TcpListener::bind(config.metrics_listen)
@@ -104,8 +118,16 @@ impl Application {
             .stage(Stage::Grpc)?;
 
         let max_batch = usize::try_from(config.max_batch).unwrap_or(usize::MAX);
-        let api = GeoApi::new(Resolver::new(databases, metrics.clone()), max_batch);
-        Ok(Self { api, metrics, grpc, metrics_listener, shutdown_grace: config.shutdown_grace })
+        let api = GeoApi::new(Resolver::new(databases, metrics.clone()), cache.clone(), max_batch);
+        Ok(Self {
+            api,
+            cache,
+            metrics,
+            grpc,
+            metrics_listener,
+            shutdown_grace: config.shutdown_grace,
+            flush_interval: config.flush_interval,
+        })
     }
 
     /// The address the gRPC server listens on.
@@ -141,6 +163,7 @@ impl Application {
         let metrics_addr = self.metrics_listener.local_addr()?;
 
         let metrics_server = tokio::spawn(serve_metrics(self.metrics_listener, self.metrics, stopping.clone()));
+        let flusher = tokio::spawn(flush_periodically(self.cache.clone(), self.flush_interval, stopping.clone()));
 
         health.set_serving::<GeoServiceServer<GeoApi>>().await;
         let on_signal = {
@@ -178,8 +201,31 @@ impl Application {
         };
         stopping.cancel();
         let _ = metrics_server.await;
+        let _ = flusher.await;
+        // The last flush: what was answered up to the end is not lost.
+        match self.cache.flush().await {
+            Ok(written) => tracing::info!(written, "cache flushed"),
+            Err(error) => tracing::error!(%error, "final cache flush failed; pending rows are lost"),
+        }
+        self.cache.close().await;
         tracing::info!("stopped");
         served
+    }
+}
+
+async fn flush_periodically(cache: Arc<AnswerCache>, every: Duration, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticks.tick() => {
+                if let Err(error) = cache.flush().await {
+                    tracing::warn!(%error, "cache flush failed; will retry");
+                }
+            }
+        }
     }
 }
 

@@ -48,6 +48,28 @@ pub struct Config {
     )]
     pub max_batch: u32,
 
+    /// The persistent cache: `sqlite://PATH` (created if missing) or
+    /// `postgres://USER:PASSWORD@HOST/DB`.
+    #[arg(long, env = "GEO_DATABASE_URL", default_value = "sqlite://geo.db", hide_env_values = true)]
+    pub database_url: String,
+
+    /// How often cached answers and `last_seen` refreshes are written to the
+    /// persistent cache (also at shutdown).
+    #[arg(long, env = "GEO_FLUSH_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub flush_interval: Duration,
+
+    /// How long a negative (an address nobody could place) stays in memory.
+    #[arg(long, env = "GEO_NEGATIVE_TTL", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub negative_ttl: Duration,
+
+    /// Most fallback answers kept in memory.
+    #[arg(long, env = "GEO_CACHE_ANSWERS", default_value_t = 100_000)]
+    pub cache_answers: usize,
+
+    /// Most negatives kept in memory.
+    #[arg(long, env = "GEO_CACHE_NEGATIVES", default_value_t = 100_000)]
+    pub cache_negatives: usize,
+
     /// Log format.
     #[arg(long, env = "GEO_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -63,6 +85,21 @@ pub struct Config {
 }
 
 impl Config {
+    /// The cache limits this configuration asks for.
+    pub fn cache_limits(&self) -> crate::cache::CacheLimits {
+        crate::cache::CacheLimits {
+            answers: self.cache_answers,
+            negatives: self.cache_negatives,
+            negative_ttl: self.negative_ttl,
+            ..crate::cache::CacheLimits::default()
+        }
+    }
+
+    /// The database URL with any password replaced, for logs.
+    pub fn database_url_redacted(&self) -> String {
+        redact_url(&self.database_url)
+    }
+
     /// Parses flags and environment, exiting with a message that names the
     /// setting on error.
     pub fn from_env_and_args() -> Self {
@@ -88,12 +125,34 @@ impl Config {
             log_format: LogFormat::Text,
             log: "info".into(),
             shutdown_grace: Duration::from_secs(5),
+            database_url: "sqlite::memory:".into(),
+            flush_interval: Duration::from_secs(60),
+            negative_ttl: Duration::from_secs(300),
+            cache_answers: 1_000,
+            cache_negatives: 1_000,
         }
+    }
+}
+
+/// `scheme://user:secret@host/db` → `scheme://user:***@host/db`.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((credentials, host)) = rest.rsplit_once('@') else { return url.to_owned() };
+    match credentials.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn passwords_are_redacted_from_database_urls() {
+        assert_eq!(super::redact_url("postgres://geo:s3cret@db:5432/geo"), "postgres://geo:***@db:5432/geo");
+        assert_eq!(super::redact_url("sqlite://geo.db"), "sqlite://geo.db");
+        assert_eq!(super::redact_url("postgres://geo@db/geo"), "postgres://geo@db/geo");
+    }
+
     use super::*;
 
     #[test]
@@ -116,6 +175,9 @@ mod tests {
         assert!(err.contains("--max-batch"), "{err}");
         let err = Config::try_from_args(["geo-service", "--mmdb", "x", "--listen", "nowhere"]).unwrap_err().to_string();
         assert!(err.contains("--listen"), "{err}");
+        let err =
+            Config::try_from_args(["geo-service", "--mmdb", "x", "--flush-interval", "often"]).unwrap_err().to_string();
+        assert!(err.contains("--flush-interval"), "{err}");
         let err = Config::try_from_args(["geo-service", "--mmdb", "builtin:nope"]).unwrap_err().to_string();
         assert!(err.contains("unknown built-in database"), "{err}");
     }

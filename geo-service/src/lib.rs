@@ -17,6 +17,7 @@
 
 pub mod api;
 pub mod app;
+pub mod cache;
 pub mod config;
 pub mod metrics;
 pub mod mmdb;

@@ -9,7 +9,7 @@ use std::{net::IpAddr, sync::Arc};
 use arc_swap::ArcSwap;
 
 use crate::{
-    metrics::{Metrics, Tally},
+    metrics::Metrics,
     mmdb::{DatabaseSet, Location},
 };
 
@@ -159,7 +159,7 @@ impl Resolver {
     }
 
     /// Resolves every input against one snapshot of the databases, handing
-    /// each answer to `each` in input order, and counts the outcomes.
+    /// each answer to `each` in input order.
     pub fn resolve_each<I, T>(&self, inputs: I, mut each: impl FnMut(I::Item, Resolution<'_>) -> T) -> Vec<T>
     where
         I: IntoIterator,
@@ -169,13 +169,10 @@ impl Resolver {
         let set = self.databases();
         let inputs = inputs.into_iter();
         let mut out = Vec::with_capacity(inputs.len());
-        let mut tally = Tally::default();
         for input in inputs {
             let resolution = resolve_in(&set, input.as_ref());
-            tally.add(resolution.outcome());
             out.push(each(input, resolution));
         }
-        self.metrics.count_lookups(&tally);
         out
     }
 
@@ -189,19 +186,14 @@ impl Resolver {
     {
         use rayon::prelude::*;
         let set = self.databases();
-        let (out, outcomes): (Vec<T>, Vec<Outcome>) = inputs
+        inputs
             .into_par_iter()
             .with_min_len(PAR_MIN_LEN)
             .map(|input| {
                 let resolution = resolve_in(&set, &input);
-                let outcome = resolution.outcome();
-                (each(input, resolution), outcome)
+                each(input, resolution)
             })
-            .unzip();
-        let mut tally = Tally::default();
-        outcomes.into_iter().for_each(|outcome| tally.add(outcome));
-        self.metrics.count_lookups(&tally);
-        out
+            .collect()
     }
 }
 

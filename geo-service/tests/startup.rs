@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 
 fn run(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_geo-service"))
-        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--database-url", "sqlite::memory:"])
         .args(args)
         .env_remove("GEO_MMDB")
         .output()
@@ -52,6 +52,7 @@ fn bad_settings_from_the_environment_are_named() {
     let out = Command::new(env!("CARGO_BIN_EXE_geo-service"))
         .env("GEO_MMDB", "builtin:sample")
         .env("GEO_MAX_BATCH", "lots")
+        .env("GEO_DATABASE_URL", "sqlite::memory:")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -64,9 +65,24 @@ fn a_taken_port_names_the_stage_and_the_setting() {
     let addr = taken.local_addr().unwrap().to_string();
     let out = Command::new(env!("CARGO_BIN_EXE_geo-service"))
         .args(["--mmdb", "builtin:sample", "--metrics-listen", "127.0.0.1:0", "--listen", &addr])
+        .args(["--database-url", "sqlite::memory:"])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("startup stage `grpc` failed") && err.contains("--listen"), "{err}");
+}
+
+#[test]
+fn an_unreachable_cache_database_names_the_stage_and_hides_the_password() {
+    // Port 1 on loopback: nothing listens, the connection is refused at once.
+    let out = Command::new(env!("CARGO_BIN_EXE_geo-service"))
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--mmdb", "builtin:sample"])
+        .args(["--database-url", "postgres://geo:s3cret@127.0.0.1:1/geo"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("startup stage `cache` failed") && err.contains("--database-url"), "{err}");
+    assert!(!err.contains("s3cret"), "the password leaked: {err}");
 }

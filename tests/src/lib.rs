@@ -46,6 +46,8 @@ pub fn binary(name: &str) -> PathBuf {
 #[derive(Debug)]
 pub struct GeoService {
     child: Child,
+    /// Holds the default cache database unless the test named its own.
+    _data: Option<tempfile::TempDir>,
     pub grpc_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
     logs: Arc<Mutex<Vec<String>>>,
@@ -57,12 +59,15 @@ impl GeoService {
     /// and JSON logs) and waits until it logs that it serves.
     pub fn start(args: &[&str]) -> Self {
         let mut command = Command::new(binary("geo-service"));
-        command
-            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--log-format", "json"])
-            .args(args)
-            .env_remove("GEO_MMDB")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        command.args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--log-format", "json"]);
+        let data = if args.contains(&"--database-url") {
+            None
+        } else {
+            let dir = tempfile::tempdir().unwrap();
+            command.args(["--database-url", &format!("sqlite://{}", dir.path().join("geo.db").display())]);
+            Some(dir)
+        };
+        command.args(args).env_remove("GEO_MMDB").stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("spawn geo-service");
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
@@ -85,7 +90,7 @@ impl GeoService {
         });
         match rx.recv_timeout(START_TIMEOUT) {
             Ok((grpc_addr, metrics_addr)) => {
-                Self { child, grpc_addr, metrics_addr, logs, readers: vec![out_reader, err_reader] }
+                Self { child, _data: data, grpc_addr, metrics_addr, logs, readers: vec![out_reader, err_reader] }
             }
             Err(_) => {
                 let _ = child.kill();

@@ -139,6 +139,14 @@ async fn a_failed_batch_writes_nothing(store: &dyn CacheStore) {
     assert!(sorted(store, &["192.0.2.23"]).await.is_empty());
 }
 
+async fn delete_removes_only_the_named_rows(store: &dyn CacheStore) {
+    store.put(&[answer("192.0.2.30", None, 1, 1), answer("192.0.2.31", None, 1, 1)]).await.unwrap();
+    let ips = vec!["192.0.2.30".to_string(), "192.0.2.99".to_string()];
+    assert_eq!(store.delete(&ips).await.unwrap(), 1);
+    assert_eq!(store.stats().await.unwrap().rows, 1);
+    assert!(matches!(store.backend(), "sqlite" | "postgres"));
+}
+
 macro_rules! contract {
     ($($scenario:ident),* $(,)?) => {
         mod on_sqlite {
@@ -176,4 +184,5 @@ contract!(
     purge_deletes_only_rows_older_than_the_cutoff,
     negatives_come_oldest_first_and_limited,
     a_failed_batch_writes_nothing,
+    delete_removes_only_the_named_rows,
 );

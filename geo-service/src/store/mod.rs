@@ -109,7 +109,11 @@ pub trait CacheStore: Send + Sync + std::fmt::Debug {
     async fn purge_older_than(&self, cutoff: i64) -> Result<u64, StoreError>;
     /// Up to `limit` negatives, the longest-unresolved first.
     async fn negatives(&self, limit: u32) -> Result<Vec<String>, StoreError>;
+    /// Deletes the rows of `ips` (a negative a newer database now places).
+    async fn delete(&self, ips: &[String]) -> Result<u64, StoreError>;
     async fn stats(&self) -> Result<StoreStats, StoreError>;
+    /// "sqlite" or "postgres".
+    fn backend(&self) -> &'static str;
     /// Closes the pool.
     async fn close(&self);
 }

@@ -130,6 +130,15 @@ impl CacheStore for PgStore {
         Ok(rows)
     }
 
+    async fn delete(&self, ips: &[String]) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM geo_cache WHERE ip = ANY($1)").bind(ips).execute(&self.pool).await?;
+        Ok(done.rows_affected())
+    }
+
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         let (rows, negatives): (i64, i64) =
             sqlx::query_as("SELECT count(*), count(*) - count(country_code) FROM geo_cache")

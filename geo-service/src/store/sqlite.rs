@@ -25,7 +25,9 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        // Every connection to `:memory:` is a database of its own: keep one.
+        let connections = if url.contains(":memory:") { 1 } else { 4 };
+        let pool = SqlitePoolOptions::new().max_connections(connections).connect_with(options).await?;
         MIGRATOR.run(&pool).await?;
         Ok(Self { pool })
     }
@@ -120,6 +122,26 @@ impl CacheStore for SqliteStore {
                 .fetch_all(&self.pool)
                 .await?;
         Ok(rows)
+    }
+
+    async fn delete(&self, ips: &[String]) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut deleted = 0;
+        for chunk in ips.chunks(CHUNK) {
+            let mut query = QueryBuilder::<Sqlite>::new("DELETE FROM geo_cache WHERE ip IN (");
+            let mut list = query.separated(", ");
+            for ip in chunk {
+                list.push_bind(ip);
+            }
+            query.push(")");
+            deleted += query.build().execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    fn backend(&self) -> &'static str {
+        "sqlite"
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
