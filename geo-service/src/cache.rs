@@ -113,7 +113,7 @@ impl AnswerCache {
     /// rest; every hit refreshes `last_seen` at the next flush.
     pub async fn lookup(&self, ips: &[String]) -> Vec<Option<CacheHit>> {
         let now = Instant::now();
-        let mut out: Vec<Option<CacheHit>> = ips.iter().map(|ip| self.from_memory(ip, now)).collect();
+        let mut out: Vec<Option<CacheHit>> = ips.iter().map(|ip| self.in_memory(ip, now)).collect();
         let unknown: Vec<String> =
             ips.iter().zip(&out).filter(|(_, hit)| hit.is_none()).map(|(ip, _)| ip.clone()).collect();
         if !unknown.is_empty() {
@@ -149,7 +149,7 @@ impl AnswerCache {
         out
     }
 
-    fn from_memory(&self, ip: &str, now: Instant) -> Option<CacheHit> {
+    fn in_memory(&self, ip: &str, now: Instant) -> Option<CacheHit> {
         if let Some(answer) = self.answers.get(ip) {
             return Some(CacheHit::Answer(answer));
         }
