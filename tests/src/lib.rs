@@ -124,6 +124,13 @@ impl GeoService {
         self.logs.clone()
     }
 
+    /// [`GeoService::terminate`] off the async runtime, so the test's own
+    /// client connections can still answer the server's GOAWAY while it
+    /// drains.
+    pub async fn shutdown(self) -> std::process::ExitStatus {
+        tokio::task::spawn_blocking(move || self.terminate()).await.unwrap()
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
@@ -217,5 +224,54 @@ pub mod real_data {
              run scripts/fetch-test-data.sh where the registry is reachable"
         );
         None
+    }
+}
+
+/// A PostgreSQL schema of its own in the test database, dropped with the
+/// value. The server is `BANGUI_TEST_POSTGRES_URL`, default
+/// `postgres://postgres@127.0.0.1:5432/test`.
+#[derive(Debug)]
+pub struct PgSchema {
+    pub name: String,
+}
+
+fn postgres_url() -> String {
+    std::env::var("BANGUI_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+impl PgSchema {
+    pub async fn create(prefix: &str) -> Self {
+        use sqlx::{Connection, Executor};
+        let name = format!(
+            "{prefix}_{:016x}",
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+                ^ u64::from(std::process::id())
+        );
+        let mut conn = sqlx::PgConnection::connect(&postgres_url()).await.expect("connect to the test PostgreSQL");
+        conn.execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}"))).await.unwrap();
+        Self { name }
+    }
+
+    /// A URL whose connections use this schema.
+    pub fn url(&self) -> String {
+        let base = postgres_url();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        format!("{base}{sep}options=-c%20search_path%3D{}", self.name)
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            use sqlx::{Connection, Executor};
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_url()).await {
+                    let _ = conn.execute(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {name} CASCADE"))).await;
+                }
+            });
+        })
+        .join();
     }
 }
