@@ -2,6 +2,7 @@
 //! negatives survive a restart, purge deletes what nobody asked about, and
 //! ReResolve places former negatives once a newer database knows them.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use bangui_e2e::{GeoService, PgSchema, fixtures};
 use bangui_proto::geo::v1::{self as pb, LookupStatus};
 use tonic::Code;
