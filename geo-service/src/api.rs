@@ -12,7 +12,8 @@ use tracing::instrument;
 use crate::{
     cache::{AnswerCache, CacheHit, unix_now},
     metrics::Tally,
-    mmdb::{DatabaseInfo, Location, Schema},
+    mmdb::{DatabaseInfo, LoadError, Location, Schema},
+    reload::Reloader,
     resolve::{Outcome, ReservedRange, Resolution, Resolver},
     store::{CachedAnswer, StoreError},
 };
@@ -29,6 +30,8 @@ const STREAM_BUFFER: usize = 256;
 pub enum ApiError {
     #[error("{field}: {description}")]
     InvalidArgument { field: &'static str, description: String },
+    #[error("database reload refused: {0}")]
+    BadDatabase(#[from] LoadError),
     #[error("cache database unavailable")]
     Unavailable(#[from] StoreError),
     #[error("internal error")]
@@ -43,6 +46,9 @@ impl From<ApiError> for Status {
                 format!("{field}: {description}"),
                 ErrorDetails::with_bad_request_violation(field, description),
             ),
+            ApiError::BadDatabase(source) => Status::failed_precondition(format!(
+                "database reload refused, the previous databases keep serving: {source}"
+            )),
             ApiError::Unavailable(source) => {
                 tracing::warn!(error = %source, "cache database unavailable");
                 Status::unavailable("cache database unavailable; try again later")
@@ -60,12 +66,13 @@ impl From<ApiError> for Status {
 pub struct GeoApi {
     resolver: Resolver,
     cache: Arc<AnswerCache>,
+    reloader: Reloader,
     max_batch: usize,
 }
 
 impl GeoApi {
-    pub fn new(resolver: Resolver, cache: Arc<AnswerCache>, max_batch: usize) -> Self {
-        Self { resolver, cache, max_batch }
+    pub fn new(resolver: Resolver, cache: Arc<AnswerCache>, reloader: Reloader, max_batch: usize) -> Self {
+        Self { resolver, cache, reloader, max_batch }
     }
 
     /// Answers a batch: local databases first (on rayon's pool when large),
@@ -275,6 +282,15 @@ impl pb::geo_service_server::GeoService for GeoApi {
         let deleted = self.cache.purge(older_than).await.map_err(ApiError::from)?;
         tracing::info!(deleted, older_than_secs = older_than.as_secs(), "purged stale cache rows");
         Ok(Response::new(pb::PurgeStaleResponse { deleted }))
+    }
+
+    #[instrument(skip_all, fields(rpc = "ReloadDatabases"))]
+    async fn reload_databases(
+        &self,
+        _request: Request<pb::ReloadDatabasesRequest>,
+    ) -> Result<Response<pb::ReloadDatabasesResponse>, Status> {
+        let loaded = self.reloader.reload().await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::ReloadDatabasesResponse { databases: loaded.iter().map(database_info).collect() }))
     }
 
     #[instrument(skip_all, fields(rpc = "ReResolve"))]

@@ -15,7 +15,10 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::{api::GeoApi, cache::AnswerCache, config::Config, metrics::Metrics, mmdb::DatabaseSet, resolve::Resolver};
+use crate::{
+    api::GeoApi, cache::AnswerCache, config::Config, metrics::Metrics, mmdb::DatabaseSet, reload::Reloader,
+    resolve::Resolver,
+};
 
 /// Largest request accepted: a full default batch of long IPv6 strings fits
 /// many times over, so an oversized batch is refused by the batch limit with
@@ -65,6 +68,8 @@ impl<T, E: Into<anyhow::Error>> StageContext<T> for Result<T, E> {
 #[derive(Debug)]
 pub struct Application {
     api: GeoApi,
+    reloader: Reloader,
+    watch: bool,
     cache: Arc<AnswerCache>,
     metrics: Metrics,
     grpc: TcpListener,
@@ -118,9 +123,13 @@ impl Application {
             .stage(Stage::Grpc)?;
 
         let max_batch = usize::try_from(config.max_batch).unwrap_or(usize::MAX);
-        let api = GeoApi::new(Resolver::new(databases, metrics.clone()), cache.clone(), max_batch);
+        let resolver = Resolver::new(databases, metrics.clone());
+        let reloader = Reloader::new(config.mmdb.clone(), resolver.clone());
+        let api = GeoApi::new(resolver, cache.clone(), reloader.clone(), max_batch);
         Ok(Self {
             api,
+            reloader,
+            watch: config.watch,
             cache,
             metrics,
             grpc,
@@ -164,6 +173,18 @@ impl Application {
 
         let metrics_server = tokio::spawn(serve_metrics(self.metrics_listener, self.metrics, stopping.clone()));
         let flusher = tokio::spawn(flush_periodically(self.cache.clone(), self.flush_interval, stopping.clone()));
+        let watcher = if self.watch {
+            match self.reloader.clone().watch(stopping.clone()) {
+                Ok(task) => Some(task),
+                Err(error) => {
+                    // Serving without hot reload beats not serving.
+                    tracing::error!(%error, "cannot watch the database files; ReloadDatabases still works");
+                    None
+                }
+            }
+        } else {
+            None
+        };
 
         health.set_serving::<GeoServiceServer<GeoApi>>().await;
         let on_signal = {
@@ -202,6 +223,9 @@ impl Application {
         stopping.cancel();
         let _ = metrics_server.await;
         let _ = flusher.await;
+        if let Some(watcher) = watcher {
+            let _ = watcher.await;
+        }
         // The last flush: what was answered up to the end is not lost.
         match self.cache.flush().await {
             Ok(written) => tracing::info!(written, "cache flushed"),

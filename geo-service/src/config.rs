@@ -39,6 +39,11 @@ pub struct Config {
     )]
     pub mmdb: Vec<DatabaseSource>,
 
+    /// Watch the database files and reload them when they are replaced
+    /// (e.g. by geoipupdate). `--watch false` turns it off.
+    #[arg(long, env = "GEO_WATCH", default_value_t = true, action = clap::ArgAction::Set)]
+    pub watch: bool,
+
     /// Most IP addresses accepted by one LookupBatch request.
     #[arg(
         long,
@@ -122,6 +127,7 @@ impl Config {
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             mmdb,
             max_batch: 10_000,
+            watch: false,
             log_format: LogFormat::Text,
             log: "info".into(),
             shutdown_grace: Duration::from_secs(5),

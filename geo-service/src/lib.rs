@@ -21,6 +21,7 @@ pub mod cache;
 pub mod config;
 pub mod metrics;
 pub mod mmdb;
+pub mod reload;
 pub mod resolve;
 pub mod telemetry;
 

@@ -21,6 +21,10 @@ pub const BATCH_SIZE: &str = "geo_lookup_batch_size";
 pub const DATABASE_BUILD_TIMESTAMP: &str = "geo_database_build_timestamp_seconds";
 /// `geo_databases_loaded`: databases in the active set.
 pub const DATABASES_LOADED: &str = "geo_databases_loaded";
+/// `geo_database_build_age_seconds{database,type}`: how old each loaded build is.
+pub const DATABASE_BUILD_AGE: &str = "geo_database_build_age_seconds";
+/// `geo_database_reloads_total{result}`: reloads applied (`ok`) and refused (`failed`).
+pub const DATABASE_RELOADS: &str = "geo_database_reloads";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
@@ -35,6 +39,11 @@ enum StatusLabel {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct LookupLabels {
     status: StatusLabel,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -80,7 +89,11 @@ struct Inner {
     lookups: [Counter; Outcome::ALL.len()],
     batch_size: Histogram,
     database_build: Family<DatabaseLabels, Gauge>,
+    database_age: Family<DatabaseLabels, Gauge>,
+    /// The loaded databases and their build times, for the age gauge.
+    database_labels: std::sync::Mutex<Vec<(DatabaseLabels, i64)>>,
     databases_loaded: Gauge,
+    reloads: Family<ReloadLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -104,9 +117,24 @@ impl Metrics {
             "Build time of each loaded database, Unix seconds",
             database_build.clone(),
         );
+        let database_age = Family::<DatabaseLabels, Gauge>::default();
+        registry.register(DATABASE_BUILD_AGE, "Age of each loaded database build, seconds", database_age.clone());
         let databases_loaded = Gauge::default();
         registry.register(DATABASES_LOADED, "Databases in the active set", databases_loaded.clone());
-        Self { inner: Arc::new(Inner { registry, lookups, batch_size, database_build, databases_loaded }) }
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(DATABASE_RELOADS, "Database reloads, by result", reloads.clone());
+        Self {
+            inner: Arc::new(Inner {
+                registry,
+                lookups,
+                batch_size,
+                database_build,
+                database_age,
+                database_labels: std::sync::Mutex::default(),
+                databases_loaded,
+                reloads,
+            }),
+        }
     }
 
     /// Adds the lookups of one request.
@@ -130,19 +158,42 @@ impl Metrics {
     /// Publishes what is loaded now.
     pub fn set_databases(&self, set: &DatabaseSet) {
         self.inner.database_build.clear();
+        let mut labels = self.inner.database_labels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        labels.clear();
         for db in set.databases() {
             let seconds = db
                 .build_time
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-            let labels = DatabaseLabels { database: db.name.to_string(), r#type: db.database_type.clone() };
-            self.inner.database_build.get_or_create(&labels).set(seconds);
+            let db_labels = DatabaseLabels { database: db.name.to_string(), r#type: db.database_type.clone() };
+            self.inner.database_build.get_or_create(&db_labels).set(seconds);
+            labels.push((db_labels, seconds));
         }
         self.inner.databases_loaded.set(i64::try_from(set.databases().len()).unwrap_or(i64::MAX));
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// Counts a reload attempt.
+    pub fn count_reload(&self, ok: bool) {
+        self.inner.reloads.get_or_create(&ReloadLabels { result: if ok { "ok" } else { "failed" } }).inc();
+    }
+
+    /// The Prometheus text exposition of every metric. Build ages are
+    /// computed now, from the build timestamps.
     pub fn render(&self) -> String {
+        let now = crate::cache::unix_now();
+        self.inner.database_age.clear();
+        // Collect first: the family is read-locked while iterating.
+        let builds: Vec<(DatabaseLabels, i64)> = {
+            let mut builds = Vec::new();
+            let labels = self.inner.database_labels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (label, built) in labels.iter() {
+                builds.push((label.clone(), *built));
+            }
+            builds
+        };
+        for (labels, built) in builds {
+            self.inner.database_age.get_or_create(&labels).set(now.saturating_sub(built));
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.inner.registry);

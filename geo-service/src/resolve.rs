@@ -154,6 +154,13 @@ impl Resolver {
         self.databases.load_full()
     }
 
+    /// Puts `set` in use for every lookup that starts from now on; lookups
+    /// under way finish on the set they started with.
+    pub fn swap(&self, set: DatabaseSet) {
+        self.metrics.set_databases(&set);
+        self.databases.store(Arc::new(set));
+    }
+
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }

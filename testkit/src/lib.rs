@@ -161,10 +161,14 @@ fn place<'a>(pair: Option<(&'a str, &'a str)>) -> Option<Place<'a>> {
 }
 
 fn writer(database_type: &str, ip_version: IpVersion, description: &str) -> Writer {
+    writer_built_at(database_type, ip_version, description, BUILD_EPOCH)
+}
+
+fn writer_built_at(database_type: &str, ip_version: IpVersion, description: &str, epoch: u64) -> Writer {
     Writer::builder(database_type)
         .ip_version(ip_version)
         .description(&[("en", description)])
-        .build_epoch(UNIX_EPOCH + Duration::from_secs(BUILD_EPOCH))
+        .build_epoch(UNIX_EPOCH + Duration::from_secs(epoch))
         .build()
 }
 
@@ -178,7 +182,11 @@ fn finish(writer: &Writer) -> Vec<u8> {
 }
 
 fn nested_database(database_type: &str, rows: &[facts::Nested]) -> Vec<u8> {
-    let mut w = writer(database_type, IpVersion::V6, "BanGUI test fixture (nested schema)");
+    nested_database_built_at(database_type, rows, BUILD_EPOCH)
+}
+
+fn nested_database_built_at(database_type: &str, rows: &[facts::Nested], epoch: u64) -> Vec<u8> {
+    let mut w = writer_built_at(database_type, IpVersion::V6, "BanGUI test fixture (nested schema)", epoch);
     for row in rows {
         let record = NestedRecord {
             country: place(row.country),
@@ -195,6 +203,22 @@ fn nested_database(database_type: &str, rows: &[facts::Nested]) -> Vec<u8> {
 /// A `GeoIP2-Country`-style database built from [`facts::MAXMIND`].
 pub fn maxmind_country() -> Vec<u8> {
     nested_database("GeoIP2-Country", facts::MAXMIND)
+}
+
+/// The build time of [`maxmind_country_next_build`]: a day after [`BUILD_EPOCH`].
+pub const NEXT_BUILD_EPOCH: u64 = BUILD_EPOCH + 86_400;
+
+/// The next build of [`maxmind_country`], as an update would bring it: one
+/// day newer, and it also knows `3.3.3.0/24` (CA).
+pub fn maxmind_country_next_build() -> Vec<u8> {
+    let mut rows = facts::MAXMIND.to_vec();
+    rows.push(facts::Nested {
+        network: "3.3.3.0/24",
+        country: Some(("CA", "Canada")),
+        registered_country: Some(("CA", "Canada")),
+        continent: ("NA", "North America"),
+    });
+    nested_database_built_at("GeoIP2-Country", &rows, NEXT_BUILD_EPOCH)
 }
 
 /// A `DBIP-Country-Lite`-style database built from [`facts::DBIP`].
