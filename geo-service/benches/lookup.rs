@@ -158,7 +158,7 @@ fn main() {
     let cache = std::sync::Arc::new(geo_service::cache::AnswerCache::new(store, Default::default()));
     let resolver = Resolver::new(set, Metrics::new());
     let reloader = geo_service::reload::Reloader::new(vec![DatabaseSource::File(db_path.clone())], resolver.clone());
-    let api = GeoApi::new(resolver, cache, reloader, ADDRESSES);
+    let api = GeoApi::new(resolver, cache, None, reloader, ADDRESSES);
     let request = pb::LookupBatchRequest { ips: ips.clone(), allow_remote: false };
     let times = measure_with(
         runs,

@@ -11,11 +11,12 @@ use tracing::instrument;
 
 use crate::{
     cache::{AnswerCache, CacheHit, unix_now},
+    fallback::{Fallback, FallbackAnswer},
     metrics::Tally,
     mmdb::{DatabaseInfo, LoadError, Location, Schema},
     reload::Reloader,
     resolve::{Outcome, ReservedRange, Resolution, Resolver},
-    store::{CachedAnswer, StoreError},
+    store::{AnswerSource, CachedAnswer, StoreError},
 };
 
 /// Batches up to this size are answered on the async runtime; larger ones
@@ -66,24 +67,31 @@ impl From<ApiError> for Status {
 pub struct GeoApi {
     resolver: Resolver,
     cache: Arc<AnswerCache>,
+    fallback: Option<Arc<Fallback>>,
     reloader: Reloader,
     max_batch: usize,
 }
 
 impl GeoApi {
-    pub fn new(resolver: Resolver, cache: Arc<AnswerCache>, reloader: Reloader, max_batch: usize) -> Self {
-        Self { resolver, cache, reloader, max_batch }
+    pub fn new(
+        resolver: Resolver,
+        cache: Arc<AnswerCache>,
+        fallback: Option<Arc<Fallback>>,
+        reloader: Reloader,
+        max_batch: usize,
+    ) -> Self {
+        Self { resolver, cache, fallback, reloader, max_batch }
     }
 
     /// Answers a batch: local databases first (on rayon's pool when large),
     /// then the cache for what they missed; counts the final statuses.
-    async fn answer(&self, inputs: Vec<String>) -> Result<Vec<pb::LookupResult>, ApiError> {
+    async fn answer(&self, inputs: Vec<String>, allow_remote: bool) -> Result<Vec<pb::LookupResult>, ApiError> {
         let mut results = if inputs.len() <= INLINE_BATCH {
             self.resolver.resolve_each(inputs, to_proto)
         } else {
             self.resolve_parallel(inputs).await?
         };
-        self.consult_cache(&mut results).await;
+        self.consult_cache(&mut results, allow_remote).await;
         let mut tally = Tally::default();
         for result in &results {
             tally.add(outcome_of(result));
@@ -92,8 +100,8 @@ impl GeoApi {
         Ok(results)
     }
 
-    async fn answer_one(&self, input: String) -> Result<pb::LookupResult, ApiError> {
-        Ok(self.answer(vec![input]).await?.pop().unwrap_or_default())
+    async fn answer_one(&self, input: String, allow_remote: bool) -> Result<pb::LookupResult, ApiError> {
+        Ok(self.answer(vec![input], allow_remote).await?.pop().unwrap_or_default())
     }
 
     /// Resolves a large batch on rayon's pool (CPU work, one thread per
@@ -116,8 +124,9 @@ impl GeoApi {
     }
 
     /// For the addresses the databases missed: earlier answers from the
-    /// cache; the rest are remembered as negatives.
-    async fn consult_cache(&self, results: &mut [pb::LookupResult]) {
+    /// cache, then the online fallback when it is enabled and the request
+    /// allows it; what nobody can place is remembered as a negative.
+    async fn consult_cache(&self, results: &mut [pb::LookupResult], allow_remote: bool) {
         let missed: Vec<usize> = results
             .iter()
             .enumerate()
@@ -129,16 +138,53 @@ impl GeoApi {
         }
         let ips: Vec<String> = missed.iter().map(|&i| results[i].ip.clone()).collect();
         let hits = self.cache.lookup(&ips).await;
-        let now = unix_now();
-        let mut negatives = Vec::new();
+        let mut unknown: Vec<(usize, String)> = Vec::new();
         for ((&i, ip), hit) in missed.iter().zip(ips).zip(hits) {
             match hit {
-                Some(CacheHit::Answer(answer)) => fill_cached(&mut results[i], &answer),
+                Some(CacheHit::Answer(answer)) => fill_cached(&mut results[i], &answer, pb::ResultSource::Cache),
                 Some(CacheHit::Negative) => {}
-                None => negatives.push(CachedAnswer::negative(ip, now)),
+                None => unknown.push((i, ip)),
             }
         }
-        self.cache.record(negatives);
+        if unknown.is_empty() {
+            return;
+        }
+        let now = unix_now();
+        let answers = match &self.fallback {
+            Some(fallback) if allow_remote => {
+                let addrs: Vec<IpAddr> = unknown.iter().filter_map(|(_, ip)| ip.parse().ok()).collect();
+                if addrs.len() == unknown.len() { Some(fallback.lookup(&addrs).await) } else { None }
+            }
+            _ => None,
+        };
+        let Some(answers) = answers else {
+            self.cache.record(unknown.into_iter().map(|(_, ip)| CachedAnswer::negative(ip, now)).collect());
+            return;
+        };
+        let mut rows = Vec::new();
+        for ((i, ip), answer) in unknown.into_iter().zip(answers) {
+            match answer {
+                FallbackAnswer::Found(placed) => {
+                    let row = CachedAnswer {
+                        country_code: Some(placed.country_code),
+                        country_name: placed.country_name,
+                        continent_code: placed.continent_code,
+                        asn: placed.asn,
+                        as_org: placed.as_org,
+                        source: AnswerSource::Http,
+                        ..CachedAnswer::negative(ip, now)
+                    };
+                    fill_cached(&mut results[i], &row, pb::ResultSource::Http);
+                    rows.push(row);
+                }
+                FallbackAnswer::NotFound => rows.push(CachedAnswer::negative(ip, now)),
+                FallbackAnswer::Failed(reason) => {
+                    results[i].status = pb::LookupStatus::UpstreamError.into();
+                    results[i].error = reason;
+                }
+            }
+        }
+        self.cache.record(rows);
     }
 }
 
@@ -152,10 +198,10 @@ fn outcome_of(result: &pb::LookupResult) -> Outcome {
     }
 }
 
-/// A cached fallback answer into a result.
-fn fill_cached(out: &mut pb::LookupResult, answer: &CachedAnswer) {
+/// A fallback answer (fresh or cached) into a result.
+fn fill_cached(out: &mut pb::LookupResult, answer: &CachedAnswer, source: pb::ResultSource) {
     out.status = pb::LookupStatus::Found.into();
-    out.source = pb::ResultSource::Cache.into();
+    out.source = source.into();
     out.country_code = answer.country_code.clone().unwrap_or_default();
     out.country_name = answer.country_name.clone().unwrap_or_default();
     out.continent_code = answer.continent_code.clone().unwrap_or_default();
@@ -177,7 +223,7 @@ impl pb::geo_service_server::GeoService for GeoApi {
     #[instrument(skip_all, fields(rpc = "Lookup"))]
     async fn lookup(&self, request: Request<pb::LookupRequest>) -> Result<Response<pb::LookupResponse>, Status> {
         let request = request.into_inner();
-        let result = self.answer_one(request.ip).await?;
+        let result = self.answer_one(request.ip, request.allow_remote).await?;
         if result.status == pb::LookupStatus::Invalid as i32 {
             return Err(ApiError::InvalidArgument { field: "ip", description: result.error }.into());
         }
@@ -189,7 +235,7 @@ impl pb::geo_service_server::GeoService for GeoApi {
         &self,
         request: Request<pb::LookupBatchRequest>,
     ) -> Result<Response<pb::LookupBatchResponse>, Status> {
-        let ips = request.into_inner().ips;
+        let pb::LookupBatchRequest { ips, allow_remote } = request.into_inner();
         tracing::Span::current().record("items", ips.len());
         if ips.len() > self.max_batch {
             return Err(ApiError::InvalidArgument {
@@ -203,7 +249,7 @@ impl pb::geo_service_server::GeoService for GeoApi {
             .into());
         }
         self.resolver.metrics().observe_batch(ips.len());
-        let results = self.answer(ips).await?;
+        let results = self.answer(ips, allow_remote).await?;
         Ok(Response::new(pb::LookupBatchResponse { results }))
     }
 
@@ -221,7 +267,7 @@ impl pb::geo_service_server::GeoService for GeoApi {
             while let Some(item) = inbound.next().await {
                 let reply = match item {
                     Ok(req) => api
-                        .answer_one(req.ip)
+                        .answer_one(req.ip, req.allow_remote)
                         .await
                         .map(|result| pb::LookupStreamResponse { result: Some(result) })
                         .map_err(Status::from),
@@ -262,6 +308,20 @@ impl pb::geo_service_server::GeoService for GeoApi {
                 misses: cache.misses,
                 pending_writes: cache.pending_writes,
                 backend: cache.backend.to_owned(),
+            }),
+            fallback: Some(match &self.fallback {
+                None => pb::FallbackInfo::default(),
+                Some(fallback) => {
+                    let f = fallback.snapshot();
+                    pb::FallbackInfo {
+                        enabled: true,
+                        batch_tokens: f.batch_tokens,
+                        single_tokens: f.single_tokens,
+                        breaker_open_seconds: f.breaker_open_for.as_secs_f64(),
+                        requests: f.requests,
+                        failures: f.failures,
+                    }
+                }
             }),
         }))
     }
@@ -318,13 +378,35 @@ impl pb::geo_service_server::GeoService for GeoApi {
         if !found.is_empty() {
             self.cache.forget(&found).await.map_err(ApiError::from)?;
         }
-        // Still unknown: tried again now, so the next call reaches others first.
         let now = unix_now();
-        self.cache.record(
-            still.into_iter().map(|(ip, _)| CachedAnswer { last_seen: 0, ..CachedAnswer::negative(ip, now) }).collect(),
-        );
+        let still: Vec<String> = still.into_iter().map(|(ip, _)| ip).collect();
+        let mut by_fallback = 0usize;
+        let mut rows = Vec::new();
+        let answers = match &self.fallback {
+            Some(fallback) => {
+                let addrs: Vec<IpAddr> = still.iter().filter_map(|ip| ip.parse().ok()).collect();
+                if addrs.len() == still.len() { Some(fallback.lookup(&addrs).await) } else { None }
+            }
+            None => None,
+        };
+        for (i, ip) in still.into_iter().enumerate() {
+            // `last_seen: 0` keeps the stored one: a retry is not a sighting.
+            let mut row = CachedAnswer { last_seen: 0, ..CachedAnswer::negative(ip, now) };
+            if let Some(FallbackAnswer::Found(placed)) = answers.as_ref().and_then(|a| a.get(i)) {
+                by_fallback += 1;
+                row.country_code = Some(placed.country_code.clone());
+                row.country_name = placed.country_name.clone();
+                row.continent_code = placed.continent_code.clone();
+                row.asn = placed.asn;
+                row.as_org = placed.as_org.clone();
+                row.source = AnswerSource::Http;
+            }
+            // Still unknown: resolved_at is now, so the next call reaches others first.
+            rows.push(row);
+        }
+        self.cache.record(rows);
         self.cache.flush().await.map_err(ApiError::from)?;
-        let resolved = u32::try_from(found.len()).unwrap_or(u32::MAX);
+        let resolved = u32::try_from(found.len() + by_fallback).unwrap_or(u32::MAX);
         tracing::info!(attempted, resolved, "re-resolved negatives");
         Ok(Response::new(pb::ReResolveResponse { attempted, resolved }))
     }

@@ -16,8 +16,8 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    api::GeoApi, cache::AnswerCache, config::Config, metrics::Metrics, mmdb::DatabaseSet, reload::Reloader,
-    resolve::Resolver,
+    api::GeoApi, cache::AnswerCache, config::Config, fallback::Fallback, metrics::Metrics, mmdb::DatabaseSet,
+    reload::Reloader, resolve::Resolver,
 };
 
 /// Largest request accepted: a full default batch of long IPv6 strings fits
@@ -30,6 +30,7 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 pub enum Stage {
     Databases,
     Cache,
+    Fallback,
     Metrics,
     Grpc,
 }
@@ -39,6 +40,7 @@ impl fmt::Display for Stage {
         f.write_str(match self {
             Stage::Databases => "databases",
             Stage::Cache => "cache",
+            Stage::Fallback => "fallback",
             Stage::Metrics => "metrics",
             Stage::Grpc => "grpc",
         })
@@ -125,7 +127,19 @@ impl Application {
         let max_batch = usize::try_from(config.max_batch).unwrap_or(usize::MAX);
         let resolver = Resolver::new(databases, metrics.clone());
         let reloader = Reloader::new(config.mmdb.clone(), resolver.clone());
-        let api = GeoApi::new(resolver, cache.clone(), reloader.clone(), max_batch);
+        let fallback = match config.fallback() {
+            Some(settings) => {
+                tracing::warn!(
+                    url = %settings.base_url,
+                    "HTTP fallback enabled: addresses the local databases cannot place are sent to {} \
+                     (plain HTTP on the free tier: they leave this host unencrypted)",
+                    settings.base_url
+                );
+                Some(Arc::new(Fallback::new(settings).stage(Stage::Fallback)?))
+            }
+            None => None,
+        };
+        let api = GeoApi::new(resolver, cache.clone(), fallback, reloader.clone(), max_batch);
         Ok(Self {
             api,
             reloader,

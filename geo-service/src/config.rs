@@ -75,6 +75,32 @@ pub struct Config {
     #[arg(long, env = "GEO_CACHE_NEGATIVES", default_value_t = 100_000)]
     pub cache_negatives: usize,
 
+    /// Ask ip-api.com for addresses the local databases cannot place, when a
+    /// request allows it. Off by default: the free tier is plain HTTP, so the
+    /// addresses leave the host unencrypted.
+    #[arg(long, env = "GEO_HTTP_FALLBACK", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub http_fallback: bool,
+
+    /// The fallback API's base URL.
+    #[arg(long, env = "GEO_FALLBACK_URL", default_value = "http://ip-api.com")]
+    pub fallback_url: String,
+
+    /// Batch requests (`POST /batch`, 100 addresses each) allowed a minute.
+    #[arg(long, env = "GEO_FALLBACK_BATCH_PER_MINUTE", default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..))]
+    pub fallback_batch_per_minute: u32,
+
+    /// Single-address requests (`GET /json/{ip}`) allowed a minute.
+    #[arg(long, env = "GEO_FALLBACK_SINGLE_PER_MINUTE", default_value_t = 45, value_parser = clap::value_parser!(u32).range(1..))]
+    pub fallback_single_per_minute: u32,
+
+    /// Timeout of one fallback request.
+    #[arg(long, env = "GEO_FALLBACK_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub fallback_timeout: Duration,
+
+    /// Retries of a fallback request that timed out or failed with 5xx.
+    #[arg(long, env = "GEO_FALLBACK_RETRIES", default_value_t = 2)]
+    pub fallback_retries: u32,
+
     /// Log format.
     #[arg(long, env = "GEO_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -98,6 +124,17 @@ impl Config {
             negative_ttl: self.negative_ttl,
             ..crate::cache::CacheLimits::default()
         }
+    }
+
+    /// The fallback settings, if the fallback is enabled.
+    pub fn fallback(&self) -> Option<crate::fallback::FallbackConfig> {
+        self.http_fallback.then(|| crate::fallback::FallbackConfig {
+            base_url: self.fallback_url.clone(),
+            batch_per_minute: self.fallback_batch_per_minute,
+            single_per_minute: self.fallback_single_per_minute,
+            timeout: self.fallback_timeout,
+            retries: self.fallback_retries,
+        })
     }
 
     /// The database URL with any password replaced, for logs.
@@ -128,6 +165,12 @@ impl Config {
             mmdb,
             max_batch: 10_000,
             watch: false,
+            http_fallback: false,
+            fallback_url: "http://127.0.0.1:9".into(),
+            fallback_batch_per_minute: 15,
+            fallback_single_per_minute: 45,
+            fallback_timeout: Duration::from_secs(1),
+            fallback_retries: 0,
             log_format: LogFormat::Text,
             log: "info".into(),
             shutdown_grace: Duration::from_secs(5),

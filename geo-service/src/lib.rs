@@ -19,6 +19,7 @@ pub mod api;
 pub mod app;
 pub mod cache;
 pub mod config;
+pub mod fallback;
 pub mod metrics;
 pub mod mmdb;
 pub mod reload;

@@ -9,6 +9,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod ip_api;
+
 use std::{
     io::{BufRead, BufReader},
     net::SocketAddr,

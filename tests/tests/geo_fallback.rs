@@ -1,0 +1,193 @@
+//! The HTTP fallback end to end: the real binary against a local server
+//! that speaks ip-api's protocol (the only stand-in in the suite: the real
+//! ip-api is on the internet).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use bangui_e2e::{
+    GeoService,
+    ip_api::{FakeIpApi, Mode},
+};
+use bangui_proto::geo::v1::{self as pb, LookupStatus};
+
+fn start(fake: &FakeIpApi, extra: &[&str]) -> GeoService {
+    let url = fake.url();
+    let mut args = vec!["--mmdb", "builtin:sample", "--http-fallback", "true", "--fallback-url", url.as_str()];
+    args.extend_from_slice(extra);
+    GeoService::start(&args)
+}
+
+async fn batch(geo: &GeoService, ips: &[String], allow_remote: bool) -> Vec<pb::LookupResult> {
+    let request = pb::LookupBatchRequest { ips: ips.to_vec(), allow_remote };
+    geo.client().await.lookup_batch(request).await.unwrap().into_inner().results
+}
+
+fn status(r: &pb::LookupResult) -> LookupStatus {
+    LookupStatus::try_from(r.status).unwrap()
+}
+
+/// `n` distinct addresses in 3.0.0.0/8, which the sample database lacks.
+fn unknown(n: u32, offset: u32) -> Vec<String> {
+    (offset..offset + n).map(|i| format!("3.{}.{}.{}", (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff)).collect()
+}
+
+#[tokio::test]
+async fn a_250_address_request_goes_out_as_batches_of_at_most_100() {
+    let fake = FakeIpApi::start().await;
+    let geo = start(&fake, &[]);
+    let mut ips = unknown(250, 1);
+    // Neither the reserved address nor the one the database knows is sent.
+    ips.push("10.0.0.1".into());
+    ips.push("8.8.8.8".into());
+    ips.push("5.1.2.3".into());
+    let results = batch(&geo, &ips, true).await;
+
+    let seen = fake.seen();
+    let sizes: Vec<usize> = seen.iter().map(|s| s.ips.len()).collect();
+    assert_eq!(sizes, [100, 100, 51], "251 unknown addresses, at most 100 per request");
+    assert!(seen.iter().all(|s| s.batch));
+    let sent: Vec<&String> = seen.iter().flat_map(|s| &s.ips).collect();
+    assert!(
+        !sent.iter().any(|ip| *ip == "10.0.0.1" || *ip == "8.8.8.8"),
+        "reserved and MMDB-known addresses stay home"
+    );
+
+    for r in &results[..250] {
+        assert_eq!((status(r), r.country_code.as_str()), (LookupStatus::Found, "CA"), "{}", r.ip);
+        assert_eq!(r.source, pb::ResultSource::Http as i32);
+        assert_eq!((r.asn, r.as_org.as_str()), (16509, "Amazon.com, Inc."));
+    }
+    assert_eq!(status(&results[250]), LookupStatus::Reserved);
+    assert_eq!(results[251].source, pb::ResultSource::Mmdb as i32);
+    assert_eq!(status(&results[252]), LookupStatus::NotFound, "ip-api's 'reserved range' is a negative");
+
+    // Asked again: answered from the cache, nothing sent.
+    let again = batch(&geo, &ips[..10], true).await;
+    assert!(again.iter().all(|r| r.source == pb::ResultSource::Cache as i32 && r.country_code == "CA"));
+    assert_eq!(fake.seen().len(), 3);
+}
+
+#[tokio::test]
+async fn nothing_leaves_without_allow_remote_and_one_address_uses_the_single_endpoint() {
+    let fake = FakeIpApi::start().await;
+    let geo = start(&fake, &[]);
+    let results = batch(&geo, &unknown(5, 1), false).await;
+    assert!(results.iter().all(|r| status(r) == LookupStatus::NotFound));
+    assert!(fake.seen().is_empty(), "allow_remote=false sends nothing");
+
+    let mut client = geo.client().await;
+    let one = client.lookup(pb::LookupRequest { ip: "2a01:4f8::1".into(), allow_remote: true }).await.unwrap();
+    assert_eq!(one.into_inner().result.unwrap().country_code, "DE");
+    let seen = fake.seen();
+    assert_eq!(seen.len(), 1);
+    assert!(!seen[0].batch, "a single address uses GET /json/{{ip}}");
+}
+
+#[tokio::test]
+async fn the_client_side_budget_is_never_exceeded() {
+    let fake = FakeIpApi::start().await;
+    let geo = start(&fake, &["--fallback-batch-per-minute", "2"]);
+    // 350 addresses need 4 requests; the budget allows 2 this minute.
+    let results = batch(&geo, &unknown(350, 1), true).await;
+    assert_eq!(fake.seen().len(), 2);
+    let found = results.iter().filter(|r| status(r) == LookupStatus::Found).count();
+    let upstream: Vec<&pb::LookupResult> =
+        results.iter().filter(|r| status(r) == LookupStatus::UpstreamError).collect();
+    assert_eq!((found, upstream.len()), (200, 150));
+    assert!(upstream[0].error.contains("budget"), "{}", upstream[0].error);
+    // Still used up: nothing more goes out.
+    batch(&geo, &unknown(150, 1_000), true).await;
+    assert_eq!(fake.seen().len(), 2);
+    let info = geo.client().await.get_info(pb::GetInfoRequest {}).await.unwrap().into_inner();
+    let fallback = info.fallback.unwrap();
+    assert!(fallback.enabled && fallback.batch_tokens < 1.0 && fallback.requests == 2, "{fallback:?}");
+}
+
+#[tokio::test]
+async fn a_429_opens_the_breaker_for_x_ttl() {
+    let fake = FakeIpApi::start().await;
+    fake.set_mode(Mode::RateLimited { ttl: 30 });
+    let geo = start(&fake, &[]);
+    let first = batch(&geo, &unknown(3, 1), true).await;
+    assert!(first.iter().all(|r| status(r) == LookupStatus::UpstreamError), "{first:?}");
+    assert!(first[0].error.contains("429"), "{}", first[0].error);
+    // The breaker is open: nothing is sent, every item says why.
+    fake.set_mode(Mode::Normal);
+    let second = batch(&geo, &unknown(3, 10), true).await;
+    assert!(second.iter().all(|r| status(r) == LookupStatus::UpstreamError && r.error.contains("paused")));
+    assert_eq!(fake.seen().len(), 1, "a 429 is not retried");
+    let info = geo.client().await.get_info(pb::GetInfoRequest {}).await.unwrap().into_inner();
+    let open = info.fallback.unwrap().breaker_open_seconds;
+    assert!(open > 20.0 && open <= 30.0, "{open}");
+}
+
+#[tokio::test]
+async fn slow_and_malformed_replies_fail_the_items_not_the_batch() {
+    let fake = FakeIpApi::start().await;
+    fake.set_mode(Mode::Slow(std::time::Duration::from_secs(5)));
+    let geo = start(&fake, &["--fallback-timeout", "300ms", "--fallback-retries", "1"]);
+    let mut ips = unknown(3, 1);
+    ips.push("8.8.8.8".into());
+    let slow = batch(&geo, &ips, true).await;
+    assert!(slow[..3].iter().all(|r| status(r) == LookupStatus::UpstreamError && r.error.contains("did not answer")));
+    assert_eq!(status(&slow[3]), LookupStatus::Found, "the rest of the batch is answered");
+    assert_eq!(fake.seen().len(), 2, "one retry after the timeout");
+
+    fake.set_mode(Mode::Malformed);
+    let bad = batch(&geo, &unknown(3, 100), true).await;
+    assert!(bad.iter().all(|r| status(r) == LookupStatus::UpstreamError && r.error.contains("malformed")), "{bad:?}");
+    // Failures are not cached: once the API is back, the same addresses are placed.
+    fake.set_mode(Mode::Normal);
+    let good = batch(&geo, &unknown(3, 100), true).await;
+    assert!(good.iter().all(|r| status(r) == LookupStatus::Found));
+}
+
+#[tokio::test]
+async fn fallback_answers_survive_a_restart_and_are_not_asked_again() {
+    let fake = FakeIpApi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("geo.db").display());
+    let ips = vec!["3.9.9.9".to_string(), "5.5.5.6".to_string(), "2a01:4f8::7".to_string()];
+
+    let geo = start(&fake, &["--database-url", &db, "--flush-interval", "1h"]);
+    let first = batch(&geo, &ips, true).await;
+    assert_eq!(
+        first.iter().map(status).collect::<Vec<_>>(),
+        [LookupStatus::Found, LookupStatus::NotFound, LookupStatus::Found]
+    );
+    assert_eq!(fake.seen().len(), 1);
+    assert!(geo.shutdown().await.success());
+
+    let geo = start(&fake, &["--database-url", &db]);
+    let again = batch(&geo, &ips, true).await;
+    assert_eq!(fake.seen().len(), 1, "the restarted service answers from its persistent cache");
+    assert_eq!((again[0].source, again[0].country_code.as_str()), (pb::ResultSource::Cache as i32, "CA"));
+    assert_eq!(status(&again[1]), LookupStatus::NotFound);
+    assert_eq!((again[2].source, again[2].country_code.as_str()), (pb::ResultSource::Cache as i32, "DE"));
+    let info = geo.client().await.get_info(pb::GetInfoRequest {}).await.unwrap().into_inner().cache.unwrap();
+    assert_eq!((info.persistent_rows, info.persistent_negatives), (3, 1));
+}
+
+#[tokio::test]
+async fn enabling_the_fallback_warns_that_addresses_leave_unencrypted() {
+    let fake = FakeIpApi::start().await;
+    let geo = start(&fake, &[]);
+    assert!(geo.logs().iter().any(|l| l.contains("HTTP fallback enabled") && l.contains("unencrypted")));
+}
+
+#[tokio::test]
+async fn re_resolve_asks_the_fallback_for_negatives() {
+    let fake = FakeIpApi::start().await;
+    let geo = start(&fake, &[]);
+    // Looked up without allow_remote: remembered as negatives.
+    batch(&geo, &["3.7.7.7".to_string(), "5.7.7.7".to_string()], false).await;
+    assert!(fake.seen().is_empty());
+    let mut client = geo.client().await;
+    let reply = client.re_resolve(pb::ReResolveRequest { limit: 10 }).await.unwrap().into_inner();
+    assert_eq!((reply.attempted, reply.resolved), (2, 1), "3.7.7.7 placed, 5.7.7.7 still unknown");
+    assert_eq!(fake.seen().len(), 1);
+    let cache = client.get_info(pb::GetInfoRequest {}).await.unwrap().into_inner().cache.unwrap();
+    assert_eq!((cache.persistent_rows, cache.persistent_negatives), (2, 1));
+    let now = batch(&geo, &["3.7.7.7".to_string()], false).await;
+    assert_eq!((now[0].country_code.as_str(), now[0].source), ("CA", pb::ResultSource::Cache as i32));
+}
