@@ -155,8 +155,9 @@ fn main() {
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let store = runtime.block_on(geo_service::store::connect("sqlite::memory:")).unwrap();
-    let cache = std::sync::Arc::new(geo_service::cache::AnswerCache::new(store, Default::default()));
-    let resolver = Resolver::new(set, Metrics::new());
+    let metrics = Metrics::new();
+    let cache = std::sync::Arc::new(geo_service::cache::AnswerCache::new(store, Default::default(), metrics.clone()));
+    let resolver = Resolver::new(set, metrics);
     let reloader = geo_service::reload::Reloader::new(vec![DatabaseSource::File(db_path.clone())], resolver.clone());
     let api = GeoApi::new(resolver, cache, None, reloader, ADDRESSES);
     let request = pb::LookupBatchRequest { ips: ips.clone(), allow_remote: false };

@@ -110,9 +110,9 @@ impl Application {
             })
             .stage(Stage::Cache)?;
         tracing::info!(database_url = %config.database_url_redacted(), backend = store.backend(), "persistent cache ready");
-        let cache = Arc::new(AnswerCache::new(store, config.cache_limits()));
-
         let metrics = Metrics::new();
+        let cache = Arc::new(AnswerCache::new(store, config.cache_limits(), metrics.clone()));
+
         metrics.set_databases(&databases);
         let metrics_listener = TcpListener::bind(config.metrics_listen)
             .await
@@ -135,7 +135,7 @@ impl Application {
                      (plain HTTP on the free tier: they leave this host unencrypted)",
                     settings.base_url
                 );
-                Some(Arc::new(Fallback::new(settings).stage(Stage::Fallback)?))
+                Some(Arc::new(Fallback::new(settings, metrics.clone()).stage(Stage::Fallback)?))
             }
             None => None,
         };

@@ -19,7 +19,10 @@ use std::{
 
 use tokio::time::Instant;
 
-use crate::store::{CacheStore, CachedAnswer, StoreError, StoreStats};
+use crate::{
+    metrics::Metrics,
+    store::{CacheStore, CachedAnswer, StoreError, StoreStats},
+};
 
 /// What the cache knows of an address the local databases missed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +92,7 @@ pub struct AnswerCache {
     limits: CacheLimits,
     pending: Mutex<Pending>,
     counters: Counters,
+    metrics: Metrics,
 }
 
 /// Unix seconds now.
@@ -97,7 +101,7 @@ pub fn unix_now() -> i64 {
 }
 
 impl AnswerCache {
-    pub fn new(store: Arc<dyn CacheStore>, limits: CacheLimits) -> Self {
+    pub fn new(store: Arc<dyn CacheStore>, limits: CacheLimits, metrics: Metrics) -> Self {
         Self {
             store,
             answers: quick_cache::sync::Cache::new(limits.answers.max(1)),
@@ -105,6 +109,7 @@ impl AnswerCache {
             limits,
             pending: Mutex::new(Pending::default()),
             counters: Counters::default(),
+            metrics,
         }
     }
 
@@ -134,18 +139,23 @@ impl AnswerCache {
             }
         }
         let mut seen = Vec::new();
+        let (mut hits, mut negative_hits, mut misses) = (0, 0, 0);
         for (ip, hit) in ips.iter().zip(&out) {
-            let counter = match hit {
-                Some(CacheHit::Answer(_)) => &self.counters.hits,
-                Some(CacheHit::Negative) => &self.counters.negative_hits,
-                None => &self.counters.misses,
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
+            match hit {
+                Some(CacheHit::Answer(_)) => hits += 1,
+                Some(CacheHit::Negative) => negative_hits += 1,
+                None => misses += 1,
+            }
             if hit.is_some() {
                 seen.push(ip.clone());
             }
         }
+        self.counters.hits.fetch_add(hits, Ordering::Relaxed);
+        self.counters.negative_hits.fetch_add(negative_hits, Ordering::Relaxed);
+        self.counters.misses.fetch_add(misses, Ordering::Relaxed);
+        self.metrics.count_cache_lookups(hits, negative_hits, misses);
         self.touch(seen);
+        self.publish_sizes();
         out
     }
 
@@ -171,6 +181,11 @@ impl AnswerCache {
             self.answers.insert(row.ip.clone(), row.clone());
             CacheHit::Answer(row)
         }
+    }
+
+    fn publish_sizes(&self) {
+        let pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len();
+        self.metrics.set_cache_sizes(self.answers.len() as u64, self.negatives.len() as u64, pending as u64);
     }
 
     fn touch(&self, ips: Vec<String>) {
@@ -202,6 +217,8 @@ impl AnswerCache {
             }
             pending.rows.insert(answer.ip.clone(), Arc::unwrap_or_clone(answer));
         }
+        drop(pending);
+        self.publish_sizes();
     }
 
     /// Forgets `ips` in memory (a newer database places them) and deletes
@@ -219,8 +236,7 @@ impl AnswerCache {
         self.store.delete(ips).await
     }
 
-    /// Writes pending rows and `last_seen` refreshes, each batch in one
-    /// transaction. On failure they are kept (bounded) for the next flush.
+    /// Writes pending rows and `last_seen` refreshes in one transaction. On failure they are kept (bounded) for the next flush.
     pub async fn flush(&self) -> Result<usize, StoreError> {
         let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         if batch.len() == 0 {
@@ -229,18 +245,10 @@ impl AnswerCache {
         let rows: Vec<CachedAnswer> = batch.rows.values().cloned().collect();
         let seen: Vec<(String, i64)> = batch.seen.iter().map(|(ip, at)| (ip.clone(), *at)).collect();
         let written = batch.len();
-        let result = async {
-            if !rows.is_empty() {
-                self.store.put(&rows).await?;
-            }
-            if !seen.is_empty() {
-                self.store.touch(&seen).await?;
-            }
-            Ok::<_, StoreError>(())
-        }
-        .await;
-        match result {
-            Ok(()) => Ok(written),
+        let written_now = self.store.write(&rows, &seen).await;
+        self.publish_sizes();
+        match written_now {
+            Ok(_) => Ok(written),
             Err(error) => {
                 // Put the batch back under whatever arrived meanwhile; newer
                 // values win.
@@ -313,7 +321,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("geo.db").display());
         let store = Arc::new(SqliteStore::connect(&url).await.unwrap());
-        (dir, AnswerCache::new(store, limits))
+        (dir, AnswerCache::new(store, limits, Metrics::new()))
     }
 
     fn ips(list: &[&str]) -> Vec<String> {

@@ -21,6 +21,12 @@ pub const BATCH_SIZE: &str = "geo_lookup_batch_size";
 pub const DATABASE_BUILD_TIMESTAMP: &str = "geo_database_build_timestamp_seconds";
 /// `geo_databases_loaded`: databases in the active set.
 pub const DATABASES_LOADED: &str = "geo_databases_loaded";
+/// `geo_cache_entries{kind}`: in-memory answers and negatives, and writes pending the next flush.
+pub const CACHE_ENTRIES: &str = "geo_cache_entries";
+/// `geo_cache_lookups_total{result}`: addresses the databases missed, by what the cache said (hit, negative_hit, miss).
+pub const CACHE_LOOKUPS: &str = "geo_cache_lookups";
+/// `geo_fallback_requests_total{result}`: requests to the online fallback (ok, failed).
+pub const FALLBACK_REQUESTS: &str = "geo_fallback_requests";
 /// `geo_database_build_age_seconds{database,type}`: how old each loaded build is.
 pub const DATABASE_BUILD_AGE: &str = "geo_database_build_age_seconds";
 /// `geo_database_reloads_total{result}`: reloads applied (`ok`) and refused (`failed`).
@@ -44,6 +50,11 @@ struct LookupLabels {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ReloadLabels {
     result: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -94,6 +105,9 @@ struct Inner {
     database_labels: std::sync::Mutex<Vec<(DatabaseLabels, i64)>>,
     databases_loaded: Gauge,
     reloads: Family<ReloadLabels, Counter>,
+    cache_entries: Family<KindLabels, Gauge>,
+    cache_lookups: Family<ReloadLabels, Counter>,
+    fallback_requests: Family<ReloadLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -123,6 +137,12 @@ impl Metrics {
         registry.register(DATABASES_LOADED, "Databases in the active set", databases_loaded.clone());
         let reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(DATABASE_RELOADS, "Database reloads, by result", reloads.clone());
+        let cache_entries = Family::<KindLabels, Gauge>::default();
+        registry.register(CACHE_ENTRIES, "In-memory cache entries and pending writes", cache_entries.clone());
+        let cache_lookups = Family::<ReloadLabels, Counter>::default();
+        registry.register(CACHE_LOOKUPS, "Cache lookups for addresses the databases missed", cache_lookups.clone());
+        let fallback_requests = Family::<ReloadLabels, Counter>::default();
+        registry.register(FALLBACK_REQUESTS, "Requests to the online fallback, by result", fallback_requests.clone());
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -133,6 +153,9 @@ impl Metrics {
                 database_labels: std::sync::Mutex::default(),
                 databases_loaded,
                 reloads,
+                cache_entries,
+                cache_lookups,
+                fallback_requests,
             }),
         }
     }
@@ -170,6 +193,27 @@ impl Metrics {
             labels.push((db_labels, seconds));
         }
         self.inner.databases_loaded.set(i64::try_from(set.databases().len()).unwrap_or(i64::MAX));
+    }
+
+    /// Counts cache outcomes for addresses the databases missed.
+    pub fn count_cache_lookups(&self, hits: u64, negative_hits: u64, misses: u64) {
+        for (result, n) in [("hit", hits), ("negative_hit", negative_hits), ("miss", misses)] {
+            if n > 0 {
+                self.inner.cache_lookups.get_or_create(&ReloadLabels { result }).inc_by(n);
+            }
+        }
+    }
+
+    /// Publishes the in-memory cache sizes.
+    pub fn set_cache_sizes(&self, answers: u64, negatives: u64, pending: u64) {
+        for (kind, n) in [("answers", answers), ("negatives", negatives), ("pending_writes", pending)] {
+            self.inner.cache_entries.get_or_create(&KindLabels { kind }).set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Counts a request to the fallback.
+    pub fn count_fallback_request(&self, ok: bool) {
+        self.inner.fallback_requests.get_or_create(&ReloadLabels { result: if ok { "ok" } else { "failed" } }).inc();
     }
 
     /// Counts a reload attempt.

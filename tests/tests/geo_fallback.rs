@@ -65,6 +65,15 @@ async fn a_250_address_request_goes_out_as_batches_of_at_most_100() {
     let again = batch(&geo, &ips[..10], true).await;
     assert!(again.iter().all(|r| r.source == pb::ResultSource::Cache as i32 && r.country_code == "CA"));
     assert_eq!(fake.seen().len(), 3);
+    let metrics = geo.metrics_text().await;
+    for line in [
+        "geo_fallback_requests_total{result=\"ok\"} 3",
+        "geo_cache_lookups_total{result=\"hit\"} 10",
+        "geo_cache_entries{kind=\"answers\"} 250",
+        "geo_cache_entries{kind=\"negatives\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
 }
 
 #[tokio::test]

@@ -232,54 +232,8 @@ async fn metrics_endpoint_exposes_lookups_and_databases() {
     let geo = GeoService::start(&["--mmdb", "builtin:sample"]);
     let mut client = geo.client().await;
     client.lookup(pb::LookupRequest { ip: "8.8.8.8".into(), allow_remote: false }).await.unwrap();
-    let body = http_get(geo.metrics_addr, "/metrics").await;
+    let body = geo.metrics_text().await;
     assert!(body.contains("geo_lookups_total{status=\"found\"} 1"), "{body}");
     assert!(body.contains("geo_database_build_timestamp_seconds{database=\"builtin:sample\""), "{body}");
     assert!(body.contains("geo_databases_loaded 1"), "{body}");
-}
-
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    response
-}
-
-#[tokio::test]
-async fn reflection_v1_and_v1alpha_both_list_the_service() {
-    use tonic_reflection::pb::{v1, v1alpha};
-    let geo = GeoService::start(&["--mmdb", "builtin:sample"]);
-    let channel = tonic::transport::Channel::from_shared(geo.endpoint()).unwrap().connect().await.unwrap();
-
-    let mut client = v1::server_reflection_client::ServerReflectionClient::new(channel.clone());
-    let request = v1::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(String::new())),
-    };
-    let mut replies = client.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
-    let reply = replies.message().await.unwrap().unwrap();
-    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) = reply.message_response
-    else {
-        panic!("unexpected v1 reply {reply:?}");
-    };
-    assert!(list.service.iter().any(|s| s.name == "bangui.geo.v1.GeoService"), "{list:?}");
-
-    let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
-    let request = v1alpha::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(v1alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
-    };
-    let mut replies = client.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
-    let reply = replies.message().await.unwrap().unwrap();
-    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) = reply.message_response
-    else {
-        panic!("unexpected v1alpha reply {reply:?}");
-    };
-    assert!(list.service.iter().any(|s| s.name == "bangui.geo.v1.GeoService"), "{list:?}");
 }

@@ -29,15 +29,6 @@ async fn build_epoch(geo: &GeoService) -> i64 {
     info.databases[0].build_time.unwrap().seconds
 }
 
-async fn metrics(geo: &GeoService) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(geo.metrics_addr).await.unwrap();
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
-    let mut body = String::new();
-    stream.read_to_string(&mut body).await.unwrap();
-    body
-}
-
 /// Polls `check` every 50 ms for up to 15 s.
 async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -91,7 +82,7 @@ async fn a_replaced_file_is_picked_up_under_load_and_a_corrupt_one_refused() {
     // A corrupt replacement: refused, counted, and the last good build serves on.
     replace_by_rename(&path, b"not a MaxMind database at all");
     eventually("the refused reload in the metrics", || async {
-        metrics(&geo).await.contains("geo_database_reloads_total{result=\"failed\"} 1")
+        geo.metrics_text().await.contains("geo_database_reloads_total{result=\"failed\"} 1")
     })
     .await;
     assert_eq!(build_epoch(&geo).await, bangui_testkit::NEXT_BUILD_EPOCH as i64);
@@ -102,7 +93,7 @@ async fn a_replaced_file_is_picked_up_under_load_and_a_corrupt_one_refused() {
     for worker in workers {
         worker.await.unwrap();
     }
-    let body = metrics(&geo).await;
+    let body = geo.metrics_text().await;
     assert!(body.contains("geo_database_reloads_total{result=\"ok\"} 1"), "{body}");
     assert!(body.contains("geo_database_build_age_seconds{"), "{body}");
     assert!(

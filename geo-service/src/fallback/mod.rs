@@ -22,6 +22,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 pub use self::limits::{Breaker, TokenBucket};
+use crate::metrics::Metrics;
 
 /// Most addresses ip-api takes in one batch request.
 pub const MAX_BATCH: usize = 100;
@@ -153,6 +154,7 @@ pub struct Fallback {
     client: reqwest::Client,
     config: FallbackConfig,
     state: Mutex<State>,
+    metrics: Metrics,
 }
 
 /// Why a request got no usable reply.
@@ -168,7 +170,7 @@ enum RequestError {
 
 impl Fallback {
     /// Builds the client. Errors only if the TLS stack cannot start.
-    pub fn new(config: FallbackConfig) -> Result<Self, reqwest::Error> {
+    pub fn new(config: FallbackConfig, metrics: Metrics) -> Result<Self, reqwest::Error> {
         // One process-wide TLS provider; a second install is a no-op.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
@@ -184,7 +186,7 @@ impl Fallback {
             requests: 0,
             failures: 0,
         };
-        Ok(Self { client, config, state: Mutex::new(state) })
+        Ok(Self { client, config, state: Mutex::new(state), metrics })
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -294,7 +296,9 @@ impl Fallback {
     async fn send(&self, request: impl Fn() -> reqwest::RequestBuilder) -> Result<Vec<u8>, RequestError> {
         let mut attempt = 0;
         loop {
-            match self.send_once(request()).await {
+            let outcome = self.send_once(request()).await;
+            self.metrics.count_fallback_request(outcome.is_ok());
+            match outcome {
                 Ok(body) => {
                     self.state().breaker.success();
                     return Ok(body);

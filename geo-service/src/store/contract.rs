@@ -147,6 +147,18 @@ async fn delete_removes_only_the_named_rows(store: &dyn CacheStore) {
     assert!(matches!(store.backend(), "sqlite" | "postgres"));
 }
 
+async fn write_is_one_transaction_for_rows_and_refreshes(store: &dyn CacheStore) {
+    store.put(&[answer("192.0.2.40", None, 1, 100)]).await.unwrap();
+    // A refused row fails the refresh beside it too.
+    let bad = answer(&"9".repeat(100), None, 1, 1);
+    assert!(store.write(&[bad], &[("192.0.2.40".into(), 500)]).await.is_err());
+    assert_eq!(sorted(store, &["192.0.2.40"]).await[0].last_seen, 100);
+    let touched = store.write(&[answer("192.0.2.41", None, 1, 1)], &[("192.0.2.40".into(), 500)]).await.unwrap();
+    assert_eq!(touched, 1);
+    let rows = sorted(store, &["192.0.2.40", "192.0.2.41"]).await;
+    assert_eq!(rows.iter().map(|r| r.last_seen).collect::<Vec<_>>(), vec![500, 1]);
+}
+
 macro_rules! contract {
     ($($scenario:ident),* $(,)?) => {
         mod on_sqlite {
@@ -185,4 +197,5 @@ contract!(
     negatives_come_oldest_first_and_limited,
     a_failed_batch_writes_nothing,
     delete_removes_only_the_named_rows,
+    write_is_one_transaction_for_rows_and_refreshes,
 );

@@ -100,11 +100,19 @@ pub enum StoreError {
 pub trait CacheStore: Send + Sync + std::fmt::Debug {
     /// The rows for those of `ips` that are cached.
     async fn get(&self, ips: &[String]) -> Result<Vec<CachedAnswer>, StoreError>;
-    /// Inserts or replaces answers; `last_seen` never moves backwards.
-    async fn put(&self, answers: &[CachedAnswer]) -> Result<(), StoreError>;
-    /// Moves `last_seen` forward for cached addresses; unknown ones are
-    /// ignored. Returns the rows touched.
-    async fn touch(&self, seen: &[(String, i64)]) -> Result<u64, StoreError>;
+    /// One transaction: inserts or replaces `answers`, then moves
+    /// `last_seen` forward for the `seen` addresses that are cached (unknown
+    /// ones are ignored). `last_seen` never moves backwards. Returns the rows
+    /// `seen` touched.
+    async fn write(&self, answers: &[CachedAnswer], seen: &[(String, i64)]) -> Result<u64, StoreError>;
+    /// [`CacheStore::write`] of answers only.
+    async fn put(&self, answers: &[CachedAnswer]) -> Result<(), StoreError> {
+        self.write(answers, &[]).await.map(drop)
+    }
+    /// [`CacheStore::write`] of `last_seen` refreshes only.
+    async fn touch(&self, seen: &[(String, i64)]) -> Result<u64, StoreError> {
+        self.write(&[], seen).await
+    }
     /// Deletes rows whose `last_seen` is before `cutoff`; returns how many.
     async fn purge_older_than(&self, cutoff: i64) -> Result<u64, StoreError>;
     /// Up to `limit` negatives, the longest-unresolved first.

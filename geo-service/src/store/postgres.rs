@@ -69,7 +69,7 @@ impl CacheStore for PgStore {
         Ok(out)
     }
 
-    async fn put(&self, answers: &[CachedAnswer]) -> Result<(), StoreError> {
+    async fn write(&self, answers: &[CachedAnswer], seen: &[(String, i64)]) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
         for a in answers {
             sqlx::query(
@@ -92,12 +92,6 @@ impl CacheStore for PgStore {
             .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn touch(&self, seen: &[(String, i64)]) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
         let mut touched = 0;
         for chunk in seen.chunks(CHUNK) {
             let ips: Vec<&str> = chunk.iter().map(|(ip, _)| ip.as_str()).collect();

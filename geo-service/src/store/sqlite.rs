@@ -68,7 +68,7 @@ impl CacheStore for SqliteStore {
         Ok(out)
     }
 
-    async fn put(&self, answers: &[CachedAnswer]) -> Result<(), StoreError> {
+    async fn write(&self, answers: &[CachedAnswer], seen: &[(String, i64)]) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
         for a in answers {
             sqlx::query(
@@ -91,12 +91,6 @@ impl CacheStore for SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn touch(&self, seen: &[(String, i64)]) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
         let mut touched = 0;
         for (ip, at) in seen {
             touched += sqlx::query("UPDATE geo_cache SET last_seen = max(last_seen, ?) WHERE ip = ?")
