@@ -17,6 +17,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use rustc_hash::FxBuildHasher;
 use tokio::time::Instant;
 
 use crate::{
@@ -51,8 +52,8 @@ impl Default for CacheLimits {
 
 #[derive(Debug, Default)]
 struct Pending {
-    rows: HashMap<String, CachedAnswer>,
-    seen: HashMap<String, i64>,
+    rows: HashMap<String, CachedAnswer, FxBuildHasher>,
+    seen: HashMap<String, i64, FxBuildHasher>,
 }
 
 impl Pending {
@@ -147,7 +148,7 @@ impl AnswerCache {
                 None => misses += 1,
             }
             if hit.is_some() {
-                seen.push(ip.clone());
+                seen.push(ip.as_str());
             }
         }
         self.counters.hits.fetch_add(hits, Ordering::Relaxed);
@@ -188,18 +189,21 @@ impl AnswerCache {
         self.metrics.set_cache_sizes(self.answers.len() as u64, self.negatives.len() as u64, pending as u64);
     }
 
-    fn touch(&self, ips: Vec<String>) {
+    fn touch(&self, ips: Vec<&str>) {
         if ips.is_empty() {
             return;
         }
         let at = unix_now();
         let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for ip in ips {
-            if pending.len() >= self.limits.max_pending && !pending.seen.contains_key(&ip) {
+            // An address seen again before the flush costs no allocation.
+            if let Some(last) = pending.seen.get_mut(ip) {
+                *last = at;
+            } else if pending.len() < self.limits.max_pending {
+                pending.seen.insert(ip.to_owned(), at);
+            } else {
                 self.counters.dropped_writes.fetch_add(1, Ordering::Relaxed);
-                continue;
             }
-            pending.seen.insert(ip, at);
         }
     }
 

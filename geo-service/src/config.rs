@@ -156,31 +156,6 @@ impl Config {
     {
         Self::try_parse_from(args)
     }
-
-    /// A configuration for tests: loopback on port 0, the given databases.
-    pub fn for_tests(mmdb: Vec<DatabaseSource>) -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            mmdb,
-            max_batch: 10_000,
-            watch: false,
-            http_fallback: false,
-            fallback_url: "http://127.0.0.1:9".into(),
-            fallback_batch_per_minute: 15,
-            fallback_single_per_minute: 45,
-            fallback_timeout: Duration::from_secs(1),
-            fallback_retries: 0,
-            log_format: LogFormat::Text,
-            log: "info".into(),
-            shutdown_grace: Duration::from_secs(5),
-            database_url: "sqlite::memory:".into(),
-            flush_interval: Duration::from_secs(60),
-            negative_ttl: Duration::from_secs(300),
-            cache_answers: 1_000,
-            cache_negatives: 1_000,
-        }
-    }
 }
 
 /// `scheme://user:secret@host/db` → `scheme://user:***@host/db`.
