@@ -10,10 +10,14 @@ RUN cargo build --release --locked -p geo-service \
 
 FROM debian:bookworm-slim
 COPY --from=build /out/geo-service /usr/local/bin/geo-service
+# The SQLite cache lives on a volume: the root filesystem may be read-only.
+RUN mkdir -p /var/lib/geo-service && chown 65532:65532 /var/lib/geo-service
+VOLUME /var/lib/geo-service
 USER 65532:65532
 ENV GEO_LISTEN=0.0.0.0:50051 \
     GEO_METRICS_LISTEN=0.0.0.0:9464 \
     GEO_LOG_FORMAT=json \
+    GEO_DATABASE_URL=sqlite:///var/lib/geo-service/geo.db \
     MIMALLOC_ARENA_EAGER_COMMIT=0
 EXPOSE 50051 9464
 ENTRYPOINT ["/usr/local/bin/geo-service"]
