@@ -9,6 +9,8 @@
 //! [`sample_database`] is the database the geo-service embeds as
 //! `builtin:sample` (committed as `geo-service/data/sample.mmdb`; a test in
 //! this crate fails when the committed file drifts from this code).
+//!
+//! [`postgres::PgSchema`] gives each PostgreSQL test a schema of its own.
 
 use std::{
     collections::BTreeMap,
@@ -16,6 +18,8 @@ use std::{
     path::{Path, PathBuf},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
+
+pub mod postgres;
 
 use ipnet::IpNet;
 use mmdb_writer::{IpVersion, Writer};

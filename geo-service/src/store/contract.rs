@@ -3,50 +3,11 @@
 //! database, dropped afterwards). PostgreSQL comes from
 //! `BANGUI_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/test`.
 
-use std::{str::FromStr, sync::Arc};
+use std::sync::Arc;
 
-use sqlx::{Connection, Executor, postgres::PgConnectOptions};
+use bangui_testkit::postgres::PgSchema;
 
 use super::{AnswerSource, CacheStore, CachedAnswer, postgres::PgStore, sqlite::SqliteStore};
-
-pub(crate) fn postgres_url() -> String {
-    std::env::var("BANGUI_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-/// A PostgreSQL schema that lives as long as the value.
-pub(crate) struct PgSchema {
-    pub name: String,
-}
-
-impl PgSchema {
-    pub async fn create() -> Self {
-        let name = format!("geo_test_{:016x}", rand::random::<u64>());
-        let mut conn = sqlx::PgConnection::connect(&postgres_url()).await.expect("connect to the test PostgreSQL");
-        conn.execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}"))).await.unwrap();
-        Self { name }
-    }
-
-    pub fn options(&self) -> PgConnectOptions {
-        PgConnectOptions::from_str(&postgres_url()).unwrap().options([("search_path", self.name.as_str())])
-    }
-}
-
-impl Drop for PgSchema {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // Drop may run inside a runtime: clean up on a thread of its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async {
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_url()).await {
-                    let drop = sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {name} CASCADE"));
-                    let _ = conn.execute(drop).await;
-                }
-            });
-        })
-        .join();
-    }
-}
 
 fn answer(ip: &str, country: Option<&str>, resolved_at: i64, last_seen: i64) -> CachedAnswer {
     CachedAnswer {
@@ -179,7 +140,7 @@ macro_rules! contract {
             $(
                 #[tokio::test]
                 async fn $scenario() {
-                    let schema = PgSchema::create().await;
+                    let schema = PgSchema::create("geo_test").await;
                     let store: Arc<dyn CacheStore> = Arc::new(PgStore::connect_with(schema.options()).await.unwrap());
                     super::$scenario(store.as_ref()).await;
                     store.close().await;

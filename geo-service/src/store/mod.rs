@@ -141,8 +141,49 @@ pub async fn connect(url: &str) -> Result<Arc<dyn CacheStore>, StoreError> {
 /// more, this keeps statements small.
 const CHUNK: usize = 500;
 
-fn asn_from_db(value: Option<i64>) -> Result<Option<u32>, StoreError> {
-    value.map(|n| u32::try_from(n).map_err(|_| StoreError::Corrupt(format!("asn {n} out of range")))).transpose()
+/// `SELECT <every column> FROM geo_cache`, as a literal so each backend can
+/// append its own `WHERE` with `concat!`.
+macro_rules! select_rows {
+    () => {
+        "SELECT ip, country_code, country_name, continent_code, asn, as_org, source, resolved_at, last_seen FROM geo_cache"
+    };
+}
+pub(crate) use select_rows;
+
+/// A `geo_cache` row as both backends return it.
+#[derive(Debug, sqlx::FromRow)]
+struct DbRow {
+    ip: String,
+    country_code: Option<String>,
+    country_name: Option<String>,
+    continent_code: Option<String>,
+    asn: Option<i64>,
+    as_org: Option<String>,
+    source: String,
+    resolved_at: i64,
+    last_seen: i64,
+}
+
+impl TryFrom<DbRow> for CachedAnswer {
+    type Error = StoreError;
+
+    fn try_from(row: DbRow) -> Result<Self, StoreError> {
+        let asn = row
+            .asn
+            .map(|n| u32::try_from(n).map_err(|_| StoreError::Corrupt(format!("asn {n} out of range"))))
+            .transpose()?;
+        Ok(CachedAnswer {
+            ip: row.ip,
+            country_code: row.country_code,
+            country_name: row.country_name,
+            continent_code: row.continent_code,
+            asn,
+            as_org: row.as_org,
+            source: AnswerSource::parse(&row.source)?,
+            resolved_at: row.resolved_at,
+            last_seen: row.last_seen,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -4,11 +4,11 @@
 use std::{str::FromStr, time::Duration};
 
 use sqlx::{
-    PgPool, Row,
-    postgres::{PgConnectOptions, PgPoolOptions, PgRow},
+    PgPool,
+    postgres::{PgConnectOptions, PgPoolOptions},
 };
 
-use super::{AnswerSource, CHUNK, CacheStore, CachedAnswer, StoreError, StoreStats, asn_from_db};
+use super::{CHUNK, CacheStore, CachedAnswer, DbRow, StoreError, StoreStats, select_rows};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/geo/postgres");
 
@@ -36,34 +36,17 @@ impl PgStore {
     }
 }
 
-fn row(row: &PgRow) -> Result<CachedAnswer, StoreError> {
-    Ok(CachedAnswer {
-        ip: row.try_get("ip")?,
-        country_code: row.try_get("country_code")?,
-        country_name: row.try_get("country_name")?,
-        continent_code: row.try_get("continent_code")?,
-        asn: asn_from_db(row.try_get("asn")?)?,
-        as_org: row.try_get("as_org")?,
-        source: AnswerSource::parse(row.try_get("source")?)?,
-        resolved_at: row.try_get("resolved_at")?,
-        last_seen: row.try_get("last_seen")?,
-    })
-}
-
 #[async_trait::async_trait]
 impl CacheStore for PgStore {
     async fn get(&self, ips: &[String]) -> Result<Vec<CachedAnswer>, StoreError> {
         let mut out = Vec::new();
         for chunk in ips.chunks(CHUNK) {
-            let rows = sqlx::query(
-                "SELECT ip, country_code, country_name, continent_code, asn, as_org, source, resolved_at, last_seen \
-                 FROM geo_cache WHERE ip = ANY($1)",
-            )
-            .bind(chunk)
-            .fetch_all(&self.pool)
-            .await?;
-            for r in &rows {
-                out.push(row(r)?);
+            let rows = sqlx::query_as::<_, DbRow>(concat!(select_rows!(), " WHERE ip = ANY($1)"))
+                .bind(chunk)
+                .fetch_all(&self.pool)
+                .await?;
+            for row in rows {
+                out.push(row.try_into()?);
             }
         }
         Ok(out)

@@ -3,11 +3,11 @@
 use std::{str::FromStr, time::Duration};
 
 use sqlx::{
-    QueryBuilder, Row, Sqlite, SqlitePool,
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous},
+    QueryBuilder, Sqlite, SqlitePool,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
-use super::{AnswerSource, CHUNK, CacheStore, CachedAnswer, StoreError, StoreStats, asn_from_db};
+use super::{CHUNK, CacheStore, CachedAnswer, DbRow, StoreError, StoreStats, select_rows};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/geo/sqlite");
 
@@ -33,36 +33,19 @@ impl SqliteStore {
     }
 }
 
-fn row(row: &SqliteRow) -> Result<CachedAnswer, StoreError> {
-    Ok(CachedAnswer {
-        ip: row.try_get("ip")?,
-        country_code: row.try_get("country_code")?,
-        country_name: row.try_get("country_name")?,
-        continent_code: row.try_get("continent_code")?,
-        asn: asn_from_db(row.try_get("asn")?)?,
-        as_org: row.try_get("as_org")?,
-        source: AnswerSource::parse(row.try_get("source")?)?,
-        resolved_at: row.try_get("resolved_at")?,
-        last_seen: row.try_get("last_seen")?,
-    })
-}
-
 #[async_trait::async_trait]
 impl CacheStore for SqliteStore {
     async fn get(&self, ips: &[String]) -> Result<Vec<CachedAnswer>, StoreError> {
         let mut out = Vec::new();
         for chunk in ips.chunks(CHUNK) {
-            let mut query = QueryBuilder::<Sqlite>::new(
-                "SELECT ip, country_code, country_name, continent_code, asn, as_org, source, resolved_at, last_seen \
-                 FROM geo_cache WHERE ip IN (",
-            );
+            let mut query = QueryBuilder::<Sqlite>::new(concat!(select_rows!(), " WHERE ip IN ("));
             let mut list = query.separated(", ");
             for ip in chunk {
                 list.push_bind(ip);
             }
             query.push(")");
-            for r in query.build().fetch_all(&self.pool).await? {
-                out.push(row(&r)?);
+            for row in query.build_query_as::<DbRow>().fetch_all(&self.pool).await? {
+                out.push(row.try_into()?);
             }
         }
         Ok(out)
