@@ -136,15 +136,17 @@ impl GeoApi {
         if missed.is_empty() {
             return;
         }
-        let ips: Vec<String> = missed.iter().map(|&i| results[i].ip.clone()).collect();
+        // Borrow the addresses out of the results (no copies) and put them back.
+        let ips: Vec<String> = missed.iter().map(|&i| std::mem::take(&mut results[i].ip)).collect();
         let hits = self.cache.lookup(&ips).await;
         let mut unknown: Vec<(usize, String)> = Vec::new();
         for ((&i, ip), hit) in missed.iter().zip(ips).zip(hits) {
             match hit {
                 Some(CacheHit::Answer(answer)) => fill_cached(&mut results[i], &answer, pb::ResultSource::Cache),
                 Some(CacheHit::Negative) => {}
-                None => unknown.push((i, ip)),
+                None => unknown.push((i, ip.clone())),
             }
+            results[i].ip = ip;
         }
         if unknown.is_empty() {
             return;

@@ -161,24 +161,25 @@ impl AnswerCache {
     }
 
     fn in_memory(&self, ip: &str, now: Instant) -> Option<CacheHit> {
-        if let Some(answer) = self.answers.get(ip) {
-            return Some(CacheHit::Answer(answer));
-        }
+        // Negatives first: they are the common case. An address is never in
+        // both caches (`remember` keeps them apart).
         match self.negatives.get(ip) {
-            Some(expires) if expires > now => Some(CacheHit::Negative),
+            Some(expires) if expires > now => return Some(CacheHit::Negative),
             Some(_) => {
                 self.negatives.remove(ip);
-                None
             }
-            None => None,
+            None => {}
         }
+        self.answers.get(ip).map(CacheHit::Answer)
     }
 
     fn remember(&self, row: Arc<CachedAnswer>, now: Instant) -> CacheHit {
         if row.is_negative() {
+            self.answers.remove(row.ip.as_str());
             self.negatives.insert(row.ip.clone(), now + self.limits.negative_ttl);
             CacheHit::Negative
         } else {
+            self.negatives.remove(row.ip.as_str());
             self.answers.insert(row.ip.clone(), row.clone());
             CacheHit::Answer(row)
         }
@@ -370,6 +371,21 @@ mod tests {
         assert_eq!(cache.store.get(&ips(&["192.0.2.77"])).await.unwrap()[0].last_seen, 10);
         assert_eq!(cache.flush().await.unwrap(), 1, "five hits, one pending update");
         assert!(cache.store.get(&ips(&["192.0.2.77"])).await.unwrap()[0].last_seen >= unix_now() - 5);
+    }
+
+    #[tokio::test]
+    async fn an_answer_replaces_a_negative_in_memory_and_back() {
+        let (_dir, cache) = cache(CacheLimits::default()).await;
+        cache.record(vec![CachedAnswer::negative("192.0.2.60".into(), 1)]);
+        let placed = CachedAnswer {
+            country_code: Some("SE".into()),
+            source: crate::store::AnswerSource::Http,
+            ..CachedAnswer::negative("192.0.2.60".into(), 2)
+        };
+        cache.record(vec![placed.clone()]);
+        assert_eq!(cache.lookup(&ips(&["192.0.2.60"])).await, vec![Some(CacheHit::Answer(Arc::new(placed)))]);
+        cache.record(vec![CachedAnswer::negative("192.0.2.60".into(), 3)]);
+        assert_eq!(cache.lookup(&ips(&["192.0.2.60"])).await, vec![Some(CacheHit::Negative)]);
     }
 
     #[tokio::test]
