@@ -82,7 +82,7 @@ pub struct Config {
     pub http_fallback: bool,
 
     /// The fallback API's base URL.
-    #[arg(long, env = "GEO_FALLBACK_URL", default_value = "http://ip-api.com")]
+    #[arg(long, env = "GEO_FALLBACK_URL", default_value = "http://ip-api.com", value_parser = parse_base_url)]
     pub fallback_url: String,
 
     /// Batch requests (`POST /batch`, 100 addresses each) allowed a minute.
@@ -158,6 +158,18 @@ impl Config {
     }
 }
 
+/// An `http://` or `https://` URL with a host.
+fn parse_base_url(value: &str) -> Result<String, String> {
+    let rest = value
+        .strip_prefix("http://")
+        .or_else(|| value.strip_prefix("https://"))
+        .ok_or_else(|| format!("{value:?} is not an http:// or https:// URL"))?;
+    if rest.trim_end_matches('/').is_empty() || rest.contains(char::is_whitespace) {
+        return Err(format!("{value:?} has no host"));
+    }
+    Ok(value.trim_end_matches('/').to_owned())
+}
+
 /// `scheme://user:secret@host/db` → `scheme://user:***@host/db`.
 fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
@@ -202,6 +214,10 @@ mod tests {
         let err =
             Config::try_from_args(["geo-service", "--mmdb", "x", "--flush-interval", "often"]).unwrap_err().to_string();
         assert!(err.contains("--flush-interval"), "{err}");
+        let err = Config::try_from_args(["geo-service", "--mmdb", "x", "--fallback-url", "ip-api.com"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--fallback-url") && err.contains("not an http"), "{err}");
         let err = Config::try_from_args(["geo-service", "--mmdb", "builtin:nope"]).unwrap_err().to_string();
         assert!(err.contains("unknown built-in database"), "{err}");
     }
