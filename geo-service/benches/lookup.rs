@@ -206,4 +206,87 @@ fn main() {
         black_box(reply);
     });
     report(&format!("LookupBatch 10k over loopback ({addr})"), &times, ips.len());
+
+    if !quick {
+        unary_load(&runtime, &db_path, &ips);
+    }
+}
+
+/// Unary `Lookup` under load against the real release binary in its own
+/// process: concurrent callers (64 unless `BANGUI_BENCH_CALLERS` says
+/// otherwise) over 4 HTTP/2 connections for 5 s, one
+/// address per call from the same list. Client and server share the two
+/// cores, so this is a lower bound for the server alone.
+fn unary_load(runtime: &tokio::runtime::Runtime, db_path: &std::path::Path, ips: &[String]) {
+    use std::io::BufRead;
+    const CONNECTIONS: usize = 4;
+    const DURATION: Duration = Duration::from_secs(5);
+    // Concurrent callers: BANGUI_BENCH_CALLERS, default 64.
+    let callers: usize = std::env::var("BANGUI_BENCH_CALLERS").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_geo-service"))
+        .arg("--mmdb")
+        .arg(db_path)
+        .args(["--database-url", "sqlite::memory:", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .args(["--log-format", "json", "--watch", "false"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut addr = None;
+    for line in stdout.lines().map_while(Result::ok) {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+            && v["message"] == "serving"
+        {
+            addr = v["grpc_addr"].as_str().map(str::to_owned);
+            break;
+        }
+    }
+    let addr = addr.expect("geo-service did not start");
+
+    let (count, mut latencies) = runtime.block_on(async {
+        let mut channels = Vec::new();
+        for _ in 0..CONNECTIONS {
+            channels.push(
+                tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap(),
+            );
+        }
+        let ips: std::sync::Arc<Vec<String>> =
+            std::sync::Arc::new(ips.iter().filter(|ip| !ip.is_empty()).cloned().collect());
+        let deadline = Instant::now() + DURATION;
+        let mut tasks = Vec::new();
+        for caller in 0..callers {
+            let mut client = pb::geo_service_client::GeoServiceClient::new(channels[caller % CONNECTIONS].clone());
+            let ips = ips.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut i = caller * 131;
+                while Instant::now() < deadline {
+                    let ip = ips[i % ips.len()].clone();
+                    i += 1;
+                    let start = Instant::now();
+                    // Invalid addresses are INVALID_ARGUMENT: still an answered call.
+                    let _ = black_box(client.lookup(pb::LookupRequest { ip, allow_remote: false }).await);
+                    latencies.push(start.elapsed());
+                }
+                latencies
+            }));
+        }
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await.unwrap());
+        }
+        (all.len(), all)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    latencies.sort();
+    let pct = |p: usize| latencies[(latencies.len() * p / 100).min(latencies.len() - 1)];
+    println!(
+        "unary Lookup, {callers} callers / {CONNECTIONS} connections, {:?}: {:.0} RPS  p50 {:.3} ms  p99 {:.3} ms  ({count} calls)",
+        DURATION,
+        count as f64 / DURATION.as_secs_f64(),
+        pct(50).as_secs_f64() * 1e3,
+        pct(99).as_secs_f64() * 1e3,
+    );
 }
