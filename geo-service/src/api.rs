@@ -1,5 +1,10 @@
-//! The gRPC handlers: proto in, domain call, proto out. No lookups logic
-//! lives here beyond choosing where the CPU work runs.
+//! The gRPC handlers and the proto ↔ domain conversions.
+//!
+//! The databases step is domain code (`resolve`, `mmdb`); this module turns
+//! its answers into proto results, chooses where the CPU work runs, and, for
+//! the addresses the databases missed, consults the answer cache and the
+//! fallback (`consult_cache`). That last step works on proto results; moving
+//! it behind a domain type in `resolve` is a known follow-up.
 
 use std::{fmt::Write as _, net::IpAddr, pin::Pin, sync::Arc, time::SystemTime};
 
