@@ -224,7 +224,17 @@ fn unary_load(runtime: &tokio::runtime::Runtime, db_path: &std::path::Path, ips:
     // Concurrent callers: BANGUI_BENCH_CALLERS, default 64.
     let callers: usize = std::env::var("BANGUI_BENCH_CALLERS").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
 
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_geo-service"))
+    // BANGUI_BENCH_SERVER_CPUS=1 runs the server under `taskset -c 1` (run
+    // the bench itself under `taskset -c 0` to keep the two apart).
+    let mut command = match std::env::var("BANGUI_BENCH_SERVER_CPUS") {
+        Ok(cpus) => {
+            let mut c = std::process::Command::new("taskset");
+            c.args(["-c", &cpus, env!("CARGO_BIN_EXE_geo-service")]);
+            c
+        }
+        Err(_) => std::process::Command::new(env!("CARGO_BIN_EXE_geo-service")),
+    };
+    let mut child = command
         .arg("--mmdb")
         .arg(db_path)
         .args(["--database-url", "sqlite::memory:", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
