@@ -62,15 +62,6 @@ impl Pending {
     }
 }
 
-/// Counters of cache outcomes for addresses the databases missed.
-#[derive(Debug, Default)]
-struct Counters {
-    hits: AtomicU64,
-    negative_hits: AtomicU64,
-    misses: AtomicU64,
-    dropped_writes: AtomicU64,
-}
-
 /// A snapshot for `GetInfo`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CacheSnapshot {
@@ -92,7 +83,8 @@ pub struct AnswerCache {
     negatives: quick_cache::sync::Cache<String, Instant>,
     limits: CacheLimits,
     pending: Mutex<Pending>,
-    counters: Counters,
+    /// Writes dropped because the pending set was full.
+    dropped_writes: AtomicU64,
     metrics: Metrics,
 }
 
@@ -109,7 +101,7 @@ impl AnswerCache {
             negatives: quick_cache::sync::Cache::new(limits.negatives.max(1)),
             limits,
             pending: Mutex::new(Pending::default()),
-            counters: Counters::default(),
+            dropped_writes: AtomicU64::new(0),
             metrics,
         }
     }
@@ -151,9 +143,6 @@ impl AnswerCache {
                 seen.push(ip.as_str());
             }
         }
-        self.counters.hits.fetch_add(hits, Ordering::Relaxed);
-        self.counters.negative_hits.fetch_add(negative_hits, Ordering::Relaxed);
-        self.counters.misses.fetch_add(misses, Ordering::Relaxed);
         self.metrics.count_cache_lookups(hits, negative_hits, misses);
         self.touch(seen);
         self.publish_sizes();
@@ -203,7 +192,7 @@ impl AnswerCache {
             } else if pending.len() < self.limits.max_pending {
                 pending.seen.insert(ip.to_owned(), at);
             } else {
-                self.counters.dropped_writes.fetch_add(1, Ordering::Relaxed);
+                self.dropped_writes.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -217,7 +206,7 @@ impl AnswerCache {
             let answer = Arc::new(answer);
             self.remember(answer.clone(), now);
             if pending.len() >= self.limits.max_pending && !pending.rows.contains_key(&answer.ip) {
-                self.counters.dropped_writes.fetch_add(1, Ordering::Relaxed);
+                self.dropped_writes.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
             pending.rows.insert(answer.ip.clone(), Arc::unwrap_or_clone(answer));
@@ -294,6 +283,7 @@ impl AnswerCache {
     /// Counts for `GetInfo`; the store's row counts are zero while it is
     /// unreachable.
     pub async fn snapshot(&self) -> CacheSnapshot {
+        let (hits, negative_hits, misses) = self.metrics.cache_lookups();
         let store = self.store.stats().await.unwrap_or_else(|error| {
             tracing::warn!(%error, "persistent cache unavailable for stats");
             StoreStats::default()
@@ -303,9 +293,9 @@ impl AnswerCache {
             store,
             memory_answers: self.answers.len() as u64,
             memory_negatives: self.negatives.len() as u64,
-            hits: self.counters.hits.load(Ordering::Relaxed),
-            negative_hits: self.counters.negative_hits.load(Ordering::Relaxed),
-            misses: self.counters.misses.load(Ordering::Relaxed),
+            hits,
+            negative_hits,
+            misses,
             pending_writes: pending as u64,
             backend: self.store.backend(),
         }
@@ -395,7 +385,7 @@ mod tests {
         let rows = (0..10).map(|i| CachedAnswer::negative(format!("192.0.2.{i}"), 1)).collect();
         cache.record(rows);
         assert_eq!(cache.snapshot().await.pending_writes, 3);
-        assert_eq!(cache.counters.dropped_writes.load(Ordering::Relaxed), 7);
+        assert_eq!(cache.dropped_writes.load(Ordering::Relaxed), 7);
     }
 
     #[tokio::test]

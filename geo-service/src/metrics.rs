@@ -48,7 +48,7 @@ struct LookupLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct ReloadLabels {
+struct ResultLabels {
     result: &'static str,
 }
 
@@ -104,10 +104,10 @@ struct Inner {
     /// The loaded databases and their build times, for the age gauge.
     database_labels: std::sync::Mutex<Vec<(DatabaseLabels, i64)>>,
     databases_loaded: Gauge,
-    reloads: Family<ReloadLabels, Counter>,
+    reloads: Family<ResultLabels, Counter>,
     cache_entries: Family<KindLabels, Gauge>,
-    cache_lookups: Family<ReloadLabels, Counter>,
-    fallback_requests: Family<ReloadLabels, Counter>,
+    cache_lookups: Family<ResultLabels, Counter>,
+    fallback_requests: Family<ResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -135,13 +135,13 @@ impl Metrics {
         registry.register(DATABASE_BUILD_AGE, "Age of each loaded database build, seconds", database_age.clone());
         let databases_loaded = Gauge::default();
         registry.register(DATABASES_LOADED, "Databases in the active set", databases_loaded.clone());
-        let reloads = Family::<ReloadLabels, Counter>::default();
+        let reloads = Family::<ResultLabels, Counter>::default();
         registry.register(DATABASE_RELOADS, "Database reloads, by result", reloads.clone());
         let cache_entries = Family::<KindLabels, Gauge>::default();
         registry.register(CACHE_ENTRIES, "In-memory cache entries and pending writes", cache_entries.clone());
-        let cache_lookups = Family::<ReloadLabels, Counter>::default();
+        let cache_lookups = Family::<ResultLabels, Counter>::default();
         registry.register(CACHE_LOOKUPS, "Cache lookups for addresses the databases missed", cache_lookups.clone());
-        let fallback_requests = Family::<ReloadLabels, Counter>::default();
+        let fallback_requests = Family::<ResultLabels, Counter>::default();
         registry.register(FALLBACK_REQUESTS, "Requests to the online fallback, by result", fallback_requests.clone());
         Self {
             inner: Arc::new(Inner {
@@ -199,9 +199,15 @@ impl Metrics {
     pub fn count_cache_lookups(&self, hits: u64, negative_hits: u64, misses: u64) {
         for (result, n) in [("hit", hits), ("negative_hit", negative_hits), ("miss", misses)] {
             if n > 0 {
-                self.inner.cache_lookups.get_or_create(&ReloadLabels { result }).inc_by(n);
+                self.inner.cache_lookups.get_or_create(&ResultLabels { result }).inc_by(n);
             }
         }
+    }
+
+    /// Cache outcomes so far: (hits, negative hits, misses).
+    pub fn cache_lookups(&self) -> (u64, u64, u64) {
+        let get = |result| self.inner.cache_lookups.get_or_create(&ResultLabels { result }).get();
+        (get("hit"), get("negative_hit"), get("miss"))
     }
 
     /// Publishes the in-memory cache sizes.
@@ -213,12 +219,12 @@ impl Metrics {
 
     /// Counts a request to the fallback.
     pub fn count_fallback_request(&self, ok: bool) {
-        self.inner.fallback_requests.get_or_create(&ReloadLabels { result: if ok { "ok" } else { "failed" } }).inc();
+        self.inner.fallback_requests.get_or_create(&ResultLabels { result: if ok { "ok" } else { "failed" } }).inc();
     }
 
     /// Counts a reload attempt.
     pub fn count_reload(&self, ok: bool) {
-        self.inner.reloads.get_or_create(&ReloadLabels { result: if ok { "ok" } else { "failed" } }).inc();
+        self.inner.reloads.get_or_create(&ResultLabels { result: if ok { "ok" } else { "failed" } }).inc();
     }
 
     /// The Prometheus text exposition of every metric. Build ages are
