@@ -232,18 +232,11 @@ impl Metrics {
     pub fn render(&self) -> String {
         let now = crate::cache::unix_now();
         self.inner.database_age.clear();
-        // Collect first: the family is read-locked while iterating.
-        let builds: Vec<(DatabaseLabels, i64)> = {
-            let mut builds = Vec::new();
-            let labels = self.inner.database_labels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            for (label, built) in labels.iter() {
-                builds.push((label.clone(), *built));
-            }
-            builds
-        };
-        for (labels, built) in builds {
-            self.inner.database_age.get_or_create(&labels).set(now.saturating_sub(built));
+        let builds = self.inner.database_labels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (labels, built) in builds.iter() {
+            self.inner.database_age.get_or_create(labels).set(now.saturating_sub(*built));
         }
+        drop(builds);
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.inner.registry);
