@@ -16,7 +16,7 @@ use tracing::instrument;
 
 use crate::{
     cache::{AnswerCache, CacheHit, unix_now},
-    fallback::{Fallback, FallbackAnswer},
+    fallback::{Fallback, FallbackAnswer, Placed},
     metrics::Tally,
     mmdb::{DatabaseInfo, LoadError, Location, Schema},
     reload::Reloader,
@@ -157,13 +157,8 @@ impl GeoApi {
             return;
         }
         let now = unix_now();
-        let answers = match &self.fallback {
-            Some(fallback) if allow_remote => {
-                let addrs: Vec<IpAddr> = unknown.iter().filter_map(|(_, ip)| ip.parse().ok()).collect();
-                if addrs.len() == unknown.len() { Some(fallback.lookup(&addrs).await) } else { None }
-            }
-            _ => None,
-        };
+        let answers =
+            if allow_remote { self.ask_fallback(unknown.iter().map(|(_, ip)| ip.as_str())).await } else { None };
         let Some(answers) = answers else {
             self.cache.record(unknown.into_iter().map(|(_, ip)| CachedAnswer::negative(ip, now)).collect());
             return;
@@ -172,15 +167,7 @@ impl GeoApi {
         for ((i, ip), answer) in unknown.into_iter().zip(answers) {
             match answer {
                 FallbackAnswer::Found(placed) => {
-                    let row = CachedAnswer {
-                        country_code: Some(placed.country_code),
-                        country_name: placed.country_name,
-                        continent_code: placed.continent_code,
-                        asn: placed.asn,
-                        as_org: placed.as_org,
-                        source: AnswerSource::Http,
-                        ..CachedAnswer::negative(ip, now)
-                    };
+                    let row = http_answer(ip, placed, now);
                     fill_cached(&mut results[i], &row, pb::ResultSource::Http);
                     rows.push(row);
                 }
@@ -192,6 +179,29 @@ impl GeoApi {
             }
         }
         self.cache.record(rows);
+    }
+}
+
+impl GeoApi {
+    /// The fallback's answers for `ips` (normalized addresses), in order;
+    /// `None` when the fallback is off.
+    async fn ask_fallback<'a>(&self, ips: impl Iterator<Item = &'a str>) -> Option<Vec<FallbackAnswer>> {
+        let fallback = self.fallback.as_ref()?;
+        let addrs: Vec<IpAddr> = ips.map(str::parse).collect::<Result<_, _>>().ok()?;
+        Some(fallback.lookup(&addrs).await)
+    }
+}
+
+/// A cache row for an address the fallback placed.
+fn http_answer(ip: String, placed: Placed, now: i64) -> CachedAnswer {
+    CachedAnswer {
+        country_code: Some(placed.country_code),
+        country_name: placed.country_name,
+        continent_code: placed.continent_code,
+        asn: placed.asn,
+        as_org: placed.as_org,
+        source: AnswerSource::Http,
+        ..CachedAnswer::negative(ip, now)
     }
 }
 
@@ -388,28 +398,19 @@ impl pb::geo_service_server::GeoService for GeoApi {
         let now = unix_now();
         let still: Vec<String> = still.into_iter().map(|(ip, _)| ip).collect();
         let mut by_fallback = 0usize;
+        let mut answers = self.ask_fallback(still.iter().map(String::as_str)).await.map(Vec::into_iter);
         let mut rows = Vec::new();
-        let answers = match &self.fallback {
-            Some(fallback) => {
-                let addrs: Vec<IpAddr> = still.iter().filter_map(|ip| ip.parse().ok()).collect();
-                if addrs.len() == still.len() { Some(fallback.lookup(&addrs).await) } else { None }
-            }
-            None => None,
-        };
-        for (i, ip) in still.into_iter().enumerate() {
+        for ip in still {
+            let row = match answers.as_mut().and_then(Iterator::next) {
+                Some(FallbackAnswer::Found(placed)) => {
+                    by_fallback += 1;
+                    http_answer(ip, placed, now)
+                }
+                // Still unknown: resolved_at is now, so the next call reaches others first.
+                _ => CachedAnswer::negative(ip, now),
+            };
             // `last_seen: 0` keeps the stored one: a retry is not a sighting.
-            let mut row = CachedAnswer { last_seen: 0, ..CachedAnswer::negative(ip, now) };
-            if let Some(FallbackAnswer::Found(placed)) = answers.as_ref().and_then(|a| a.get(i)) {
-                by_fallback += 1;
-                row.country_code = Some(placed.country_code.clone());
-                row.country_name = placed.country_name.clone();
-                row.continent_code = placed.continent_code.clone();
-                row.asn = placed.asn;
-                row.as_org = placed.as_org.clone();
-                row.source = AnswerSource::Http;
-            }
-            // Still unknown: resolved_at is now, so the next call reaches others first.
-            rows.push(row);
+            rows.push(CachedAnswer { last_seen: 0, ..row });
         }
         self.cache.record(rows);
         self.cache.flush().await.map_err(ApiError::from)?;
