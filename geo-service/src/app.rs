@@ -11,6 +11,7 @@ use std::{fmt, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use bangui_proto::geo::v1::{FILE_DESCRIPTOR_SET, geo_service_server::GeoServiceServer};
+use bangui_runtime::{StageContext, serve_metrics};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -47,24 +48,8 @@ impl fmt::Display for Stage {
     }
 }
 
-/// A startup failure: which stage, and why.
-#[derive(Debug, thiserror::Error)]
-#[error("startup stage `{stage}` failed: {source:#}")]
-pub struct StartupError {
-    pub stage: Stage,
-    #[source]
-    pub source: anyhow::Error,
-}
-
-trait StageContext<T> {
-    fn stage(self, stage: Stage) -> Result<T, StartupError>;
-}
-
-impl<T, E: Into<anyhow::Error>> StageContext<T> for Result<T, E> {
-    fn stage(self, stage: Stage) -> Result<T, StartupError> {
-        self.map_err(|e| StartupError { stage, source: e.into() })
-    }
-}
+/// A startup failure of the geo-service.
+pub type StartupError = bangui_runtime::StartupError<Stage>;
 
 /// A built, not yet serving, geo-service.
 #[derive(Debug)]
@@ -185,7 +170,9 @@ impl Application {
         let grpc_addr = self.grpc.local_addr()?;
         let metrics_addr = self.metrics_listener.local_addr()?;
 
-        let metrics_server = tokio::spawn(serve_metrics(self.metrics_listener, self.metrics, stopping.clone()));
+        let metrics = self.metrics;
+        let metrics_server =
+            tokio::spawn(serve_metrics(self.metrics_listener, move || metrics.render(), stopping.clone()));
         let flusher = tokio::spawn(flush_periodically(self.cache.clone(), self.flush_interval, stopping.clone()));
         let watcher = if self.watch {
             match self.reloader.clone().watch(stopping.clone()) {
@@ -264,48 +251,5 @@ async fn flush_periodically(cache: Arc<AnswerCache>, every: Duration, stop: Canc
                 }
             }
         }
-    }
-}
-
-async fn serve_metrics(listener: TcpListener, metrics: Metrics, stop: CancellationToken) {
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let metrics = metrics.clone();
-            async move {
-                ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], metrics.render())
-            }
-        }),
-    );
-    if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
-        tracing::error!(%error, "metrics endpoint failed");
-    }
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
     }
 }

@@ -3,18 +3,10 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use clap::{Parser, ValueEnum};
+use bangui_runtime::LogFormat;
+use clap::Parser;
 
 use crate::mmdb::DatabaseSource;
-
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// One JSON object per line (production).
-    Json,
-    /// Human-readable lines.
-    Text,
-}
 
 /// The geo-service configuration.
 #[derive(Debug, Clone, Parser)]

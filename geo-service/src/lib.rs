@@ -13,7 +13,9 @@
 //!   order of sources.
 //! * [`mmdb`]: loading, verifying and merging databases of every schema.
 //! * [`metrics`]: Prometheus metric names and the registry.
-//! * [`telemetry`]: tracing subscriber setup (JSON or text).
+//!
+//! Logging, the SIGTERM signal and the metrics endpoint come from
+//! `bangui-runtime`, shared with the control-service.
 
 pub mod api;
 pub mod app;
@@ -24,7 +26,6 @@ pub mod metrics;
 pub mod mmdb;
 pub mod reload;
 pub mod resolve;
-pub mod telemetry;
 
 pub use app::{Application, StartupError};
 pub use config::Config;

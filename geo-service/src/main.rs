@@ -1,6 +1,7 @@
 //! The geo-service binary: parse config, build, serve until SIGTERM.
 
-use geo_service::{Application, Config, app::shutdown_signal, telemetry};
+use bangui_runtime::{shutdown_signal, telemetry};
+use geo_service::{Application, Config};
 
 /// mimalloc: a lookup batch allocates many small strings on the blocking
 /// pool and frees them on a runtime thread, which glibc malloc handles
@@ -11,7 +12,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let config = Config::from_env_and_args();
-    if let Err(error) = telemetry::init(config.log_format, &config.log) {
+    if let Err(error) = telemetry::init(config.log_format, &config.log, "--log / GEO_LOG") {
         eprintln!("geo-service: {error:#}");
         return std::process::ExitCode::FAILURE;
     }
@@ -23,11 +24,5 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match app.run_until_stopped(shutdown_signal()).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(error = %format!("{error:#}"), "server failed");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    bangui_runtime::exit_code(app.run_until_stopped(shutdown_signal())).await
 }

@@ -1,0 +1,97 @@
+//! What both BanGUI services run the same way.
+//!
+//! * [`telemetry`]: the `tracing` subscriber (JSON in production, text for people).
+//! * [`shutdown_signal`]: resolves on SIGTERM or Ctrl-C.
+//! * [`serve_metrics`]: the Prometheus `/metrics` endpoint.
+//! * [`StartupError`]: a failed startup stage, named.
+
+pub mod telemetry;
+
+use std::future::Future;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use telemetry::LogFormat;
+
+/// A startup failure: which stage, and why. `S` is the service's own stage
+/// enum; its `Display` is the name printed in the error.
+#[derive(Debug, thiserror::Error)]
+#[error("startup stage `{stage}` failed: {source:#}")]
+pub struct StartupError<S: std::fmt::Display + std::fmt::Debug> {
+    pub stage: S,
+    #[source]
+    pub source: anyhow::Error,
+}
+
+/// `result.stage(Stage::X)?` names the stage a failure belongs to.
+pub trait StageContext<T, S: std::fmt::Display + std::fmt::Debug> {
+    fn stage(self, stage: S) -> Result<T, StartupError<S>>;
+}
+
+impl<T, E: Into<anyhow::Error>, S: std::fmt::Display + std::fmt::Debug> StageContext<T, S> for Result<T, E> {
+    fn stage(self, stage: S) -> Result<T, StartupError<S>> {
+        self.map_err(|e| StartupError { stage, source: e.into() })
+    }
+}
+
+/// Serves `GET /metrics` with what `render` returns (Prometheus text
+/// format) until `stop` is cancelled.
+pub async fn serve_metrics<F>(listener: TcpListener, render: F, stop: CancellationToken)
+where
+    F: Fn() -> String + Clone + Send + Sync + 'static,
+{
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let render = render.clone();
+            async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render()) }
+        }),
+    );
+    if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
+        tracing::error!(%error, "metrics endpoint failed");
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+/// Runs `main_body` and turns its outcome into the process exit code, so
+/// both binaries' `main` stay a few lines.
+pub async fn exit_code<F>(main_body: F) -> std::process::ExitCode
+where
+    F: Future<Output = anyhow::Result<()>>,
+{
+    match main_body.await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "server failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
