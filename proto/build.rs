@@ -4,7 +4,11 @@
 
 use std::{env, error::Error, path::PathBuf};
 
-const GEO_PROTOS: &[&str] = &["bangui/geo/v1/geo.proto"];
+/// One entry per package: its .proto files and the descriptor set name.
+const PACKAGES: &[(&[&str], &str)] = &[
+    (&["bangui/geo/v1/geo.proto"], "bangui_geo_v1_descriptor.bin"),
+    (&["bangui/control/v1/jail.proto"], "bangui_control_v1_descriptor.bin"),
+];
 
 fn main() -> Result<(), Box<dyn Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
@@ -13,16 +17,17 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     // Our own rerun lines: only these inputs change the generated code.
     println!("cargo:rerun-if-changed=build.rs");
-    for proto in GEO_PROTOS {
-        println!("cargo:rerun-if-changed={proto}");
+    for (protos, descriptor) in PACKAGES {
+        for proto in *protos {
+            println!("cargo:rerun-if-changed={proto}");
+        }
+        let protos: Vec<PathBuf> = protos.iter().map(PathBuf::from).collect();
+        let mut config = tonic_prost_build::Config::new();
+        config.protoc_executable(&protoc);
+        tonic_prost_build::configure()
+            .emit_rerun_if_changed(false)
+            .file_descriptor_set_path(out_dir.join(descriptor))
+            .compile_with_config(config, &protos, &[PathBuf::from("."), well_known.clone()])?;
     }
-
-    let protos: Vec<PathBuf> = GEO_PROTOS.iter().map(PathBuf::from).collect();
-    let mut config = tonic_prost_build::Config::new();
-    config.protoc_executable(protoc);
-    tonic_prost_build::configure()
-        .emit_rerun_if_changed(false)
-        .file_descriptor_set_path(out_dir.join("bangui_geo_v1_descriptor.bin"))
-        .compile_with_config(config, &protos, &[PathBuf::from("."), well_known])?;
     Ok(())
 }

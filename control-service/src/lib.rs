@@ -1,6 +1,30 @@
-//! BanGUI control-service.
+//! BanGUI control-service: owns fail2ban and everything around it.
 //!
-//! Owns fail2ban (its socket protocol), the ban history, the master password
-//! and sessions, blocklist imports and the scheduled jobs (see
-//! `shared/DESIGN.md` section 3). This crate is a placeholder until the
-//! control-service issues land; it exists so the workspace has its final shape.
+//! It speaks fail2ban's own socket protocol and offers jails and bans as
+//! gRPC (`bangui.control.v1.JailService`), logs every change it makes in
+//! the control database, and places active bans on the map through the
+//! geo-service. See `shared/DESIGN.md` sections 3 and 5.
+//!
+//! Layout, one module per concern:
+//! * [`config`]: the typed configuration (defaults → `CONTROL_*` env → flags).
+//! * [`app`]: startup stages, serving gRPC and metrics, dependency probes,
+//!   graceful shutdown.
+//! * [`api`]: thin gRPC handlers and the proto ↔ domain conversions.
+//! * [`jails`]: the jail operations behind the API.
+//! * [`fail2ban`]: the pickle codec, the socket client, input checks and
+//!   the typed commands.
+//! * [`geo_client`]: the geo-service client.
+//! * [`store`]: the control database (repository trait, SQLite, PostgreSQL).
+//! * [`metrics`]: Prometheus metric names and the registry.
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod fail2ban;
+pub mod geo_client;
+pub mod jails;
+pub mod metrics;
+pub mod store;
+
+pub use app::{Application, StartupError};
+pub use config::Config;

@@ -131,7 +131,7 @@ impl Config {
 
     /// The database URL with any password replaced, for logs.
     pub fn database_url_redacted(&self) -> String {
-        redact_url(&self.database_url)
+        bangui_runtime::redact_url(&self.database_url)
     }
 
     /// Parses flags and environment, exiting with a message that names the
@@ -163,24 +163,8 @@ fn parse_base_url(value: &str) -> Result<String, String> {
 }
 
 /// `scheme://user:secret@host/db` → `scheme://user:***@host/db`.
-fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let Some((credentials, host)) = rest.rsplit_once('@') else { return url.to_owned() };
-    match credentials.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn passwords_are_redacted_from_database_urls() {
-        assert_eq!(super::redact_url("postgres://geo:s3cret@db:5432/geo"), "postgres://geo:***@db:5432/geo");
-        assert_eq!(super::redact_url("sqlite://geo.db"), "sqlite://geo.db");
-        assert_eq!(super::redact_url("postgres://geo@db/geo"), "postgres://geo@db/geo");
-    }
-
     use super::*;
 
     #[test]

@@ -18,4 +18,17 @@ pub mod geo {
     }
 }
 
+/// `bangui.control.v1`: fail2ban, history, auth and jobs.
+pub mod control {
+    /// Version 1 of the control API.
+    #[allow(missing_docs, missing_debug_implementations, clippy::all, clippy::pedantic)]
+    pub mod v1 {
+        tonic::include_proto!("bangui.control.v1");
+
+        /// The encoded descriptor set of `bangui.control.v1` and its
+        /// imports, for server reflection.
+        pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("bangui_control_v1_descriptor");
+    }
+}
+
 pub use prost_types;

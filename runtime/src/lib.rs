@@ -81,6 +81,16 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// `url` with its password replaced by `***`, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((credentials, host)) = rest.rsplit_once('@') else { return url.to_owned() };
+    match credentials.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
 /// Runs `main_body` and turns its outcome into the process exit code, so
 /// both binaries' `main` stay a few lines.
 pub async fn exit_code<F>(main_body: F) -> std::process::ExitCode
@@ -93,5 +103,15 @@ where
             tracing::error!(error = %format!("{error:#}"), "server failed");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_redacted_from_database_urls() {
+        assert_eq!(super::redact_url("postgres://geo:s3cret@db:5432/geo"), "postgres://geo:***@db:5432/geo");
+        assert_eq!(super::redact_url("sqlite://geo.db"), "sqlite://geo.db");
+        assert_eq!(super::redact_url("postgres://geo@db/geo"), "postgres://geo@db/geo");
     }
 }

@@ -1,0 +1,280 @@
+//! Startup stages, serving, and graceful shutdown.
+//!
+//! [`Application::build`] runs the stages in order (database → clients →
+//! metrics → gRPC listener). A failing stage names itself in the error,
+//! what the earlier stages built is closed in reverse order, and nothing is
+//! served. fail2ban and the geo-service being down is not a startup
+//! failure: the service serves and says so in its health statuses
+//! (`fail2ban`, `geo`, `database`), and the clients reconnect by themselves.
+//! [`Application::run_until_stopped`] serves until the shutdown future
+//! resolves, then turns health to NOT_SERVING, drains in-flight RPCs within
+//! the grace period, stops the probes and closes the database.
+
+use std::{fmt, future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use bangui_proto::control::v1::{FILE_DESCRIPTOR_SET, jail_service_server::JailServiceServer};
+use bangui_runtime::{StageContext, serve_metrics};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+use crate::{
+    api::jail::JailApi,
+    config::Config,
+    fail2ban::{Fail2ban, SocketClient},
+    geo_client::GeoClient,
+    jails::Jails,
+    metrics::Metrics,
+    store::ControlStore,
+};
+
+/// Health service names of the dependencies.
+pub const HEALTH_FAIL2BAN: &str = "fail2ban";
+pub const HEALTH_GEO: &str = "geo";
+pub const HEALTH_DATABASE: &str = "database";
+
+/// A startup stage, named in errors and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Database,
+    Clients,
+    Metrics,
+    Grpc,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stage::Database => "database",
+            Stage::Clients => "clients",
+            Stage::Metrics => "metrics",
+            Stage::Grpc => "grpc",
+        })
+    }
+}
+
+/// A startup failure of the control-service.
+pub type StartupError = bangui_runtime::StartupError<Stage>;
+
+/// A built, not yet serving, control-service.
+#[derive(Debug)]
+pub struct Application {
+    jails: Jails,
+    fail2ban: Fail2ban,
+    geo: GeoClient,
+    store: Arc<dyn ControlStore>,
+    metrics: Metrics,
+    grpc: TcpListener,
+    metrics_listener: TcpListener,
+    probe_interval: Duration,
+    shutdown_grace: Duration,
+}
+
+impl Application {
+    /// Runs the startup stages. Listeners are bound here, so the addresses
+    /// are known (port 0 in tests) before serving starts.
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        let store = crate::store::connect(&config.database_url)
+            .await
+            .with_context(|| {
+                format!("cannot open the control database {} (--database-url)", config.database_url_redacted())
+            })
+            .stage(Stage::Database)?;
+        tracing::info!(database_url = %config.database_url_redacted(), backend = store.backend(), "control database ready");
+
+        // From here on a failing stage closes the database before returning.
+        match Self::build_rest(&config, store.clone()).await {
+            Ok(app) => Ok(app),
+            Err(error) => {
+                store.close().await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn build_rest(config: &Config, store: Arc<dyn ControlStore>) -> Result<Self, StartupError> {
+        let metrics = Metrics::new();
+        let socket = SocketClient::new(config.socket_settings(), metrics.clone());
+        let fail2ban = Fail2ban::new(socket, config.start_settings());
+        match fail2ban.ping().await {
+            Ok(()) => tracing::info!(socket = %config.fail2ban_socket.display(), "fail2ban answers"),
+            Err(error) => tracing::warn!(%error, "fail2ban is not reachable yet; serving anyway and retrying"),
+        }
+        let geo = GeoClient::new(config.geo_endpoint.as_deref(), config.geo_timeout).stage(Stage::Clients)?;
+        if !geo.is_configured() {
+            tracing::info!("no --geo-endpoint: active bans come without countries");
+        }
+        let jails = Jails::new(fail2ban.clone(), store.clone(), geo.clone(), metrics.clone());
+
+        let metrics_listener = TcpListener::bind(config.metrics_listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (--metrics-listen)", config.metrics_listen))
+            .stage(Stage::Metrics)?;
+        let grpc = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (--listen)", config.listen))
+            .stage(Stage::Grpc)?;
+        Ok(Self {
+            jails,
+            fail2ban,
+            geo,
+            store,
+            metrics,
+            grpc,
+            metrics_listener,
+            probe_interval: config.probe_interval,
+            shutdown_grace: config.shutdown_grace,
+        })
+    }
+
+    /// The address the gRPC server listens on.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The address the metrics endpoint listens on.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Serves until `shutdown` resolves, then drains and stops.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("reflection v1")?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .context("reflection v1alpha")?;
+        let jail_service = JailServiceServer::new(JailApi::new(self.jails));
+
+        let stopping = CancellationToken::new();
+        let grpc_addr = self.grpc.local_addr()?;
+        let metrics_addr = self.metrics_listener.local_addr()?;
+        let metrics = self.metrics.clone();
+        let metrics_server =
+            tokio::spawn(serve_metrics(self.metrics_listener, move || metrics.render(), stopping.clone()));
+
+        // Dependencies are probed once before serving, so health is right from the start.
+        let probes = Probes {
+            fail2ban: self.fail2ban,
+            geo: self.geo,
+            store: self.store.clone(),
+            metrics: self.metrics,
+            health: health.clone(),
+        };
+        let mut fail2ban_was_up = probes.probe_all(None).await;
+        let prober = {
+            let stop = stopping.clone();
+            let every = self.probe_interval;
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(every);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                ticks.tick().await;
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        _ = ticks.tick() => fail2ban_was_up = probes.probe_all(Some(fail2ban_was_up)).await,
+                    }
+                }
+            })
+        };
+
+        health.set_serving::<JailServiceServer<JailApi>>().await;
+        health.set_service_status("", ServingStatus::Serving).await;
+        let on_signal = {
+            let health = health.clone();
+            let stopping = stopping.clone();
+            async move {
+                shutdown.await;
+                tracing::info!("shutdown requested: health NOT_SERVING, draining");
+                health.set_not_serving::<JailServiceServer<JailApi>>().await;
+                health.set_service_status("", ServingStatus::NotServing).await;
+                stopping.cancel();
+            }
+        };
+        tokio::spawn(on_signal);
+
+        tracing::info!(%grpc_addr, %metrics_addr, "serving");
+        let server = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(jail_service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc), stopping.clone().cancelled_owned());
+
+        let grace = self.shutdown_grace;
+        let stopped = stopping.clone();
+        let served = tokio::select! {
+            result = server => result.map_err(anyhow::Error::from),
+            () = async move {
+                stopped.cancelled().await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!(grace = ?grace, "in-flight RPCs did not finish within the grace period");
+                Ok(())
+            }
+        };
+        stopping.cancel();
+        let _ = prober.await;
+        let _ = metrics_server.await;
+        self.store.close().await;
+        tracing::info!("stopped");
+        served
+    }
+}
+
+/// The per-dependency health probes.
+struct Probes {
+    fail2ban: Fail2ban,
+    geo: GeoClient,
+    store: Arc<dyn ControlStore>,
+    metrics: Metrics,
+    health: HealthReporter,
+}
+
+impl Probes {
+    /// Probes everything once; returns whether fail2ban is up. `was_up` is
+    /// the previous answer (`None` at the first probe), for logging
+    /// transitions and noticing a restarted fail2ban.
+    async fn probe_all(&self, was_up: Option<bool>) -> bool {
+        let fail2ban = self.fail2ban.ping().await;
+        let up = fail2ban.is_ok();
+        match (was_up, &fail2ban) {
+            (Some(false), Ok(())) => {
+                tracing::info!("fail2ban is back");
+                // A fail2ban that comes back started afresh: idle flags set earlier are gone.
+                self.fail2ban.forget_idle();
+            }
+            (Some(true) | None, Err(error)) => tracing::warn!(%error, "fail2ban is unavailable"),
+            _ => {}
+        }
+        self.report(HEALTH_FAIL2BAN, up).await;
+
+        if self.geo.is_configured() {
+            let geo_up = matches!(self.geo.is_serving().await, Ok(true));
+            self.report(HEALTH_GEO, geo_up).await;
+        }
+        let db_up = match self.store.ping().await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(%error, "control database unavailable");
+                false
+            }
+        };
+        self.report(HEALTH_DATABASE, db_up).await;
+        up
+    }
+
+    async fn report(&self, dependency: &'static str, up: bool) {
+        self.metrics.set_dependency_up(dependency, up);
+        let status = if up { ServingStatus::Serving } else { ServingStatus::NotServing };
+        self.health.set_service_status(dependency, status).await;
+    }
+}

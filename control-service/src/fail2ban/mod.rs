@@ -1,0 +1,476 @@
+//! Talking to fail2ban: its pickle protocol ([`codec`]), the socket
+//! ([`client`]), argument checks ([`validate`]) and, here, the typed
+//! commands the control-service uses, with their replies parsed into plain
+//! structs.
+//!
+//! Commands that change fail2ban's configuration as a whole (`reload`,
+//! `start` with a config stream) are never sent over the socket: an empty
+//! stream deletes every jail. Starting a stopped jail goes through the
+//! `fail2ban-client` binary, which reads the jail's configuration itself.
+
+pub mod client;
+pub mod codec;
+pub mod validate;
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use chrono::{Local, NaiveDateTime, TimeZone};
+
+pub use self::{
+    client::{SocketClient, SocketSettings},
+    codec::PyValue,
+    validate::{InvalidArgument, JailName},
+};
+
+/// What can go wrong talking to fail2ban.
+#[derive(Debug, thiserror::Error)]
+pub enum Fail2banError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidArgument),
+    #[error("fail2ban is unavailable on {socket}: {reason}")]
+    Unavailable { socket: String, reason: String },
+    #[error("fail2ban did not answer `{command}` within {after:?}")]
+    Timeout { after: Duration, command: String },
+    #[error("jail {0:?} does not exist")]
+    UnknownJail(String),
+    #[error("fail2ban refused the command: {class}: {message}")]
+    Rejected { class: String, message: String },
+    #[error("fail2ban failed: {0}")]
+    Server(String),
+    #[error("unexpected reply from fail2ban: {0}")]
+    Protocol(String),
+    #[error("cannot start jail {jail:?}: {reason}")]
+    CannotStart { jail: String, reason: String },
+}
+
+impl Fail2banError {
+    pub(crate) fn from_exception(module: &str, name: &str, args: &PyValue) -> Self {
+        let message = codec::Reply::exception_message(args);
+        match (module, name) {
+            ("fail2ban.exceptions", "UnknownJailException") => Fail2banError::UnknownJail(message),
+            _ => Fail2banError::Rejected { class: format!("{module}.{name}"), message },
+        }
+    }
+
+    /// fail2ban could not be reached (as opposed to: it answered no).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Fail2banError::Unavailable { .. } | Fail2banError::Timeout { .. })
+    }
+}
+
+fn shape(what: &str, value: &PyValue) -> Fail2banError {
+    Fail2banError::Protocol(format!("{what}: {value:?}"))
+}
+
+/// A jail's counters, from `status <jail>`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JailStatus {
+    pub name: String,
+    pub currently_failed: u64,
+    pub total_failed: u64,
+    pub currently_banned: u64,
+    pub total_banned: u64,
+    pub log_paths: Vec<String>,
+    pub journal_matches: Vec<String>,
+    pub banned: Vec<String>,
+    /// Last idle flag set through this service, if any (fail2ban cannot be asked).
+    pub idle: Option<bool>,
+}
+
+/// One active ban, from `get <jail> banip --with-time`. Times are Unix seconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveBan {
+    pub jail: String,
+    pub ip: String,
+    pub banned_at: i64,
+    /// `None` for a permanent ban.
+    pub expires_at: Option<i64>,
+    /// -1 for a permanent ban.
+    pub ban_seconds: i64,
+}
+
+/// A jail in full.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JailDetail {
+    pub status: JailStatus,
+    pub bans: Vec<ActiveBan>,
+    pub bantime: i64,
+    pub findtime: i64,
+    pub maxretry: u32,
+    pub ignore_ips: Vec<String>,
+    pub actions: Vec<String>,
+}
+
+/// Server-wide status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerStatus {
+    pub version: String,
+    pub jails: Vec<JailStatus>,
+}
+
+/// New values for a jail; `None` leaves a value as it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JailParams {
+    pub bantime: Option<i64>,
+    pub findtime: Option<i64>,
+    pub maxretry: Option<u32>,
+}
+
+/// How to start a stopped jail: fail2ban-client with the configuration.
+#[derive(Debug, Clone)]
+pub struct StartSettings {
+    pub client_binary: PathBuf,
+    pub config_dir: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
+/// fail2ban's jails and bans, as typed operations.
+#[derive(Debug, Clone)]
+pub struct Fail2ban {
+    socket: SocketClient,
+    start: Arc<StartSettings>,
+    /// fail2ban has no command to read a jail's idle flag; what we set is
+    /// remembered here until fail2ban restarts ([`Fail2ban::forget_idle`]).
+    idle: Arc<Mutex<HashMap<String, bool>>>,
+}
+
+impl Fail2ban {
+    pub fn new(socket: SocketClient, start: StartSettings) -> Self {
+        Self { socket, start: Arc::new(start), idle: Arc::default() }
+    }
+
+    pub fn socket_path(&self) -> &std::path::Path {
+        self.socket.socket_path()
+    }
+
+    /// Called when fail2ban comes back after being unreachable: it started
+    /// afresh, so the idle flags set earlier are gone.
+    pub fn forget_idle(&self) {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner).clear();
+    }
+
+    fn idle_of(&self, jail: &str) -> Option<bool> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner).get(jail).copied()
+    }
+
+    pub async fn ping(&self) -> Result<(), Fail2banError> {
+        match self.socket.call(&["ping"]).await? {
+            PyValue::Str(s) if s == "pong" => Ok(()),
+            other => Err(shape("ping", &other)),
+        }
+    }
+
+    pub async fn version(&self) -> Result<String, Fail2banError> {
+        let value = self.socket.call(&["version"]).await?;
+        value.as_str().map(str::to_owned).ok_or_else(|| shape("version", &value))
+    }
+
+    /// The names of the running jails.
+    pub async fn jail_names(&self) -> Result<Vec<String>, Fail2banError> {
+        let value = self.socket.call(&["status"]).await?;
+        let pairs = pairs(&value).ok_or_else(|| shape("status", &value))?;
+        let list = pairs.get("Jail list").and_then(|v| v.as_str()).ok_or_else(|| shape("status", &value))?;
+        Ok(list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+    }
+
+    /// NOT_FOUND before a command that changes a jail, so nothing is sent
+    /// for a jail fail2ban does not run.
+    async fn ensure_jail(&self, jail: &JailName) -> Result<(), Fail2banError> {
+        if self.jail_names().await?.iter().any(|name| name == jail.as_str()) {
+            Ok(())
+        } else {
+            Err(Fail2banError::UnknownJail(jail.to_string()))
+        }
+    }
+
+    pub async fn server_status(&self) -> Result<ServerStatus, Fail2banError> {
+        let version = self.version().await?;
+        let mut jails = Vec::new();
+        for name in self.jail_names().await? {
+            match self.jail_status_by_name(&name).await {
+                Ok(status) => jails.push(status),
+                // Stopped between the two commands: it is simply gone.
+                Err(Fail2banError::UnknownJail(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(ServerStatus { version, jails })
+    }
+
+    pub async fn jail_status(&self, jail: &JailName) -> Result<JailStatus, Fail2banError> {
+        self.jail_status_by_name(jail.as_str()).await
+    }
+
+    async fn jail_status_by_name(&self, jail: &str) -> Result<JailStatus, Fail2banError> {
+        let value = self.socket.call(&["status", jail]).await?;
+        let top = pairs(&value).ok_or_else(|| shape("status <jail>", &value))?;
+        let filter = top.get("Filter").and_then(|v| pairs(v)).ok_or_else(|| shape("status <jail> Filter", &value))?;
+        let actions =
+            top.get("Actions").and_then(|v| pairs(v)).ok_or_else(|| shape("status <jail> Actions", &value))?;
+        let count = |section: &HashMap<&str, &PyValue>, key: &str| {
+            section.get(key).and_then(|v| v.as_int()).and_then(|n| u64::try_from(n).ok()).unwrap_or(0)
+        };
+        let strings = |section: &HashMap<&str, &PyValue>, key: &str| {
+            section.get(key).and_then(|v| v.as_str_list()).unwrap_or_default()
+        };
+        Ok(JailStatus {
+            name: jail.to_owned(),
+            currently_failed: count(&filter, "Currently failed"),
+            total_failed: count(&filter, "Total failed"),
+            currently_banned: count(&actions, "Currently banned"),
+            total_banned: count(&actions, "Total banned"),
+            log_paths: strings(&filter, "File list"),
+            journal_matches: strings(&filter, "Journal matches"),
+            banned: strings(&actions, "Banned IP list"),
+            idle: self.idle_of(jail),
+        })
+    }
+
+    async fn get_int(&self, jail: &JailName, what: &str) -> Result<i64, Fail2banError> {
+        let value = self.socket.call(&["get", jail.as_str(), what]).await?;
+        value.as_int().ok_or_else(|| shape(what, &value))
+    }
+
+    async fn get_strings(&self, jail: &JailName, what: &str) -> Result<Vec<String>, Fail2banError> {
+        let value = self.socket.call(&["get", jail.as_str(), what]).await?;
+        value.as_str_list().ok_or_else(|| shape(what, &value))
+    }
+
+    /// The jail's bans with their start and expiry.
+    pub async fn bans(&self, jail: &JailName) -> Result<Vec<ActiveBan>, Fail2banError> {
+        let value = self.socket.call(&["get", jail.as_str(), "banip", "--with-time"]).await?;
+        let lines = value.as_str_list().ok_or_else(|| shape("banip --with-time", &value))?;
+        lines.iter().map(|line| parse_ban_line(jail.as_str(), line)).collect()
+    }
+
+    pub async fn jail_detail(&self, jail: &JailName) -> Result<JailDetail, Fail2banError> {
+        let status = self.jail_status(jail).await?;
+        let bans = self.bans(jail).await?;
+        let bantime = self.get_int(jail, "bantime").await?;
+        let findtime = self.get_int(jail, "findtime").await?;
+        let maxretry = self.get_int(jail, "maxretry").await?;
+        let ignore_ips = self.get_strings(jail, "ignoreip").await?;
+        let actions = self.get_strings(jail, "actions").await?;
+        Ok(JailDetail {
+            status,
+            bans,
+            bantime,
+            findtime,
+            maxretry: u32::try_from(maxretry).unwrap_or(0),
+            ignore_ips,
+            actions,
+        })
+    }
+
+    /// Every active ban of every running jail.
+    pub async fn active_bans(&self) -> Result<Vec<ActiveBan>, Fail2banError> {
+        let mut all = Vec::new();
+        for name in self.jail_names().await? {
+            let jail = JailName::parse("jail", &name)?;
+            match self.bans(&jail).await {
+                Ok(bans) => all.extend(bans),
+                Err(Fail2banError::UnknownJail(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(all)
+    }
+
+    /// Starts `jail` from fail2ban's configuration. Returns false when it
+    /// was already running.
+    pub async fn start_jail(&self, jail: &JailName) -> Result<bool, Fail2banError> {
+        if self.jail_names().await?.iter().any(|name| name == jail.as_str()) {
+            return Ok(false);
+        }
+        let Some(config_dir) = self.start.config_dir.as_ref() else {
+            return Err(Fail2banError::CannotStart {
+                jail: jail.to_string(),
+                reason: "it is not running, and starting a jail needs fail2ban's configuration: \
+                         set --fail2ban-config-dir"
+                    .into(),
+            });
+        };
+        // `reload --if-exists <jail>` through the binary: it reads this one
+        // jail's configuration and sends it; other jails are not touched.
+        let mut command = tokio::process::Command::new(&self.start.client_binary);
+        command
+            .arg("-c")
+            .arg(config_dir)
+            .arg("-s")
+            .arg(self.socket.socket_path())
+            .args(["reload", "--if-exists", jail.as_str()])
+            .kill_on_drop(true)
+            .stdin(std::process::Stdio::null());
+        let output = match tokio::time::timeout(self.start.timeout, command.output()).await {
+            Ok(Ok(output)) => output,
+            Ok(Err(error)) => {
+                return Err(Fail2banError::CannotStart {
+                    jail: jail.to_string(),
+                    reason: format!("cannot run {}: {error}", self.start.client_binary.display()),
+                });
+            }
+            Err(_) => {
+                return Err(Fail2banError::Timeout {
+                    after: self.start.timeout,
+                    command: "fail2ban-client reload".into(),
+                });
+            }
+        };
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let reason = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no output").trim().to_owned();
+            return Err(Fail2banError::CannotStart { jail: jail.to_string(), reason });
+        }
+        if self.jail_names().await?.iter().any(|name| name == jail.as_str()) {
+            Ok(true)
+        } else {
+            Err(Fail2banError::UnknownJail(jail.to_string()))
+        }
+    }
+
+    pub async fn stop_jail(&self, jail: &JailName) -> Result<(), Fail2banError> {
+        self.ensure_jail(jail).await?;
+        self.socket.call(&["stop", jail.as_str()]).await?;
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner).remove(jail.as_str());
+        Ok(())
+    }
+
+    pub async fn set_idle(&self, jail: &JailName, idle: bool) -> Result<bool, Fail2banError> {
+        self.ensure_jail(jail).await?;
+        let value = self.socket.call(&["set", jail.as_str(), "idle", if idle { "on" } else { "off" }]).await?;
+        let now = match value {
+            PyValue::Bool(b) => b,
+            other => return Err(shape("set idle", &other)),
+        };
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner).insert(jail.to_string(), now);
+        Ok(now)
+    }
+
+    /// Applies `params` (already validated) and returns the values in effect.
+    pub async fn set_params(&self, jail: &JailName, params: JailParams) -> Result<(i64, i64, u32), Fail2banError> {
+        self.ensure_jail(jail).await?;
+        let name = jail.as_str();
+        if let Some(seconds) = params.bantime {
+            self.socket.call(&["set", name, "bantime", &seconds.to_string()]).await?;
+        }
+        if let Some(seconds) = params.findtime {
+            self.socket.call(&["set", name, "findtime", &seconds.to_string()]).await?;
+        }
+        if let Some(count) = params.maxretry {
+            self.socket.call(&["set", name, "maxretry", &count.to_string()]).await?;
+        }
+        let maxretry = self.get_int(jail, "maxretry").await?;
+        Ok((
+            self.get_int(jail, "bantime").await?,
+            self.get_int(jail, "findtime").await?,
+            u32::try_from(maxretry).unwrap_or(0),
+        ))
+    }
+
+    /// `entry` is a normalized IP or network (see [`validate::parse_ignore_entry`]).
+    pub async fn add_ignore(&self, jail: &JailName, entry: &str) -> Result<Vec<String>, Fail2banError> {
+        self.ensure_jail(jail).await?;
+        let value = self.socket.call(&["set", jail.as_str(), "addignoreip", entry]).await?;
+        value.as_str_list().ok_or_else(|| shape("addignoreip", &value))
+    }
+
+    pub async fn remove_ignore(&self, jail: &JailName, entry: &str) -> Result<Vec<String>, Fail2banError> {
+        self.ensure_jail(jail).await?;
+        let value = self.socket.call(&["set", jail.as_str(), "delignoreip", entry]).await?;
+        value.as_str_list().ok_or_else(|| shape("delignoreip", &value))
+    }
+
+    /// Bans `ip` in `jail`; false when it was already banned there.
+    pub async fn ban(&self, jail: &JailName, ip: IpAddr) -> Result<bool, Fail2banError> {
+        self.ensure_jail(jail).await?;
+        let value = self.socket.call(&["set", jail.as_str(), "banip", &ip.to_string()]).await?;
+        value.as_int().map(|n| n > 0).ok_or_else(|| shape("banip", &value))
+    }
+
+    /// Unbans `ip` from `jail`, or from every jail; returns the bans lifted.
+    pub async fn unban(&self, ip: IpAddr, jail: Option<&JailName>) -> Result<u32, Fail2banError> {
+        let ip = ip.to_string();
+        let value = match jail {
+            Some(jail) => {
+                self.ensure_jail(jail).await?;
+                self.socket.call(&["set", jail.as_str(), "unbanip", &ip]).await?
+            }
+            None => self.socket.call(&["unban", &ip]).await?,
+        };
+        value.as_int().and_then(|n| u32::try_from(n).ok()).ok_or_else(|| shape("unban", &value))
+    }
+}
+
+/// fail2ban's `[(name, value), …]` lists as a map.
+fn pairs(value: &PyValue) -> Option<HashMap<&str, &PyValue>> {
+    value
+        .as_list()?
+        .iter()
+        .map(|pair| match pair.as_list()? {
+            [PyValue::Str(name), value] => Some((name.as_str(), value)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Parses `"1.2.3.4 \t2026-11-23 16:17:36 + 3600 = 2026-11-23 17:17:36"`.
+/// fail2ban prints the start in its local time; the service reads it in its
+/// own (set `TZ` to fail2ban's zone when they differ).
+fn parse_ban_line(jail: &str, line: &str) -> Result<ActiveBan, Fail2banError> {
+    let bad = || Fail2banError::Protocol(format!("ban entry {line:?}"));
+    let (ip, rest) = line.split_once('\t').ok_or_else(bad)?;
+    let (start, rest) = rest.split_once(" + ").ok_or_else(bad)?;
+    let (seconds, _end) = rest.split_once(" = ").ok_or_else(bad)?;
+    let seconds: i64 = seconds.trim().parse().map_err(|_| bad())?;
+    let naive = NaiveDateTime::parse_from_str(start.trim(), "%Y-%m-%d %H:%M:%S").map_err(|_| bad())?;
+    let banned_at = Local.from_local_datetime(&naive).earliest().ok_or_else(bad)?.timestamp();
+    Ok(ActiveBan {
+        jail: jail.to_owned(),
+        ip: ip.trim().to_owned(),
+        banned_at,
+        expires_at: (seconds >= 0).then(|| banned_at + seconds),
+        ban_seconds: seconds,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ban_lines() {
+        let ban = parse_ban_line("alpha", "192.0.2.10 \t2026-11-23 16:17:36 + 3600 = 2026-11-23 17:17:36").unwrap();
+        assert_eq!(ban.ip, "192.0.2.10");
+        assert_eq!(ban.ban_seconds, 3600);
+        assert_eq!(ban.expires_at, Some(ban.banned_at + 3600));
+        let naive = NaiveDateTime::parse_from_str("2026-11-23 16:17:36", "%Y-%m-%d %H:%M:%S").unwrap();
+        assert_eq!(ban.banned_at, Local.from_local_datetime(&naive).earliest().unwrap().timestamp());
+
+        let permanent =
+            parse_ban_line("beta", "198.51.100.7 \t2026-11-23 16:26:03 + -1 = 9999-12-31 23:59:59").unwrap();
+        assert_eq!((permanent.ban_seconds, permanent.expires_at), (-1, None));
+
+        for bad in ["", "1.2.3.4", "1.2.3.4 \tyesterday + 1 = x", "1.2.3.4 \t2026-11-23 16:17:36 + soon = x"] {
+            assert!(matches!(parse_ban_line("a", bad), Err(Fail2banError::Protocol(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn exceptions_map_to_typed_errors() {
+        let args = PyValue::Str("sshd".into());
+        assert!(matches!(
+            Fail2banError::from_exception("fail2ban.exceptions", "UnknownJailException", &args),
+            Fail2banError::UnknownJail(name) if name == "sshd"
+        ));
+        assert!(matches!(
+            Fail2banError::from_exception("builtins", "ValueError", &args),
+            Fail2banError::Rejected { class, .. } if class == "builtins.ValueError"
+        ));
+    }
+}
