@@ -1,6 +1,7 @@
 //! Harness for the end-to-end tests: starts the real service binaries on
 //! loopback ports chosen by the OS, waits until they say they serve, and
-//! hands out gRPC clients and a real `grpcurl`.
+//! hands out gRPC clients and a real `grpcurl`; runs a real
+//! fail2ban-server in a temporary directory ([`fail2ban`]).
 //!
 //! The binaries are the ones cargo builds beside the test executables
 //! (`target/<profile>/geo-service`). `cargo nextest run --workspace` (the
@@ -9,6 +10,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod fail2ban;
 pub mod ip_api;
 
 use std::{
@@ -20,7 +22,9 @@ use std::{
     time::Duration,
 };
 
-use bangui_proto::geo::v1::geo_service_client::GeoServiceClient;
+use bangui_proto::{
+    control::v1::jail_service_client::JailServiceClient, geo::v1::geo_service_client::GeoServiceClient,
+};
 use tonic::transport::Channel;
 
 /// How long a service may take to start serving before a test gives up.
@@ -44,11 +48,13 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// A running geo-service process. Killed when dropped.
+/// A running service process: its addresses and its output. Killed when
+/// dropped.
 #[derive(Debug)]
-pub struct GeoService {
+pub struct ServiceProcess {
+    name: &'static str,
     child: Child,
-    /// Holds the default cache database unless the test named its own.
+    /// Holds the default database unless the test named its own.
     _data: Option<tempfile::TempDir>,
     pub grpc_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
@@ -56,21 +62,26 @@ pub struct GeoService {
     readers: Vec<std::thread::JoinHandle<()>>,
 }
 
-impl GeoService {
-    /// Starts `geo-service` with `args` (plus loopback listeners on port 0
-    /// and JSON logs) and waits until it logs that it serves.
-    pub fn start(args: &[&str]) -> Self {
-        let mut command = Command::new(binary("geo-service"));
+impl ServiceProcess {
+    /// Starts binary `name` with `args` (plus loopback listeners on port 0,
+    /// JSON logs, and a SQLite database in a temporary directory unless
+    /// `args` name one) without the environment variables in `clear_env`,
+    /// and waits until it logs that it serves.
+    pub fn spawn(name: &'static str, clear_env: &[&str], args: &[&str]) -> Self {
+        let mut command = Command::new(binary(name));
         command.args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--log-format", "json"]);
         let data = if args.contains(&"--database-url") {
             None
         } else {
             let dir = tempfile::tempdir().unwrap();
-            command.args(["--database-url", &format!("sqlite://{}", dir.path().join("geo.db").display())]);
+            command.args(["--database-url", &format!("sqlite://{}", dir.path().join(format!("{name}.db")).display())]);
             Some(dir)
         };
-        command.args(args).env_remove("GEO_MMDB").stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = command.spawn().expect("spawn geo-service");
+        for var in clear_env {
+            command.env_remove(var);
+        }
+        command.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
         let stdout = child.stdout.take().unwrap();
@@ -92,12 +103,12 @@ impl GeoService {
         });
         match rx.recv_timeout(START_TIMEOUT) {
             Ok((grpc_addr, metrics_addr)) => {
-                Self { child, _data: data, grpc_addr, metrics_addr, logs, readers: vec![out_reader, err_reader] }
+                Self { name, child, _data: data, grpc_addr, metrics_addr, logs, readers: vec![out_reader, err_reader] }
             }
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("geo-service did not start serving; output:\n{}", logs.lock().unwrap().join("\n"));
+                panic!("{name} did not start serving; output:\n{}", logs.lock().unwrap().join("\n"));
             }
         }
     }
@@ -107,13 +118,13 @@ impl GeoService {
         format!("http://{}", self.grpc_addr)
     }
 
-    /// A connected generated client.
-    pub async fn client(&self) -> GeoServiceClient<Channel> {
-        GeoServiceClient::connect(self.endpoint())
+    /// A connected channel.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.endpoint())
+            .unwrap()
+            .connect()
             .await
-            .expect("connect to geo-service")
-            .max_decoding_message_size(64 * 1024 * 1024)
-            .max_encoding_message_size(64 * 1024 * 1024)
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", self.name))
     }
 
     /// The Prometheus text from `GET /metrics`.
@@ -128,6 +139,13 @@ impl GeoService {
         response
     }
 
+    /// The health status of `service` ("" for the whole server).
+    pub async fn health(&self, service: &str) -> tonic_health::pb::health_check_response::ServingStatus {
+        let mut health = tonic_health::pb::health_client::HealthClient::new(self.channel().await);
+        let request = tonic_health::pb::HealthCheckRequest { service: service.into() };
+        health.check(request).await.unwrap_or_else(|e| panic!("health of {service:?}: {e}")).into_inner().status()
+    }
+
     /// Everything the process printed so far.
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().unwrap().clone()
@@ -138,8 +156,8 @@ impl GeoService {
         self.logs.clone()
     }
 
-    /// [`GeoService::terminate`] off the async runtime, so the test's own
-    /// client connections can still answer the server's GOAWAY while it
+    /// [`ServiceProcess::terminate`] off the async runtime, so the test's
+    /// own client connections can still answer the server's GOAWAY while it
     /// drains.
     pub async fn shutdown(self) -> std::process::ExitStatus {
         tokio::task::spawn_blocking(move || self.terminate()).await.unwrap()
@@ -149,7 +167,7 @@ impl GeoService {
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
-        let status = self.child.wait().expect("wait for geo-service");
+        let status = self.child.wait().unwrap_or_else(|e| panic!("wait for {}: {e}", self.name));
         // The pipes close with the process: the readers then have every line.
         for reader in self.readers.drain(..) {
             let _ = reader.join();
@@ -158,10 +176,76 @@ impl GeoService {
     }
 }
 
-impl Drop for GeoService {
+impl Drop for ServiceProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A running geo-service.
+#[derive(Debug)]
+pub struct GeoService(ServiceProcess);
+
+impl std::ops::Deref for GeoService {
+    type Target = ServiceProcess;
+
+    fn deref(&self) -> &ServiceProcess {
+        &self.0
+    }
+}
+
+impl GeoService {
+    /// Starts `geo-service` with `args` (see [`ServiceProcess::spawn`]).
+    pub fn start(args: &[&str]) -> Self {
+        Self(ServiceProcess::spawn("geo-service", &["GEO_MMDB"], args))
+    }
+
+    /// A connected generated client.
+    pub async fn client(&self) -> GeoServiceClient<Channel> {
+        GeoServiceClient::new(self.channel().await)
+            .max_decoding_message_size(64 * 1024 * 1024)
+            .max_encoding_message_size(64 * 1024 * 1024)
+    }
+
+    /// See [`ServiceProcess::shutdown`].
+    pub async fn shutdown(self) -> std::process::ExitStatus {
+        self.0.shutdown().await
+    }
+
+    /// See [`ServiceProcess::terminate`].
+    pub fn terminate(self) -> std::process::ExitStatus {
+        self.0.terminate()
+    }
+}
+
+/// A running control-service.
+#[derive(Debug)]
+pub struct ControlService(ServiceProcess);
+
+impl std::ops::Deref for ControlService {
+    type Target = ServiceProcess;
+
+    fn deref(&self) -> &ServiceProcess {
+        &self.0
+    }
+}
+
+impl ControlService {
+    /// Starts `control-service` with `args` (see [`ServiceProcess::spawn`]).
+    pub fn start(args: &[&str]) -> Self {
+        let clear = ["CONTROL_FAIL2BAN_SOCKET", "CONTROL_GEO_ENDPOINT", "CONTROL_DATABASE_URL"];
+        Self(ServiceProcess::spawn("control-service", &clear, args))
+    }
+
+    /// A connected JailService client.
+    pub async fn jails(&self) -> JailServiceClient<Channel> {
+        JailServiceClient::new(self.channel().await)
+    }
+
+    /// See [`ServiceProcess::shutdown`].
+    pub async fn shutdown(self) -> std::process::ExitStatus {
+        self.0.shutdown().await
     }
 }
 

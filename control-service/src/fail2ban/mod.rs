@@ -324,7 +324,13 @@ impl Fail2ban {
         };
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
-            let reason = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no output").trim().to_owned();
+            if stderr.contains("No section:") {
+                // fail2ban-client: "Failed during configuration: No section: '<jail>'".
+                return Err(Fail2banError::UnknownJail(jail.to_string()));
+            }
+            let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no output");
+            // Drop fail2ban-client's "<date> fail2ban [pid]: ERROR" prefix.
+            let reason = last.split_once("ERROR").map_or(last, |(_, rest)| rest).trim().to_owned();
             return Err(Fail2banError::CannotStart { jail: jail.to_string(), reason });
         }
         if self.jail_names().await?.iter().any(|name| name == jail.as_str()) {
