@@ -97,11 +97,8 @@ impl Application {
     async fn build_rest(config: &Config, store: Arc<dyn ControlStore>) -> Result<Self, StartupError> {
         let metrics = Metrics::new();
         let socket = SocketClient::new(config.socket_settings(), metrics.clone());
+        // Not probed here: fail2ban being away is no reason to refuse to start.
         let fail2ban = Fail2ban::new(socket, config.start_settings());
-        match fail2ban.ping().await {
-            Ok(()) => tracing::info!(socket = %config.fail2ban_socket.display(), "fail2ban answers"),
-            Err(error) => tracing::warn!(%error, "fail2ban is not reachable yet; serving anyway and retrying"),
-        }
         let geo = GeoClient::new(config.geo_endpoint.as_deref(), config.geo_timeout).stage(Stage::Clients)?;
         if !geo.is_configured() {
             tracing::info!("no --geo-endpoint: active bans come without countries");
@@ -247,12 +244,15 @@ impl Probes {
         let fail2ban = self.fail2ban.ping().await;
         let up = fail2ban.is_ok();
         match (was_up, &fail2ban) {
+            (None, Ok(())) => tracing::info!(socket = %self.fail2ban.socket_path().display(), "fail2ban answers"),
             (Some(false), Ok(())) => {
                 tracing::info!("fail2ban is back");
                 // A fail2ban that comes back started afresh: idle flags set earlier are gone.
                 self.fail2ban.forget_idle();
             }
-            (Some(true) | None, Err(error)) => tracing::warn!(%error, "fail2ban is unavailable"),
+            (Some(true) | None, Err(error)) => {
+                tracing::warn!(%error, "fail2ban is unavailable; serving anyway, it is picked up when it answers")
+            }
             _ => {}
         }
         self.report(HEALTH_FAIL2BAN, up).await;

@@ -125,7 +125,11 @@ fn opcodes_that_would_run_code_elsewhere_only_record_the_call() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 4000, ..ProptestConfig::default() })]
+    // 4 000 cases in the suite; PROPTEST_CASES=… for a longer run.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(4000),
+        ..ProptestConfig::default()
+    })]
 
     /// Arbitrary bytes never panic the decoder.
     #[test]
