@@ -14,10 +14,14 @@ use std::{fmt, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use bangui_proto::control::v1::{FILE_DESCRIPTOR_SET, jail_service_server::JailServiceServer};
-use bangui_runtime::{StageContext, serve_metrics};
+use bangui_runtime::{
+    StageContext,
+    grpc::{GrpcServer, service_name},
+    serve_metrics,
+};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
@@ -139,16 +143,6 @@ impl Application {
     /// Serves until `shutdown` resolves, then drains and stops.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let (health, health_service) = tonic_health::server::health_reporter();
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .context("reflection v1")?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()
-            .context("reflection v1alpha")?;
         let jail_service = JailServiceServer::new(JailApi::new(self.jails));
 
         let stopping = CancellationToken::new();
@@ -183,42 +177,17 @@ impl Application {
             })
         };
 
-        health.set_serving::<JailServiceServer<JailApi>>().await;
-        health.set_service_status("", ServingStatus::Serving).await;
-        let on_signal = {
-            let health = health.clone();
-            let stopping = stopping.clone();
-            async move {
-                shutdown.await;
-                tracing::info!("shutdown requested: health NOT_SERVING, draining");
-                health.set_not_serving::<JailServiceServer<JailApi>>().await;
-                health.set_service_status("", ServingStatus::NotServing).await;
-                stopping.cancel();
-            }
+        let server = GrpcServer {
+            routes: Routes::new(jail_service),
+            listener: self.grpc,
+            descriptor_sets: &[FILE_DESCRIPTOR_SET],
+            health,
+            health_service,
+            services: vec![service_name::<JailServiceServer<JailApi>>()],
+            grace: self.shutdown_grace,
         };
-        tokio::spawn(on_signal);
-
         tracing::info!(%grpc_addr, %metrics_addr, "serving");
-        let server = tonic::transport::Server::builder()
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(jail_service)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc), stopping.clone().cancelled_owned());
-
-        let grace = self.shutdown_grace;
-        let stopped = stopping.clone();
-        let served = tokio::select! {
-            result = server => result.map_err(anyhow::Error::from),
-            () = async move {
-                stopped.cancelled().await;
-                tokio::time::sleep(grace).await;
-            } => {
-                tracing::warn!(grace = ?grace, "in-flight RPCs did not finish within the grace period");
-                Ok(())
-            }
-        };
-        stopping.cancel();
+        let served = server.serve(shutdown, stopping.clone()).await;
         let _ = prober.await;
         let _ = metrics_server.await;
         self.store.close().await;

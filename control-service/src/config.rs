@@ -107,25 +107,12 @@ impl Config {
             timeout: self.fail2ban_timeout.max(Duration::from_secs(30)),
         }
     }
-
-    /// Parses flags and environment, exiting with a message that names the
-    /// setting on error.
-    pub fn from_env_and_args() -> Self {
-        Self::parse()
-    }
-
-    /// Parses an explicit argument list (and the environment), for tests.
-    pub fn try_from_args<I, T>(args: I) -> Result<Self, clap::Error>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<std::ffi::OsString> + Clone,
-    {
-        Self::try_parse_from(args)
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use bangui_runtime::ConfigExt;
+
     use super::*;
 
     #[test]

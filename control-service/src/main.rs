@@ -1,6 +1,6 @@
 //! The control-service binary: parse config, build, serve until SIGTERM.
 
-use bangui_runtime::{shutdown_signal, telemetry};
+use bangui_runtime::{ConfigExt, shutdown_signal, telemetry};
 use control_service::{Application, Config};
 
 #[tokio::main]

@@ -11,10 +11,14 @@ use std::{fmt, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use bangui_proto::geo::v1::{FILE_DESCRIPTOR_SET, geo_service_server::GeoServiceServer};
-use bangui_runtime::{StageContext, serve_metrics};
+use bangui_runtime::{
+    StageContext,
+    grpc::{GrpcServer, service_name},
+    serve_metrics,
+};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
 
 use crate::{
     api::GeoApi, cache::AnswerCache, config::Config, fallback::Fallback, metrics::Metrics, mmdb::DatabaseSet,
@@ -150,23 +154,11 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then drains and stops.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let (health, health_service) = tonic_health::server::health_reporter();
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .context("reflection v1")?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()
-            .context("reflection v1alpha")?;
         let geo = GeoServiceServer::new(self.api)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
         let stopping = CancellationToken::new();
-        let drain = stopping.clone();
         let grpc_addr = self.grpc.local_addr()?;
         let metrics_addr = self.metrics_listener.local_addr()?;
 
@@ -187,40 +179,18 @@ impl Application {
             None
         };
 
-        health.set_serving::<GeoServiceServer<GeoApi>>().await;
-        let on_signal = {
-            let health = health.clone();
-            let stopping = stopping.clone();
-            async move {
-                shutdown.await;
-                tracing::info!("shutdown requested: health NOT_SERVING, draining");
-                health.set_not_serving::<GeoServiceServer<GeoApi>>().await;
-                health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
-                stopping.cancel();
-            }
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let server = GrpcServer {
+            routes: Routes::new(geo),
+            listener: self.grpc,
+            descriptor_sets: &[FILE_DESCRIPTOR_SET],
+            health,
+            health_service,
+            services: vec![service_name::<GeoServiceServer<GeoApi>>()],
+            grace: self.shutdown_grace,
         };
-        tokio::spawn(on_signal);
-
         tracing::info!(%grpc_addr, %metrics_addr, "serving");
-        let server = tonic::transport::Server::builder()
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(geo)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc), drain.cancelled_owned());
-
-        let grace = self.shutdown_grace;
-        let stopped = stopping.clone();
-        let served = tokio::select! {
-            result = server => result.map_err(anyhow::Error::from),
-            () = async move {
-                stopped.cancelled().await;
-                tokio::time::sleep(grace).await;
-            } => {
-                tracing::warn!(grace = ?grace, "in-flight RPCs did not finish within the grace period");
-                Ok(())
-            }
-        };
+        let served = server.serve(shutdown, stopping.clone()).await;
         stopping.cancel();
         let _ = metrics_server.await;
         let _ = flusher.await;

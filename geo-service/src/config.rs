@@ -133,21 +133,6 @@ impl Config {
     pub fn database_url_redacted(&self) -> String {
         bangui_runtime::redact_url(&self.database_url)
     }
-
-    /// Parses flags and environment, exiting with a message that names the
-    /// setting on error.
-    pub fn from_env_and_args() -> Self {
-        Self::parse()
-    }
-
-    /// Parses an explicit argument list (and the environment), for tests.
-    pub fn try_from_args<I, T>(args: I) -> Result<Self, clap::Error>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<std::ffi::OsString> + Clone,
-    {
-        Self::try_parse_from(args)
-    }
 }
 
 /// An `http://` or `https://` URL with a host.
@@ -165,6 +150,8 @@ fn parse_base_url(value: &str) -> Result<String, String> {
 /// `scheme://user:secret@host/db` → `scheme://user:***@host/db`.
 #[cfg(test)]
 mod tests {
+    use bangui_runtime::ConfigExt;
+
     use super::*;
 
     #[test]

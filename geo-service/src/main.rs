@@ -1,6 +1,6 @@
 //! The geo-service binary: parse config, build, serve until SIGTERM.
 
-use bangui_runtime::{shutdown_signal, telemetry};
+use bangui_runtime::{ConfigExt, shutdown_signal, telemetry};
 use geo_service::{Application, Config};
 
 /// mimalloc: a lookup batch allocates many small strings on the blocking

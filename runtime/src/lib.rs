@@ -4,7 +4,12 @@
 //! * [`shutdown_signal`]: resolves on SIGTERM or Ctrl-C.
 //! * [`serve_metrics`]: the Prometheus `/metrics` endpoint.
 //! * [`StartupError`]: a failed startup stage, named.
+//! * [`grpc`]: serving with health, reflection and a SIGTERM drain.
+//! * [`db`]: SQLite and PostgreSQL pools, and the stores' error type.
+//! * [`ConfigExt`]: parsing a service's clap configuration.
 
+pub mod db;
+pub mod grpc;
 pub mod telemetry;
 
 use std::future::Future;
@@ -80,6 +85,25 @@ pub async fn shutdown_signal() {
         () = terminate => {},
     }
 }
+
+/// Parsing for a service's clap configuration.
+pub trait ConfigExt: clap::Parser {
+    /// Flags and environment; exits with a message naming the setting on error.
+    fn from_env_and_args() -> Self {
+        Self::parse()
+    }
+
+    /// An explicit argument list (and the environment), for tests.
+    fn try_from_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Self::try_parse_from(args)
+    }
+}
+
+impl<C: clap::Parser> ConfigExt for C {}
 
 /// `url` with its password replaced by `***`, for logs and errors.
 pub fn redact_url(url: &str) -> String {

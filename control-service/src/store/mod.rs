@@ -11,6 +11,8 @@ pub mod sqlite;
 
 use std::sync::Arc;
 
+use bangui_runtime::db::Backend;
+
 /// What was changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ActionKind {
@@ -68,18 +70,8 @@ pub struct JailAction {
     pub ok: bool,
 }
 
-/// Errors of the control database.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
-    #[error("migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
-    UnsupportedUrl(String),
-    #[error("corrupt row: {0}")]
-    Corrupt(String),
-}
+/// Errors of the store (shared with the other service).
+pub use bangui_runtime::db::StoreError;
 
 /// The control database's operations.
 #[async_trait::async_trait]
@@ -98,13 +90,10 @@ pub trait ControlStore: Send + Sync + std::fmt::Debug {
 
 /// Opens the store named by `url` and applies its migrations.
 pub async fn connect(url: &str) -> Result<Arc<dyn ControlStore>, StoreError> {
-    if url.starts_with("sqlite:") {
-        Ok(Arc::new(sqlite::SqliteStore::connect(url).await?))
-    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(postgres::PgStore::connect(url).await?))
-    } else {
-        Err(StoreError::UnsupportedUrl(url.to_owned()))
-    }
+    Ok(match Backend::of(url)? {
+        Backend::Sqlite => Arc::new(sqlite::SqliteStore::connect(url).await?),
+        Backend::Postgres => Arc::new(postgres::PgStore::connect(url).await?),
+    })
 }
 
 /// `SELECT` of every `jail_actions` column, newest first; both backends

@@ -1,11 +1,6 @@
 //! The PostgreSQL control database, shared by several replicas.
 
-use std::{str::FromStr, time::Duration};
-
-use sqlx::{
-    PgPool,
-    postgres::{PgConnectOptions, PgPoolOptions},
-};
+use sqlx::{PgPool, postgres::PgConnectOptions};
 
 use super::{ActionRow, ControlStore, JailAction, StoreError, outcome, select_recent};
 
@@ -20,16 +15,14 @@ pub struct PgStore {
 impl PgStore {
     /// Connects to `url` and migrates.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        Self::connect_with(PgConnectOptions::from_str(url)?).await
+        let pool = bangui_runtime::db::pg_pool_from_url(url).await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
     }
 
     /// Connects with explicit options (tests set a `search_path`).
     pub async fn connect_with(options: PgConnectOptions) -> Result<Self, StoreError> {
-        let pool = PgPoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
-            .await?;
+        let pool = bangui_runtime::db::pg_pool(options).await?;
         MIGRATOR.run(&pool).await?;
         Ok(Self { pool })
     }

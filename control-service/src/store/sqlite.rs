@@ -1,12 +1,7 @@
 //! The SQLite control database: one file, WAL mode, the default backend
 //! (one replica).
 
-use std::{str::FromStr, time::Duration};
-
-use sqlx::{
-    SqlitePool,
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
-};
+use sqlx::SqlitePool;
 
 use super::{ActionRow, ControlStore, JailAction, StoreError, outcome, select_recent};
 
@@ -21,14 +16,7 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if missing) the file in `url` and migrates it.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5));
-        // Every connection to `:memory:` is a database of its own: keep one.
-        let connections = if url.contains(":memory:") { 1 } else { 4 };
-        let pool = SqlitePoolOptions::new().max_connections(connections).connect_with(options).await?;
+        let pool = bangui_runtime::db::sqlite_pool(url).await?;
         MIGRATOR.run(&pool).await?;
         Ok(Self { pool })
     }

@@ -11,6 +11,8 @@ pub mod sqlite;
 
 use std::sync::Arc;
 
+use bangui_runtime::db::Backend;
+
 /// Where a cached answer came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AnswerSource {
@@ -81,18 +83,8 @@ pub struct StoreStats {
     pub negatives: u64,
 }
 
-/// Errors of the persistent cache.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
-    #[error("migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
-    UnsupportedUrl(String),
-    #[error("corrupt row: {0}")]
-    Corrupt(String),
-}
+/// Errors of the store (shared with the other service).
+pub use bangui_runtime::db::StoreError;
 
 /// The persistent cache's operations. Every write is one transaction: a
 /// batch lands whole or not at all.
@@ -128,13 +120,10 @@ pub trait CacheStore: Send + Sync + std::fmt::Debug {
 
 /// Opens the store named by `url` and applies its migrations.
 pub async fn connect(url: &str) -> Result<Arc<dyn CacheStore>, StoreError> {
-    if url.starts_with("sqlite:") {
-        Ok(Arc::new(sqlite::SqliteStore::connect(url).await?))
-    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(postgres::PgStore::connect(url).await?))
-    } else {
-        Err(StoreError::UnsupportedUrl(url.to_owned()))
-    }
+    Ok(match Backend::of(url)? {
+        Backend::Sqlite => Arc::new(sqlite::SqliteStore::connect(url).await?),
+        Backend::Postgres => Arc::new(postgres::PgStore::connect(url).await?),
+    })
 }
 
 /// The most bound parameters one statement uses: both backends take far

@@ -1,12 +1,7 @@
 //! The PostgreSQL cache store, for several geo-service replicas sharing one
 //! cache.
 
-use std::{str::FromStr, time::Duration};
-
-use sqlx::{
-    PgPool,
-    postgres::{PgConnectOptions, PgPoolOptions},
-};
+use sqlx::{PgPool, postgres::PgConnectOptions};
 
 use super::{CHUNK, CacheStore, CachedAnswer, DbRow, StoreError, StoreStats, select_rows};
 
@@ -21,16 +16,14 @@ pub struct PgStore {
 impl PgStore {
     /// Connects to `url` and migrates.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        Self::connect_with(PgConnectOptions::from_str(url)?).await
+        let pool = bangui_runtime::db::pg_pool_from_url(url).await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
     }
 
     /// Connects with explicit options (tests set a `search_path`).
     pub async fn connect_with(options: PgConnectOptions) -> Result<Self, StoreError> {
-        let pool = PgPoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
-            .await?;
+        let pool = bangui_runtime::db::pg_pool(options).await?;
         MIGRATOR.run(&pool).await?;
         Ok(Self { pool })
     }
