@@ -7,7 +7,10 @@ use std::{env, error::Error, path::PathBuf};
 /// One entry per package: its .proto files and the descriptor set name.
 const PACKAGES: &[(&[&str], &str)] = &[
     (&["bangui/geo/v1/geo.proto"], "bangui_geo_v1_descriptor.bin"),
-    (&["bangui/control/v1/jail.proto"], "bangui_control_v1_descriptor.bin"),
+    (
+        &["bangui/control/v1/jail.proto", "bangui/control/v1/auth.proto", "bangui/control/v1/settings.proto"],
+        "bangui_control_v1_descriptor.bin",
+    ),
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {

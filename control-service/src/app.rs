@@ -13,10 +13,14 @@
 use std::{fmt, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use bangui_proto::control::v1::{FILE_DESCRIPTOR_SET, jail_service_server::JailServiceServer};
+use bangui_proto::control::v1::{
+    FILE_DESCRIPTOR_SET, auth_service_server::AuthServiceServer, jail_service_server::JailServiceServer,
+    settings_service_server::SettingsServiceServer,
+};
 use bangui_runtime::{
     StageContext,
     grpc::{GrpcServer, service_name},
+    guard::Gated,
     serve_metrics,
 };
 use tokio::net::TcpListener;
@@ -25,12 +29,19 @@ use tonic::service::Routes;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
-    api::jail::JailApi,
+    api::{
+        auth::{AuthApi, OPEN_METHODS},
+        jail::JailApi,
+        settings::SettingsApi,
+    },
+    auth::{Auth, SessionGate},
+    clock::{Clock, SystemClock},
     config::Config,
     fail2ban::{Fail2ban, SocketClient},
     geo_client::GeoClient,
     jails::Jails,
     metrics::Metrics,
+    settings::SettingsStore,
     store::ControlStore,
 };
 
@@ -43,6 +54,7 @@ pub const HEALTH_DATABASE: &str = "database";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
     Database,
+    Auth,
     Clients,
     Metrics,
     Grpc,
@@ -52,6 +64,7 @@ impl fmt::Display for Stage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Stage::Database => "database",
+            Stage::Auth => "auth",
             Stage::Clients => "clients",
             Stage::Metrics => "metrics",
             Stage::Grpc => "grpc",
@@ -66,6 +79,9 @@ pub type StartupError = bangui_runtime::StartupError<Stage>;
 #[derive(Debug)]
 pub struct Application {
     jails: Jails,
+    auth: Auth,
+    settings: SettingsStore,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     fail2ban: Fail2ban,
     geo: GeoClient,
     store: Arc<dyn ControlStore>,
@@ -100,10 +116,20 @@ impl Application {
 
     async fn build_rest(config: &Config, store: Arc<dyn ControlStore>) -> Result<Self, StartupError> {
         let metrics = Metrics::new();
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let settings = SettingsStore::new(store.clone(), clock.clone());
+        let auth =
+            Auth::new(store.clone(), settings.clone(), clock, config.throttle(), config.admin_password_hash.is_some());
+        if let Some(phc) = &config.admin_password_hash {
+            auth.bootstrap(phc).await.stage(Stage::Auth)?;
+        }
         let socket = SocketClient::new(config.socket_settings(), metrics.clone());
         // Not probed here: fail2ban being away is no reason to refuse to start.
         let fail2ban = Fail2ban::new(socket, config.start_settings());
-        let geo = GeoClient::new(config.geo_endpoint.as_deref(), config.geo_timeout).stage(Stage::Clients)?;
+        let geo_tls = config.geo_tls().stage(Stage::Clients)?;
+        let geo =
+            GeoClient::new(config.geo_endpoint.as_deref(), config.geo_timeout, geo_tls, config.geo_auth_token.as_ref())
+                .stage(Stage::Clients)?;
         if !geo.is_configured() {
             tracing::info!("no --geo-endpoint: active bans come without countries");
         }
@@ -113,12 +139,16 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {} (--metrics-listen)", config.metrics_listen))
             .stage(Stage::Metrics)?;
+        let tls = config.server_tls().stage(Stage::Grpc)?;
         let grpc = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {} (--listen)", config.listen))
             .stage(Stage::Grpc)?;
         Ok(Self {
             jails,
+            auth,
+            settings,
+            tls,
             fail2ban,
             geo,
             store,
@@ -143,7 +173,12 @@ impl Application {
     /// Serves until `shutdown` resolves, then drains and stops.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let (health, health_service) = tonic_health::server::health_reporter();
-        let jail_service = JailServiceServer::new(JailApi::new(self.jails));
+        // Every control service sits behind the session gate; only the
+        // methods in OPEN_METHODS pass without a session.
+        let gate = SessionGate::new(self.auth.clone(), OPEN_METHODS);
+        let routes = Routes::new(Gated::new(JailServiceServer::new(JailApi::new(self.jails)), gate.clone()))
+            .add_service(Gated::new(AuthServiceServer::new(AuthApi::new(self.auth)), gate.clone()))
+            .add_service(Gated::new(SettingsServiceServer::new(SettingsApi::new(self.settings)), gate));
 
         let stopping = CancellationToken::new();
         let grpc_addr = self.grpc.local_addr()?;
@@ -178,13 +213,18 @@ impl Application {
         };
 
         let server = GrpcServer {
-            routes: Routes::new(jail_service),
+            routes,
             listener: self.grpc,
             descriptor_sets: &[FILE_DESCRIPTOR_SET],
             health,
             health_service,
-            services: vec![service_name::<JailServiceServer<JailApi>>()],
+            services: vec![
+                service_name::<JailServiceServer<JailApi>>(),
+                service_name::<AuthServiceServer<AuthApi>>(),
+                service_name::<SettingsServiceServer<SettingsApi>>(),
+            ],
             grace: self.shutdown_grace,
+            tls: self.tls,
         };
         tracing::info!(%grpc_addr, %metrics_addr, "serving");
         let served = server.serve(shutdown, stopping.clone()).await;

@@ -6,13 +6,32 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use bangui_runtime::LogFormat;
 use clap::Parser;
 
-use crate::fail2ban::{SocketSettings, StartSettings};
+use crate::{
+    auth::ThrottlePolicy,
+    fail2ban::{SocketSettings, StartSettings},
+};
+
+/// Subcommands (without one, the service runs).
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Reads a password from standard input and prints its argon2id PHC
+    /// string, for --admin-password-hash / CONTROL_ADMIN_PASSWORD_HASH.
+    HashPassword,
+}
+
+fn parse_phc(text: &str) -> Result<String, String> {
+    crate::auth::password::check_phc(text.trim())?;
+    Ok(text.trim().to_owned())
+}
 
 /// The control-service configuration (bootstrap settings; runtime settings
 /// live in the control database).
 #[derive(Debug, Clone, Parser)]
 #[command(name = "control-service", version, about = "BanGUI control-service: fail2ban, history, auth and jobs")]
 pub struct Config {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Address the gRPC server listens on.
     #[arg(long, env = "CONTROL_LISTEN", default_value = "0.0.0.0:50052")]
     pub listen: SocketAddr,
@@ -61,9 +80,44 @@ pub struct Config {
     #[arg(long, env = "CONTROL_GEO_ENDPOINT")]
     pub geo_endpoint: Option<String>,
 
+    /// CA (PEM) that the geo-service's certificate must chain to; turns on
+    /// TLS to it (use an `https://` endpoint).
+    #[arg(long, env = "CONTROL_GEO_TLS_CA")]
+    pub geo_tls_ca: Option<PathBuf>,
+
+    /// Client certificate (PEM) for a geo-service that requires mTLS.
+    #[arg(long, env = "CONTROL_GEO_TLS_CERT", requires_all = ["geo_tls_key", "geo_tls_ca"])]
+    pub geo_tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of `--geo-tls-cert`.
+    #[arg(long, env = "CONTROL_GEO_TLS_KEY", requires = "geo_tls_cert")]
+    pub geo_tls_key: Option<PathBuf>,
+
+    /// Bearer token sent to the geo-service (its `GEO_AUTH_TOKEN`).
+    #[arg(long, env = "CONTROL_GEO_AUTH_TOKEN", hide_env_values = true)]
+    pub geo_auth_token: Option<secrecy::SecretString>,
+
     /// Deadline for one geo-service call.
     #[arg(long, env = "CONTROL_GEO_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
     pub geo_timeout: Duration,
+
+    /// The master password as an argon2id PHC string (e.g. from a
+    /// Kubernetes Secret; `control-service hash-password` prints one). When
+    /// set it is the password: Setup and ChangePassword are refused.
+    #[arg(long, env = "CONTROL_ADMIN_PASSWORD_HASH", hide_env_values = true, value_parser = parse_phc)]
+    pub admin_password_hash: Option<String>,
+
+    /// Failed logins allowed from one client address within `--login-failure-window`.
+    #[arg(long, env = "CONTROL_LOGIN_MAX_FAILURES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_max_failures: u32,
+
+    /// Failed logins allowed from all addresses together within the window.
+    #[arg(long, env = "CONTROL_LOGIN_MAX_FAILURES_GLOBAL", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_max_failures_global: u32,
+
+    /// The window over which failed logins are counted.
+    #[arg(long, env = "CONTROL_LOGIN_FAILURE_WINDOW", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub login_failure_window: Duration,
 
     /// How often fail2ban, the geo-service and the database are probed for
     /// the per-dependency health statuses.
@@ -79,15 +133,65 @@ pub struct Config {
     #[arg(long, env = "CONTROL_LOG", default_value = "info")]
     pub log: String,
 
+    /// Serve gRPC over TLS with this PEM certificate chain (with `--tls-key`).
+    #[arg(long, env = "CONTROL_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, env = "CONTROL_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Require client certificates signed by this PEM CA (mTLS; needs `--tls-cert`).
+    #[arg(long, env = "CONTROL_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
     /// How long in-flight RPCs may take to finish after SIGTERM.
     #[arg(long, env = "CONTROL_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
 }
 
 impl Config {
+    /// The server TLS configuration, if TLS is on.
+    pub fn server_tls(&self) -> anyhow::Result<Option<tonic::transport::ServerTlsConfig>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                bangui_runtime::grpc::server_tls(cert, key, self.tls_client_ca.as_deref()).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// The database URL without its password, for logs.
     pub fn database_url_redacted(&self) -> String {
         bangui_runtime::redact_url(&self.database_url)
+    }
+
+    pub fn throttle(&self) -> ThrottlePolicy {
+        ThrottlePolicy {
+            per_client: self.login_max_failures,
+            global: self.login_max_failures_global,
+            window: self.login_failure_window,
+        }
+    }
+
+    /// TLS to the geo-service, if configured.
+    pub fn geo_tls(&self) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
+        use anyhow::Context as _;
+        let read = |path: &PathBuf, what: &str| {
+            std::fs::read(path).with_context(|| format!("cannot read the geo-service {what} {}", path.display()))
+        };
+        let mut tls = match &self.geo_tls_ca {
+            Some(ca) => tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(read(ca, "CA (--geo-tls-ca)")?)),
+            None => return Ok(None),
+        };
+        if let (Some(cert), Some(key)) = (&self.geo_tls_cert, &self.geo_tls_key) {
+            tls = tls.identity(tonic::transport::Identity::from_pem(
+                read(cert, "client certificate (--geo-tls-cert)")?,
+                read(key, "client key (--geo-tls-key)")?,
+            ));
+        }
+        Ok(Some(tls))
     }
 
     pub fn socket_settings(&self) -> SocketSettings {

@@ -1,11 +1,17 @@
 //! The geo-service client: countries for addresses, with a deadline on
-//! every call. The channel connects lazily and reconnects by itself, so a
-//! geo-service that starts after this one (or restarts) is picked up.
+//! every call, over TLS (and a client certificate) and with a bearer token
+//! when configured. The channel connects lazily and reconnects by itself,
+//! so a geo-service that starts after this one (or restarts) is picked up.
 
 use std::{collections::HashMap, time::Duration};
 
 use bangui_proto::geo::v1::{LookupBatchRequest, LookupStatus, geo_service_client::GeoServiceClient};
-use tonic::transport::{Channel, Endpoint};
+use secrecy::{ExposeSecret, SecretString};
+use tonic::{
+    metadata::{Ascii, MetadataValue},
+    service::interceptor::InterceptedService,
+    transport::{Channel, ClientTlsConfig, Endpoint},
+};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 /// Most addresses in one LookupBatch (the geo-service's default limit).
@@ -28,36 +34,78 @@ pub enum GeoError {
     Call(#[from] tonic::Status),
 }
 
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Clone)]
+struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
 /// A client of the geo-service, or none when it is not configured.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct GeoClient {
     channel: Option<Channel>,
+    bearer: Bearer,
+}
+
+impl std::fmt::Debug for GeoClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("GeoClient").field("configured", &self.channel.is_some()).finish_non_exhaustive()
+    }
 }
 
 impl GeoClient {
-    /// `endpoint` like `http://geo-service:50051`. Nothing connects yet.
-    pub fn new(endpoint: Option<&str>, timeout: Duration) -> Result<Self, GeoError> {
-        let Some(endpoint) = endpoint else { return Ok(Self { channel: None }) };
-        let channel = Endpoint::from_shared(endpoint.to_owned())
+    /// `endpoint` like `http://geo-service:50051` (`https://` with `tls`).
+    /// Nothing connects yet.
+    pub fn new(
+        endpoint: Option<&str>,
+        timeout: Duration,
+        tls: Option<ClientTlsConfig>,
+        token: Option<&SecretString>,
+    ) -> Result<Self, GeoError> {
+        let bearer = match token {
+            Some(token) => {
+                let value = format!("Bearer {}", token.expose_secret()).parse().map_err(|_| {
+                    GeoError::BadEndpoint(
+                        endpoint.unwrap_or_default().to_owned(),
+                        "the token is not valid ASCII".into(),
+                    )
+                })?;
+                Bearer(Some(value))
+            }
+            None => Bearer(None),
+        };
+        let Some(endpoint) = endpoint else { return Ok(Self { channel: None, bearer }) };
+        let mut builder = Endpoint::from_shared(endpoint.to_owned())
             .map_err(|e| GeoError::BadEndpoint(endpoint.to_owned(), e.to_string()))?
             .connect_timeout(timeout)
-            .timeout(timeout)
-            .connect_lazy();
-        Ok(Self { channel: Some(channel) })
+            .timeout(timeout);
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls).map_err(|e| GeoError::BadEndpoint(endpoint.to_owned(), e.to_string()))?;
+        }
+        Ok(Self { channel: Some(builder.connect_lazy()), bearer })
     }
 
     pub fn is_configured(&self) -> bool {
         self.channel.is_some()
     }
 
-    fn channel(&self) -> Result<Channel, GeoError> {
-        self.channel.clone().ok_or(GeoError::NotConfigured)
+    fn client(&self) -> Result<GeoServiceClient<InterceptedService<Channel, Bearer>>, GeoError> {
+        let channel = self.channel.clone().ok_or(GeoError::NotConfigured)?;
+        Ok(GeoServiceClient::with_interceptor(channel, self.bearer.clone()))
     }
 
     /// Countries of `ips`; addresses the geo-service could not place are
     /// absent from the map.
     pub async fn countries(&self, ips: &[String]) -> Result<HashMap<String, Country>, GeoError> {
-        let mut client = GeoServiceClient::new(self.channel()?);
+        let mut client = self.client()?;
         let mut found = HashMap::new();
         for chunk in ips.chunks(CHUNK) {
             let request = LookupBatchRequest { ips: chunk.to_vec(), allow_remote: true };
@@ -71,9 +119,9 @@ impl GeoClient {
         Ok(found)
     }
 
-    /// The geo-service's own health.
+    /// The geo-service's own health (open: no token needed).
     pub async fn is_serving(&self) -> Result<bool, GeoError> {
-        let mut health = HealthClient::new(self.channel()?);
+        let mut health = HealthClient::new(self.channel.clone().ok_or(GeoError::NotConfigured)?);
         let reply = health.check(HealthCheckRequest { service: String::new() }).await?.into_inner();
         Ok(reply.status() == ServingStatus::Serving)
     }

@@ -3,7 +3,9 @@
 //! It speaks fail2ban's own socket protocol and offers jails and bans as
 //! gRPC (`bangui.control.v1.JailService`), logs every change it makes in
 //! the control database, and places active bans on the map through the
-//! geo-service. See `shared/DESIGN.md` sections 3 and 5.
+//! geo-service. Only callers with a session (`AuthService.Login`) get in;
+//! runtime settings live in the database (`SettingsService`). See
+//! `shared/DESIGN.md` sections 3, 5 and 6.
 //!
 //! Layout, one module per concern:
 //! * [`config`]: the typed configuration (defaults → `CONTROL_*` env → flags).
@@ -11,6 +13,10 @@
 //!   graceful shutdown.
 //! * [`api`]: thin gRPC handlers and the proto ↔ domain conversions.
 //! * [`jails`]: the jail operations behind the API.
+//! * [`auth`]: the master password, sessions, login throttling and the
+//!   session gate in front of every control service.
+//! * [`settings`]: runtime settings kept in the control database.
+//! * [`clock`]: injectable time.
 //! * [`fail2ban`]: the pickle codec, the socket client, input checks and
 //!   the typed commands.
 //! * [`geo_client`]: the geo-service client.
@@ -19,11 +25,14 @@
 
 pub mod api;
 pub mod app;
+pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod fail2ban;
 pub mod geo_client;
 pub mod jails;
 pub mod metrics;
+pub mod settings;
 pub mod store;
 
 pub use app::{Application, StartupError};

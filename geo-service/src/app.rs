@@ -14,6 +14,7 @@ use bangui_proto::geo::v1::{FILE_DESCRIPTOR_SET, geo_service_server::GeoServiceS
 use bangui_runtime::{
     StageContext,
     grpc::{GrpcServer, service_name},
+    guard::Gated,
     serve_metrics,
 };
 use tokio::net::TcpListener;
@@ -66,6 +67,8 @@ pub struct Application {
     grpc: TcpListener,
     metrics_listener: TcpListener,
     shutdown_grace: Duration,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    auth_token: Option<bangui_runtime::guard::SharedToken>,
     flush_interval: Duration,
 }
 
@@ -108,6 +111,7 @@ impl Application {
             .with_context(|| format!("cannot listen on {} (--metrics-listen)", config.metrics_listen))
             .stage(Stage::Metrics)?;
 
+        let tls = config.server_tls().stage(Stage::Grpc)?;
         let grpc = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {} (--listen)", config.listen))
@@ -139,6 +143,8 @@ impl Application {
             metrics_listener,
             shutdown_grace: config.shutdown_grace,
             flush_interval: config.flush_interval,
+            tls,
+            auth_token: config.auth_token.clone().map(bangui_runtime::guard::SharedToken::new),
         })
     }
 
@@ -181,13 +187,17 @@ impl Application {
 
         let (health, health_service) = tonic_health::server::health_reporter();
         let server = GrpcServer {
-            routes: Routes::new(geo),
+            routes: match self.auth_token {
+                Some(token) => Routes::new(Gated::new(geo, token)),
+                None => Routes::new(geo),
+            },
             listener: self.grpc,
             descriptor_sets: &[FILE_DESCRIPTOR_SET],
             health,
             health_service,
             services: vec![service_name::<GeoServiceServer<GeoApi>>()],
             grace: self.shutdown_grace,
+            tls: self.tls,
         };
         tracing::info!(%grpc_addr, %metrics_addr, "serving");
         let served = server.serve(shutdown, stopping.clone()).await;

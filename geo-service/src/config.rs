@@ -1,7 +1,7 @@
 //! One typed configuration: defaults, then `GEO_*` environment variables,
 //! then command-line flags, validated before anything starts.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use bangui_runtime::LogFormat;
 use clap::Parser;
@@ -102,6 +102,23 @@ pub struct Config {
     #[arg(long, env = "GEO_LOG", default_value = "info")]
     pub log: String,
 
+    /// Serve gRPC over TLS with this PEM certificate chain (with `--tls-key`).
+    #[arg(long, env = "GEO_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, env = "GEO_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Require client certificates signed by this PEM CA (mTLS; needs `--tls-cert`).
+    #[arg(long, env = "GEO_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// When set, every geo RPC but health and reflection needs
+    /// `authorization: Bearer <token>` (the control-service's `--geo-auth-token`).
+    #[arg(long, env = "GEO_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<secrecy::SecretString>,
+
     /// How long in-flight RPCs may take to finish after SIGTERM.
     #[arg(long, env = "GEO_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
@@ -127,6 +144,16 @@ impl Config {
             timeout: self.fallback_timeout,
             retries: self.fallback_retries,
         })
+    }
+
+    /// The server TLS configuration, if TLS is on.
+    pub fn server_tls(&self) -> anyhow::Result<Option<tonic::transport::ServerTlsConfig>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                bangui_runtime::grpc::server_tls(cert, key, self.tls_client_ca.as_deref()).map(Some)
+            }
+            _ => Ok(None),
+        }
     }
 
     /// The database URL with any password replaced, for logs.

@@ -1,13 +1,17 @@
 //! The gRPC serving both services share: reflection (v1 and v1alpha, so
 //! every grpcurl works), health, and a SIGTERM drain with a deadline.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, path::Path, time::Duration};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::{server::NamedService, service::Routes, transport::Server};
+use tonic::{
+    server::NamedService,
+    service::Routes,
+    transport::{Certificate, Identity, Server, ServerTlsConfig},
+};
 use tonic_health::{
     ServingStatus,
     pb::health_server::{Health, HealthServer},
@@ -34,6 +38,22 @@ pub struct GrpcServer<H> {
     pub services: Vec<&'static str>,
     /// How long in-flight RPCs may take after shutdown.
     pub grace: Duration,
+    /// TLS (and client-certificate verification); plaintext when `None`.
+    pub tls: Option<ServerTlsConfig>,
+}
+
+/// Server TLS from PEM files: the certificate chain and key, and for mTLS
+/// the CA that client certificates must chain to.
+pub fn server_tls(cert: &Path, key: &Path, client_ca: Option<&Path>) -> anyhow::Result<ServerTlsConfig> {
+    let read = |path: &Path, what: &str| {
+        std::fs::read(path).with_context(|| format!("cannot read the TLS {what} {}", path.display()))
+    };
+    let identity = Identity::from_pem(read(cert, "certificate")?, read(key, "key")?);
+    let mut config = ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = client_ca {
+        config = config.client_ca_root(Certificate::from_pem(read(ca, "client CA")?)).client_auth_optional(false);
+    }
+    Ok(config)
 }
 
 impl<H: Health> GrpcServer<H> {
@@ -74,7 +94,11 @@ impl<H: Health> GrpcServer<H> {
 
         let routes =
             self.routes.add_service(self.health_service).add_service(reflection_v1).add_service(reflection_v1alpha);
-        let server = Server::builder()
+        let mut builder = Server::builder();
+        if let Some(tls) = self.tls {
+            builder = builder.tls_config(tls).context("TLS configuration")?;
+        }
+        let server = builder
             .add_routes(routes)
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), stopping.clone().cancelled_owned());
         let grace = self.grace;

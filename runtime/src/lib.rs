@@ -6,10 +6,12 @@
 //! * [`StartupError`]: a failed startup stage, named.
 //! * [`grpc`]: serving with health, reflection and a SIGTERM drain.
 //! * [`db`]: SQLite and PostgreSQL pools, and the stores' error type.
+//! * [`guard`]: gates (bearer token, sessions) wrapped around a gRPC service.
 //! * [`ConfigExt`]: parsing a service's clap configuration.
 
 pub mod db;
 pub mod grpc;
+pub mod guard;
 pub mod telemetry;
 
 use std::future::Future;

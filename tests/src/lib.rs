@@ -23,7 +23,11 @@ use std::{
 };
 
 use bangui_proto::{
-    control::v1::jail_service_client::JailServiceClient, geo::v1::geo_service_client::GeoServiceClient,
+    control::v1::{
+        GetSetupStatusRequest, LoginRequest, SetupRequest, auth_service_client::AuthServiceClient,
+        jail_service_client::JailServiceClient, settings_service_client::SettingsServiceClient,
+    },
+    geo::v1::geo_service_client::GeoServiceClient,
 };
 use tonic::transport::Channel;
 
@@ -219,33 +223,94 @@ impl GeoService {
     }
 }
 
+/// The password the harness sets up on a fresh control-service.
+pub const CONTROL_PASSWORD: &str = "end-to-end test password";
+
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Debug, Clone)]
+pub struct Bearer(pub tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        request.metadata_mut().insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+/// A channel that sends a session token.
+pub type Authed = tonic::service::interceptor::InterceptedService<Channel, Bearer>;
+
 /// A running control-service.
 #[derive(Debug)]
-pub struct ControlService(ServiceProcess);
+pub struct ControlService {
+    process: ServiceProcess,
+    token: tokio::sync::OnceCell<String>,
+}
 
 impl std::ops::Deref for ControlService {
     type Target = ServiceProcess;
 
     fn deref(&self) -> &ServiceProcess {
-        &self.0
+        &self.process
     }
 }
 
 impl ControlService {
     /// Starts `control-service` with `args` (see [`ServiceProcess::spawn`]).
     pub fn start(args: &[&str]) -> Self {
-        let clear = ["CONTROL_FAIL2BAN_SOCKET", "CONTROL_GEO_ENDPOINT", "CONTROL_DATABASE_URL"];
-        Self(ServiceProcess::spawn("control-service", &clear, args))
+        let clear = [
+            "CONTROL_FAIL2BAN_SOCKET",
+            "CONTROL_GEO_ENDPOINT",
+            "CONTROL_DATABASE_URL",
+            "CONTROL_ADMIN_PASSWORD_HASH",
+            "CONTROL_GEO_AUTH_TOKEN",
+        ];
+        Self { process: ServiceProcess::spawn("control-service", &clear, args), token: tokio::sync::OnceCell::new() }
     }
 
-    /// A connected JailService client.
-    pub async fn jails(&self) -> JailServiceClient<Channel> {
-        JailServiceClient::new(self.channel().await)
+    /// An AuthService client without a token.
+    pub async fn auth(&self) -> AuthServiceClient<Channel> {
+        AuthServiceClient::new(self.channel().await)
+    }
+
+    /// A session token: sets [`CONTROL_PASSWORD`] up if no password exists
+    /// yet, then logs in (once per harness).
+    pub async fn token(&self) -> String {
+        self.token
+            .get_or_init(|| async {
+                let mut auth = self.auth().await;
+                let status = auth.get_setup_status(GetSetupStatusRequest {}).await.unwrap().into_inner();
+                if !status.password_set {
+                    auth.setup(SetupRequest { password: CONTROL_PASSWORD.into() }).await.unwrap();
+                }
+                let login = auth.login(LoginRequest { password: CONTROL_PASSWORD.into() }).await.unwrap();
+                login.into_inner().token
+            })
+            .await
+            .clone()
+    }
+
+    /// A channel that sends the harness's session token.
+    pub async fn authed(&self) -> Authed {
+        let value = format!("Bearer {}", self.token().await).parse().unwrap();
+        tower::ServiceBuilder::new()
+            .layer(tonic::service::interceptor::InterceptorLayer::new(Bearer(value)))
+            .service(self.channel().await)
+    }
+
+    /// A logged-in JailService client.
+    pub async fn jails(&self) -> JailServiceClient<Authed> {
+        JailServiceClient::new(self.authed().await)
+    }
+
+    /// A logged-in SettingsService client.
+    pub async fn settings(&self) -> SettingsServiceClient<Authed> {
+        SettingsServiceClient::new(self.authed().await)
     }
 
     /// See [`ServiceProcess::shutdown`].
     pub async fn shutdown(self) -> std::process::ExitStatus {
-        self.0.shutdown().await
+        self.process.shutdown().await
     }
 }
 

@@ -11,12 +11,13 @@ use bangui_e2e::{ControlService, fail2ban::Fail2banServer, grpcurl, grpcurl_json
 
 const SERVICE: &str = "bangui.control.v1.JailService";
 
-#[test]
-fn every_jail_rpc_through_grpcurl() {
+#[tokio::test]
+async fn every_jail_rpc_through_grpcurl() {
     let f2b = Fail2banServer::start();
     let config = f2b.config_dir().display().to_string();
     let control = ControlService::start(&["--fail2ban-socket", &f2b.socket_str(), "--fail2ban-config-dir", &config]);
     let addr = control.grpc_addr.to_string();
+    let bearer = format!("authorization: Bearer {}", control.token().await);
 
     let listed = grpcurl(&["-plaintext", &addr, "list", SERVICE]);
     assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
@@ -27,7 +28,7 @@ fn every_jail_rpc_through_grpcurl() {
     let mut called = BTreeSet::new();
     let mut call = |method: &str, body: &str| {
         called.insert(method.to_owned());
-        grpcurl_json(&["-plaintext", "-d", body, &addr, &format!("{SERVICE}/{method}")])
+        grpcurl_json(&["-plaintext", "-H", &bearer, "-d", body, &addr, &format!("{SERVICE}/{method}")])
     };
 
     let status = call("GetServerStatus", "{}");
@@ -60,11 +61,19 @@ fn every_jail_rpc_through_grpcurl() {
     assert_eq!(called, methods, "every listed RPC is called here (and in the README tour)");
 
     // Errors read well in grpcurl too.
-    let out =
-        grpcurl(&["-plaintext", "-d", r#"{"jail": "alpha", "ip": "300.1.1.1"}"#, &addr, &format!("{SERVICE}/BanIp")]);
+    let out = grpcurl(&[
+        "-plaintext",
+        "-H",
+        &bearer,
+        "-d",
+        r#"{"jail": "alpha", "ip": "300.1.1.1"}"#,
+        &addr,
+        &format!("{SERVICE}/BanIp"),
+    ]);
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && text.contains("InvalidArgument") && text.contains("ip:"), "{text}");
-    let out = grpcurl(&["-plaintext", "-d", r#"{"jail": "nope"}"#, &addr, &format!("{SERVICE}/GetJail")]);
+    let out =
+        grpcurl(&["-plaintext", "-H", &bearer, "-d", r#"{"jail": "nope"}"#, &addr, &format!("{SERVICE}/GetJail")]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("NotFound"));
 
     // Health, overall and per dependency.
@@ -80,8 +89,8 @@ fn every_jail_rpc_through_grpcurl() {
     }
 }
 
-#[test]
-fn reflection_lists_the_control_services() {
+#[tokio::test]
+async fn reflection_lists_the_control_services() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("none.sock").display().to_string();
     let control = ControlService::start(&["--fail2ban-socket", &socket]);
@@ -98,8 +107,16 @@ fn reflection_lists_the_control_services() {
     {
         assert!(text.contains(field), "{field} missing from:\n{text}");
     }
+    // Without a token: UNAUTHENTICATED.
+    let out = grpcurl(&["-plaintext", &addr, &format!("{SERVICE}/GetServerStatus")]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Unauthenticated"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Without fail2ban the service still answers, and says why.
-    let status = grpcurl_json(&["-plaintext", &addr, &format!("{SERVICE}/GetServerStatus")]);
+    let bearer = format!("authorization: Bearer {}", control.token().await);
+    let status = grpcurl_json(&["-plaintext", "-H", &bearer, &addr, &format!("{SERVICE}/GetServerStatus")]);
     assert!(status.get("online").is_none(), "false is omitted: {status}");
     assert!(status["unavailableReason"].as_str().unwrap().contains("none.sock"));
     let health =

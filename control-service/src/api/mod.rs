@@ -3,12 +3,19 @@
 //! convert the answer back. Errors become gRPC statuses here, in one
 //! exhaustive mapping per error type.
 
+pub mod auth;
 pub mod jail;
+pub mod settings;
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::fail2ban::{Fail2banError, InvalidArgument};
+use crate::{
+    auth::AuthError,
+    fail2ban::{Fail2banError, InvalidArgument},
+    settings::SettingsError,
+    store::StoreError,
+};
 
 /// INVALID_ARGUMENT naming the field, with a BadRequest detail.
 pub fn invalid(error: InvalidArgument) -> Status {
@@ -34,6 +41,44 @@ impl From<Fail2banError> for Status {
                 tracing::error!(error = %e, "fail2ban answered something this service cannot use");
                 Status::internal("fail2ban's reply could not be used; see the control-service log")
             }
+        }
+    }
+}
+
+/// The control database failed: the caller learns only that it is down.
+fn store_unavailable(error: &StoreError) -> Status {
+    tracing::error!(%error, "control database error");
+    Status::unavailable("the control database is unavailable")
+}
+
+impl From<AuthError> for Status {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::Invalid(e) => invalid(e),
+            e @ (AuthError::AlreadySetUp | AuthError::NotSetUp | AuthError::ManagedByConfig) => {
+                Status::failed_precondition(e.to_string())
+            }
+            e @ (AuthError::WrongPassword | AuthError::Unauthenticated(_)) => Status::unauthenticated(e.to_string()),
+            e @ AuthError::Throttled { retry_after, .. } => Status::with_error_details(
+                Code::ResourceExhausted,
+                e.to_string(),
+                ErrorDetails::with_retry_info(Some(retry_after)),
+            ),
+            e @ AuthError::Conflict => Status::aborted(e.to_string()),
+            AuthError::Hash(reason) => {
+                tracing::error!(%reason, "password hashing failed");
+                Status::internal("password hashing failed; see the control-service log")
+            }
+            AuthError::Store(e) => store_unavailable(&e),
+        }
+    }
+}
+
+impl From<SettingsError> for Status {
+    fn from(error: SettingsError) -> Self {
+        match error {
+            SettingsError::Invalid(e) => invalid(e),
+            SettingsError::Store(e) => store_unavailable(&e),
         }
     }
 }

@@ -3,8 +3,9 @@
 //! One repository trait, [`ControlStore`], with a SQLite ([`sqlite`], the
 //! default, one replica) and a PostgreSQL ([`postgres`], several replicas)
 //! implementation, migrations per backend under `migrations/control/`, and
-//! one contract suite run against both. Today it holds the log of changes
-//! made to fail2ban through this service (`jail_actions`).
+//! one contract suite run against both. It holds the log of changes made to
+//! fail2ban through this service (`jail_actions`), the master password,
+//! sessions, login attempts and runtime settings.
 
 pub mod postgres;
 pub mod sqlite;
@@ -73,9 +74,55 @@ pub struct JailAction {
 /// Errors of the store (shared with the other service).
 pub use bangui_runtime::db::StoreError;
 
+/// A session as stored: the SHA-256 of its token, never the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRow {
+    pub token_sha256: Vec<u8>,
+    pub created_at: i64,
+    pub expires_at: i64,
+    /// The client address that logged in.
+    pub client: String,
+}
+
+/// Failed logins in a window: how many, and when the oldest was.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Failures {
+    pub count: u64,
+    pub oldest: Option<i64>,
+}
+
 /// The control database's operations.
 #[async_trait::async_trait]
 pub trait ControlStore: Send + Sync + std::fmt::Debug {
+    /// The master password's PHC string, if one is set.
+    async fn password(&self) -> Result<Option<String>, StoreError>;
+    /// Sets the password only if none exists; false when one already did
+    /// (concurrent callers: exactly one wins).
+    async fn set_password_if_absent(&self, phc: &str, at: i64) -> Result<bool, StoreError>;
+    /// One transaction: replaces the password if it is still `expected`
+    /// (`None`: any), and deletes every session but `keep`. Returns false
+    /// (and changes nothing) when the password changed meanwhile.
+    async fn replace_password(
+        &self,
+        expected: Option<&str>,
+        phc: &str,
+        at: i64,
+        keep: Option<&[u8]>,
+    ) -> Result<bool, StoreError>;
+    async fn insert_session(&self, session: &SessionRow) -> Result<(), StoreError>;
+    async fn session(&self, token_sha256: &[u8]) -> Result<Option<SessionRow>, StoreError>;
+    /// False when there was no such session.
+    async fn delete_session(&self, token_sha256: &[u8]) -> Result<bool, StoreError>;
+    /// Deletes sessions expired at `now`, and login attempts older than
+    /// `attempts_before`; returns the sessions deleted.
+    async fn delete_expired(&self, now: i64, attempts_before: i64) -> Result<u64, StoreError>;
+    async fn record_login(&self, client: &str, at: i64, success: bool) -> Result<(), StoreError>;
+    /// Failed logins at or after `since`, of `client` or of everyone.
+    async fn failures_since(&self, client: Option<&str>, since: i64) -> Result<Failures, StoreError>;
+    /// Every stored runtime setting, as text.
+    async fn settings(&self) -> Result<Vec<(String, String)>, StoreError>;
+    /// One transaction: upserts `values`.
+    async fn put_settings(&self, values: &[(String, String)], at: i64) -> Result<(), StoreError>;
     /// A round trip, for health.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Appends one change; returns its id.
@@ -134,6 +181,31 @@ impl TryFrom<ActionRow> for JailAction {
             ok,
         })
     }
+}
+
+/// A `sessions` row as both backends return it.
+#[derive(Debug, sqlx::FromRow)]
+struct SessionDbRow {
+    token_sha256: Vec<u8>,
+    created_at: i64,
+    expires_at: i64,
+    client: String,
+}
+
+impl From<SessionDbRow> for SessionRow {
+    fn from(row: SessionDbRow) -> Self {
+        SessionRow {
+            token_sha256: row.token_sha256,
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+            client: row.client,
+        }
+    }
+}
+
+/// `(count, oldest)` of a failures query.
+fn failures(row: (i64, Option<i64>)) -> Failures {
+    Failures { count: u64::try_from(row.0).unwrap_or(0), oldest: row.1 }
 }
 
 fn outcome(ok: bool) -> &'static str {
