@@ -12,6 +12,7 @@
 
 pub mod fail2ban;
 pub mod ip_api;
+pub mod tls;
 
 use std::{
     io::{BufRead, BufReader},
@@ -292,10 +293,21 @@ impl ControlService {
 
     /// A channel that sends the harness's session token.
     pub async fn authed(&self) -> Authed {
-        let value = format!("Bearer {}", self.token().await).parse().unwrap();
+        let token = self.token().await;
+        self.authed_with(&token).await
+    }
+
+    /// A channel that sends `token`.
+    pub async fn authed_with(&self, token: &str) -> Authed {
+        let value = format!("Bearer {token}").parse().unwrap();
         tower::ServiceBuilder::new()
             .layer(tonic::service::interceptor::InterceptorLayer::new(Bearer(value)))
             .service(self.channel().await)
+    }
+
+    /// An AuthService client that sends `token`.
+    pub async fn auth_with(&self, token: &str) -> AuthServiceClient<Authed> {
+        AuthServiceClient::new(self.authed_with(token).await)
     }
 
     /// A logged-in JailService client.
