@@ -8,6 +8,7 @@
 //! sessions, login attempts and runtime settings.
 
 pub mod postgres;
+mod shared;
 pub mod sqlite;
 
 use std::sync::Arc;

@@ -1,0 +1,193 @@
+//! The control store's operations, written once: both backends run the same
+//! SQL. Parameters are `$1, $2, …` (PostgreSQL's; SQLite reads them as named
+//! parameters in order of appearance, so every statement uses them in
+//! order), and booleans are bound (`success = $1`), never spelled.
+
+/// `impl ControlStore for $store` over `self.pool`; `$backend` names it.
+macro_rules! impl_control_store {
+    ($store:ty, $backend:literal) => {
+        #[async_trait::async_trait]
+        impl $crate::store::ControlStore for $store {
+            async fn ping(&self) -> Result<(), $crate::store::StoreError> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn record_action(&self, action: &$crate::store::JailAction) -> Result<i64, $crate::store::StoreError> {
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO jail_actions (at, action, jail, ip, detail, outcome) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                )
+                .bind(action.at)
+                .bind(action.action.as_str())
+                .bind(&action.jail)
+                .bind(&action.ip)
+                .bind(&action.detail)
+                .bind($crate::store::outcome(action.ok))
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(id)
+            }
+
+            async fn recent_actions(&self, limit: u32) -> Result<Vec<$crate::store::JailAction>, $crate::store::StoreError> {
+                let rows: Vec<$crate::store::ActionRow> =
+                    sqlx::query_as($crate::store::select_recent!("$1")).bind(i64::from(limit)).fetch_all(&self.pool).await?;
+                rows.into_iter().map($crate::store::JailAction::try_from).collect()
+            }
+
+            async fn password(&self) -> Result<Option<String>, $crate::store::StoreError> {
+                Ok(sqlx::query_scalar("SELECT phc FROM admin_password WHERE id = 1").fetch_optional(&self.pool).await?)
+            }
+
+            async fn set_password_if_absent(&self, phc: &str, at: i64) -> Result<bool, $crate::store::StoreError> {
+                let done = sqlx::query(
+                    "INSERT INTO admin_password (id, phc, updated_at) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(phc)
+                .bind(at)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn replace_password(
+                &self,
+                expected: Option<&str>,
+                phc: &str,
+                at: i64,
+                keep: Option<&[u8]>,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let done = match expected {
+                    Some(old) => {
+                        sqlx::query("UPDATE admin_password SET phc = $1, updated_at = $2 WHERE id = 1 AND phc = $3")
+                            .bind(phc)
+                            .bind(at)
+                            .bind(old)
+                            .execute(&mut *tx)
+                            .await?
+                    }
+                    None => {
+                        sqlx::query(
+                            "INSERT INTO admin_password (id, phc, updated_at) VALUES (1, $1, $2) \
+                             ON CONFLICT (id) DO UPDATE SET phc = excluded.phc, updated_at = excluded.updated_at",
+                        )
+                        .bind(phc)
+                        .bind(at)
+                        .execute(&mut *tx)
+                        .await?
+                    }
+                };
+                if done.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                match keep {
+                    Some(keep) => {
+                        sqlx::query("DELETE FROM sessions WHERE token_sha256 <> $1").bind(keep).execute(&mut *tx).await?;
+                    }
+                    None => {
+                        sqlx::query("DELETE FROM sessions").execute(&mut *tx).await?;
+                    }
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn insert_session(&self, session: &$crate::store::SessionRow) -> Result<(), $crate::store::StoreError> {
+                sqlx::query("INSERT INTO sessions (token_sha256, created_at, expires_at, client) VALUES ($1, $2, $3, $4)")
+                    .bind(&session.token_sha256)
+                    .bind(session.created_at)
+                    .bind(session.expires_at)
+                    .bind(&session.client)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn session(&self, token_sha256: &[u8]) -> Result<Option<$crate::store::SessionRow>, $crate::store::StoreError> {
+                let row: Option<$crate::store::SessionDbRow> =
+                    sqlx::query_as("SELECT token_sha256, created_at, expires_at, client FROM sessions WHERE token_sha256 = $1")
+                        .bind(token_sha256)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(row.map($crate::store::SessionRow::from))
+            }
+
+            async fn delete_session(&self, token_sha256: &[u8]) -> Result<bool, $crate::store::StoreError> {
+                let done =
+                    sqlx::query("DELETE FROM sessions WHERE token_sha256 = $1").bind(token_sha256).execute(&self.pool).await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn delete_expired(&self, now: i64, attempts_before: i64) -> Result<u64, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let sessions = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1").bind(now).execute(&mut *tx).await?;
+                sqlx::query("DELETE FROM login_attempts WHERE at < $1").bind(attempts_before).execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(sessions.rows_affected())
+            }
+
+            async fn record_login(&self, client: &str, at: i64, success: bool) -> Result<(), $crate::store::StoreError> {
+                sqlx::query("INSERT INTO login_attempts (at, client, success) VALUES ($1, $2, $3)")
+                    .bind(at)
+                    .bind(client)
+                    .bind(success)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn failures_since(&self, client: Option<&str>, since: i64) -> Result<$crate::store::Failures, $crate::store::StoreError> {
+                let row: (i64, Option<i64>) = match client {
+                    Some(client) => {
+                        sqlx::query_as(
+                            "SELECT count(*), min(at) FROM login_attempts WHERE success = $1 AND at >= $2 AND client = $3",
+                        )
+                        .bind(false)
+                        .bind(since)
+                        .bind(client)
+                        .fetch_one(&self.pool)
+                        .await?
+                    }
+                    None => {
+                        sqlx::query_as("SELECT count(*), min(at) FROM login_attempts WHERE success = $1 AND at >= $2")
+                            .bind(false)
+                            .bind(since)
+                            .fetch_one(&self.pool)
+                            .await?
+                    }
+                };
+                Ok($crate::store::failures(row))
+            }
+
+            async fn settings(&self) -> Result<Vec<(String, String)>, $crate::store::StoreError> {
+                Ok(sqlx::query_as("SELECT key, value FROM settings ORDER BY key").fetch_all(&self.pool).await?)
+            }
+
+            async fn put_settings(&self, values: &[(String, String)], at: i64) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                for (key, value) in values {
+                    sqlx::query(
+                        "INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3) \
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                    )
+                    .bind(key)
+                    .bind(value)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            fn backend(&self) -> &'static str {
+                $backend
+            }
+
+            async fn close(&self) {
+                self.pool.close().await;
+            }
+        }
+    };
+}
+pub(crate) use impl_control_store;
