@@ -33,14 +33,14 @@ where
     }
 }
 
-/// Sum of `control_fail2ban_commands_total` over every label: how many
-/// commands reached the socket.
+/// Sum of `control_fail2ban_commands_total` over every label but the health
+/// probe's `ping`: how many commands requests sent to the socket.
 async fn commands_sent(control: &ControlService) -> u64 {
     control
         .metrics_text()
         .await
         .lines()
-        .filter(|l| l.starts_with("control_fail2ban_commands_total{"))
+        .filter(|l| l.starts_with("control_fail2ban_commands_total{") && !l.contains("command=\"ping\""))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
 }
