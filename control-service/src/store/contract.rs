@@ -4,7 +4,7 @@
 
 use bangui_testkit::postgres::PgSchema;
 
-use super::{ActionKind, ControlStore, JailAction, postgres::PgStore, sqlite::SqliteStore};
+use super::{ActionKind, ControlStore, JailAction, NewRun, postgres::PgStore, sqlite::SqliteStore};
 
 fn action(at: i64, kind: ActionKind, jail: Option<&str>, ok: bool) -> JailAction {
     JailAction {
@@ -36,8 +36,64 @@ async fn actions_round_trip_newest_first(store: &dyn ControlStore) {
     assert_eq!(store.recent_actions(1).await.unwrap(), vec![written[2].clone()]);
 }
 
+async fn lease_terms_grow_with_each_new_holder(store: &dyn ControlStore) {
+    let a = store.acquire_lease("scheduler", "a", 60_000).await.unwrap().expect("free lease");
+    assert_eq!(a.term, 1);
+    assert!(a.expires_at - a.db_now >= 59_000 && a.expires_at - a.db_now <= 60_000);
+    assert!(store.acquire_lease("scheduler", "b", 60_000).await.unwrap().is_none(), "a holds it");
+    let renewed = store.acquire_lease("scheduler", "a", 60_000).await.unwrap().unwrap();
+    assert_eq!((renewed.term, renewed.acquired_at), (1, a.acquired_at), "a renewal keeps the term");
+    assert!(!store.release_lease("scheduler", "a", 7).await.unwrap(), "a stale term releases nothing");
+    assert!(store.release_lease("scheduler", "a", 1).await.unwrap());
+    let b = store.acquire_lease("scheduler", "b", 100).await.unwrap().expect("released");
+    assert_eq!(b.term, 2);
+    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    let a_again = store.acquire_lease("scheduler", "a", 60_000).await.unwrap().expect("b's lease expired");
+    assert_eq!(a_again.term, 3);
+    let lease = store.lease("scheduler").await.unwrap().unwrap();
+    assert_eq!((lease.holder.as_str(), lease.term), ("a", 3));
+    assert!(store.lease("other").await.unwrap().is_none());
+}
+
+async fn a_slot_runs_once_and_only_under_the_current_term(store: &dyn ControlStore) {
+    let grant = store.acquire_lease("jobs", "r1", 60_000).await.unwrap().unwrap();
+    let run = |term: i64, slot: i64| NewRun {
+        job: "history_sync",
+        scheduled_for: slot,
+        term,
+        replica: "r1",
+        trigger: "schedule",
+        lease: "jobs",
+    };
+    let id = store.start_run(&run(grant.term, 1_000)).await.unwrap().expect("a run");
+    assert!(store.start_run(&run(grant.term, 1_000)).await.unwrap().is_none(), "the slot ran already");
+    assert!(store.start_run(&run(grant.term + 1, 2_000)).await.unwrap().is_none(), "not the current term");
+    let other = NewRun { replica: "r2", ..run(grant.term, 3_000) };
+    assert!(store.start_run(&other).await.unwrap().is_none(), "not the holder");
+    store.finish_run(id, "ok", None).await.unwrap();
+    let second = store.start_run(&run(grant.term, 2_000)).await.unwrap().unwrap();
+    store.finish_run(second, "failed", Some("boom")).await.unwrap();
+    let last = store.last_runs().await.unwrap();
+    assert_eq!(last.len(), 1);
+    assert_eq!(
+        (last[0].scheduled_for, last[0].status.as_str(), last[0].error.as_deref()),
+        (2_000, "failed", Some("boom"))
+    );
+    // Once the lease is gone, the term can no longer start anything.
+    assert!(store.release_lease("jobs", "r1", grant.term).await.unwrap());
+    assert!(store.start_run(&run(grant.term, 4_000)).await.unwrap().is_none(), "released");
+
+    let first = store.request_run("geo_re_resolve", "r2").await.unwrap();
+    let taken = store.take_requests("r1").await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!((taken[0].id, taken[0].job.as_str()), (first, "geo_re_resolve"));
+    assert!(store.take_requests("r1").await.unwrap().is_empty(), "taken once");
+}
+
 async fn run_all(store: &dyn ControlStore) {
     actions_round_trip_newest_first(store).await;
+    lease_terms_grow_with_each_new_holder(store).await;
+    a_slot_runs_once_and_only_under_the_current_term(store).await;
 }
 
 #[tokio::test]

@@ -92,6 +92,67 @@ pub struct Failures {
     pub oldest: Option<i64>,
 }
 
+/// A lease as stored. Times are Unix milliseconds of the database's clock;
+/// `db_now` is that clock when the row was read.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Lease {
+    pub name: String,
+    pub holder: String,
+    pub term: i64,
+    pub acquired_at: i64,
+    pub renewed_at: i64,
+    pub expires_at: i64,
+    pub db_now: i64,
+}
+
+/// What acquiring or renewing a lease gave: the term (new when the holder
+/// changed), and the database's times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct LeaseGrant {
+    pub term: i64,
+    pub acquired_at: i64,
+    pub expires_at: i64,
+    pub db_now: i64,
+}
+
+/// A run about to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRun<'a> {
+    pub job: &'a str,
+    /// The slot (Unix ms): the cron time, or the request time of a manual run.
+    pub scheduled_for: i64,
+    /// The caller's term; the run starts only if it is still the lease's.
+    pub term: i64,
+    pub replica: &'a str,
+    /// `schedule` or `manual`.
+    pub trigger: &'a str,
+    /// The lease that gates runs.
+    pub lease: &'a str,
+}
+
+/// A row of the run ledger.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct JobRun {
+    pub id: i64,
+    pub job: String,
+    pub scheduled_for: i64,
+    pub term: i64,
+    pub replica: String,
+    pub trigger: String,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub status: String,
+    pub error: Option<String>,
+}
+
+/// A "run now" request taken by the leader.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct JobRequest {
+    pub id: i64,
+    pub job: String,
+    pub requested_at: i64,
+}
+
 /// The control database's operations.
 #[async_trait::async_trait]
 pub trait ControlStore: Send + Sync + std::fmt::Debug {
@@ -130,6 +191,25 @@ pub trait ControlStore: Send + Sync + std::fmt::Debug {
     async fn record_action(&self, action: &JailAction) -> Result<i64, StoreError>;
     /// The latest `limit` changes, newest first.
     async fn recent_actions(&self, limit: u32) -> Result<Vec<JailAction>, StoreError>;
+    /// Acquires `name` for `holder`, or renews it, for `ttl_ms` of the
+    /// database's clock: one statement, judged by that clock. `None` when
+    /// another holder's lease has not expired. A change of holder (or a
+    /// holder coming back after its lease expired) gets a larger term.
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<Option<LeaseGrant>, StoreError>;
+    /// Ends `holder`'s lease now, if it still holds `term`; true if it did.
+    async fn release_lease(&self, name: &str, holder: &str, term: i64) -> Result<bool, StoreError>;
+    async fn lease(&self, name: &str) -> Result<Option<Lease>, StoreError>;
+    /// Inserts a run's ledger row, in one statement that also checks that
+    /// `run.term` is still the lease's current, unexpired term. `None`: no
+    /// row, no run (the slot already ran, or the term is stale).
+    async fn start_run(&self, run: &NewRun<'_>) -> Result<Option<i64>, StoreError>;
+    async fn finish_run(&self, id: i64, status: &str, error: Option<&str>) -> Result<(), StoreError>;
+    /// The latest run of each job.
+    async fn last_runs(&self) -> Result<Vec<JobRun>, StoreError>;
+    /// Records a "run now" request; returns its id.
+    async fn request_run(&self, job: &str, requested_by: &str) -> Result<i64, StoreError>;
+    /// Takes every open request for `taker` (each is taken once).
+    async fn take_requests(&self, taker: &str) -> Result<Vec<JobRequest>, StoreError>;
     /// "sqlite" or "postgres".
     fn backend(&self) -> &'static str;
     /// Closes the pool.

@@ -28,4 +28,4 @@ impl PgStore {
     }
 }
 
-super::shared::impl_control_store!(PgStore, "postgres");
+super::shared::impl_control_store!(PgStore, "postgres", "(extract(epoch from now()) * 1000)::bigint", "FOR SHARE");

@@ -3,9 +3,11 @@
 //! parameters in order of appearance, so every statement uses them in
 //! order), and booleans are bound (`success = $1`), never spelled.
 
-/// `impl ControlStore for $store` over `self.pool`; `$backend` names it.
+/// `impl ControlStore for $store` over `self.pool`; `$backend` names it,
+/// `$now` is the database's clock in Unix milliseconds, `$for_share` locks
+/// the lease row a run checks (empty where the database has one writer).
 macro_rules! impl_control_store {
-    ($store:ty, $backend:literal) => {
+    ($store:ty, $backend:literal, $now:literal, $for_share:literal) => {
         #[async_trait::async_trait]
         impl $crate::store::ControlStore for $store {
             async fn ping(&self) -> Result<(), $crate::store::StoreError> {
@@ -178,6 +180,110 @@ macro_rules! impl_control_store {
                 }
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn acquire_lease(
+                &self,
+                name: &str,
+                holder: &str,
+                ttl_ms: i64,
+            ) -> Result<Option<$crate::store::LeaseGrant>, $crate::store::StoreError> {
+                Ok(sqlx::query_as(concat!(
+                    "INSERT INTO leases (name, holder, term, acquired_at, renewed_at, expires_at) ",
+                    "VALUES ($1, $2, 1, ", $now, ", ", $now, ", ", $now, " + $3) ",
+                    "ON CONFLICT (name) DO UPDATE SET ",
+                    "term = CASE WHEN leases.holder = excluded.holder AND leases.expires_at > ", $now,
+                    " THEN leases.term ELSE leases.term + 1 END, ",
+                    "acquired_at = CASE WHEN leases.holder = excluded.holder AND leases.expires_at > ", $now,
+                    " THEN leases.acquired_at ELSE ", $now, " END, ",
+                    "holder = excluded.holder, renewed_at = ", $now, ", expires_at = ", $now, " + $3 ",
+                    "WHERE leases.holder = excluded.holder OR leases.expires_at <= ", $now,
+                    " RETURNING term, acquired_at, expires_at, ", $now, " AS db_now"
+                ))
+                .bind(name)
+                .bind(holder)
+                .bind(ttl_ms)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn release_lease(&self, name: &str, holder: &str, term: i64) -> Result<bool, $crate::store::StoreError> {
+                let done = sqlx::query(concat!(
+                    "UPDATE leases SET expires_at = ", $now, " WHERE name = $1 AND holder = $2 AND term = $3"
+                ))
+                .bind(name)
+                .bind(holder)
+                .bind(term)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn lease(&self, name: &str) -> Result<Option<$crate::store::Lease>, $crate::store::StoreError> {
+                Ok(sqlx::query_as(concat!(
+                    "SELECT name, holder, term, acquired_at, renewed_at, expires_at, ", $now,
+                    " AS db_now FROM leases WHERE name = $1"
+                ))
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn start_run(&self, run: &$crate::store::NewRun<'_>) -> Result<Option<i64>, $crate::store::StoreError> {
+                Ok(sqlx::query_scalar(concat!(
+                    "INSERT INTO job_runs (job, scheduled_for, term, replica, trigger, started_at, status) ",
+                    "SELECT $1, $2, $3, $4, $5, ", $now, ", 'running' ",
+                    "WHERE EXISTS (SELECT 1 FROM leases WHERE name = $6 AND holder = $4 AND term = $3 ",
+                    "AND expires_at > ", $now, " ", $for_share, ") ",
+                    "ON CONFLICT (job, scheduled_for) DO NOTHING RETURNING id"
+                ))
+                .bind(run.job)
+                .bind(run.scheduled_for)
+                .bind(run.term)
+                .bind(run.replica)
+                .bind(run.trigger)
+                .bind(run.lease)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn finish_run(&self, id: i64, status: &str, error: Option<&str>) -> Result<(), $crate::store::StoreError> {
+                sqlx::query(concat!("UPDATE job_runs SET finished_at = ", $now, ", status = $2, error = $3 WHERE id = $1"))
+                    .bind(id)
+                    .bind(status)
+                    .bind(error)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn last_runs(&self) -> Result<Vec<$crate::store::JobRun>, $crate::store::StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT id, job, scheduled_for, term, replica, trigger, started_at, finished_at, status, error \
+                     FROM job_runs WHERE id IN (SELECT max(id) FROM job_runs GROUP BY job) ORDER BY job",
+                )
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn request_run(&self, job: &str, requested_by: &str) -> Result<i64, $crate::store::StoreError> {
+                Ok(sqlx::query_scalar(concat!(
+                    "INSERT INTO job_requests (job, requested_at, requested_by) VALUES ($1, ", $now, ", $2) RETURNING id"
+                ))
+                .bind(job)
+                .bind(requested_by)
+                .fetch_one(&self.pool)
+                .await?)
+            }
+
+            async fn take_requests(&self, taker: &str) -> Result<Vec<$crate::store::JobRequest>, $crate::store::StoreError> {
+                Ok(sqlx::query_as(concat!(
+                    "UPDATE job_requests SET taken_at = ", $now, ", taken_by = $1 WHERE taken_at IS NULL ",
+                    "RETURNING id, job, requested_at"
+                ))
+                .bind(taker)
+                .fetch_all(&self.pool)
+                .await?)
             }
 
             fn backend(&self) -> &'static str {

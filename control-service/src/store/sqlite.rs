@@ -22,4 +22,9 @@ impl SqliteStore {
     }
 }
 
-super::shared::impl_control_store!(SqliteStore, "sqlite");
+super::shared::impl_control_store!(
+    SqliteStore,
+    "sqlite",
+    "CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)",
+    ""
+);
