@@ -8,7 +8,12 @@ use std::{env, error::Error, path::PathBuf};
 const PACKAGES: &[(&[&str], &str)] = &[
     (&["bangui/geo/v1/geo.proto"], "bangui_geo_v1_descriptor.bin"),
     (
-        &["bangui/control/v1/jail.proto", "bangui/control/v1/auth.proto", "bangui/control/v1/settings.proto"],
+        &[
+            "bangui/control/v1/jail.proto",
+            "bangui/control/v1/auth.proto",
+            "bangui/control/v1/settings.proto",
+            "bangui/control/v1/cluster.proto",
+        ],
         "bangui_control_v1_descriptor.bin",
     ),
 ];

@@ -14,8 +14,8 @@ use std::{fmt, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use bangui_proto::control::v1::{
-    FILE_DESCRIPTOR_SET, auth_service_server::AuthServiceServer, jail_service_server::JailServiceServer,
-    settings_service_server::SettingsServiceServer,
+    FILE_DESCRIPTOR_SET, auth_service_server::AuthServiceServer, cluster_service_server::ClusterServiceServer,
+    jail_service_server::JailServiceServer, settings_service_server::SettingsServiceServer,
 };
 use bangui_runtime::{
     StageContext,
@@ -31,6 +31,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use crate::{
     api::{
         auth::{AuthApi, OPEN_METHODS},
+        cluster::ClusterApi,
         jail::JailApi,
         settings::SettingsApi,
     },
@@ -40,6 +41,8 @@ use crate::{
     fail2ban::{Fail2ban, SocketClient},
     geo_client::GeoClient,
     jails::Jails,
+    jobs::{JobContext, JobKind, Scheduler},
+    leader::{Elector, Leadership},
     metrics::Metrics,
     settings::SettingsStore,
     store::ControlStore,
@@ -56,6 +59,8 @@ pub enum Stage {
     Database,
     Auth,
     Clients,
+    Leader,
+    Scheduler,
     Metrics,
     Grpc,
 }
@@ -66,6 +71,8 @@ impl fmt::Display for Stage {
             Stage::Database => "database",
             Stage::Auth => "auth",
             Stage::Clients => "clients",
+            Stage::Leader => "leader",
+            Stage::Scheduler => "scheduler",
             Stage::Metrics => "metrics",
             Stage::Grpc => "grpc",
         })
@@ -82,6 +89,10 @@ pub struct Application {
     auth: Auth,
     settings: SettingsStore,
     tls: Option<tonic::transport::ServerTlsConfig>,
+    elector: Elector,
+    leadership: Leadership,
+    scheduler: Scheduler,
+    lease_retry: Duration,
     fail2ban: Fail2ban,
     geo: GeoClient,
     store: Arc<dyn ControlStore>,
@@ -135,6 +146,18 @@ impl Application {
         }
         let jails = Jails::new(fail2ban.clone(), store.clone(), geo.clone(), metrics.clone());
 
+        let elector_settings = config.elector().stage(Stage::Leader)?;
+        tracing::info!(replica = %elector_settings.replica, ttl = ?elector_settings.ttl, "replica identity");
+        let lease_retry = elector_settings.retry;
+        let (elector, leadership) = Elector::new(store.clone(), elector_settings, metrics.clone());
+        let context = JobContext { auth: auth.clone(), geo: geo.clone(), settings: settings.clone() };
+        // Refuse schedules the scheduler could not read before anything runs.
+        let schedules = settings.get().await.stage(Stage::Scheduler)?.schedules;
+        for kind in JobKind::ALL {
+            crate::settings::check_cron(kind.name(), kind.schedule(&schedules)).stage(Stage::Scheduler)?;
+        }
+        let scheduler = Scheduler::new(store.clone(), leadership.clone(), context, metrics.clone());
+
         let metrics_listener = TcpListener::bind(config.metrics_listen)
             .await
             .with_context(|| format!("cannot listen on {} (--metrics-listen)", config.metrics_listen))
@@ -149,6 +172,10 @@ impl Application {
             auth,
             settings,
             tls,
+            elector,
+            leadership,
+            scheduler,
+            lease_retry,
             fail2ban,
             geo,
             store,
@@ -173,12 +200,25 @@ impl Application {
     /// Serves until `shutdown` resolves, then drains and stops.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let (health, health_service) = tonic_health::server::health_reporter();
+        // The elector renews until the jobs have drained (its own token); the
+        // scheduler stops taking slots as soon as shutdown starts.
+        let elector = Arc::new(self.elector);
+        let elector_stop = CancellationToken::new();
+        let elector_task = tokio::spawn({
+            let elector = elector.clone();
+            let stop = elector_stop.clone();
+            async move { elector.run(stop).await }
+        });
         // Every control service sits behind the session gate; only the
         // methods in OPEN_METHODS pass without a session.
         let gate = SessionGate::new(self.auth.clone(), OPEN_METHODS);
         let routes = Routes::new(Gated::new(JailServiceServer::new(JailApi::new(self.jails)), gate.clone()))
             .add_service(Gated::new(AuthServiceServer::new(AuthApi::new(self.auth)), gate.clone()))
-            .add_service(Gated::new(SettingsServiceServer::new(SettingsApi::new(self.settings)), gate));
+            .add_service(Gated::new(SettingsServiceServer::new(SettingsApi::new(self.settings.clone())), gate.clone()))
+            .add_service(Gated::new(
+                ClusterServiceServer::new(ClusterApi::new(self.store.clone(), self.leadership.clone(), self.settings)),
+                gate,
+            ));
 
         let stopping = CancellationToken::new();
         let grpc_addr = self.grpc.local_addr()?;
@@ -222,12 +262,25 @@ impl Application {
                 service_name::<JailServiceServer<JailApi>>(),
                 service_name::<AuthServiceServer<AuthApi>>(),
                 service_name::<SettingsServiceServer<SettingsApi>>(),
+                service_name::<ClusterServiceServer<ClusterApi>>(),
             ],
             grace: self.shutdown_grace,
             tls: self.tls,
         };
         tracing::info!(%grpc_addr, %metrics_addr, "serving");
+        let scheduler_task = tokio::spawn(self.scheduler.clone().run(stopping.clone(), self.lease_retry));
         let served = server.serve(shutdown, stopping.clone()).await;
+        // Shutdown: no new runs, running jobs finish (or are cancelled), then
+        // the lease goes so a follower takes over at once.
+        match scheduler_task.await {
+            Ok(Err(error)) => tracing::error!(%error, "scheduler failed"),
+            Err(error) => tracing::error!(%error, "scheduler task failed"),
+            Ok(Ok(())) => {}
+        }
+        self.scheduler.drain(self.shutdown_grace).await;
+        elector_stop.cancel();
+        let held = elector_task.await.unwrap_or(None);
+        elector.release(held).await;
         let _ = prober.await;
         let _ = metrics_server.await;
         self.store.close().await;

@@ -9,6 +9,7 @@ use clap::Parser;
 use crate::{
     auth::ThrottlePolicy,
     fail2ban::{SocketSettings, StartSettings},
+    leader::ElectorSettings,
 };
 
 /// Subcommands (without one, the service runs).
@@ -17,6 +18,17 @@ pub enum Command {
     /// Reads a password from standard input and prints its argon2id PHC
     /// string, for --admin-password-hash / CONTROL_ADMIN_PASSWORD_HASH.
     HashPassword,
+}
+
+/// hostname-pid: unique per process, readable in GetLeader.
+fn default_replica_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "control".to_owned());
+    format!("{host}-{}", std::process::id())
 }
 
 fn parse_phc(text: &str) -> Result<String, String> {
@@ -124,6 +136,24 @@ pub struct Config {
     #[arg(long, env = "CONTROL_PROBE_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub probe_interval: Duration,
 
+    /// This replica's identity in the leader lease (default: hostname-pid).
+    #[arg(long, env = "CONTROL_REPLICA_ID")]
+    pub replica_id: Option<String>,
+
+    /// How long a lease lasts without renewal; the leader renews every third of it.
+    #[arg(long, env = "CONTROL_LEASE_TTL", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lease_ttl: Duration,
+
+    /// A leader that could not renew for this long stops acting (default:
+    /// two thirds of the ttl; must be shorter than the ttl).
+    #[arg(long, env = "CONTROL_LEASE_RENEW_DEADLINE", value_parser = humantime::parse_duration)]
+    pub lease_renew_deadline: Option<Duration>,
+
+    /// How often a follower tries to take the lease (and the leader takes
+    /// run-now requests).
+    #[arg(long, env = "CONTROL_LEASE_RETRY", default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub lease_retry: Duration,
+
     /// Log format.
     #[arg(long, env = "CONTROL_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -164,6 +194,25 @@ impl Config {
     /// The database URL without its password, for logs.
     pub fn database_url_redacted(&self) -> String {
         bangui_runtime::redact_url(&self.database_url)
+    }
+
+    /// The elector's settings, validated.
+    pub fn elector(&self) -> anyhow::Result<ElectorSettings> {
+        let deadline = self.lease_renew_deadline.unwrap_or(self.lease_ttl * 2 / 3);
+        if self.lease_ttl < Duration::from_millis(300) {
+            anyhow::bail!("--lease-ttl must be at least 300ms");
+        }
+        if deadline >= self.lease_ttl || deadline <= self.lease_ttl / 3 {
+            anyhow::bail!(
+                "--lease-renew-deadline ({deadline:?}) must be longer than a renew period (ttl/3) and shorter than --lease-ttl ({:?})",
+                self.lease_ttl
+            );
+        }
+        if self.lease_retry.is_zero() {
+            anyhow::bail!("--lease-retry must be more than zero");
+        }
+        let replica = self.replica_id.clone().unwrap_or_else(default_replica_id);
+        Ok(ElectorSettings { replica, ttl: self.lease_ttl, renew_deadline: deadline, retry: self.lease_retry })
     }
 
     pub fn throttle(&self) -> ThrottlePolicy {

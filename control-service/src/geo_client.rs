@@ -5,7 +5,9 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use bangui_proto::geo::v1::{LookupBatchRequest, LookupStatus, geo_service_client::GeoServiceClient};
+use bangui_proto::geo::v1::{
+    LookupBatchRequest, LookupStatus, PurgeStaleRequest, ReResolveRequest, geo_service_client::GeoServiceClient,
+};
 use secrecy::{ExposeSecret, SecretString};
 use tonic::{
     metadata::{Ascii, MetadataValue},
@@ -117,6 +119,24 @@ impl GeoClient {
             }
         }
         Ok(found)
+    }
+
+    /// Asks the geo-service to purge cache rows unused for `older_than`;
+    /// returns how many went.
+    pub async fn purge_stale(&self, older_than: Duration) -> Result<u64, GeoError> {
+        let older_than = bangui_proto::prost_types::Duration {
+            seconds: i64::try_from(older_than.as_secs()).unwrap_or(i64::MAX),
+            nanos: 0,
+        };
+        let reply = self.client()?.purge_stale(PurgeStaleRequest { older_than: Some(older_than) }).await?;
+        Ok(reply.into_inner().deleted)
+    }
+
+    /// Asks the geo-service to retry up to `limit` negatives; returns
+    /// (attempted, resolved).
+    pub async fn re_resolve(&self, limit: u32) -> Result<(u32, u32), GeoError> {
+        let reply = self.client()?.re_resolve(ReResolveRequest { limit }).await?.into_inner();
+        Ok((reply.attempted, reply.resolved))
     }
 
     /// The geo-service's own health (open: no token needed).

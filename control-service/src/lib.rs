@@ -17,6 +17,8 @@
 //!   session gate in front of every control service.
 //! * [`settings`]: runtime settings kept in the control database.
 //! * [`clock`]: injectable time.
+//! * [`leader`]: the lease and the elector (exactly one replica leads).
+//! * [`jobs`]: the scheduled jobs, gated on leadership and the run ledger.
 //! * [`fail2ban`]: the pickle codec, the socket client, input checks and
 //!   the typed commands.
 //! * [`geo_client`]: the geo-service client.
@@ -31,6 +33,8 @@ pub mod config;
 pub mod fail2ban;
 pub mod geo_client;
 pub mod jails;
+pub mod jobs;
+pub mod leader;
 pub mod metrics;
 pub mod settings;
 pub mod store;

@@ -22,6 +22,28 @@ pub const DEPENDENCY_UP: &str = "control_dependency_up";
 /// `control_jail_actions_total{action,outcome}`: changes made to fail2ban through this service.
 pub const JAIL_ACTIONS: &str = "control_jail_actions";
 
+/// `control_is_leader`: 1 while this replica leads.
+pub const IS_LEADER: &str = "control_is_leader";
+/// `control_leader_term`: the term this replica leads with (0 when following).
+pub const LEADER_TERM: &str = "control_leader_term";
+/// `control_lease_renew_failures_total`: acquire/renew attempts that failed (database unreachable or slow).
+pub const LEASE_RENEW_FAILURES: &str = "control_lease_renew_failures";
+/// `control_job_runs_total{job,status}`: job runs by outcome (ok, failed, cancelled, skipped).
+pub const JOB_RUNS: &str = "control_job_runs";
+/// `control_job_duration_seconds{job}`: how long job runs took.
+pub const JOB_DURATION: &str = "control_job_duration_seconds";
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct JobLabels {
+    job: &'static str,
+    status: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct JobOnly {
+    job: &'static str,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct CommandLabels {
     command: &'static str,
@@ -51,6 +73,11 @@ struct Inner {
     durations: Family<CommandOnly, Histogram>,
     dependency_up: Family<DependencyLabels, Gauge>,
     actions: Family<ActionLabels, Counter>,
+    is_leader: Gauge,
+    term: Gauge,
+    renew_failures: Counter,
+    job_runs: Family<JobLabels, Counter>,
+    job_durations: Family<JobOnly, Histogram>,
 }
 
 /// The service's metrics.
@@ -97,7 +124,32 @@ impl Metrics {
         registry.register(DEPENDENCY_UP, "1 when the dependency answered the last probe", dependency_up.clone());
         let actions = Family::<ActionLabels, Counter>::default();
         registry.register(JAIL_ACTIONS, "Changes made to fail2ban through this service", actions.clone());
-        Self { inner: Arc::new(Inner { registry, commands, durations, dependency_up, actions }) }
+        let is_leader = Gauge::default();
+        registry.register(IS_LEADER, "1 while this replica leads", is_leader.clone());
+        let term = Gauge::default();
+        registry.register(LEADER_TERM, "The term this replica leads with (0 when following)", term.clone());
+        let renew_failures = Counter::default();
+        registry.register(LEASE_RENEW_FAILURES, "Lease acquire/renew attempts that failed", renew_failures.clone());
+        let job_runs = Family::<JobLabels, Counter>::default();
+        registry.register(JOB_RUNS, "Job runs by outcome", job_runs.clone());
+        let job_durations = Family::<JobOnly, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0])
+        });
+        registry.register(JOB_DURATION, "How long job runs took", job_durations.clone());
+        Self {
+            inner: Arc::new(Inner {
+                registry,
+                commands,
+                durations,
+                dependency_up,
+                actions,
+                is_leader,
+                term,
+                renew_failures,
+                job_runs,
+                job_durations,
+            }),
+        }
     }
 
     pub(crate) fn fail2ban_command(&self, command: &str, error: Option<&Fail2banError>, took: Duration) {
@@ -122,6 +174,22 @@ impl Metrics {
     pub fn jail_action(&self, action: &'static str, ok: bool) {
         let outcome = if ok { "ok" } else { "failed" };
         self.inner.actions.get_or_create(&ActionLabels { action, outcome }).inc();
+    }
+
+    pub fn set_leader(&self, leading: bool, term: i64) {
+        self.inner.is_leader.set(i64::from(leading));
+        self.inner.term.set(term);
+    }
+
+    pub fn lease_renew_failed(&self) {
+        self.inner.renew_failures.inc();
+    }
+
+    pub fn job_run(&self, job: &'static str, status: &'static str, took: Option<Duration>) {
+        self.inner.job_runs.get_or_create(&JobLabels { job, status }).inc();
+        if let Some(took) = took {
+            self.inner.job_durations.get_or_create(&JobOnly { job }).observe(took.as_secs_f64());
+        }
     }
 
     /// The Prometheus text exposition.

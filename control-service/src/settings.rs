@@ -81,11 +81,15 @@ fn check_range(field: &'static str, value: Duration, min: Duration, max: Duratio
     Ok(())
 }
 
+/// Parses a six-field cron pattern (seconds first) the way the scheduler
+/// (tokio-cron-scheduler) does.
+pub fn parse_cron(pattern: &str) -> Result<croner::Cron, croner::errors::CronError> {
+    CronParser::builder().seconds(Seconds::Required).year(Year::Disallowed).dom_and_dow(true).build().parse(pattern)
+}
+
 /// A six-field cron pattern (seconds first), as the scheduler reads it.
 pub fn check_cron(field: &'static str, pattern: &str) -> Result<(), InvalidArgument> {
-    let parser = CronParser::builder().seconds(Seconds::Required).year(Year::Disallowed).build();
-    parser
-        .parse(pattern)
+    parse_cron(pattern)
         .map(drop)
         .map_err(|e| InvalidArgument::new(field, format!("{pattern:?} is not a six-field cron pattern: {e}")))
 }

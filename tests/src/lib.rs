@@ -12,6 +12,7 @@
 
 pub mod fail2ban;
 pub mod ip_api;
+pub mod proxy;
 pub mod tls;
 
 use std::{
@@ -26,7 +27,8 @@ use std::{
 use bangui_proto::{
     control::v1::{
         GetSetupStatusRequest, LoginRequest, SetupRequest, auth_service_client::AuthServiceClient,
-        jail_service_client::JailServiceClient, settings_service_client::SettingsServiceClient,
+        cluster_service_client::ClusterServiceClient, jail_service_client::JailServiceClient,
+        settings_service_client::SettingsServiceClient,
     },
     geo::v1::geo_service_client::GeoServiceClient,
 };
@@ -166,6 +168,18 @@ impl ServiceProcess {
     /// drains.
     pub async fn shutdown(self) -> std::process::ExitStatus {
         tokio::task::spawn_blocking(move || self.terminate()).await.unwrap()
+    }
+
+    /// Kills the process outright (SIGKILL): no drain, no release.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// One sample from `/metrics` (the first line that starts with `name`).
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let text = self.metrics_text().await;
+        text.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
     }
 
     /// Sends SIGTERM and waits for the exit status.
@@ -320,9 +334,19 @@ impl ControlService {
         SettingsServiceClient::new(self.authed().await)
     }
 
+    /// A ClusterService client that sends `token`.
+    pub async fn cluster_with(&self, token: &str) -> ClusterServiceClient<Authed> {
+        ClusterServiceClient::new(self.authed_with(token).await)
+    }
+
     /// See [`ServiceProcess::shutdown`].
     pub async fn shutdown(self) -> std::process::ExitStatus {
         self.process.shutdown().await
+    }
+
+    /// See [`ServiceProcess::kill9`].
+    pub fn kill9(self) {
+        self.process.kill9();
     }
 }
 

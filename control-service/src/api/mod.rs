@@ -4,6 +4,7 @@
 //! exhaustive mapping per error type.
 
 pub mod auth;
+pub mod cluster;
 pub mod jail;
 pub mod settings;
 
@@ -46,7 +47,7 @@ impl From<Fail2banError> for Status {
 }
 
 /// The control database failed: the caller learns only that it is down.
-fn store_unavailable(error: &StoreError) -> Status {
+pub(crate) fn store_unavailable(error: &StoreError) -> Status {
     tracing::error!(%error, "control database error");
     Status::unavailable("the control database is unavailable")
 }

@@ -1,0 +1,332 @@
+//! The scheduled jobs: exactly one replica runs them, each slot at most once.
+//!
+//! tokio-cron-scheduler (UTC, six-field cron, async jobs) fires the jobs,
+//! which are registered only while this replica leads and removed when it
+//! stops (followers schedule nothing). A firing runs only if:
+//! * this replica still leads (inside its renew deadline),
+//! * the job is not still running (no overlap: the firing is skipped),
+//! * its ledger row `(job, scheduled_for)` can be inserted under this
+//!   replica's current term (the database checks the term in the same
+//!   statement): no row, no run.
+//!
+//! Misfire policy: a slot missed while nobody led (or while the job was
+//! still running) is skipped; the job runs at its next slot. Each run is a
+//! task of its own, so a panic is caught and recorded as a failed run.
+//! "Run now" requests from any replica are taken by the leader every retry
+//! period and run as `manual` runs.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
+use chrono::Utc;
+use tokio_cron_scheduler::{Job, JobScheduler};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use uuid::Uuid;
+
+use crate::{
+    auth::Auth,
+    geo_client::{GeoClient, GeoError},
+    leader::{Leadership, SCHEDULER_LEASE},
+    metrics::Metrics,
+    settings::{Schedules, SettingsStore, parse_cron},
+    store::{ControlStore, NewRun},
+};
+
+/// Negatives the re-resolve job retries per run.
+const RE_RESOLVE_LIMIT: u32 = 500;
+
+/// The jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobKind {
+    SessionCleanup,
+    GeoCachePurge,
+    GeoReResolve,
+    HistorySync,
+}
+
+impl JobKind {
+    pub const ALL: [JobKind; 4] =
+        [JobKind::SessionCleanup, JobKind::GeoCachePurge, JobKind::GeoReResolve, JobKind::HistorySync];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            JobKind::SessionCleanup => "session_cleanup",
+            JobKind::GeoCachePurge => "geo_cache_purge",
+            JobKind::GeoReResolve => "geo_re_resolve",
+            JobKind::HistorySync => "history_sync",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    pub fn schedule(self, schedules: &Schedules) -> &str {
+        match self {
+            JobKind::SessionCleanup => &schedules.session_cleanup,
+            JobKind::GeoCachePurge => &schedules.geo_cache_purge,
+            JobKind::GeoReResolve => &schedules.geo_re_resolve,
+            JobKind::HistorySync => &schedules.history_sync,
+        }
+    }
+}
+
+/// What the job bodies use.
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    pub auth: Auth,
+    pub geo: GeoClient,
+    pub settings: SettingsStore,
+}
+
+/// One run of `kind`: a summary for the log, or the error for the ledger.
+async fn body(kind: JobKind, ctx: JobContext) -> Result<String, String> {
+    let geo_error = |e: GeoError| e.to_string();
+    match kind {
+        JobKind::SessionCleanup => {
+            ctx.auth.cleanup().await.map(|n| format!("{n} expired sessions deleted")).map_err(|e| e.to_string())
+        }
+        JobKind::GeoCachePurge => {
+            if !ctx.geo.is_configured() {
+                return Ok("no geo-service configured: nothing to purge".into());
+            }
+            let retention = ctx.settings.get().await.map_err(|e| e.to_string())?.geo_cache_retention;
+            ctx.geo.purge_stale(retention).await.map(|n| format!("{n} stale geo cache rows purged")).map_err(geo_error)
+        }
+        JobKind::GeoReResolve => {
+            if !ctx.geo.is_configured() {
+                return Ok("no geo-service configured: nothing to re-resolve".into());
+            }
+            ctx.geo
+                .re_resolve(RE_RESOLVE_LIMIT)
+                .await
+                .map(|(tried, found)| format!("{found} of {tried} negatives resolved"))
+                .map_err(geo_error)
+        }
+        // The ban history archive gives this its body; until then it only
+        // proves the schedule and the ledger work.
+        JobKind::HistorySync => Ok("no history archive yet".into()),
+    }
+}
+
+struct Inner {
+    store: Arc<dyn ControlStore>,
+    leadership: Leadership,
+    ctx: JobContext,
+    metrics: Metrics,
+    running: Mutex<HashSet<JobKind>>,
+    tasks: TaskTracker,
+    /// Cancels running jobs at the end of the drain.
+    cancel: CancellationToken,
+    /// Set at shutdown: no new runs.
+    draining: CancellationToken,
+}
+
+/// The scheduler wrapper.
+#[derive(Clone)]
+pub struct Scheduler {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler").field("replica", &self.inner.leadership.replica()).finish_non_exhaustive()
+    }
+}
+
+impl Scheduler {
+    pub fn new(store: Arc<dyn ControlStore>, leadership: Leadership, ctx: JobContext, metrics: Metrics) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                leadership,
+                ctx,
+                metrics,
+                running: Mutex::default(),
+                tasks: TaskTracker::new(),
+                cancel: CancellationToken::new(),
+                draining: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// Keeps the cron jobs registered while this replica leads (and their
+    /// schedules in step with the settings), and takes "run now" requests
+    /// every `retry`, until `stop` is cancelled.
+    pub async fn run(self, stop: CancellationToken, retry: Duration) -> anyhow::Result<()> {
+        let cron = JobScheduler::new().await?;
+        cron.start().await?;
+        let mut registered: HashMap<JobKind, (Uuid, String)> = HashMap::new();
+        let mut leadership = self.inner.leadership.clone();
+        loop {
+            if self.inner.leadership.is_leading() {
+                if let Err(error) = self.sync_jobs(&cron, &mut registered).await {
+                    tracing::warn!(%error, "cannot update the job schedules; retrying");
+                }
+                self.take_requests().await;
+            } else if !registered.is_empty() {
+                Self::unregister_all(&cron, &mut registered).await;
+            }
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = leadership.changed() => {}
+                () = tokio::time::sleep(retry) => {}
+            }
+        }
+        self.inner.draining.cancel();
+        Self::unregister_all(&cron, &mut registered).await;
+        let mut cron = cron;
+        if let Err(error) = cron.shutdown().await {
+            tracing::warn!(%error, "cron scheduler shutdown");
+        }
+        Ok(())
+    }
+
+    async fn unregister_all(cron: &JobScheduler, registered: &mut HashMap<JobKind, (Uuid, String)>) {
+        for (kind, (id, _)) in registered.drain() {
+            if let Err(error) = cron.remove(&id).await {
+                tracing::warn!(%error, job = kind.name(), "cannot unschedule");
+            }
+        }
+        tracing::debug!("jobs unscheduled");
+    }
+
+    async fn sync_jobs(
+        &self,
+        cron: &JobScheduler,
+        registered: &mut HashMap<JobKind, (Uuid, String)>,
+    ) -> anyhow::Result<()> {
+        let schedules = self.inner.ctx.settings.get().await?.schedules;
+        for kind in JobKind::ALL {
+            let schedule = kind.schedule(&schedules).to_owned();
+            if registered.get(&kind).is_some_and(|(_, s)| *s == schedule) {
+                continue;
+            }
+            if let Some((old, _)) = registered.remove(&kind) {
+                cron.remove(&old).await?;
+            }
+            let this = self.clone();
+            let slot_schedule = schedule.clone();
+            let job = Job::new_async(schedule.as_str(), move |_id, _cron| {
+                let this = this.clone();
+                let schedule = slot_schedule.clone();
+                Box::pin(async move {
+                    // The slot is the cron time this firing is for, not when it woke.
+                    let slot = parse_cron(&schedule)
+                        .and_then(|c| c.find_previous_occurrence(&Utc::now(), true))
+                        .map_or_else(|_| Utc::now().timestamp() * 1000, |t| t.timestamp() * 1000);
+                    this.fire(kind, slot, "schedule").await;
+                })
+            })?;
+            let id = cron.add(job).await?;
+            tracing::info!(job = kind.name(), %schedule, "scheduled");
+            registered.insert(kind, (id, schedule));
+        }
+        Ok(())
+    }
+
+    async fn take_requests(&self) {
+        match self.inner.store.take_requests(self.inner.leadership.replica()).await {
+            Ok(requests) => {
+                for request in requests {
+                    match JobKind::parse(&request.job) {
+                        Some(kind) => self.fire(kind, request.requested_at, "manual").await,
+                        None => tracing::warn!(job = %request.job, "run-now request for an unknown job dropped"),
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot read run-now requests"),
+        }
+    }
+
+    /// Runs `kind` for `slot` if this replica leads, the job is not running
+    /// and the ledger takes the row.
+    async fn fire(&self, kind: JobKind, slot: i64, trigger: &'static str) {
+        let inner = &self.inner;
+        if inner.draining.is_cancelled() {
+            return;
+        }
+        let Some(term) = inner.leadership.term() else { return };
+        if !inner.running.lock().unwrap_or_else(PoisonError::into_inner).insert(kind) {
+            tracing::warn!(job = kind.name(), slot, "still running: this slot is skipped");
+            inner.metrics.job_run(kind.name(), "skipped", None);
+            return;
+        }
+        let run = NewRun {
+            job: kind.name(),
+            scheduled_for: slot,
+            term,
+            replica: inner.leadership.replica(),
+            trigger,
+            lease: SCHEDULER_LEASE,
+        };
+        let id = match inner.store.start_run(&run).await {
+            Ok(Some(id)) => id,
+            Ok(None) => {
+                tracing::debug!(job = kind.name(), slot, term, "slot already run, or the term is no longer current");
+                inner.running.lock().unwrap_or_else(PoisonError::into_inner).remove(&kind);
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, job = kind.name(), "cannot record the run; not running it");
+                inner.running.lock().unwrap_or_else(PoisonError::into_inner).remove(&kind);
+                return;
+            }
+        };
+        let this = self.clone();
+        inner.tasks.spawn(async move { this.execute(kind, id, slot, term).await });
+    }
+
+    async fn execute(&self, kind: JobKind, id: i64, slot: i64, term: i64) {
+        let inner = &self.inner;
+        let started = Instant::now();
+        tracing::info!(job = kind.name(), slot, term, "job started");
+        let mut handle = tokio::spawn(body(kind, inner.ctx.clone()));
+        let (status, error) = tokio::select! {
+            joined = &mut handle => match joined {
+                Ok(Ok(summary)) => {
+                    tracing::info!(job = kind.name(), %summary, "job finished");
+                    ("ok", None)
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(job = kind.name(), %error, "job failed");
+                    ("failed", Some(error))
+                }
+                Err(join) => {
+                    let error = if join.is_panic() { "the job panicked".to_owned() } else { join.to_string() };
+                    tracing::error!(job = kind.name(), %error, "job failed");
+                    ("failed", Some(error))
+                }
+            },
+            () = inner.cancel.cancelled() => {
+                handle.abort();
+                tracing::warn!(job = kind.name(), "job cancelled at shutdown");
+                ("cancelled", Some("cancelled at shutdown".to_owned()))
+            }
+        };
+        if let Err(e) = inner.store.finish_run(id, status, error.as_deref()).await {
+            tracing::warn!(error = %e, job = kind.name(), "cannot record the end of the run");
+        }
+        inner.metrics.job_run(kind.name(), status, Some(started.elapsed()));
+        inner.running.lock().unwrap_or_else(PoisonError::into_inner).remove(&kind);
+    }
+
+    /// Shutdown: no new runs; running jobs get `grace` to finish, then are
+    /// cancelled (and recorded so).
+    pub async fn drain(&self, grace: Duration) {
+        self.inner.draining.cancel();
+        self.inner.tasks.close();
+        if tokio::time::timeout(grace, self.inner.tasks.wait()).await.is_err() {
+            self.inner.cancel.cancel();
+            self.inner.tasks.wait().await;
+        }
+    }
+}
+
+/// The next time `schedule` fires after now (for ListJobs).
+pub fn next_run(schedule: &str) -> Option<i64> {
+    parse_cron(schedule).ok()?.find_next_occurrence(&Utc::now(), false).ok().map(|t| t.timestamp())
+}

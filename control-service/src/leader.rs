@@ -1,0 +1,203 @@
+//! The leader lease and the elector.
+//!
+//! One lease row in the control database; acquiring or renewing it is one
+//! statement judged by the database's clock, and each new holder gets a
+//! larger term (the fencing token every job run carries into the ledger).
+//! A leader renews every ttl/3. Its leadership is only good until the renew
+//! deadline, measured on this process's monotonic clock from before the
+//! last successful renew was sent, and shorter than the ttl: a leader that
+//! cannot reach the database stops acting before its lease can expire and
+//! another replica can take it. Followers retry every retry period. On
+//! shutdown the leader releases the lease (expires_at = now) so a follower
+//! takes over at its next retry.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::{metrics::Metrics, store::ControlStore};
+
+/// The lease the scheduler runs under.
+pub const SCHEDULER_LEASE: &str = "scheduler";
+
+/// How the elector behaves.
+#[derive(Debug, Clone)]
+pub struct ElectorSettings {
+    pub replica: String,
+    pub ttl: Duration,
+    /// After this long without a successful renew, stop acting (< ttl).
+    pub renew_deadline: Duration,
+    /// How often a follower tries to take the lease.
+    pub retry: Duration,
+}
+
+impl ElectorSettings {
+    /// A leader renews every ttl/3.
+    pub fn renew_every(&self) -> Duration {
+        self.ttl / 3
+    }
+}
+
+/// What this replica is right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Follower,
+    Leader { term: i64, valid_until: Instant },
+}
+
+/// A read-only view of this replica's leadership, for the scheduler and
+/// the API. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Leadership {
+    state: watch::Receiver<State>,
+    replica: Arc<str>,
+}
+
+impl Leadership {
+    /// The term this replica leads with, if it leads now: it holds the
+    /// lease and is inside its renew deadline.
+    pub fn term(&self) -> Option<i64> {
+        match *self.state.borrow() {
+            State::Leader { term, valid_until } if Instant::now() < valid_until => Some(term),
+            _ => None,
+        }
+    }
+
+    pub fn is_leading(&self) -> bool {
+        self.term().is_some()
+    }
+
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    /// Resolves at the next change of state (leader ↔ follower, new term).
+    pub async fn changed(&mut self) -> bool {
+        self.state.changed().await.is_ok()
+    }
+}
+
+/// Runs the election for this replica.
+#[derive(Debug)]
+pub struct Elector {
+    store: Arc<dyn ControlStore>,
+    settings: ElectorSettings,
+    state: watch::Sender<State>,
+    metrics: Metrics,
+}
+
+impl Elector {
+    pub fn new(store: Arc<dyn ControlStore>, settings: ElectorSettings, metrics: Metrics) -> (Self, Leadership) {
+        let (state, receiver) = watch::channel(State::Follower);
+        let leadership = Leadership { state: receiver, replica: settings.replica.clone().into() };
+        (Self { store, settings, state, metrics }, leadership)
+    }
+
+    fn publish(&self, next: State) {
+        let previous = *self.state.borrow();
+        match (previous, next) {
+            (State::Follower, State::Leader { term, .. }) => {
+                tracing::info!(replica = %self.settings.replica, term, "leading");
+            }
+            (State::Leader { term: old, .. }, State::Leader { term, .. }) if old != term => {
+                tracing::info!(replica = %self.settings.replica, term, "leading with a new term");
+            }
+            (State::Leader { term, .. }, State::Follower) => {
+                tracing::warn!(replica = %self.settings.replica, term, "no longer leading");
+            }
+            _ => {}
+        }
+        if let State::Leader { term, .. } = next {
+            self.metrics.set_leader(true, term);
+        } else {
+            self.metrics.set_leader(false, 0);
+        }
+        self.state.send_replace(next);
+    }
+
+    /// One acquire/renew attempt; returns whether this replica now leads.
+    async fn attempt(&self) -> bool {
+        let sent = Instant::now();
+        let ttl_ms = i64::try_from(self.settings.ttl.as_millis()).unwrap_or(i64::MAX);
+        // A renew that takes longer than its own period is a failed renew.
+        let call = self.store.acquire_lease(SCHEDULER_LEASE, &self.settings.replica, ttl_ms);
+        match tokio::time::timeout(self.settings.renew_every(), call).await {
+            Ok(Ok(Some(grant))) => {
+                self.publish(State::Leader { term: grant.term, valid_until: sent + self.settings.renew_deadline });
+                true
+            }
+            Ok(Ok(None)) => {
+                self.publish(State::Follower);
+                false
+            }
+            failed => {
+                let error = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "timed out".to_owned(),
+                };
+                self.metrics.lease_renew_failed();
+                let state = *self.state.borrow();
+                match state {
+                    State::Leader { valid_until, .. } if Instant::now() < valid_until => {
+                        tracing::warn!(%error, "cannot renew the lease; still inside the renew deadline");
+                        true
+                    }
+                    State::Leader { .. } => {
+                        tracing::error!(%error, "cannot renew the lease past the renew deadline: stepping down");
+                        self.publish(State::Follower);
+                        false
+                    }
+                    State::Follower => {
+                        tracing::debug!(%error, "cannot reach the lease");
+                        false
+                    }
+                }
+            }
+        }
+    }
+
+    /// Elects until `stop` is cancelled; then stops acting and returns the
+    /// term it held, for [`Elector::release`].
+    pub async fn run(&self, stop: CancellationToken) -> Option<i64> {
+        loop {
+            let leading = self.attempt().await;
+            let pause = if leading { self.settings.renew_every() } else { self.settings.retry };
+            // Step down on time even if the next renew is late.
+            let deadline = match *self.state.borrow() {
+                State::Leader { valid_until, .. } => Some(valid_until),
+                State::Follower => None,
+            };
+            let wake = tokio::time::Instant::now() + pause;
+            let wake = match deadline {
+                Some(d) => wake.min(tokio::time::Instant::from_std(d)),
+                None => wake,
+            };
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep_until(wake) => {}
+            }
+        }
+        let held = match *self.state.borrow() {
+            State::Leader { term, .. } => Some(term),
+            State::Follower => None,
+        };
+        if held.is_some() {
+            self.publish(State::Follower);
+        }
+        held
+    }
+
+    /// Gives the lease up so a follower takes over at once (shutdown).
+    pub async fn release(&self, term: Option<i64>) {
+        let Some(term) = term else { return };
+        match self.store.release_lease(SCHEDULER_LEASE, &self.settings.replica, term).await {
+            Ok(true) => tracing::info!(term, "lease released"),
+            Ok(false) => tracing::info!(term, "lease already taken over; nothing to release"),
+            Err(error) => tracing::warn!(%error, "cannot release the lease; it expires by itself"),
+        }
+    }
+}
