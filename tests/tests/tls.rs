@@ -37,17 +37,30 @@ async fn try_lookup(channel: Result<Channel, tonic::transport::Error>) -> Result
         .map_err(|s| format!("{s:?}"))
 }
 
+/// A geo-service on the sample database serving TLS with the test
+/// certificate, plus `extra` flags.
+fn tls_geo(pki: &Pki, extra: &[&str]) -> GeoService {
+    let (cert, key) = (pki.arg("server.pem"), pki.arg("server.key"));
+    let mut args = vec!["--mmdb", "builtin:sample", "--tls-cert", cert.as_str(), "--tls-key", key.as_str()];
+    args.extend_from_slice(extra);
+    GeoService::start(&args)
+}
+
+/// grpcurl over TLS trusting the test CA (and presenting `client` if
+/// given), with `rest` appended.
+fn grpcurl_tls(pki: &Pki, client: Option<(&str, &str)>, rest: &[&str]) -> serde_json::Value {
+    let mut args = vec!["-cacert".to_owned(), pki.arg("ca.pem"), "-authority".to_owned(), "localhost".to_owned()];
+    if let Some((cert, key)) = client {
+        args.extend(["-cert".to_owned(), pki.arg(cert), "-key".to_owned(), pki.arg(key)]);
+    }
+    args.extend(rest.iter().map(|s| s.to_string()));
+    grpcurl_json(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
 #[tokio::test]
 async fn geo_service_over_tls_refuses_plaintext() {
     let pki = Pki::new();
-    let geo = GeoService::start(&[
-        "--mmdb",
-        "builtin:sample",
-        "--tls-cert",
-        &pki.arg("server.pem"),
-        "--tls-key",
-        &pki.arg("server.key"),
-    ]);
+    let geo = tls_geo(&pki, &[]);
     let port = geo.grpc_addr.port();
     assert_eq!(try_lookup(tls_channel(port, &pki, None).await).await, Ok("US".into()));
 
@@ -61,32 +74,14 @@ async fn geo_service_over_tls_refuses_plaintext() {
     let addr = format!("127.0.0.1:{port}");
     let out = grpcurl(&["-plaintext", "-connect-timeout", "2", &addr, "list"]);
     assert!(!out.status.success(), "grpcurl -plaintext against TLS succeeded");
-    let json = grpcurl_json(&[
-        "-cacert",
-        &pki.arg("ca.pem"),
-        "-authority",
-        "localhost",
-        "-d",
-        r#"{"ip": "8.8.8.8"}"#,
-        &addr,
-        "bangui.geo.v1.GeoService/Lookup",
-    ]);
+    let json = grpcurl_tls(&pki, None, &["-d", r#"{"ip": "8.8.8.8"}"#, &addr, "bangui.geo.v1.GeoService/Lookup"]);
     assert_eq!(json["result"]["countryCode"], "US");
 }
 
 #[tokio::test]
 async fn geo_service_under_mtls_wants_a_client_certificate_from_its_ca() {
     let pki = Pki::new();
-    let geo = GeoService::start(&[
-        "--mmdb",
-        "builtin:sample",
-        "--tls-cert",
-        &pki.arg("server.pem"),
-        "--tls-key",
-        &pki.arg("server.key"),
-        "--tls-client-ca",
-        &pki.arg("ca.pem"),
-    ]);
+    let geo = tls_geo(&pki, &["--tls-client-ca", &pki.arg("ca.pem")]);
     let port = geo.grpc_addr.port();
     assert!(try_lookup(tls_channel(port, &pki, None).await).await.is_err(), "no client certificate");
     assert!(
@@ -99,20 +94,11 @@ async fn geo_service_under_mtls_wants_a_client_certificate_from_its_ca() {
     let without =
         grpcurl(&["-connect-timeout", "2", "-cacert", &pki.arg("ca.pem"), "-authority", "localhost", &addr, "list"]);
     assert!(!without.status.success(), "grpcurl without a client certificate got in");
-    let json = grpcurl_json(&[
-        "-cacert",
-        &pki.arg("ca.pem"),
-        "-cert",
-        &pki.arg("client.pem"),
-        "-key",
-        &pki.arg("client.key"),
-        "-authority",
-        "localhost",
-        "-d",
-        r#"{"ip": "81.2.69.160"}"#,
-        &addr,
-        "bangui.geo.v1.GeoService/Lookup",
-    ]);
+    let json = grpcurl_tls(
+        &pki,
+        Some(("client.pem", "client.key")),
+        &["-d", r#"{"ip": "81.2.69.160"}"#, &addr, "bangui.geo.v1.GeoService/Lookup"],
+    );
     assert_eq!(json["result"]["countryCode"], "GB");
 }
 
@@ -151,18 +137,7 @@ async fn geo_auth_token_guards_every_geo_rpc_but_health_and_reflection() {
 #[tokio::test]
 async fn control_reaches_geo_over_mtls_with_the_token_and_serves_tls_itself() {
     let pki = Pki::new();
-    let geo = GeoService::start(&[
-        "--mmdb",
-        "builtin:sample",
-        "--tls-cert",
-        &pki.arg("server.pem"),
-        "--tls-key",
-        &pki.arg("server.key"),
-        "--tls-client-ca",
-        &pki.arg("ca.pem"),
-        "--auth-token",
-        "geo-token",
-    ]);
+    let geo = tls_geo(&pki, &["--tls-client-ca", &pki.arg("ca.pem"), "--auth-token", "geo-token"]);
     let f2b = Fail2banServer::start();
     let geo_endpoint = format!("https://localhost:{}", geo.grpc_addr.port());
     let control = ControlService::start(&[
@@ -186,47 +161,16 @@ async fn control_reaches_geo_over_mtls_with_the_token_and_serves_tls_itself() {
     assert_eq!(bans.bans[0].country_code, "US");
 
     // The control-service's own TLS, with grpcurl and a session token.
-    let tls_control = ControlService::start(&[
-        "--fail2ban-socket",
-        &f2b.socket_str(),
-        "--tls-cert",
-        &pki.arg("server.pem"),
-        "--tls-key",
-        &pki.arg("server.key"),
-    ]);
+    let (cert, key) = (pki.arg("server.pem"), pki.arg("server.key"));
+    let tls_control =
+        ControlService::start(&["--fail2ban-socket", &f2b.socket_str(), "--tls-cert", &cert, "--tls-key", &key]);
     let addr = tls_control.grpc_addr.to_string();
-    let setup = grpcurl_json(&[
-        "-cacert",
-        &pki.arg("ca.pem"),
-        "-authority",
-        "localhost",
-        "-d",
-        r#"{"password": "a long enough password"}"#,
-        &addr,
-        "bangui.control.v1.AuthService/Setup",
-    ]);
+    let password = r#"{"password": "a long enough password"}"#;
+    let setup = grpcurl_tls(&pki, None, &["-d", password, &addr, "bangui.control.v1.AuthService/Setup"]);
     assert_eq!(setup, serde_json::json!({}));
-    let login = grpcurl_json(&[
-        "-cacert",
-        &pki.arg("ca.pem"),
-        "-authority",
-        "localhost",
-        "-d",
-        r#"{"password": "a long enough password"}"#,
-        &addr,
-        "bangui.control.v1.AuthService/Login",
-    ]);
+    let login = grpcurl_tls(&pki, None, &["-d", password, &addr, "bangui.control.v1.AuthService/Login"]);
     let bearer = format!("authorization: Bearer {}", login["token"].as_str().unwrap());
-    let status = grpcurl_json(&[
-        "-cacert",
-        &pki.arg("ca.pem"),
-        "-authority",
-        "localhost",
-        "-H",
-        &bearer,
-        &addr,
-        "bangui.control.v1.JailService/GetServerStatus",
-    ]);
+    let status = grpcurl_tls(&pki, None, &["-H", &bearer, &addr, "bangui.control.v1.JailService/GetServerStatus"]);
     assert_eq!(status["online"], true);
     let plain = grpcurl(&["-plaintext", "-connect-timeout", "2", &addr, "list"]);
     assert!(!plain.status.success(), "plaintext against TLS");
