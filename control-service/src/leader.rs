@@ -75,6 +75,23 @@ impl Leadership {
         &self.replica
     }
 
+    /// A replica that leads with `term` for the next minute (tests).
+    #[cfg(test)]
+    pub fn fixed(replica: &str, term: i64) -> Self {
+        let valid_until = Instant::now() + Duration::from_secs(60);
+        let (sender, state) = watch::channel(State::Leader { term, valid_until });
+        // The receiver keeps the last value after the sender goes.
+        drop(sender);
+        Self { state, replica: replica.into() }
+    }
+
+    /// A replica that follows (tests).
+    #[cfg(test)]
+    pub fn follower(replica: &str) -> Self {
+        let (_, state) = watch::channel(State::Follower);
+        Self { state, replica: replica.into() }
+    }
+
     /// Resolves at the next change of state (leader ↔ follower, new term).
     pub async fn changed(&mut self) -> bool {
         self.state.changed().await.is_ok()

@@ -17,6 +17,8 @@
 
 use std::{
     collections::{HashMap, HashSet},
+    future::Future,
+    pin::Pin,
     sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
@@ -112,7 +114,11 @@ async fn body(kind: JobKind, ctx: JobContext) -> Result<String, String> {
     }
 }
 
+/// What a run executes (the real [`body`], or a test's).
+type Runner = dyn Fn(JobKind, JobContext) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>> + Send + Sync;
+
 struct Inner {
+    runner: Arc<Runner>,
     store: Arc<dyn ControlStore>,
     leadership: Leadership,
     ctx: JobContext,
@@ -139,8 +145,19 @@ impl std::fmt::Debug for Scheduler {
 
 impl Scheduler {
     pub fn new(store: Arc<dyn ControlStore>, leadership: Leadership, ctx: JobContext, metrics: Metrics) -> Self {
+        Self::with_runner(store, leadership, ctx, metrics, Arc::new(|kind, ctx| Box::pin(body(kind, ctx))))
+    }
+
+    fn with_runner(
+        store: Arc<dyn ControlStore>,
+        leadership: Leadership,
+        ctx: JobContext,
+        metrics: Metrics,
+        runner: Arc<Runner>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
+                runner,
                 store,
                 leadership,
                 ctx,
@@ -284,7 +301,7 @@ impl Scheduler {
         let inner = &self.inner;
         let started = Instant::now();
         tracing::info!(job = kind.name(), slot, term, "job started");
-        let mut handle = tokio::spawn(body(kind, inner.ctx.clone()));
+        let mut handle = tokio::spawn((inner.runner)(kind, inner.ctx.clone()));
         let (status, error) = tokio::select! {
             joined = &mut handle => match joined {
                 Ok(Ok(summary)) => {
@@ -330,3 +347,6 @@ impl Scheduler {
 pub fn next_run(schedule: &str) -> Option<i64> {
     parse_cron(schedule).ok()?.find_next_occurrence(&Utc::now(), false).ok().map(|t| t.timestamp())
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,101 @@
+//! The gates of a run, on a real SQLite ledger: leadership, no overlap,
+//! one row per slot, a caught panic, cancellation at shutdown.
+
+use std::{sync::Arc, time::Duration};
+
+use super::*;
+use crate::{
+    clock::SystemClock,
+    settings::SettingsStore,
+    store::{ControlStore, sqlite::SqliteStore},
+};
+
+async fn setup(runner: Arc<Runner>, leads: bool) -> (Scheduler, Arc<dyn ControlStore>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
+    let store: Arc<dyn ControlStore> = Arc::new(SqliteStore::connect(&url).await.unwrap());
+    let grant = store.acquire_lease(SCHEDULER_LEASE, "r1", 60_000).await.unwrap().unwrap();
+    let leadership = if leads { Leadership::fixed("r1", grant.term) } else { Leadership::follower("r1") };
+    let clock: Arc<dyn crate::clock::Clock> = Arc::new(SystemClock);
+    let settings = SettingsStore::new(store.clone(), clock.clone());
+    let policy = crate::auth::ThrottlePolicy { per_client: 5, global: 50, window: Duration::from_secs(60) };
+    let auth = Auth::new(store.clone(), settings.clone(), clock, policy, false);
+    let geo = GeoClient::new(None, Duration::from_secs(1), None, None).unwrap();
+    let ctx = JobContext { auth, geo, settings };
+    (Scheduler::with_runner(store.clone(), leadership, ctx, Metrics::new(), runner), store, dir)
+}
+
+async fn runs(store: &Arc<dyn ControlStore>) -> Vec<crate::store::JobRun> {
+    store.last_runs().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_panicking_job_is_recorded_as_failed_and_the_scheduler_lives_on() {
+    let runner: Arc<Runner> = Arc::new(|kind, _| {
+        Box::pin(async move {
+            assert!(kind != JobKind::HistorySync, "boom");
+            Ok("fine".into())
+        })
+    });
+    let (scheduler, store, _dir) = setup(runner, true).await;
+    scheduler.fire(JobKind::HistorySync, 1_000, "schedule").await;
+    scheduler.fire(JobKind::SessionCleanup, 1_000, "schedule").await;
+    scheduler.drain(Duration::from_secs(5)).await;
+    let runs = runs(&store).await;
+    let status = |job: &str| runs.iter().find(|r| r.job == job).map(|r| (r.status.clone(), r.error.clone()));
+    assert_eq!(status("history_sync"), Some(("failed".into(), Some("the job panicked".into()))));
+    assert_eq!(status("session_cleanup"), Some(("ok".into(), None)));
+}
+
+#[tokio::test]
+async fn a_job_never_overlaps_itself_and_a_slot_runs_once() {
+    let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = started.clone();
+    let runner: Arc<Runner> = Arc::new(move |_, _| {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok("slow".into())
+        })
+    });
+    let (scheduler, store, _dir) = setup(runner, true).await;
+    scheduler.fire(JobKind::GeoReResolve, 1_000, "schedule").await;
+    // Still running: the next slot is skipped (misfire policy), not queued.
+    scheduler.fire(JobKind::GeoReResolve, 2_000, "schedule").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Done: a slot that already ran does not run again; a new one does.
+    scheduler.fire(JobKind::GeoReResolve, 1_000, "schedule").await;
+    scheduler.fire(JobKind::GeoReResolve, 3_000, "schedule").await;
+    scheduler.drain(Duration::from_secs(5)).await;
+    let last = runs(&store).await;
+    assert_eq!(last.len(), 1);
+    assert_eq!((last[0].scheduled_for, last[0].status.as_str()), (3_000, "ok"));
+    assert_eq!(started.load(std::sync::atomic::Ordering::SeqCst), 2, "two runs in all: slots 1000 and 3000");
+}
+
+#[tokio::test]
+async fn a_follower_runs_nothing() {
+    let runner: Arc<Runner> = Arc::new(|_, _| Box::pin(async { Ok("ran".into()) }));
+    let (scheduler, store, _dir) = setup(runner, false).await;
+    scheduler.fire(JobKind::SessionCleanup, 1_000, "schedule").await;
+    scheduler.drain(Duration::from_secs(1)).await;
+    assert!(runs(&store).await.is_empty());
+}
+
+#[tokio::test]
+async fn shutdown_cancels_what_does_not_finish_in_time() {
+    let runner: Arc<Runner> = Arc::new(|_, _| {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok("never".into())
+        })
+    });
+    let (scheduler, store, _dir) = setup(runner, true).await;
+    scheduler.fire(JobKind::GeoCachePurge, 1_000, "schedule").await;
+    scheduler.drain(Duration::from_millis(200)).await;
+    let last = runs(&store).await;
+    assert_eq!((last[0].status.as_str(), last[0].finished_at.is_some()), ("cancelled", true));
+    // Draining: no new runs.
+    scheduler.fire(JobKind::GeoCachePurge, 2_000, "schedule").await;
+    assert_eq!(runs(&store).await[0].scheduled_for, 1_000);
+}
