@@ -7,6 +7,7 @@
 //! fail2ban through this service (`jail_actions`), the master password,
 //! sessions, login attempts and runtime settings.
 
+pub mod history;
 pub mod postgres;
 mod shared;
 pub mod sqlite;
@@ -295,3 +296,5 @@ fn outcome(ok: bool) -> &'static str {
 
 #[cfg(test)]
 mod contract;
+#[cfg(test)]
+mod history_contract;

@@ -29,3 +29,9 @@ impl PgStore {
 }
 
 super::shared::impl_control_store!(PgStore, "postgres", "(extract(epoch from now()) * 1000)::bigint", "FOR SHARE");
+
+impl super::history::HasDb for PgStore {
+    type Db = sqlx::Postgres;
+}
+
+super::history::impl_history_store!(PgStore);

@@ -28,3 +28,9 @@ super::shared::impl_control_store!(
     "CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)",
     ""
 );
+
+impl super::history::HasDb for SqliteStore {
+    type Db = sqlx::Sqlite;
+}
+
+super::history::impl_history_store!(SqliteStore);

@@ -1,0 +1,157 @@
+//! The archive's queries on both backends: filters, window edges,
+//! pagination that neither skips nor repeats rows while new rows arrive,
+//! aggregates, empty results.
+
+use std::collections::HashSet;
+
+use bangui_testkit::postgres::PgSchema;
+
+use super::{
+    history::{ArchivedBan, GeoFill, HistoryFilter, HistoryStore},
+    postgres::PgStore,
+    sqlite::SqliteStore,
+};
+
+fn ban(jail: &str, ip: &str, at: i64, origin: &str, country: Option<&str>) -> ArchivedBan {
+    ArchivedBan {
+        id: 0,
+        jail: jail.into(),
+        ip: ip.into(),
+        banned_at: at,
+        ban_seconds: 600,
+        ban_count: 1,
+        origin: origin.into(),
+        event: "ban".into(),
+        failures: 3,
+        matches: r#"["line"]"#.into(),
+        country_code: country.map(Into::into),
+        country_name: country.map(|c| format!("Name of {c}")),
+        asn: None,
+        as_org: None,
+        archived_at: at + 60,
+    }
+}
+
+/// 10 rows at t = 1000..=1009: jails alternate, two origins, three countries.
+fn fixture() -> Vec<ArchivedBan> {
+    (0..10)
+        .map(|i| {
+            let jail = if i % 2 == 0 { "sshd" } else { "nginx" };
+            let origin = if i < 8 { "fail2ban" } else { "manual" };
+            let country = ["DE", "US", "FR"][i % 3];
+            let ip = if i < 5 { format!("192.0.2.{i}") } else { format!("2001:db8::{i}") };
+            ban(jail, &ip, 1000 + i as i64, origin, Some(country))
+        })
+        .collect()
+}
+
+async fn scenarios(store: &dyn HistoryStore) {
+    let all = HistoryFilter::default();
+    assert!(store.page(&all, None, 10).await.unwrap().is_empty(), "empty archive");
+    assert!(store.by_country(&all).await.unwrap().is_empty());
+    assert_eq!(store.archive(&fixture()).await.unwrap(), 10);
+    assert_eq!(store.archive(&fixture()).await.unwrap(), 0, "archiving again adds nothing");
+
+    // Window edges: from inclusive, to exclusive.
+    let window = HistoryFilter { from: Some(1002), to: Some(1005), ..Default::default() };
+    let rows = store.page(&window, None, 100).await.unwrap();
+    assert_eq!(rows.iter().map(|r| r.banned_at).collect::<Vec<_>>(), [1004, 1003, 1002]);
+    // Filters.
+    let f = |jail: Option<&str>, origin: Option<&str>, country: Option<&str>, prefix: Option<&str>| HistoryFilter {
+        jail: jail.map(Into::into),
+        origin: origin.map(Into::into),
+        country: country.map(Into::into),
+        ip_prefix: prefix.map(Into::into),
+        ..Default::default()
+    };
+    assert_eq!(store.page(&f(Some("sshd"), None, None, None), None, 100).await.unwrap().len(), 5);
+    assert_eq!(store.page(&f(None, Some("manual"), None, None), None, 100).await.unwrap().len(), 2);
+    assert_eq!(store.page(&f(None, None, Some("DE"), None), None, 100).await.unwrap().len(), 4);
+    let v6 = store.page(&f(None, None, None, Some("2001:db8::")), None, 100).await.unwrap();
+    assert_eq!(v6.len(), 5);
+    assert!(v6.iter().all(|r| r.ip.starts_with("2001:db8::")));
+    assert_eq!(store.page(&f(None, None, None, Some("192.0.2.3")), None, 100).await.unwrap().len(), 1);
+    assert!(store.page(&f(Some("nope"), None, None, None), None, 100).await.unwrap().is_empty());
+
+    // Pages of 3 while new rows arrive, newer and in the middle of the
+    // window: nothing already paged past is repeated or skipped.
+    let mut seen = Vec::new();
+    let mut after = None;
+    let mut round = 0;
+    loop {
+        let page = store.page(&all, after, 3).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        seen.extend(page.iter().map(|r| (r.banned_at, r.id)));
+        after = page.last().map(|r| (r.banned_at, r.id));
+        round += 1;
+        if round == 1 {
+            // Newer than everything: belongs before page one, never shows up later.
+            store.archive(&[ban("sshd", "198.51.100.1", 2000, "fail2ban", Some("DE"))]).await.unwrap();
+            // Same second as a row already seen: ordered by id, so it sorts before the cursor too.
+            store.archive(&[ban("recidive", "198.51.100.2", 1009, "fail2ban", Some("SE"))]).await.unwrap();
+        }
+    }
+    let unique: HashSet<_> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "a row was repeated");
+    assert_eq!(seen.len(), 10, "a row was skipped or a newer one slipped in: {seen:?}");
+    assert!(seen.windows(2).all(|w| w[0] > w[1]), "newest first");
+
+    // Aggregates over the first ten.
+    let first_ten = HistoryFilter { to: Some(1010), ..Default::default() };
+    let countries = store.by_country(&first_ten).await.unwrap();
+    let get =
+        |c: &str| countries.iter().find(|x| x.country_code.as_deref() == Some(c)).map(|x| (x.bans, x.distinct_ips));
+    assert_eq!((get("DE"), get("US"), get("FR"), get("SE")), (Some((4, 4)), Some((3, 3)), Some((3, 3)), Some((1, 1))));
+    assert_eq!(countries[0].country_code.as_deref(), Some("DE"), "most banned first");
+    assert_eq!(countries[0].country_name.as_deref(), Some("Name of DE"));
+    let jails = store.by_jail(&first_ten).await.unwrap();
+    assert_eq!(
+        jails.iter().map(|j| (j.jail.as_str(), j.bans)).collect::<Vec<_>>(),
+        [("nginx", 5), ("sshd", 5), ("recidive", 1)]
+    );
+    let trend = store.trend(&first_ten, 1000, 4).await.unwrap();
+    assert_eq!(trend, [(0, 4), (1, 4), (2, 3)]);
+    store.archive(&[ban("sshd", "192.0.2.1", 1500, "fail2ban", Some("US"))]).await.unwrap();
+    let top = store.top_ips(&HistoryFilter::default(), 2).await.unwrap();
+    assert_eq!((top[0].ip.as_str(), top[0].bans, top[0].last_banned_at), ("192.0.2.1", 2, 1500));
+    let events = store.ip_events("192.0.2.1").await.unwrap();
+    assert_eq!(events.iter().map(|e| e.banned_at).collect::<Vec<_>>(), [1001, 1500]);
+
+    // Country back-fill.
+    store.archive(&[ban("sshd", "203.0.113.9", 3000, "fail2ban", None)]).await.unwrap();
+    let missing = store.missing_geo(10).await.unwrap();
+    assert_eq!(missing.iter().map(|m| m.1.as_str()).collect::<Vec<_>>(), ["203.0.113.9"]);
+    let fill = GeoFill {
+        id: missing[0].0,
+        country_code: "NL".into(),
+        country_name: "Netherlands".into(),
+        asn: Some(64500),
+        as_org: None,
+    };
+    store.fill_geo(&[fill]).await.unwrap();
+    assert!(store.missing_geo(10).await.unwrap().is_empty());
+    assert_eq!(store.ip_events("203.0.113.9").await.unwrap()[0].country_code.as_deref(), Some("NL"));
+
+    // Retention and cursors.
+    assert_eq!(store.purge_history(1005).await.unwrap(), 5);
+    assert_eq!(store.page(&HistoryFilter { to: Some(1005), ..Default::default() }, None, 100).await.unwrap().len(), 0);
+    assert_eq!(store.cursor("fail2ban").await.unwrap(), None);
+    store.set_cursor("fail2ban", 42, 1).await.unwrap();
+    store.set_cursor("fail2ban", 43, 2).await.unwrap();
+    assert_eq!(store.cursor("fail2ban").await.unwrap(), Some(43));
+}
+
+#[tokio::test]
+async fn history_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("history.db").display());
+    scenarios(&SqliteStore::connect(&url).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn history_on_postgres() {
+    let schema = PgSchema::create("control_history").await;
+    scenarios(&PgStore::connect_with(schema.options()).await.unwrap()).await;
+}

@@ -1,0 +1,35 @@
+-- The ban history archive: what fail2ban forgets after dbpurgeage, kept for
+-- months, with the country and AS resolved when archived. Times are Unix
+-- seconds. One row per (jail, ip, banned_at, event): archiving is idempotent.
+CREATE TABLE ban_history (
+    id           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    jail         TEXT    NOT NULL,
+    ip           TEXT    COLLATE "C" NOT NULL,  -- byte order: prefix ranges use the index
+    banned_at    BIGINT NOT NULL,
+    ban_seconds  BIGINT NOT NULL,          -- -1: permanent
+    ban_count    INTEGER NOT NULL DEFAULT 1,
+    origin       TEXT    NOT NULL CHECK (origin IN ('fail2ban', 'manual', 'blocklist')),
+    event        TEXT    NOT NULL CHECK (event IN ('ban', 'unban')),
+    failures     INTEGER NOT NULL DEFAULT 0,
+    matches      TEXT    NOT NULL DEFAULT '[]',  -- JSON array of log lines, bounded
+    country_code TEXT,
+    country_name TEXT,
+    asn          BIGINT,
+    as_org       TEXT,
+    archived_at  BIGINT NOT NULL,
+    UNIQUE (jail, ip, banned_at, event)
+);
+-- Newest first, with the id as the tie-breaker: ListBans pages and windows.
+CREATE INDEX ban_history_time ON ban_history (banned_at, id);
+CREATE INDEX ban_history_jail_time ON ban_history (jail, banned_at);
+CREATE INDEX ban_history_country_time ON ban_history (country_code, banned_at);
+CREATE INDEX ban_history_ip_time ON ban_history (ip, banned_at);
+-- Rows still waiting for their country (the geo-service was down).
+CREATE INDEX ban_history_no_country ON ban_history (id) WHERE country_code IS NULL;
+
+-- How far each source has been read (e.g. fail2ban's bans table).
+CREATE TABLE history_cursors (
+    source     TEXT    PRIMARY KEY,
+    position   BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
