@@ -13,6 +13,7 @@ const PACKAGES: &[(&[&str], &str)] = &[
             "bangui/control/v1/auth.proto",
             "bangui/control/v1/settings.proto",
             "bangui/control/v1/cluster.proto",
+            "bangui/control/v1/history.proto",
         ],
         "bangui_control_v1_descriptor.bin",
     ),

@@ -15,7 +15,8 @@ use std::{fmt, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use anyhow::Context;
 use bangui_proto::control::v1::{
     FILE_DESCRIPTOR_SET, auth_service_server::AuthServiceServer, cluster_service_server::ClusterServiceServer,
-    jail_service_server::JailServiceServer, settings_service_server::SettingsServiceServer,
+    history_service_server::HistoryServiceServer, jail_service_server::JailServiceServer,
+    settings_service_server::SettingsServiceServer,
 };
 use bangui_runtime::{
     StageContext,
@@ -32,6 +33,7 @@ use crate::{
     api::{
         auth::{AuthApi, OPEN_METHODS},
         cluster::ClusterApi,
+        history::HistoryApi,
         jail::JailApi,
         settings::SettingsApi,
     },
@@ -40,6 +42,7 @@ use crate::{
     config::Config,
     fail2ban::{Fail2ban, SocketClient},
     geo_client::GeoClient,
+    history::History,
     jails::Jails,
     jobs::{JobContext, JobKind, Scheduler},
     leader::{Elector, Leadership},
@@ -144,13 +147,22 @@ impl Application {
         if !geo.is_configured() {
             tracing::info!("no --geo-endpoint: active bans come without countries");
         }
-        let jails = Jails::new(fail2ban.clone(), store.clone(), geo.clone(), metrics.clone());
+        let history = History::new(
+            store.clone(),
+            fail2ban.clone(),
+            geo.clone(),
+            settings.clone(),
+            Arc::new(SystemClock),
+            config.fail2ban_db.clone(),
+        );
+        let jails = Jails::new(fail2ban.clone(), store.clone(), geo.clone(), history.clone(), metrics.clone());
 
         let elector_settings = config.elector().stage(Stage::Leader)?;
         tracing::info!(replica = %elector_settings.replica, ttl = ?elector_settings.ttl, "replica identity");
         let lease_retry = elector_settings.retry;
         let (elector, leadership) = Elector::new(store.clone(), elector_settings, metrics.clone());
-        let context = JobContext { auth: auth.clone(), geo: geo.clone(), settings: settings.clone() };
+        let context =
+            JobContext { auth: auth.clone(), history: history.clone(), geo: geo.clone(), settings: settings.clone() };
         // Refuse schedules the scheduler could not read before anything runs.
         let schedules = settings.get().await.stage(Stage::Scheduler)?.schedules;
         for kind in JobKind::ALL {
@@ -217,6 +229,10 @@ impl Application {
             .add_service(Gated::new(SettingsServiceServer::new(SettingsApi::new(self.settings.clone())), gate.clone()))
             .add_service(Gated::new(
                 ClusterServiceServer::new(ClusterApi::new(self.store.clone(), self.leadership.clone(), self.settings)),
+                gate.clone(),
+            ))
+            .add_service(Gated::new(
+                HistoryServiceServer::new(HistoryApi::new(self.store.clone(), Arc::new(SystemClock))),
                 gate,
             ));
 
@@ -263,6 +279,7 @@ impl Application {
                 service_name::<AuthServiceServer<AuthApi>>(),
                 service_name::<SettingsServiceServer<SettingsApi>>(),
                 service_name::<ClusterServiceServer<ClusterApi>>(),
+                service_name::<HistoryServiceServer<HistoryApi>>(),
             ],
             grace: self.shutdown_grace,
             tls: self.tls,

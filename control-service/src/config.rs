@@ -83,6 +83,11 @@ pub struct Config {
     #[arg(long, env = "CONTROL_FAIL2BAN_CONFIG_DIR")]
     pub fail2ban_config_dir: Option<PathBuf>,
 
+    /// fail2ban's database file for the history sync (default: ask fail2ban,
+    /// `get dbfile`). Opened read-only.
+    #[arg(long, env = "CONTROL_FAIL2BAN_DB")]
+    pub fail2ban_db: Option<PathBuf>,
+
     /// The fail2ban-client binary StartJail runs.
     #[arg(long, env = "CONTROL_FAIL2BAN_CLIENT", default_value = "fail2ban-client")]
     pub fail2ban_client: PathBuf,

@@ -19,11 +19,13 @@ use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus,
 /// Most addresses in one LookupBatch (the geo-service's default limit).
 const CHUNK: usize = 10_000;
 
-/// A country, as the geo-service names it.
+/// A country, as the geo-service names it, with the AS when known.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Country {
     pub code: String,
     pub name: String,
+    pub asn: Option<u32>,
+    pub as_org: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,7 +116,12 @@ impl GeoClient {
             let results = client.lookup_batch(request).await?.into_inner().results;
             for (ip, result) in chunk.iter().zip(results) {
                 if result.status() == LookupStatus::Found && !result.country_code.is_empty() {
-                    found.insert(ip.clone(), Country { code: result.country_code, name: result.country_name });
+                    let asn = (result.asn != 0).then_some(result.asn);
+                    let as_org = (!result.as_org.is_empty()).then_some(result.as_org);
+                    found.insert(
+                        ip.clone(),
+                        Country { code: result.country_code, name: result.country_name, asn, as_org },
+                    );
                 }
             }
         }

@@ -7,6 +7,7 @@ use std::{net::IpAddr, sync::Arc};
 use crate::{
     fail2ban::{ActiveBan, Fail2ban, Fail2banError, JailDetail, JailName, JailParams, JailStatus, ServerStatus},
     geo_client::{Country, GeoClient},
+    history::History,
     metrics::Metrics,
     store::{ActionKind, ControlStore, JailAction},
 };
@@ -25,12 +26,19 @@ pub struct Jails {
     fail2ban: Fail2ban,
     store: Arc<dyn ControlStore>,
     geo: GeoClient,
+    history: History,
     metrics: Metrics,
 }
 
 impl Jails {
-    pub fn new(fail2ban: Fail2ban, store: Arc<dyn ControlStore>, geo: GeoClient, metrics: Metrics) -> Self {
-        Self { fail2ban, store, geo, metrics }
+    pub fn new(
+        fail2ban: Fail2ban,
+        store: Arc<dyn ControlStore>,
+        geo: GeoClient,
+        history: History,
+        metrics: Metrics,
+    ) -> Self {
+        Self { fail2ban, store, geo, history, metrics }
     }
 
     pub fn fail2ban(&self) -> &Fail2ban {
@@ -101,11 +109,35 @@ impl Jails {
     pub async fn ban(&self, jail: &JailName, ip: IpAddr) -> Result<bool, Fail2banError> {
         let result = self.fail2ban.ban(jail, ip).await;
         self.log(ActionKind::Ban, Some(jail), Some(&ip.to_string()), String::new(), &result).await;
+        if let Ok(true) = result {
+            // Archived at once, with fail2ban's own ban time: the sync then
+            // finds the same (jail, ip, banned_at) and leaves it `manual`.
+            let ip = ip.to_string();
+            match self.fail2ban.bans(jail).await {
+                Ok(bans) => {
+                    if let Some(ban) = bans.iter().find(|b| b.ip == ip) {
+                        self.history.record_manual(jail.as_str(), &ip, ban.banned_at, ban.ban_seconds, "ban").await;
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "cannot read the ban back to archive it; the sync will"),
+            }
+        }
         result
     }
 
     pub async fn unban(&self, ip: IpAddr, jail: Option<&JailName>) -> Result<u32, Fail2banError> {
+        // The jails it is banned in, for the archive's unban events.
+        let from: Vec<String> = match jail {
+            Some(jail) => vec![jail.to_string()],
+            None => self.fail2ban.jails_banning(ip).await.unwrap_or_default(),
+        };
         let result = self.fail2ban.unban(ip, jail).await;
+        if matches!(result, Ok(n) if n > 0) {
+            let now = unix_now();
+            for jail in &from {
+                self.history.record_manual(jail, &ip.to_string(), now, 0, "unban").await;
+            }
+        }
         let detail = result.as_ref().map(|n| format!("lifted={n}")).unwrap_or_default();
         self.log(ActionKind::Unban, jail, Some(&ip.to_string()), detail, &result).await;
         result

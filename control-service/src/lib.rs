@@ -32,6 +32,7 @@ pub mod clock;
 pub mod config;
 pub mod fail2ban;
 pub mod geo_client;
+pub mod history;
 pub mod jails;
 pub mod jobs;
 pub mod leader;

@@ -21,6 +21,8 @@ pub struct Schedules {
     pub geo_cache_purge: String,
     pub geo_re_resolve: String,
     pub history_sync: String,
+    pub history_geo_backfill: String,
+    pub history_retention: String,
 }
 
 /// Every runtime setting.
@@ -45,6 +47,8 @@ impl Default for Settings {
                 geo_cache_purge: "0 30 3 * * *".into(),
                 geo_re_resolve: "0 */10 * * * *".into(),
                 history_sync: "0 * * * * *".into(),
+                history_geo_backfill: "0 5-55/10 * * * *".into(),
+                history_retention: "0 0 4 * * *".into(),
             },
         }
     }
@@ -61,6 +65,8 @@ pub struct SettingsUpdate {
     pub geo_cache_purge_schedule: Option<String>,
     pub geo_re_resolve_schedule: Option<String>,
     pub history_sync_schedule: Option<String>,
+    pub history_geo_backfill_schedule: Option<String>,
+    pub history_retention_schedule: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +120,8 @@ impl SettingsUpdate {
             ("geo_cache_purge_schedule", &self.geo_cache_purge_schedule),
             ("geo_re_resolve_schedule", &self.geo_re_resolve_schedule),
             ("history_sync_schedule", &self.history_sync_schedule),
+            ("history_geo_backfill_schedule", &self.history_geo_backfill_schedule),
+            ("history_retention_schedule", &self.history_retention_schedule),
         ] {
             if let Some(pattern) = value {
                 check_cron(field, pattern)?;
@@ -147,6 +155,8 @@ impl Settings {
                 "geo_cache_purge_schedule" => settings.schedules.geo_cache_purge = value.clone(),
                 "geo_re_resolve_schedule" => settings.schedules.geo_re_resolve = value.clone(),
                 "history_sync_schedule" => settings.schedules.history_sync = value.clone(),
+                "history_geo_backfill_schedule" => settings.schedules.history_geo_backfill = value.clone(),
+                "history_retention_schedule" => settings.schedules.history_retention = value.clone(),
                 // Written by a newer version: not ours to judge.
                 _ => {}
             }

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod cluster;
+pub mod history;
 pub mod jail;
 pub mod settings;
 

@@ -60,6 +60,8 @@ impl From<Settings> for pb::Settings {
                 geo_cache_purge: s.schedules.geo_cache_purge,
                 geo_re_resolve: s.schedules.geo_re_resolve,
                 history_sync: s.schedules.history_sync,
+                history_geo_backfill: s.schedules.history_geo_backfill,
+                history_retention: s.schedules.history_retention,
             }),
         }
     }
@@ -78,6 +80,8 @@ impl TryFrom<UpdateSettingsRequest> for SettingsUpdate {
             geo_cache_purge_schedule: r.geo_cache_purge_schedule,
             geo_re_resolve_schedule: r.geo_re_resolve_schedule,
             history_sync_schedule: r.history_sync_schedule,
+            history_geo_backfill_schedule: r.history_geo_backfill_schedule,
+            history_retention_schedule: r.history_retention_schedule,
         })
     }
 }

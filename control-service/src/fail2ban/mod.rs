@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod codec;
+pub mod db;
 pub mod validate;
 
 use std::{
@@ -169,6 +170,22 @@ impl Fail2ban {
     pub async fn version(&self) -> Result<String, Fail2banError> {
         let value = self.socket.call(&["version"]).await?;
         value.as_str().map(str::to_owned).ok_or_else(|| shape("version", &value))
+    }
+
+    /// The jails `ip` is banned in (`banned <ip>`).
+    pub async fn jails_banning(&self, ip: IpAddr) -> Result<Vec<String>, Fail2banError> {
+        let value = self.socket.call(&["banned", &ip.to_string()]).await?;
+        // [[jail, …]]: one list per address asked about.
+        Ok(value.as_list().and_then(|lists| lists.first()).and_then(PyValue::as_str_list).unwrap_or_default())
+    }
+
+    /// fail2ban's database file (`get dbfile`), if it keeps one.
+    pub async fn dbfile(&self) -> Result<Option<PathBuf>, Fail2banError> {
+        match self.socket.call(&["get", "dbfile"]).await? {
+            PyValue::Str(path) => Ok(Some(PathBuf::from(path))),
+            PyValue::None => Ok(None),
+            other => Err(shape("get dbfile", &other)),
+        }
     }
 
     /// The names of the running jails.

@@ -31,6 +31,7 @@ use uuid::Uuid;
 use crate::{
     auth::Auth,
     geo_client::{GeoClient, GeoError},
+    history::History,
     leader::{Leadership, SCHEDULER_LEASE},
     metrics::Metrics,
     settings::{Schedules, SettingsStore, parse_cron},
@@ -39,6 +40,8 @@ use crate::{
 
 /// Negatives the re-resolve job retries per run.
 const RE_RESOLVE_LIMIT: u32 = 500;
+/// Archived bans the country back-fill places per run.
+const HISTORY_GEO_BACKFILL_LIMIT: u32 = 10_000;
 
 /// The jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -47,11 +50,19 @@ pub enum JobKind {
     GeoCachePurge,
     GeoReResolve,
     HistorySync,
+    HistoryGeoBackfill,
+    HistoryRetention,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 4] =
-        [JobKind::SessionCleanup, JobKind::GeoCachePurge, JobKind::GeoReResolve, JobKind::HistorySync];
+    pub const ALL: [JobKind; 6] = [
+        JobKind::SessionCleanup,
+        JobKind::GeoCachePurge,
+        JobKind::GeoReResolve,
+        JobKind::HistorySync,
+        JobKind::HistoryGeoBackfill,
+        JobKind::HistoryRetention,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -59,6 +70,8 @@ impl JobKind {
             JobKind::GeoCachePurge => "geo_cache_purge",
             JobKind::GeoReResolve => "geo_re_resolve",
             JobKind::HistorySync => "history_sync",
+            JobKind::HistoryGeoBackfill => "history_geo_backfill",
+            JobKind::HistoryRetention => "history_retention",
         }
     }
 
@@ -72,6 +85,8 @@ impl JobKind {
             JobKind::GeoCachePurge => &schedules.geo_cache_purge,
             JobKind::GeoReResolve => &schedules.geo_re_resolve,
             JobKind::HistorySync => &schedules.history_sync,
+            JobKind::HistoryGeoBackfill => &schedules.history_geo_backfill,
+            JobKind::HistoryRetention => &schedules.history_retention,
         }
     }
 }
@@ -80,6 +95,7 @@ impl JobKind {
 #[derive(Debug, Clone)]
 pub struct JobContext {
     pub auth: Auth,
+    pub history: History,
     pub geo: GeoClient,
     pub settings: SettingsStore,
 }
@@ -108,9 +124,21 @@ async fn body(kind: JobKind, ctx: JobContext) -> Result<String, String> {
                 .map(|(tried, found)| format!("{found} of {tried} negatives resolved"))
                 .map_err(geo_error)
         }
-        // The ban history archive gives this its body; until then it only
-        // proves the schedule and the ledger work.
-        JobKind::HistorySync => Ok("no history archive yet".into()),
+        JobKind::HistorySync => ctx
+            .history
+            .sync()
+            .await
+            .map_err(|e| e.to_string())
+            .map(|r| format!("{} read, {} archived, {} without a country", r.read, r.archived, r.without_country)),
+        JobKind::HistoryGeoBackfill => ctx
+            .history
+            .backfill_geo(HISTORY_GEO_BACKFILL_LIMIT)
+            .await
+            .map(|n| format!("{n} archived bans placed"))
+            .map_err(|e| e.to_string()),
+        JobKind::HistoryRetention => {
+            ctx.history.apply_retention().await.map(|n| format!("{n} old bans deleted")).map_err(|e| e.to_string())
+        }
     }
 }
 

@@ -21,7 +21,23 @@ async fn setup(runner: Arc<Runner>, leads: bool) -> (Scheduler, Arc<dyn ControlS
     let policy = crate::auth::ThrottlePolicy { per_client: 5, global: 50, window: Duration::from_secs(60) };
     let auth = Auth::new(store.clone(), settings.clone(), clock, policy, false);
     let geo = GeoClient::new(None, Duration::from_secs(1), None, None).unwrap();
-    let ctx = JobContext { auth, geo, settings };
+    let socket = crate::fail2ban::SocketClient::new(
+        crate::fail2ban::SocketSettings {
+            path: dir.path().join("none.sock"),
+            connect_timeout: Duration::from_secs(1),
+            reply_timeout: Duration::from_secs(1),
+            max_in_flight: 1,
+        },
+        Metrics::new(),
+    );
+    let start = crate::fail2ban::StartSettings {
+        client_binary: "fail2ban-client".into(),
+        config_dir: None,
+        timeout: Duration::from_secs(1),
+    };
+    let fail2ban = crate::fail2ban::Fail2ban::new(socket, start);
+    let history = History::new(store.clone(), fail2ban, geo.clone(), settings.clone(), Arc::new(SystemClock), None);
+    let ctx = JobContext { auth, history, geo, settings };
     (Scheduler::with_runner(store.clone(), leadership, ctx, Metrics::new(), runner), store, dir)
 }
 

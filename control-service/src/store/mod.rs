@@ -154,9 +154,9 @@ pub struct JobRequest {
     pub requested_at: i64,
 }
 
-/// The control database's operations.
+/// The control database's operations (the archive's are in [`history::HistoryStore`]).
 #[async_trait::async_trait]
-pub trait ControlStore: Send + Sync + std::fmt::Debug {
+pub trait ControlStore: history::HistoryStore + Send + Sync + std::fmt::Debug {
     /// The master password's PHC string, if one is set.
     async fn password(&self) -> Result<Option<String>, StoreError>;
     /// Sets the password only if none exists; false when one already did
