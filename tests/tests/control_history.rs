@@ -86,11 +86,14 @@ async fn bans_are_archived_with_countries_and_survive_fail2bans_purge() {
         history.list_bans(pb::ListBansRequest { filter: Some(manual.clone()), ..Default::default() }).await.unwrap();
     assert_eq!(page.into_inner().bans.iter().map(|b| b.ip.as_str()).collect::<Vec<_>>(), ["8.8.8.9"]);
 
-    eventually(30, "four archived bans", || {
-        let mut history = history.clone();
-        async move { all_bans(&mut history).await.len() == 4 }
-    })
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while all_bans(&mut history).await.len() != 4 {
+        if Instant::now() > deadline {
+            let logs = control.logs().join("\n");
+            panic!("timed out waiting for four archived bans: {:?}\n{logs}", all_bans(&mut history).await);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let bans = all_bans(&mut history).await;
     let by_ip = |ip: &str| bans.iter().find(|b| b.ip == ip).unwrap().clone();
     assert_eq!((by_ip("8.8.8.8").country_code.as_str(), by_ip("8.8.8.8").origin.as_str()), ("US", "fail2ban"));
@@ -109,6 +112,30 @@ async fn bans_are_archived_with_countries_and_survive_fail2bans_purge() {
     assert_eq!(trend.buckets.iter().map(|b| b.bans).sum::<u64>(), 4);
     let jails_count = history.bans_by_jail(pb::BansByJailRequest { filter: day() }).await.unwrap().into_inner().jails;
     assert_eq!(jails_count.iter().map(|j| (j.jail.as_str(), j.bans)).collect::<Vec<_>>(), [("alpha", 3), ("beta", 1)]);
+    // The README's grpcurl forms: enum windows and RFC 3339 times.
+    let bearer = format!("authorization: Bearer {token}");
+    let addr = control.grpc_addr.to_string();
+    let json = bangui_e2e::grpcurl_json(&[
+        "-plaintext",
+        "-H",
+        &bearer,
+        "-d",
+        r#"{"filter": {"window": "WINDOW_24H"}}"#,
+        &addr,
+        "bangui.control.v1.HistoryService/BansByCountry",
+    ]);
+    assert_eq!(json["countries"][0]["countryCode"], "US");
+    let from = "2000-01-01T00:00:00Z";
+    let json = bangui_e2e::grpcurl_json(&[
+        "-plaintext",
+        "-H",
+        &bearer,
+        "-d",
+        &format!(r#"{{"filter": {{"from": "{from}", "to": "2100-01-01T00:00:00Z", "ip_prefix": "81.2.69."}}}}"#),
+        &addr,
+        "bangui.control.v1.HistoryService/ListBans",
+    ]);
+    assert_eq!(json["bans"][0]["ip"], "81.2.69.160");
     let one = history.get_ip_history(pb::GetIpHistoryRequest { ip: "8.8.8.8".into() }).await.unwrap().into_inner();
     assert_eq!((one.bans, one.country_code.as_str(), one.jails.clone()), (1, "US", vec!["alpha".to_owned()]));
 

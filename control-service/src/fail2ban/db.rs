@@ -41,26 +41,29 @@ impl Fail2banDb {
         Ok(Self { pool })
     }
 
-    /// Up to `limit` bans from `since` on (Unix seconds, inclusive), in
-    /// (timeofban, rowid) order after the keyset `after`.
-    pub async fn bans(
-        &self,
-        since: i64,
-        after: Option<(i64, i64)>,
-        limit: u32,
-    ) -> Result<Vec<Fail2banBan>, sqlx::Error> {
-        let (at, rowid) = after.unwrap_or((i64::MIN, i64::MIN));
+    /// Up to `limit` bans after `after_rowid`, in rowid (insertion) order,
+    /// banned at `since` or later. The rowid is the table's key: each batch
+    /// reads only its own rows.
+    pub async fn bans_after(&self, after_rowid: i64, since: i64, limit: u32) -> Result<Vec<Fail2banBan>, sqlx::Error> {
         sqlx::query_as(
             "SELECT rowid, jail, ip, timeofban, bantime, bancount, CAST(data AS TEXT) AS data FROM bans \
-             WHERE ip IS NOT NULL AND timeofban >= ?1 AND (timeofban > ?2 OR (timeofban = ?2 AND rowid > ?3)) \
-             ORDER BY timeofban, rowid LIMIT ?4",
+             WHERE rowid > ?1 AND ip IS NOT NULL AND timeofban >= ?2 ORDER BY rowid LIMIT ?3",
         )
+        .bind(after_rowid)
         .bind(since)
-        .bind(at)
-        .bind(rowid)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
+    }
+
+    /// The first row banned at `since` or later (one scan, for a first sync).
+    pub async fn first_rowid_since(&self, since: i64) -> Result<Option<i64>, sqlx::Error> {
+        sqlx::query_scalar("SELECT min(rowid) FROM bans WHERE timeofban >= ?1").bind(since).fetch_one(&self.pool).await
+    }
+
+    /// The largest rowid (0 for an empty table).
+    pub async fn max_rowid(&self) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT coalesce(max(rowid), 0) FROM bans").fetch_one(&self.pool).await
     }
 
     pub async fn close(&self) {

@@ -3,8 +3,8 @@
 //! archive time, and the dashboard queries over it.
 //!
 //! * Sync (the leader's `history_sync` job): reads fail2ban's `bans` table
-//!   read-only from a stored cursor (first run: the `history_backfill`
-//!   window), in batches; each batch is placed through the geo-service and
+//!   read-only from a stored cursor (its rowid; first run: the
+//!   `history_backfill` window), in batches; each batch is placed through the geo-service and
 //!   archived in one transaction. Re-running adds nothing: rows are unique
 //!   on (jail, ip, banned_at, event). The geo-service being down archives
 //!   rows without a country; `history_geo_backfill` fills them in later.
@@ -25,8 +25,10 @@ use crate::{
     },
 };
 
-/// The cursor of fail2ban's `bans` table.
+/// The newest ban time archived from fail2ban's `bans` table.
 pub const FAIL2BAN_SOURCE: &str = "fail2ban";
+/// The last rowid of fail2ban's `bans` table archived.
+pub const FAIL2BAN_ROWID: &str = "fail2ban:rowid";
 /// Rows read and archived per batch.
 const BATCH: u32 = 5_000;
 /// Log lines kept per ban, and characters per line.
@@ -175,27 +177,42 @@ impl History {
     }
 
     async fn sync_from(&self, db: &Fail2banDb, path: &std::path::Path) -> Result<SyncReport, HistoryError> {
+        let read_error = |source| HistoryError::Fail2banDb { path: path.display().to_string(), source };
         let now = self.clock.now();
-        let since = match self.store.cursor(FAIL2BAN_SOURCE).await? {
-            // Re-read the cursor's own second: rows of that second committed
-            // after the last read are picked up; the archive ignores repeats.
-            Some(position) => position,
-            None => {
-                let window = self.settings.get().await?.history_backfill.as_secs();
-                now - i64::try_from(window).unwrap_or(i64::MAX / 2)
+        let stored_rowid = self.store.cursor(FAIL2BAN_ROWID).await?;
+        let newest_seen = self.store.cursor(FAIL2BAN_SOURCE).await?;
+        // Where to start: after the stored rowid; by time when there is none
+        // (first run: the backfill window), or when fail2ban's table was
+        // emptied and its rowids started again (then from the newest ban time
+        // archived: the archive ignores repeats).
+        let max_rowid = db.max_rowid().await.map_err(read_error)?;
+        let (mut after, since) = match stored_rowid {
+            Some(rowid) if rowid <= max_rowid => (rowid, i64::MIN),
+            _ => {
+                let since = match newest_seen {
+                    Some(at) => at,
+                    None => {
+                        let window = self.settings.get().await?.history_backfill.as_secs();
+                        now - i64::try_from(window).unwrap_or(i64::MAX / 2)
+                    }
+                };
+                match db.first_rowid_since(since).await.map_err(read_error)? {
+                    Some(first) => (first - 1, since),
+                    None => {
+                        self.store.set_cursor(FAIL2BAN_ROWID, max_rowid, now).await?;
+                        self.store.set_cursor(FAIL2BAN_SOURCE, newest_seen.unwrap_or(since), now).await?;
+                        return Ok(SyncReport::default());
+                    }
+                }
             }
         };
         let mut report = SyncReport::default();
-        let mut after = None;
-        let mut newest = since;
+        let mut newest = newest_seen.unwrap_or(i64::MIN);
         loop {
-            let batch = db
-                .bans(since, after, BATCH)
-                .await
-                .map_err(|source| HistoryError::Fail2banDb { path: path.display().to_string(), source })?;
+            let batch = db.bans_after(after, since, BATCH).await.map_err(read_error)?;
             let Some(last) = batch.last() else { break };
-            after = Some((last.timeofban, last.rowid));
-            newest = newest.max(last.timeofban);
+            after = last.rowid;
+            newest = batch.iter().map(|b| b.timeofban).fold(newest, i64::max);
             report.read += batch.len() as u64;
             let mut rows: Vec<ArchivedBan> = batch
                 .iter()
@@ -220,16 +237,26 @@ impl History {
                     }
                 })
                 .collect();
+            // A ban made through JailService is archived at once as `manual`,
+            // with fail2ban's ban time as `--with-time` prints it (whole
+            // seconds, floored); fail2ban's database rounds. The same ban is
+            // not archived twice.
+            let (low, high) =
+                rows.iter().fold((i64::MAX, i64::MIN), |(l, h), r| (l.min(r.banned_at), h.max(r.banned_at)));
+            let manual = self.store.manual_bans(low - 1, high + 1).await?;
+            if !manual.is_empty() {
+                rows.retain(|r| {
+                    !manual.iter().any(|(jail, ip, at)| *jail == r.jail && *ip == r.ip && (at - r.banned_at).abs() <= 1)
+                });
+            }
             report.without_country += self.locate(&mut rows).await;
             report.archived += self.store.archive(&rows).await?;
             // Advance only after the batch is safely archived.
+            self.store.set_cursor(FAIL2BAN_ROWID, after, now).await?;
             self.store.set_cursor(FAIL2BAN_SOURCE, newest, now).await?;
             if batch.len() < BATCH as usize {
                 break;
             }
-        }
-        if report.read == 0 && self.store.cursor(FAIL2BAN_SOURCE).await?.is_none() {
-            self.store.set_cursor(FAIL2BAN_SOURCE, since, now).await?;
         }
         Ok(report)
     }

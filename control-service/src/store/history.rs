@@ -47,6 +47,10 @@ pub struct HistoryFilter {
 pub enum Param {
     Int(i64),
     Text(String),
+    /// A text NULL.
+    Null,
+    /// An integer NULL (PostgreSQL types NULLs).
+    NullInt,
 }
 
 /// Appends `$n` for `value` to `params` and returns the placeholder.
@@ -148,6 +152,8 @@ pub trait HistoryStore: Send + Sync + std::fmt::Debug {
     async fn missing_geo(&self, limit: u32) -> Result<Vec<(i64, String)>, StoreError>;
     /// One transaction.
     async fn fill_geo(&self, fills: &[GeoFill]) -> Result<(), StoreError>;
+    /// Manual bans banned between `from` and `to` (inclusive): (jail, ip, banned_at).
+    async fn manual_bans(&self, from: i64, to: i64) -> Result<Vec<(String, String, i64)>, StoreError>;
     /// Deletes events before `before`; returns how many.
     async fn purge_history(&self, before: i64) -> Result<u64, StoreError>;
     async fn cursor(&self, source: &str) -> Result<Option<i64>, StoreError>;
@@ -170,6 +176,8 @@ macro_rules! impl_history_store {
                     query = match p {
                         $crate::store::history::Param::Int(v) => query.bind(v),
                         $crate::store::history::Param::Text(v) => query.bind(v),
+                        $crate::store::history::Param::Null => query.bind(None::<String>),
+                        $crate::store::history::Param::NullInt => query.bind(None::<i64>),
                     };
                 }
                 query
@@ -179,32 +187,51 @@ macro_rules! impl_history_store {
         #[async_trait::async_trait]
         impl $crate::store::history::HistoryStore for $store {
             async fn archive(&self, rows: &[$crate::store::history::ArchivedBan]) -> Result<u64, $crate::store::StoreError> {
+                use $crate::store::history::{param, Param};
                 let mut tx = self.pool.begin().await?;
                 let mut added = 0;
-                for r in rows {
-                    let done = sqlx::query(
+                // Multi-row statements: 14 parameters a row stays far under
+                // both backends' limits at 500 rows.
+                for chunk in rows.chunks(500) {
+                    let mut params = Vec::with_capacity(chunk.len() * 14);
+                    let mut values = Vec::with_capacity(chunk.len());
+                    for r in chunk {
+                        let text = |v: &Option<String>| v.clone().map_or(Param::Null, Param::Text);
+                        let cells = [
+                            Param::Text(r.jail.clone()),
+                            Param::Text(r.ip.clone()),
+                            Param::Int(r.banned_at),
+                            Param::Int(r.ban_seconds),
+                            Param::Int(i64::from(r.ban_count)),
+                            Param::Text(r.origin.clone()),
+                            Param::Text(r.event.clone()),
+                            Param::Int(i64::from(r.failures)),
+                            Param::Text(r.matches.clone()),
+                            text(&r.country_code),
+                            text(&r.country_name),
+                            r.asn.map_or(Param::NullInt, Param::Int),
+                            text(&r.as_org),
+                            Param::Int(r.archived_at),
+                        ];
+                        let placeholders: Vec<String> = cells.into_iter().map(|c| param(&mut params, c)).collect();
+                        values.push(format!("({})", placeholders.join(", ")));
+                    }
+                    let sql = format!(
                         "INSERT INTO ban_history (jail, ip, banned_at, ban_seconds, ban_count, origin, event, failures, \
-                         matches, country_code, country_name, asn, as_org, archived_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+                         matches, country_code, country_name, asn, as_org, archived_at) VALUES {} \
                          ON CONFLICT (jail, ip, banned_at, event) DO NOTHING",
-                    )
-                    .bind(&r.jail)
-                    .bind(&r.ip)
-                    .bind(r.banned_at)
-                    .bind(r.ban_seconds)
-                    .bind(r.ban_count)
-                    .bind(&r.origin)
-                    .bind(&r.event)
-                    .bind(r.failures)
-                    .bind(&r.matches)
-                    .bind(&r.country_code)
-                    .bind(&r.country_name)
-                    .bind(r.asn)
-                    .bind(&r.as_org)
-                    .bind(r.archived_at)
-                    .execute(&mut *tx)
-                    .await?;
-                    added += done.rows_affected();
+                        values.join(", ")
+                    );
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for p in params {
+                        query = match p {
+                            Param::Int(v) => query.bind(v),
+                            Param::Text(v) => query.bind(v),
+                            Param::Null => query.bind(None::<String>),
+                            Param::NullInt => query.bind(None::<i64>),
+                        };
+                    }
+                    added += query.execute(&mut *tx).await?.rows_affected();
                 }
                 tx.commit().await?;
                 Ok(added)
@@ -319,6 +346,17 @@ macro_rules! impl_history_store {
                 }
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn manual_bans(&self, from: i64, to: i64) -> Result<Vec<(String, String, i64)>, $crate::store::StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT jail, ip, banned_at FROM ban_history \
+                     WHERE banned_at >= $1 AND banned_at <= $2 AND origin = 'manual' AND event = 'ban'",
+                )
+                .bind(from)
+                .bind(to)
+                .fetch_all(&self.pool)
+                .await?)
             }
 
             async fn purge_history(&self, before: i64) -> Result<u64, $crate::store::StoreError> {
