@@ -165,6 +165,12 @@ async fn bans_are_archived_with_countries_and_survive_fail2bans_purge() {
         async move { all_bans(&mut history).await.iter().any(|b| b.ip == "81.2.69.161" && b.country_code == "GB") }
     })
     .await;
+    // An unban through the API is an event in the address's timeline.
+    jails.unban_ip(pb::UnbanIpRequest { ip: "8.8.8.9".into(), jail: None }).await.unwrap();
+    let timeline = history.get_ip_history(pb::GetIpHistoryRequest { ip: "8.8.8.9".into() }).await.unwrap().into_inner();
+    assert_eq!((timeline.bans, timeline.unbans), (1, 1), "{timeline:?}");
+    assert_eq!(timeline.events.last().unwrap().event, "unban");
+    assert_eq!(timeline.events.last().unwrap().jail, "beta");
     let top = history.top_ips(pb::TopIpsRequest { filter: day(), limit: 2 }).await.unwrap().into_inner();
     assert_eq!(top.ips.len(), 2);
 }
