@@ -361,6 +361,20 @@ fn serving_addresses(line: &str) -> Option<(SocketAddr, SocketAddr)> {
     Some((grpc, metrics))
 }
 
+/// Polls `check` every 100 ms until it holds, for up to `secs` seconds;
+/// panics naming `what` after that.
+pub async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Runs the real `grpcurl` with `args`.
 pub fn grpcurl(args: &[&str]) -> Output {
     Command::new("grpcurl").args(args).output().unwrap_or_else(|e| {

@@ -3,9 +3,7 @@
 //! produced by log lines; bad input refused before the socket; fail2ban
 //! stopping and coming back under a running service.
 
-use std::time::{Duration, Instant};
-
-use bangui_e2e::{ControlService, GeoService, fail2ban::Fail2banServer};
+use bangui_e2e::{ControlService, GeoService, eventually, fail2ban::Fail2banServer};
 use bangui_proto::control::v1 as pb;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -18,19 +16,6 @@ fn start_control(f2b: &Fail2banServer, extra: &[&str]) -> ControlService {
     args.extend_from_slice(&["--probe-interval", "200ms"]);
     args.extend_from_slice(extra);
     ControlService::start(&args)
-}
-
-/// Polls `check` every 100 ms for up to `secs` seconds.
-async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Sum of `control_fail2ban_commands_total` over every label but the health

@@ -9,20 +9,8 @@
 
 use std::time::{Duration, Instant};
 
-use bangui_e2e::{ControlService, GeoService, fail2ban::Fail2banServer, proxy::CutProxy};
+use bangui_e2e::{ControlService, GeoService, eventually, fail2ban::Fail2banServer, proxy::CutProxy};
 use bangui_proto::control::v1::{self as pb, history_service_client::HistoryServiceClient};
-
-async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 fn day() -> Option<pb::HistoryFilter> {
     Some(pb::HistoryFilter { window: pb::Window::Window24h.into(), ..Default::default() })
