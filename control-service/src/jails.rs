@@ -5,6 +5,7 @@
 use std::{net::IpAddr, sync::Arc};
 
 use crate::{
+    clock::{Clock, SystemClock},
     fail2ban::{ActiveBan, Fail2ban, Fail2banError, JailDetail, JailName, JailParams, JailStatus, ServerStatus},
     geo_client::{Country, GeoClient},
     history::History,
@@ -133,7 +134,7 @@ impl Jails {
         };
         let result = self.fail2ban.unban(ip, jail).await;
         if matches!(result, Ok(n) if n > 0) {
-            let now = unix_now();
+            let now = SystemClock.now();
             for jail in &from {
                 self.history.record_manual(jail, &ip.to_string(), now, 0, "unban").await;
             }
@@ -193,7 +194,7 @@ impl Jails {
         };
         self.metrics.jail_action(kind.as_str(), ok);
         let action = JailAction {
-            at: unix_now(),
+            at: SystemClock.now(),
             action: kind,
             jail: jail.map(ToString::to_string),
             ip: ip.map(str::to_owned),
@@ -205,11 +206,4 @@ impl Jails {
             tracing::error!(%error, action = kind.as_str(), "cannot record the jail action in the control database");
         }
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
