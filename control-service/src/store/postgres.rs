@@ -34,4 +34,4 @@ impl super::history::HasDb for PgStore {
     type Db = sqlx::Postgres;
 }
 
-super::history::impl_history_store!(PgStore);
+super::history::impl_history_store!(PgStore, 500);

@@ -33,4 +33,4 @@ impl super::history::HasDb for SqliteStore {
     type Db = sqlx::Sqlite;
 }
 
-super::history::impl_history_store!(SqliteStore);
+super::history::impl_history_store!(SqliteStore, 50);
