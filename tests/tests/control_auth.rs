@@ -182,17 +182,19 @@ async fn a_session_ends_when_it_expires_and_settings_are_validated() {
     assert_eq!(err.get_details_bad_request().unwrap().field_violations[0].field, "geo_re_resolve_schedule");
 
     let short = pb::UpdateSettingsRequest {
-        session_duration: Some(bangui_proto::prost_types::Duration { seconds: 1, nanos: 0 }),
+        session_duration: Some(bangui_proto::prost_types::Duration { seconds: 3, nanos: 0 }),
         ..Default::default()
     };
     let updated = settings.update_settings(short).await.unwrap().into_inner().settings.unwrap();
-    assert_eq!(updated.session_duration.unwrap().seconds, 1);
+    assert_eq!(updated.session_duration.unwrap().seconds, 3);
 
     let login = control.auth().await.login(pb::LoginRequest { password: CONTROL_PASSWORD.into() }).await.unwrap();
     let token = login.into_inner().token;
     let mut auth = control.auth_with(&token).await;
+    // Expiry is kept in whole seconds (now + 3 s, now rounded down), so the
+    // session lives at least 2 s: enough for one call on a loaded machine.
     assert!(auth.get_session(pb::GetSessionRequest {}).await.is_ok());
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     let err = auth.get_session(pb::GetSessionRequest {}).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
     assert!(err.message().contains("expired"), "{}", err.message());
