@@ -132,11 +132,13 @@ impl Application {
         let metrics = Metrics::new();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let settings = SettingsStore::new(store.clone(), clock.clone());
-        let auth =
-            Auth::new(store.clone(), settings.clone(), clock, config.throttle(), config.admin_password_hash.is_some());
+        let mut auth =
+            Auth::new(store.clone(), settings.clone(), clock, config.throttle(), config.admin_password_hash.is_some())
+                .with_limits(config.hash_limits(), config.login_slowdown_max, metrics.clone());
         if let Some(phc) = &config.admin_password_hash {
             auth.bootstrap(phc).await.stage(Stage::Auth)?;
         }
+        auth.prepare_setup(&config.setup_token_path()).await.stage(Stage::Auth)?;
         let socket = SocketClient::new(config.socket_settings(), metrics.clone());
         // Not probed here: fail2ban being away is no reason to refuse to start.
         let fail2ban = Fail2ban::new(socket, config.start_settings());

@@ -31,6 +31,10 @@ fn default_replica_id() -> String {
     format!("{host}-{}", std::process::id())
 }
 
+fn default_hash_concurrency() -> u16 {
+    u16::try_from(crate::auth::hasher::default_concurrency()).unwrap_or(1)
+}
+
 fn parse_phc(text: &str) -> Result<String, String> {
     crate::auth::password::check_phc(text.trim())?;
     Ok(text.trim().to_owned())
@@ -124,13 +128,44 @@ pub struct Config {
     #[arg(long, env = "CONTROL_ADMIN_PASSWORD_HASH", hide_env_values = true, value_parser = parse_phc)]
     pub admin_password_hash: Option<String>,
 
-    /// Failed logins allowed from one client address within `--login-failure-window`.
+    /// Where the one-time setup token goes while no password exists
+    /// (default: `setup-token` beside a SQLite database file, else in the
+    /// working directory).
+    #[arg(long, env = "CONTROL_SETUP_TOKEN_FILE")]
+    pub setup_token_file: Option<PathBuf>,
+
+    /// argon2 password checks and hashes run at once (each holds 19 MiB;
+    /// default: the CPUs this process may use, at most 4).
+    #[arg(
+        long,
+        env = "CONTROL_PASSWORD_HASH_CONCURRENCY",
+        default_value_t = default_hash_concurrency(),
+        value_parser = clap::value_parser!(u16).range(1..=64),
+    )]
+    pub password_hash_concurrency: u16,
+
+    /// Password checks that may wait for a turn; beyond them RESOURCE_EXHAUSTED.
+    #[arg(
+        long,
+        env = "CONTROL_PASSWORD_HASH_QUEUE",
+        default_value_t = 8,
+        value_parser = clap::value_parser!(u16).range(0..=1024),
+    )]
+    pub password_hash_queue: u16,
+
+    /// Failed logins allowed from one client address (IPv6: its /64) within `--login-failure-window`.
     #[arg(long, env = "CONTROL_LOGIN_MAX_FAILURES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub login_max_failures: u32,
 
-    /// Failed logins allowed from all addresses together within the window.
-    #[arg(long, env = "CONTROL_LOGIN_MAX_FAILURES_GLOBAL", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Failed logins from all addresses together within the window past
+    /// which every login waits first (nobody is refused for it).
+    #[arg(long, env = "CONTROL_LOGIN_MAX_FAILURES_GLOBAL", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     pub login_max_failures_global: u32,
+
+    /// The longest wait of a login while many fail overall (it grows by a
+    /// tenth of this per failure past `--login-max-failures-global`).
+    #[arg(long, env = "CONTROL_LOGIN_SLOWDOWN_MAX", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub login_slowdown_max: Duration,
 
     /// The window over which failed logins are counted.
     #[arg(long, env = "CONTROL_LOGIN_FAILURE_WINDOW", default_value = "15m", value_parser = humantime::parse_duration)]
@@ -226,6 +261,19 @@ impl Config {
             global: self.login_max_failures_global,
             window: self.login_failure_window,
         }
+    }
+
+    /// The password hashing bounds.
+    pub fn hash_limits(&self) -> crate::auth::HashLimits {
+        crate::auth::HashLimits {
+            concurrency: usize::from(self.password_hash_concurrency),
+            queue: usize::from(self.password_hash_queue),
+        }
+    }
+
+    /// Where the setup token goes.
+    pub fn setup_token_path(&self) -> PathBuf {
+        crate::auth::setup_token::default_path(self.setup_token_file.as_deref(), &self.database_url)
     }
 
     /// TLS to the geo-service, if configured.

@@ -33,6 +33,22 @@ pub const JOB_RUNS: &str = "control_job_runs";
 /// `control_job_duration_seconds{job}`: how long job runs took.
 pub const JOB_DURATION: &str = "control_job_duration_seconds";
 
+/// `control_password_checks_total{purpose,outcome}`: argon2 password verifications actually run (`login` or `change_password`; `match` or `mismatch`).
+pub const PASSWORD_CHECKS: &str = "control_password_checks";
+/// `control_login_limited_total{reason}`: login (and ChangePassword) attempts refused before any hash (`throttled`: the client's limit; `busy`: too many hashes at once) or slowed down (`slowed`).
+pub const LOGIN_LIMITED: &str = "control_login_limited";
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CheckLabels {
+    purpose: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct LimitedLabels {
+    reason: &'static str,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct JobLabels {
     job: &'static str,
@@ -78,6 +94,8 @@ struct Inner {
     renew_failures: Counter,
     job_runs: Family<JobLabels, Counter>,
     job_durations: Family<JobOnly, Histogram>,
+    password_checks: Family<CheckLabels, Counter>,
+    login_limited: Family<LimitedLabels, Counter>,
 }
 
 /// The service's metrics.
@@ -136,6 +154,14 @@ impl Metrics {
             Histogram::new([0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0])
         });
         registry.register(JOB_DURATION, "How long job runs took", job_durations.clone());
+        let password_checks = Family::<CheckLabels, Counter>::default();
+        registry.register(PASSWORD_CHECKS, "argon2 password verifications actually run", password_checks.clone());
+        let login_limited = Family::<LimitedLabels, Counter>::default();
+        registry.register(
+            LOGIN_LIMITED,
+            "Password attempts refused before any hash (throttled, busy) or slowed down (slowed)",
+            login_limited.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -148,6 +174,8 @@ impl Metrics {
                 renew_failures,
                 job_runs,
                 job_durations,
+                password_checks,
+                login_limited,
             }),
         }
     }
@@ -190,6 +218,15 @@ impl Metrics {
         if let Some(took) = took {
             self.inner.job_durations.get_or_create(&JobOnly { job }).observe(took.as_secs_f64());
         }
+    }
+
+    pub fn password_checked(&self, purpose: &'static str, matched: bool) {
+        let outcome = if matched { "match" } else { "mismatch" };
+        self.inner.password_checks.get_or_create(&CheckLabels { purpose, outcome }).inc();
+    }
+
+    pub fn login_limited(&self, reason: &'static str) {
+        self.inner.login_limited.get_or_create(&LimitedLabels { reason }).inc();
     }
 
     /// The Prometheus text exposition.

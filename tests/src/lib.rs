@@ -120,6 +120,41 @@ impl ServiceProcess {
         }
     }
 
+    /// The directory of the default database (none when the test named one).
+    pub fn data_dir(&self) -> Option<&Path> {
+        self._data.as_ref().map(tempfile::TempDir::path)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A field of `/proc/PID/status` in KiB (e.g. `VmHWM`, the peak RSS).
+    pub fn proc_status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with(&format!("{field}:"))).unwrap_or_else(|| panic!("{field}"));
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    /// A channel whose socket is bound to `local` (e.g. 127.0.0.2), so the
+    /// service sees that client address.
+    pub async fn channel_from(&self, local: std::net::IpAddr) -> Channel {
+        let target = self.grpc_addr;
+        let connector = tower::service_fn(move |_: tonic::transport::Uri| async move {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(SocketAddr::new(local, 0))?;
+            let stream = socket.connect(target).await?;
+            stream.set_nodelay(true)?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+        });
+        Channel::from_shared(self.endpoint())
+            .unwrap()
+            .connect_with_connector(connector)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {} from {local}: {e}", self.name))
+    }
+
     /// `http://127.0.0.1:port`, for gRPC clients.
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.grpc_addr)
@@ -260,6 +295,8 @@ pub type Authed = tonic::service::interceptor::InterceptedService<Channel, Beare
 pub struct ControlService {
     process: ServiceProcess,
     token: tokio::sync::OnceCell<String>,
+    setup_token_file: PathBuf,
+    _token_dir: Option<tempfile::TempDir>,
 }
 
 impl std::ops::Deref for ControlService {
@@ -272,6 +309,9 @@ impl std::ops::Deref for ControlService {
 
 impl ControlService {
     /// Starts `control-service` with `args` (see [`ServiceProcess::spawn`]).
+    /// Its setup token file is beside the default database, or (when the
+    /// test names a database) in a temporary directory of its own, unless
+    /// `args` name one.
     pub fn start(args: &[&str]) -> Self {
         let clear = [
             "CONTROL_FAIL2BAN_SOCKET",
@@ -279,8 +319,34 @@ impl ControlService {
             "CONTROL_DATABASE_URL",
             "CONTROL_ADMIN_PASSWORD_HASH",
             "CONTROL_GEO_AUTH_TOKEN",
+            "CONTROL_SETUP_TOKEN_FILE",
         ];
-        Self { process: ServiceProcess::spawn("control-service", &clear, args), token: tokio::sync::OnceCell::new() }
+        let mut args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let named = args.iter().position(|a| a == "--setup-token-file").map(|i| PathBuf::from(&args[i + 1]));
+        let token_dir = (named.is_none() && args.iter().any(|a| a == "--database-url")).then(|| {
+            let dir = tempfile::tempdir().unwrap();
+            args.extend(["--setup-token-file".to_owned(), dir.path().join("setup-token").display().to_string()]);
+            dir
+        });
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let process = ServiceProcess::spawn("control-service", &clear, &refs);
+        let setup_token_file = named
+            .or_else(|| token_dir.as_ref().map(|d| d.path().join("setup-token")))
+            .unwrap_or_else(|| process.data_dir().unwrap().join("setup-token"));
+        Self { process, token: tokio::sync::OnceCell::new(), setup_token_file, _token_dir: token_dir }
+    }
+
+    /// Where this control-service writes its setup token.
+    pub fn setup_token_file(&self) -> &Path {
+        &self.setup_token_file
+    }
+
+    /// The one-time setup token, read from its file.
+    pub fn setup_token(&self) -> String {
+        std::fs::read_to_string(&self.setup_token_file)
+            .unwrap_or_else(|e| panic!("setup token file {}: {e}", self.setup_token_file.display()))
+            .trim()
+            .to_owned()
     }
 
     /// An AuthService client without a token.
@@ -296,7 +362,8 @@ impl ControlService {
                 let mut auth = self.auth().await;
                 let status = auth.get_setup_status(GetSetupStatusRequest {}).await.unwrap().into_inner();
                 if !status.password_set {
-                    auth.setup(SetupRequest { password: CONTROL_PASSWORD.into() }).await.unwrap();
+                    let setup_token = self.setup_token();
+                    auth.setup(SetupRequest { password: CONTROL_PASSWORD.into(), setup_token }).await.unwrap();
                 }
                 let login = auth.login(LoginRequest { password: CONTROL_PASSWORD.into() }).await.unwrap();
                 login.into_inner().token

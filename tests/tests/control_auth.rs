@@ -95,10 +95,21 @@ async fn sessions_and_throttling_hold_across_replicas_sharing_postgres() {
     let a = ControlService::start(&args);
     let b = ControlService::start(&args);
 
-    // Set up on A (B then refuses), log in on A, use the session on B.
+    // Each replica wrote a setup token; B's works on A (the database holds
+    // both digests). B then refuses, and drops its stale token file.
+    let (a_token, b_token) = (a.setup_token(), b.setup_token());
+    assert_ne!(a_token, b_token);
+    let setup = |setup_token: String| pb::SetupRequest { password: CONTROL_PASSWORD.into(), setup_token };
+    a.auth().await.setup(setup(b_token.clone())).await.unwrap();
+    assert!(!a.setup_token_file().exists(), "the token file goes with the setup");
     let token = a.token().await;
-    let err = b.auth().await.setup(pb::SetupRequest { password: "another password!".into() }).await.unwrap_err();
+    let err = b.auth().await.setup(setup(b_token)).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
+    let err = a.auth().await.setup(setup(a_token)).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "a token ends with the setup");
+    let status = b.auth().await.get_setup_status(pb::GetSetupStatusRequest {}).await.unwrap().into_inner();
+    assert!(status.password_set && !status.setup_pending);
+    assert!(!b.setup_token_file().exists(), "B drops its stale token file when it sees the password");
     let mut on_b = b.auth_with(&token).await;
     let got = on_b.get_session(pb::GetSessionRequest {}).await.unwrap().into_inner();
     assert_eq!(got.client, "127.0.0.1");
@@ -143,8 +154,13 @@ async fn bootstrap_hash_from_the_environment() {
     let mut auth = control.auth().await;
     let status = auth.get_setup_status(pb::GetSetupStatusRequest {}).await.unwrap().into_inner();
     assert!(status.password_set && status.managed_by_config);
-    let err = auth.setup(pb::SetupRequest { password: "a takeover attempt".into() }).await.unwrap_err();
+    let err = auth
+        .setup(pb::SetupRequest { password: "a takeover attempt".into(), setup_token: String::new() })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(!status.setup_pending);
+    assert!(!control.setup_token_file().exists(), "no setup token with --admin-password-hash");
     let login =
         auth.login(pb::LoginRequest { password: "a password from a Secret".into() }).await.unwrap().into_inner();
     let mut authed = control.auth_with(&login.token).await;

@@ -166,7 +166,9 @@ async fn control_reaches_geo_over_mtls_with_the_token_and_serves_tls_itself() {
         ControlService::start(&["--fail2ban-socket", &f2b.socket_str(), "--tls-cert", &cert, "--tls-key", &key]);
     let addr = tls_control.grpc_addr.to_string();
     let password = r#"{"password": "a long enough password"}"#;
-    let setup = grpcurl_tls(&pki, None, &["-d", password, &addr, "bangui.control.v1.AuthService/Setup"]);
+    let setup_request =
+        serde_json::json!({"password": "a long enough password", "setup_token": tls_control.setup_token()}).to_string();
+    let setup = grpcurl_tls(&pki, None, &["-d", &setup_request, &addr, "bangui.control.v1.AuthService/Setup"]);
     assert_eq!(setup, serde_json::json!({}));
     let login = grpcurl_tls(&pki, None, &["-d", password, &addr, "bangui.control.v1.AuthService/Login"]);
     let bearer = format!("authorization: Bearer {}", login["token"].as_str().unwrap());

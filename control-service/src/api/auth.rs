@@ -54,12 +54,13 @@ impl AuthService for AuthApi {
         _request: Request<GetSetupStatusRequest>,
     ) -> Result<Response<GetSetupStatusResponse>, Status> {
         let (password_set, managed_by_config) = self.auth.setup_status().await?;
-        Ok(Response::new(GetSetupStatusResponse { password_set, managed_by_config }))
+        Ok(Response::new(GetSetupStatusResponse { password_set, managed_by_config, setup_pending: !password_set }))
     }
 
     #[instrument(skip_all, fields(rpc = "Setup"))]
     async fn setup(&self, request: Request<SetupRequest>) -> Result<Response<SetupResponse>, Status> {
-        self.auth.setup(request.into_inner().password).await?;
+        let SetupRequest { password, setup_token } = request.into_inner();
+        self.auth.setup(password, &setup_token).await?;
         Ok(Response::new(SetupResponse {}))
     }
 
@@ -92,8 +93,9 @@ impl AuthService for AuthApi {
         request: Request<ChangePasswordRequest>,
     ) -> Result<Response<ChangePasswordResponse>, Status> {
         let session = session(&request)?.clone();
+        let client = client(&request);
         let ChangePasswordRequest { old_password, new_password } = request.into_inner();
-        self.auth.change_password(&session, old_password, new_password).await?;
+        self.auth.change_password(&session, &client, old_password, new_password).await?;
         Ok(Response::new(ChangePasswordResponse {}))
     }
 }

@@ -66,6 +66,12 @@ impl From<AuthError> for Status {
                 e.to_string(),
                 ErrorDetails::with_retry_info(Some(retry_after)),
             ),
+            e @ AuthError::Busy => Status::with_error_details(
+                Code::ResourceExhausted,
+                e.to_string(),
+                ErrorDetails::with_retry_info(Some(crate::auth::hasher::BUSY_RETRY)),
+            ),
+            e @ AuthError::SetupToken(_) => Status::permission_denied(e.to_string()),
             e @ AuthError::Conflict => Status::aborted(e.to_string()),
             AuthError::Hash(reason) => {
                 tracing::error!(%reason, "password hashing failed");

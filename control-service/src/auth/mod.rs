@@ -7,13 +7,30 @@
 //! Sessions live in the control database, so every replica accepts them and
 //! a logout ends them everywhere at once. A session's expiry is fixed at
 //! login (`session_duration`, a runtime setting): it does not slide. Login
-//! failures are counted in the database per client address and overall, so
-//! the limits hold across replicas.
+//! attempts are counted in the database per client key and overall, before
+//! the password is checked (see [`ThrottlePolicy`] and
+//! [`crate::store::ControlStore::reserve_attempt`]).
+//!
+//! What holds across replicas sharing one PostgreSQL: a client key's
+//! attempts are reserved under a transaction-scoped advisory lock on that
+//! key, so at most `per_client` passwords per key are checked in a window
+//! over the whole cluster (windows are judged by each replica's clock, so
+//! clock skew between replicas shifts them by the skew). The overall count
+//! that slows logins down is read from the same table, without a lock: a
+//! burst may be slowed by a count a few attempts old. The bound on hashes
+//! at once (`--password-hash-concurrency`) is per process.
 
+pub mod hasher;
 pub mod password;
+pub mod setup_token;
 pub mod token;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use bangui_runtime::guard::{Gate, bearer_token};
 use subtle::ConstantTimeEq;
@@ -22,16 +39,48 @@ use tonic::{Status, body::Body};
 use crate::{
     clock::Clock,
     fail2ban::InvalidArgument,
+    metrics::Metrics,
     settings::SettingsStore,
-    store::{ControlStore, SessionRow, StoreError},
+    store::{ControlStore, Reservation, SessionRow, StoreError},
 };
 
-/// How many failed logins are allowed, per client and overall, in a window.
+pub use hasher::{HashLimits, Hasher};
+
+/// The login policy (README, "Login policy"): failed attempts are counted
+/// per client key ([`client_key`]) and overall over `window`. A client key
+/// gets `per_client` attempts that fail in a window (each counted before
+/// its password is checked); past that it is refused until the oldest
+/// leaves the window. Past `global` failures overall, every attempt waits
+/// first: `slowdown_max / 10` for each failure from `global` on, at most
+/// `slowdown_max`. Nobody is refused for what others did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ThrottlePolicy {
     pub per_client: u32,
     pub global: u32,
     pub window: Duration,
+}
+
+impl ThrottlePolicy {
+    /// How long an attempt waits when `failures` failed overall in the window.
+    pub fn slowdown(&self, failures: u64, max: Duration) -> Duration {
+        let Some(over) = failures.checked_sub(u64::from(self.global)) else { return Duration::ZERO };
+        let steps = u32::try_from(over.saturating_add(1)).unwrap_or(u32::MAX).min(10);
+        (max / 10).saturating_mul(steps).min(max)
+    }
+}
+
+/// The key failures are counted under: an IPv4 address (/32, IPv4-mapped
+/// IPv6 included), or the /64 of an IPv6 address (one host usually has the
+/// whole /64). Anything else (no address known) is its own key.
+pub fn client_key(client: &str) -> String {
+    match client.parse::<IpAddr>() {
+        Ok(IpAddr::V4(v4)) => v4.to_string(),
+        Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => ipnet::Ipv6Net::new(v6, 64).map_or_else(|_| v6.to_string(), |net| net.trunc().to_string()),
+        },
+        Err(_) => client.to_owned(),
+    }
 }
 
 /// A caller's session, as handlers see it (request extension).
@@ -68,6 +117,10 @@ pub enum AuthError {
     WrongPassword,
     #[error("too many failed logins {scope}; retry in {}s", retry_after.as_secs())]
     Throttled { scope: &'static str, retry_after: Duration },
+    #[error("too many password checks at once; retry in {}s", hasher::BUSY_RETRY.as_secs())]
+    Busy,
+    #[error("{0}")]
+    SetupToken(&'static str),
     #[error("{0}")]
     Unauthenticated(&'static str),
     #[error("the password changed meanwhile; try again")]
@@ -78,6 +131,34 @@ pub enum AuthError {
     Store(#[from] StoreError),
 }
 
+impl From<hasher::Busy> for AuthError {
+    fn from(_: hasher::Busy) -> Self {
+        AuthError::Busy
+    }
+}
+
+impl From<hasher::Failed> for AuthError {
+    fn from(error: hasher::Failed) -> Self {
+        AuthError::Hash(error.0)
+    }
+}
+
+/// What a checked password is for (a metrics label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Login,
+    ChangePassword,
+}
+
+impl Purpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Login => "login",
+            Purpose::ChangePassword => "change_password",
+        }
+    }
+}
+
 /// The password and sessions.
 #[derive(Debug, Clone)]
 pub struct Auth {
@@ -86,10 +167,11 @@ pub struct Auth {
     clock: Arc<dyn Clock>,
     throttle: ThrottlePolicy,
     managed_by_config: bool,
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, AuthError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| AuthError::Hash(e.to_string()))
+    hasher: Hasher,
+    slowdown_max: Duration,
+    metrics: Metrics,
+    /// Where this replica keeps its setup token.
+    setup_token_file: Option<PathBuf>,
 }
 
 impl Auth {
@@ -100,12 +182,32 @@ impl Auth {
         throttle: ThrottlePolicy,
         managed_by_config: bool,
     ) -> Self {
-        Self { store, settings, clock, throttle, managed_by_config }
+        Self {
+            store,
+            settings,
+            clock,
+            throttle,
+            managed_by_config,
+            hasher: Hasher::new(HashLimits::default()),
+            slowdown_max: Duration::from_secs(3),
+            metrics: Metrics::new(),
+            setup_token_file: None,
+        }
+    }
+
+    /// The hashing bounds, the longest slowdown and the metrics to count in.
+    #[must_use]
+    pub fn with_limits(mut self, hash: HashLimits, slowdown_max: Duration, metrics: Metrics) -> Self {
+        self.hasher = Hasher::new(hash);
+        self.slowdown_max = slowdown_max;
+        self.metrics = metrics;
+        self
     }
 
     /// At start, with `--admin-password-hash`: that hash is the password.
     /// Sessions survive when it is unchanged and end when it changed.
     pub async fn bootstrap(&self, phc: &str) -> Result<(), AuthError> {
+        self.store.clear_setup_tokens().await?;
         if self.store.password().await?.as_deref() == Some(phc) {
             return Ok(());
         }
@@ -114,20 +216,85 @@ impl Auth {
         Ok(())
     }
 
-    /// (password set, managed by configuration).
-    pub async fn setup_status(&self) -> Result<(bool, bool), AuthError> {
-        Ok((self.store.password().await?.is_some(), self.managed_by_config))
+    /// At start: while no password exists, makes sure `file` holds a setup
+    /// token the database knows (a new one when it holds none), and logs
+    /// where it is; once a password exists, removes the file.
+    pub async fn prepare_setup(&mut self, file: &Path) -> Result<(), AuthError> {
+        self.setup_token_file = Some(file.to_owned());
+        if self.store.password().await?.is_some() {
+            self.remove_setup_token_file();
+            return Ok(());
+        }
+        let known = self.store.setup_tokens().await?;
+        if let Some(token) = setup_token::read(file)
+            && known_token(&known, &token::digest(&token))
+        {
+            tracing::warn!(
+                setup_token_file = %file.display(),
+                "setup pending: the one-time setup token is in the file (made at an earlier start); \
+                 call AuthService/Setup with it"
+            );
+            return Ok(());
+        }
+        let (token, digest) = token::new_token();
+        self.store.add_setup_token(&digest, self.clock.now()).await?;
+        let written = setup_token::write(file, &token);
+        // Printed once, at the start that made it (the file keeps it).
+        tracing::warn!(
+            setup_token = %token,
+            setup_token_file = %file.display(),
+            written = written.is_ok(),
+            "setup pending: one-time setup token made; call AuthService/Setup with it (also in the file)"
+        );
+        if let Err(error) = written {
+            tracing::error!(setup_token_file = %file.display(), %error, "cannot write the setup token file; it is only in this log");
+        }
+        Ok(())
     }
 
-    pub async fn setup(&self, password: String) -> Result<(), AuthError> {
-        password::check_new("password", &password)?;
+    fn remove_setup_token_file(&self) {
+        let Some(file) = &self.setup_token_file else { return };
+        match std::fs::remove_file(file) {
+            Ok(()) => tracing::info!(setup_token_file = %file.display(), "a password is set: setup token file removed"),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                tracing::warn!(setup_token_file = %file.display(), %error, "cannot remove the setup token file")
+            }
+        }
+    }
+
+    /// (password set, managed by configuration). A replica whose token
+    /// file outlived setup (done on another replica) removes it here.
+    pub async fn setup_status(&self) -> Result<(bool, bool), AuthError> {
+        let set = self.store.password().await?.is_some();
+        if set && self.setup_token_file.as_deref().is_some_and(Path::exists) {
+            self.remove_setup_token_file();
+        }
+        Ok((set, self.managed_by_config))
+    }
+
+    /// Sets the first password; needs a setup token the service made.
+    pub async fn setup(&self, password: String, setup_token: &str) -> Result<(), AuthError> {
         if self.store.password().await?.is_some() {
             return Err(AuthError::AlreadySetUp);
         }
-        let phc = blocking(move || password::hash(&password)).await?.map_err(AuthError::Hash)?;
-        // The insert decides: of concurrent callers exactly one sets it.
-        if self.store.set_password_if_absent(&phc, self.clock.now()).await? {
-            tracing::info!("master password set up");
+        if setup_token.is_empty() {
+            return Err(AuthError::SetupToken(
+                "Setup needs setup_token: the one-time token the control-service wrote to its log and its setup token file",
+            ));
+        }
+        let digest = token::digest(setup_token);
+        if !known_token(&self.store.setup_tokens().await?, &digest) {
+            tracing::warn!("Setup refused: wrong setup token");
+            return Err(AuthError::SetupToken("wrong setup_token"));
+        }
+        password::check_new("password", &password)?;
+        let phc = self.hasher.admit()?.run(move |memory| password::hash_in(&password, memory)).await?;
+        let phc = phc.map_err(AuthError::Hash)?;
+        // The token's deletion decides: of concurrent callers exactly one sets it.
+        if self.store.complete_setup(&phc, self.clock.now(), &digest).await? {
+            tracing::info!("master password set up; setup tokens deleted");
+            self.remove_setup_token_file();
             Ok(())
         } else {
             Err(AuthError::AlreadySetUp)
@@ -136,15 +303,12 @@ impl Auth {
 
     /// A new session for the right password; `client` is the caller's address.
     pub async fn login(&self, password: String, client: &str) -> Result<(String, i64), AuthError> {
-        let now = self.clock.now();
-        self.check_throttle(client, now).await?;
         let Some(phc) = self.store.password().await? else { return Err(AuthError::NotSetUp) };
-        let ok = blocking(move || password::verify(&phc, &password)).await?;
-        self.store.record_login(client, now, ok).await?;
-        if !ok {
+        if !self.check_password(Purpose::Login, phc, password, client).await? {
             tracing::warn!(client, "login failed: wrong password");
             return Err(AuthError::WrongPassword);
         }
+        let now = self.clock.now();
         let duration = i64::try_from(self.settings.get().await?.session_duration.as_secs()).unwrap_or(i64::MAX);
         let (token, token_sha256) = token::new_token();
         let row = SessionRow {
@@ -158,24 +322,68 @@ impl Auth {
         Ok((token, row.expires_at))
     }
 
-    async fn check_throttle(&self, client: &str, now: i64) -> Result<(), AuthError> {
+    /// Whether `password` matches `phc`, under the login policy: refused
+    /// for a client over its limit, slowed down while many fail overall,
+    /// refused when too many checks run at once; the attempt is counted
+    /// before the hash runs.
+    async fn check_password(
+        &self,
+        purpose: Purpose,
+        phc: String,
+        password: String,
+        client: &str,
+    ) -> Result<bool, AuthError> {
+        let key = client_key(client);
         let window = i64::try_from(self.throttle.window.as_secs()).unwrap_or(i64::MAX);
-        let since = now.saturating_sub(window);
-        for (scope, who, limit) in
-            [("from this address", Some(client), self.throttle.per_client), ("overall", None, self.throttle.global)]
-        {
-            let failures = self.store.failures_since(who, since).await?;
-            if failures.count >= u64::from(limit) {
-                let oldest = failures.oldest.unwrap_or(now);
-                let wait = (oldest.saturating_add(window) - now).max(1);
-                tracing::warn!(client, scope, failures = failures.count, "login throttled");
-                return Err(AuthError::Throttled {
-                    scope,
-                    retry_after: Duration::from_secs(u64::try_from(wait).unwrap_or(1)),
-                });
-            }
+        // A client over its limit is refused at once, without waiting.
+        let now = self.clock.now();
+        let failures = self.store.failures_since(Some(&key), now.saturating_sub(window)).await?;
+        if failures.count >= u64::from(self.throttle.per_client) {
+            return Err(self.throttled(client, failures, now, window));
         }
-        Ok(())
+        // Everyone slows down while many fail; the wait holds no hashing turn.
+        let overall = self.store.failures_since(None, now.saturating_sub(window)).await?;
+        let delay = self.throttle.slowdown(overall.count, self.slowdown_max);
+        if !delay.is_zero() {
+            tracing::info!(
+                client,
+                failures = overall.count,
+                delay_ms = delay.as_millis(),
+                "login slowed down: many failures overall"
+            );
+            self.metrics.login_limited("slowed");
+            tokio::time::sleep(delay).await;
+        }
+        let turn = self.hasher.admit().inspect_err(|_| {
+            tracing::warn!(client, "login shed: too many password checks at once");
+            self.metrics.login_limited("busy");
+        })?;
+        // Counted before the hash runs: at most `per_client` are checked.
+        let now = self.clock.now();
+        let id =
+            match self.store.reserve_attempt(&key, now, now.saturating_sub(window), self.throttle.per_client).await? {
+                Reservation::Reserved(id) => id,
+                Reservation::Refused(failures) => return Err(self.throttled(client, failures, now, window)),
+            };
+        let ok = turn.run(move |memory| password::verify_in(&phc, &password, memory)).await?;
+        self.metrics.password_checked(purpose.as_str(), ok);
+        if ok {
+            self.store.attempt_succeeded(id).await?;
+        }
+        Ok(ok)
+    }
+
+    fn throttled(&self, client: &str, failures: crate::store::Failures, now: i64, window: i64) -> AuthError {
+        let oldest = failures.oldest.unwrap_or(now);
+        let wait = (oldest.saturating_add(window) - now).max(1);
+        let scope = if client.contains(':') && !client.starts_with("::ffff:") {
+            "from this /64 network"
+        } else {
+            "from this address"
+        };
+        tracing::warn!(client, scope, failures = failures.count, "login throttled");
+        self.metrics.login_limited("throttled");
+        AuthError::Throttled { scope, retry_after: Duration::from_secs(u64::try_from(wait).unwrap_or(1)) }
     }
 
     /// The live session of `token`.
@@ -201,27 +409,31 @@ impl Auth {
         Ok(())
     }
 
-    /// Changes the password; every session but `session` ends.
-    pub async fn change_password(&self, session: &Session, old: String, new: String) -> Result<(), AuthError> {
+    /// Changes the password; every session but `session` ends. The old
+    /// password's check is a login attempt of `client` (the caller's
+    /// address), under the same limits.
+    pub async fn change_password(
+        &self,
+        session: &Session,
+        client: &str,
+        old: String,
+        new: String,
+    ) -> Result<(), AuthError> {
         if self.managed_by_config {
             return Err(AuthError::ManagedByConfig);
         }
         password::check_new("new_password", &new)?;
         let Some(current) = self.store.password().await? else { return Err(AuthError::NotSetUp) };
-        let (ok, current, phc) = blocking(move || {
-            let ok = password::verify(&current, &old);
-            (ok, current, if ok { Some(password::hash(&new)) } else { None })
-        })
-        .await?;
-        if !ok {
-            tracing::warn!(client = %session.client, "password change refused: wrong old password");
+        if !self.check_password(Purpose::ChangePassword, current.clone(), old, client).await? {
+            tracing::warn!(client, "password change refused: wrong old password");
             return Err(AuthError::WrongPassword);
         }
-        let phc = phc.unwrap_or_else(|| Err("not hashed".into())).map_err(AuthError::Hash)?;
+        let phc = self.hasher.admit()?.run(move |memory| password::hash_in(&new, memory)).await?;
+        let phc = phc.map_err(AuthError::Hash)?;
         if !self.store.replace_password(Some(&current), &phc, self.clock.now(), Some(&session.token_sha256)).await? {
             return Err(AuthError::Conflict);
         }
-        tracing::info!(client = %session.client, "password changed; other sessions ended");
+        tracing::info!(client, "password changed; other sessions ended");
         Ok(())
     }
 
@@ -232,6 +444,11 @@ impl Auth {
         let keep = i64::try_from(self.throttle.window.as_secs()).unwrap_or(0).max(86_400);
         Ok(self.store.delete_expired(now, now - keep).await?)
     }
+}
+
+/// Whether `digest` is one of `known`, comparing each in constant time.
+fn known_token(known: &[Vec<u8>], digest: &[u8]) -> bool {
+    known.iter().fold(false, |found, candidate| found | bool::from(candidate.as_slice().ct_eq(digest)))
 }
 
 /// Lets a request through with a live session (added to the request's

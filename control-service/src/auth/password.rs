@@ -1,8 +1,14 @@
 //! The master password: argon2id, stored as a PHC string. Hashing takes
-//! tens of milliseconds of CPU on purpose, so it runs on the blocking pool.
+//! tens of milliseconds of CPU and 19 MiB of memory on purpose, so it runs
+//! on the blocking pool, in memory reused from a bounded pool
+//! ([`super::hasher::Hasher`]).
 
-use argon2::{Algorithm, Argon2, PasswordHash, PasswordHasher, PasswordVerifier, password_hash::SaltString};
+use argon2::{
+    Algorithm, Argon2, Block, Params, PasswordHash, Version,
+    password_hash::{Output, ParamsString, SaltString},
+};
 use rand::RngCore as _;
+use subtle::ConstantTimeEq as _;
 
 use crate::fail2ban::InvalidArgument;
 
@@ -23,20 +29,72 @@ pub fn check_new(field: &'static str, password: &str) -> Result<(), InvalidArgum
     Ok(())
 }
 
-/// The argon2id PHC string of `password`, with a fresh random salt.
-pub fn hash(password: &str) -> Result<String, String> {
-    let mut salt = [0u8; 16];
-    rand::rng().fill_bytes(&mut salt);
-    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
-    Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
+/// argon2's working memory, reused between hashes (see [`super::hasher`]):
+/// 1 KiB blocks, 19 MiB with the default parameters.
+pub type Memory = Vec<Block>;
+
+/// `memory` with at least `blocks` blocks (it only ever grows).
+fn blocks(memory: &mut Memory, blocks: usize) -> &mut [Block] {
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::default());
+    }
+    &mut memory[..blocks]
 }
 
-/// Whether `password` matches `phc` (constant-time inside argon2).
+/// The argon2id PHC string of `password`, with a fresh random salt.
+pub fn hash(password: &str) -> Result<String, String> {
+    hash_in(password, &mut Memory::new())
+}
+
+/// [`hash`] in `memory`.
+pub fn hash_in(password: &str, memory: &mut Memory) -> Result<String, String> {
+    let mut salt = [0u8; 16];
+    rand::rng().fill_bytes(&mut salt);
+    let params = Params::default();
+    let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    argon
+        .hash_password_into_with_memory(password.as_bytes(), &salt, &mut out, blocks(memory, params.block_count()))
+        .map_err(|e| e.to_string())?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params).map_err(|e| e.to_string())?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out).map_err(|e| e.to_string())?),
+    };
+    Ok(phc.to_string())
+}
+
+/// Whether `password` matches `phc` (constant-time comparison).
 pub fn verify(phc: &str, password: &str) -> bool {
-    match PasswordHash::new(phc) {
-        Ok(parsed) => Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
-        Err(_) => false,
+    verify_in(phc, password, &mut Memory::new())
+}
+
+/// [`verify`] in `memory`: what argon2's `PasswordVerifier` does, with
+/// memory the caller keeps instead of a fresh allocation per call.
+pub fn verify_in(phc: &str, password: &str, memory: &mut Memory) -> bool {
+    let Ok(parsed) = PasswordHash::new(phc) else { return false };
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else { return false };
+    let (Ok(algorithm), Ok(params)) = (Algorithm::try_from(parsed.algorithm), Params::try_from(&parsed)) else {
+        return false;
+    };
+    let version = match parsed.version.map(Version::try_from).transpose() {
+        Ok(version) => version.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else { return false };
+    let mut out = vec![0u8; expected.len()];
+    let argon = Argon2::new(algorithm, version, params.clone());
+    if argon
+        .hash_password_into_with_memory(password.as_bytes(), salt, &mut out, blocks(memory, params.block_count()))
+        .is_err()
+    {
+        return false;
     }
+    bool::from(out.as_slice().ct_eq(expected.as_bytes()))
 }
 
 /// `text` is an argon2id PHC string (e.g. from `control-service hash-password`).
@@ -69,5 +127,14 @@ mod tests {
         assert!(check_phc("plain").is_err());
         assert_eq!(check_new("password", "short").unwrap_err().field, "password");
         assert!(check_new("password", "twelve chars").is_ok());
+        // Reused memory gives the same answers as argon2's own verifier.
+        let mut memory = Memory::new();
+        assert!(verify_in(&phc, "correct horse battery staple", &mut memory));
+        assert_eq!(memory.len(), Params::DEFAULT_M_COST as usize);
+        assert!(!verify_in(&phc, "correct horse battery stapl", &mut memory));
+        let again = hash_in("another password", &mut memory).unwrap();
+        let parsed = PasswordHash::new(&again).unwrap();
+        assert!(argon2::PasswordVerifier::verify_password(&Argon2::default(), b"another password", &parsed).is_ok());
+        assert_eq!(memory.len(), Params::DEFAULT_M_COST as usize, "reused, not grown");
     }
 }

@@ -8,7 +8,9 @@ use bangui_testkit::postgres::PgSchema;
 use super::*;
 use crate::{
     clock::ManualClock,
+    metrics::Metrics,
     settings::{SettingsStore, SettingsUpdate},
+    store::Failures,
     store::{postgres::PgStore, sqlite::SqliteStore},
 };
 
@@ -19,22 +21,59 @@ fn auth(store: Arc<dyn ControlStore>, clock: &ManualClock) -> Auth {
     let clock: Arc<dyn Clock> = Arc::new(clock.clone());
     let settings = SettingsStore::new(store.clone(), clock.clone());
     let policy = ThrottlePolicy { per_client: 3, global: 5, window: Duration::from_secs(900) };
-    Auth::new(store, settings, clock, policy, false)
+    Auth::new(store, settings, clock, policy, false).with_limits(
+        HashLimits { concurrency: 2, queue: 4 },
+        Duration::from_millis(400),
+        Metrics::new(),
+    )
+}
+
+/// The samples of `name` in the metrics text, summed.
+fn counted(metrics: &Metrics, name: &str) -> f64 {
+    metrics
+        .render()
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 async fn scenarios(store: Arc<dyn ControlStore>) {
     let clock = ManualClock::at(T0);
-    let auth = auth(store.clone(), &clock);
+    let mut auth = auth(store.clone(), &clock);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("setup-token");
 
-    // Setup: once, then refused; a short password is refused first.
+    // Setup needs the one-time token the service made at start.
     assert_eq!(auth.setup_status().await.unwrap(), (false, false));
     assert!(matches!(auth.login(PASSWORD.into(), "10.0.0.1").await, Err(AuthError::NotSetUp)));
-    assert!(matches!(auth.setup("short".into()).await, Err(AuthError::Invalid(_))));
+    auth.prepare_setup(&file).await.unwrap();
+    let setup_token = setup_token::read(&file).expect("a token in the file");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions()) & 0o777,
+        0o600
+    );
+    assert_eq!(store.setup_tokens().await.unwrap(), vec![token::digest(&setup_token)], "only its SHA-256 is stored");
+    // A restart finds it and keeps it.
+    auth.prepare_setup(&file).await.unwrap();
+    assert_eq!(setup_token::read(&file).unwrap(), setup_token);
+    assert_eq!(store.setup_tokens().await.unwrap().len(), 1);
+    // Another replica (its own file) makes its own; both work anywhere.
+    let mut other = auth.clone();
+    let other_file = dir.path().join("other-token");
+    other.prepare_setup(&other_file).await.unwrap();
+    assert_ne!(setup_token::read(&other_file).unwrap(), setup_token);
+    assert_eq!(store.setup_tokens().await.unwrap().len(), 2);
+
+    assert!(matches!(auth.setup(PASSWORD.into(), "").await, Err(AuthError::SetupToken(_))));
+    assert!(matches!(auth.setup(PASSWORD.into(), "not-the-token").await, Err(AuthError::SetupToken(_))));
+    assert!(store.password().await.unwrap().is_none(), "nothing stored");
+    assert!(matches!(auth.setup("short".into(), &setup_token).await, Err(AuthError::Invalid(_))));
     let racers: Vec<_> = ["first password!", "second password!", "third password!!"]
         .into_iter()
         .map(|p| {
-            let auth = auth.clone();
-            tokio::spawn(async move { auth.setup(p.into()).await })
+            let (auth, setup_token) = (auth.clone(), setup_token.clone());
+            tokio::spawn(async move { auth.setup(p.into(), &setup_token).await })
         })
         .collect();
     let mut won = 0;
@@ -46,11 +85,23 @@ async fn scenarios(store: Arc<dyn ControlStore>) {
         }
     }
     assert_eq!(won, 1, "exactly one concurrent Setup wins");
+    assert!(!file.exists(), "the token file goes with the setup");
+    assert!(store.setup_tokens().await.unwrap().is_empty(), "every token ends");
+    assert!(matches!(
+        other.setup(PASSWORD.into(), &setup_token::read(&other_file).unwrap()).await,
+        Err(AuthError::AlreadySetUp)
+    ));
+    // The other replica's stale file goes when it notices.
+    assert_eq!(other.setup_status().await.unwrap(), (true, false));
+    assert!(!other_file.exists());
     // Put a known password in place for the rest.
     let phc = password::hash(PASSWORD).unwrap();
     auth.bootstrap(&phc).await.unwrap();
-    assert!(matches!(auth.setup(PASSWORD.into()).await, Err(AuthError::AlreadySetUp)));
+    assert!(matches!(auth.setup(PASSWORD.into(), &setup_token).await, Err(AuthError::AlreadySetUp)));
     assert_eq!(auth.setup_status().await.unwrap(), (true, false));
+    // A start with a password set makes no token.
+    auth.prepare_setup(&file).await.unwrap();
+    assert!(!file.exists() && store.setup_tokens().await.unwrap().is_empty());
 
     // Login: the right password gives a token that works; a wrong one does not.
     let (token, expires_at) = auth.login(PASSWORD.into(), "10.0.0.1").await.unwrap();
@@ -83,11 +134,11 @@ async fn scenarios(store: Arc<dyn ControlStore>) {
     let (other, _) = auth.login(PASSWORD.into(), "10.0.0.4").await.unwrap();
     let me = auth.authenticate(&mine).await.unwrap();
     assert!(matches!(
-        auth.change_password(&me, "not the old one".into(), "a new password!!".into()).await,
+        auth.change_password(&me, "10.0.0.3", "not the old one".into(), "a new password!!".into()).await,
         Err(AuthError::WrongPassword)
     ));
     assert!(auth.authenticate(&other).await.is_ok(), "a refused change ends nothing");
-    auth.change_password(&me, PASSWORD.into(), "a new password!!".into()).await.unwrap();
+    auth.change_password(&me, "10.0.0.3", PASSWORD.into(), "a new password!!".into()).await.unwrap();
     assert!(auth.authenticate(&mine).await.is_ok());
     assert!(matches!(auth.authenticate(&other).await, Err(AuthError::Unauthenticated(_))));
     assert!(matches!(auth.login(PASSWORD.into(), "10.0.0.5").await, Err(AuthError::WrongPassword)));
@@ -117,37 +168,134 @@ async fn throttling(store: Arc<dyn ControlStore>) {
         assert!(matches!(auth.login("wrong password!".into(), "192.0.2.1").await, Err(AuthError::WrongPassword)));
         clock.advance(10);
     }
-    match auth.login(PASSWORD.into(), "192.0.2.1").await {
-        Err(AuthError::Throttled { scope, retry_after }) => {
-            assert_eq!(scope, "from this address");
-            assert_eq!(retry_after, Duration::from_secs(900 - 30), "the oldest failure leaves the window then");
+    for same in ["192.0.2.1", "::ffff:192.0.2.1"] {
+        match auth.login(PASSWORD.into(), same).await {
+            Err(AuthError::Throttled { scope, retry_after }) => {
+                assert_eq!(scope, "from this address");
+                assert_eq!(retry_after, Duration::from_secs(900 - 30), "the oldest failure leaves the window then");
+            }
+            other => panic!("expected throttling of {same}, got {other:?}"),
         }
-        other => panic!("expected throttling, got {other:?}"),
     }
-    // Another address is not throttled by it...
+    // Another address is not throttled by it.
     assert!(auth.login(PASSWORD.into(), "192.0.2.2").await.is_ok());
-    // ...until failures from everyone reach the global limit (5).
-    assert!(auth.login("wrong password!".into(), "192.0.2.3").await.is_err());
-    assert!(auth.login("wrong password!".into(), "192.0.2.4").await.is_err());
+    // IPv6: one /64 is one client.
+    for host in ["2001:db8:0:1::1", "2001:db8:0:1::2", "2001:db8:0:1:ffff::3"] {
+        assert!(matches!(auth.login("wrong password!".into(), host).await, Err(AuthError::WrongPassword)));
+    }
     assert!(matches!(
-        auth.login(PASSWORD.into(), "192.0.2.5").await,
-        Err(AuthError::Throttled { scope: "overall", .. })
+        auth.login(PASSWORD.into(), "2001:db8:0:1::99").await,
+        Err(AuthError::Throttled { scope: "from this /64 network", .. })
     ));
+    assert!(auth.login(PASSWORD.into(), "2001:db8:0:2::1").await.is_ok(), "the next /64 is another client");
+    // A wrong old password in ChangePassword is a failed attempt too.
+    let (token, _) = auth.login(PASSWORD.into(), "192.0.2.7").await.unwrap();
+    let me = auth.authenticate(&token).await.unwrap();
+    for _ in 0..3 {
+        assert!(matches!(
+            auth.change_password(&me, "192.0.2.7", "not the old one".into(), "a new password!!".into()).await,
+            Err(AuthError::WrongPassword)
+        ));
+    }
+    assert!(matches!(
+        auth.change_password(&me, "192.0.2.7", PASSWORD.into(), "a new password!!".into()).await,
+        Err(AuthError::Throttled { .. })
+    ));
+    assert!(matches!(auth.login(PASSWORD.into(), "192.0.2.7").await, Err(AuthError::Throttled { .. })));
+
+    // 9 failures overall (limit 5): nobody is refused for it, everyone waits
+    // (400 ms / 10 per failure from the 5th: 5 steps, 200 ms).
+    let started = std::time::Instant::now();
+    let (_, _) = auth.login(PASSWORD.into(), "192.0.2.9").await.unwrap();
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(200), "{waited:?}");
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
     // The window passes: logins work again.
     clock.advance(901);
     assert!(auth.login(PASSWORD.into(), "192.0.2.1").await.is_ok());
 }
 
-#[tokio::test]
+/// 40 concurrent wrong passwords from one address: exactly as many checked
+/// as the limit allows, the rest refused before any hash.
+async fn burst(store: Arc<dyn ControlStore>) {
+    let clock = ManualClock::at(T0);
+    let metrics = Metrics::new();
+    let policy = ThrottlePolicy { per_client: 5, global: 1000, window: Duration::from_secs(900) };
+    let clock_arc: Arc<dyn Clock> = Arc::new(clock.clone());
+    let auth = Auth::new(store.clone(), SettingsStore::new(store.clone(), clock_arc.clone()), clock_arc, policy, false)
+        .with_limits(HashLimits { concurrency: 2, queue: 8 }, Duration::from_secs(1), metrics.clone());
+    auth.bootstrap(&password::hash(PASSWORD).unwrap()).await.unwrap();
+    let tasks: Vec<_> = (0..40)
+        .map(|_| {
+            let auth = auth.clone();
+            tokio::spawn(async move { auth.login("wrong password!".into(), "198.51.100.1").await })
+        })
+        .collect();
+    let (mut wrong, mut throttled, mut busy) = (0, 0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Err(AuthError::WrongPassword) => wrong += 1,
+            Err(AuthError::Throttled { .. }) => throttled += 1,
+            Err(AuthError::Busy) => busy += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(wrong, 5, "throttled {throttled}, busy {busy}");
+    assert_eq!(wrong + throttled + busy, 40);
+    assert_eq!(counted(&metrics, "control_password_checks_total"), 5.0, "guesses checked");
+    assert_eq!(counted(&metrics, "control_login_limited_total"), f64::from(throttled + busy));
+
+    // The store's reservation alone: 50 at once, 5 reserved.
+    let reservations: Vec<_> = (0..50)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.reserve_attempt("203.0.113.1", T0, T0 - 900, 5).await.unwrap() })
+        })
+        .collect();
+    let mut reserved = Vec::new();
+    for r in reservations {
+        if let Reservation::Reserved(id) = r.await.unwrap() {
+            reserved.push(id);
+        }
+    }
+    assert_eq!(reserved.len(), 5);
+    store.attempt_succeeded(reserved[0]).await.unwrap();
+    let failures = store.failures_since(Some("203.0.113.1"), T0 - 900).await.unwrap();
+    assert_eq!(failures, Failures { count: 4, oldest: Some(T0) }, "a success is not a failure");
+    assert!(matches!(store.reserve_attempt("203.0.113.1", T0, T0 - 900, 5).await.unwrap(), Reservation::Reserved(_)));
+    assert_eq!(
+        store.reserve_attempt("203.0.113.1", T0 + 1, T0 - 899, 5).await.unwrap(),
+        Reservation::Refused(Failures { count: 5, oldest: Some(T0) })
+    );
+}
+
+#[test]
+fn client_keys_and_the_slowdown() {
+    assert_eq!(client_key("192.0.2.1"), "192.0.2.1");
+    assert_eq!(client_key("::ffff:192.0.2.1"), "192.0.2.1");
+    assert_eq!(client_key("2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::/64");
+    assert_eq!(client_key("unknown"), "unknown");
+    let policy = ThrottlePolicy { per_client: 5, global: 20, window: Duration::from_secs(900) };
+    let max = Duration::from_secs(3);
+    assert_eq!(policy.slowdown(19, max), Duration::ZERO);
+    assert_eq!(policy.slowdown(20, max), Duration::from_millis(300));
+    assert_eq!(policy.slowdown(24, max), Duration::from_millis(1500));
+    assert_eq!(policy.slowdown(29, max), max);
+    assert_eq!(policy.slowdown(u64::MAX, max), max, "capped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("control.db").display());
     scenarios(Arc::new(SqliteStore::connect(&url).await.unwrap())).await;
     let url = format!("sqlite://{}", dir.path().join("throttle.db").display());
     throttling(Arc::new(SqliteStore::connect(&url).await.unwrap())).await;
+    let url = format!("sqlite://{}", dir.path().join("burst.db").display());
+    burst(Arc::new(SqliteStore::connect(&url).await.unwrap())).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_on_postgres() {
     let schema = PgSchema::create("control_auth").await;
     let store = PgStore::connect_with(schema.options()).await.unwrap();
@@ -155,4 +303,6 @@ async fn auth_on_postgres() {
     store.close().await;
     let schema = PgSchema::create("control_throttle").await;
     throttling(Arc::new(PgStore::connect_with(schema.options()).await.unwrap())).await;
+    let schema = PgSchema::create("control_burst").await;
+    burst(Arc::new(PgStore::connect_with(schema.options()).await.unwrap())).await;
 }

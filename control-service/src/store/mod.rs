@@ -93,6 +93,15 @@ pub struct Failures {
     pub oldest: Option<i64>,
 }
 
+/// What [`ControlStore::reserve_attempt`] gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    /// The attempt is counted (as a failure for now); its row id.
+    Reserved(i64),
+    /// The client is at its limit: nothing recorded.
+    Refused(Failures),
+}
+
 /// A lease as stored. Times are Unix milliseconds of the database's clock;
 /// `db_now` is that clock when the row was read.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -159,9 +168,17 @@ pub struct JobRequest {
 pub trait ControlStore: history::HistoryStore + Send + Sync + std::fmt::Debug {
     /// The master password's PHC string, if one is set.
     async fn password(&self) -> Result<Option<String>, StoreError>;
-    /// Sets the password only if none exists; false when one already did
+    /// One transaction: consumes the setup token `token_sha256`, sets the
+    /// password if none exists and deletes every setup token. False (and
+    /// nothing changed) when the token is unknown or a password exists
     /// (concurrent callers: exactly one wins).
-    async fn set_password_if_absent(&self, phc: &str, at: i64) -> Result<bool, StoreError>;
+    async fn complete_setup(&self, phc: &str, at: i64, token_sha256: &[u8]) -> Result<bool, StoreError>;
+    /// The SHA-256 of every live setup token (one per replica that made one).
+    async fn setup_tokens(&self) -> Result<Vec<Vec<u8>>, StoreError>;
+    /// Adds a setup token's SHA-256.
+    async fn add_setup_token(&self, token_sha256: &[u8], at: i64) -> Result<(), StoreError>;
+    /// Deletes every setup token (the password came from configuration).
+    async fn clear_setup_tokens(&self) -> Result<(), StoreError>;
     /// One transaction: replaces the password if it is still `expected`
     /// (`None`: any), and deletes every session but `keep`. Returns false
     /// (and changes nothing) when the password changed meanwhile.
@@ -179,8 +196,17 @@ pub trait ControlStore: history::HistoryStore + Send + Sync + std::fmt::Debug {
     /// Deletes sessions expired at `now`, and login attempts older than
     /// `attempts_before`; returns the sessions deleted.
     async fn delete_expired(&self, now: i64, attempts_before: i64) -> Result<u64, StoreError>;
-    async fn record_login(&self, client: &str, at: i64, success: bool) -> Result<(), StoreError>;
-    /// Failed logins at or after `since`, of `client` or of everyone.
+    /// Counts an attempt of `client` before its password is checked: if
+    /// `client` has fewer than `limit` failures at or after `since`, records
+    /// one more (a failure until [`ControlStore::attempt_succeeded`]) and
+    /// returns its id; else records nothing and returns the failures.
+    /// Atomic per client: of concurrent callers (on PostgreSQL, on any
+    /// replica) at most `limit` are reserved in a window.
+    async fn reserve_attempt(&self, client: &str, at: i64, since: i64, limit: u32) -> Result<Reservation, StoreError>;
+    /// The reserved attempt `id` had the right password.
+    async fn attempt_succeeded(&self, id: i64) -> Result<(), StoreError>;
+    /// Failed logins (and attempts still being checked) at or after
+    /// `since`, of `client` or of everyone.
     async fn failures_since(&self, client: Option<&str>, since: i64) -> Result<Failures, StoreError>;
     /// Every stored runtime setting, as text.
     async fn settings(&self) -> Result<Vec<(String, String)>, StoreError>;

@@ -28,7 +28,17 @@ impl PgStore {
     }
 }
 
-super::shared::impl_control_store!(PgStore, "postgres", "(extract(epoch from now()) * 1000)::bigint", "FOR SHARE");
+// Reservations of one client key wait for each other (a transaction-scoped
+// advisory lock in a namespace of its own, 0x6c6f67 = "log"), on every
+// replica: under READ COMMITTED two concurrent count-then-insert statements
+// would otherwise both see the limit not reached.
+super::shared::impl_control_store!(
+    PgStore,
+    "postgres",
+    "(extract(epoch from now()) * 1000)::bigint",
+    "FOR SHARE",
+    "SELECT pg_advisory_xact_lock(7106407, hashtext($1))"
+);
 
 impl super::history::HasDb for PgStore {
     type Db = sqlx::Postgres;

@@ -5,9 +5,12 @@
 
 /// `impl ControlStore for $store` over `self.pool`; `$backend` names it,
 /// `$now` is the database's clock in Unix milliseconds, `$for_share` locks
-/// the lease row a run checks (empty where the database has one writer).
+/// the lease row a run checks (empty where the database has one writer),
+/// `$lock_client` is the statement (binding the client key as `$1`) that
+/// serializes a client's attempt reservations inside a transaction (a no-op
+/// where the database has one writer: there the insert's write lock does).
 macro_rules! impl_control_store {
-    ($store:ty, $backend:literal, $now:literal, $for_share:literal) => {
+    ($store:ty, $backend:literal, $now:literal, $for_share:literal, $lock_client:literal) => {
         #[async_trait::async_trait]
         impl $crate::store::ControlStore for $store {
             async fn ping(&self) -> Result<(), $crate::store::StoreError> {
@@ -40,15 +43,47 @@ macro_rules! impl_control_store {
                 Ok(sqlx::query_scalar("SELECT phc FROM admin_password WHERE id = 1").fetch_optional(&self.pool).await?)
             }
 
-            async fn set_password_if_absent(&self, phc: &str, at: i64) -> Result<bool, $crate::store::StoreError> {
+            async fn complete_setup(&self, phc: &str, at: i64, token_sha256: &[u8]) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                // The token row is the lock: of concurrent callers one deletes it.
+                let token = sqlx::query("DELETE FROM setup_tokens WHERE token_sha256 = $1")
+                    .bind(token_sha256)
+                    .execute(&mut *tx)
+                    .await?;
+                if token.rows_affected() != 1 {
+                    return Ok(false);
+                }
                 let done = sqlx::query(
                     "INSERT INTO admin_password (id, phc, updated_at) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING",
                 )
                 .bind(phc)
                 .bind(at)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
-                Ok(done.rows_affected() == 1)
+                if done.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                sqlx::query("DELETE FROM setup_tokens").execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn setup_tokens(&self) -> Result<Vec<Vec<u8>>, $crate::store::StoreError> {
+                Ok(sqlx::query_scalar("SELECT token_sha256 FROM setup_tokens").fetch_all(&self.pool).await?)
+            }
+
+            async fn add_setup_token(&self, token_sha256: &[u8], at: i64) -> Result<(), $crate::store::StoreError> {
+                sqlx::query("INSERT INTO setup_tokens (token_sha256, created_at) VALUES ($1, $2)")
+                    .bind(token_sha256)
+                    .bind(at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn clear_setup_tokens(&self) -> Result<(), $crate::store::StoreError> {
+                sqlx::query("DELETE FROM setup_tokens").execute(&self.pool).await?;
+                Ok(())
             }
 
             async fn replace_password(
@@ -128,11 +163,52 @@ macro_rules! impl_control_store {
                 Ok(sessions.rows_affected())
             }
 
-            async fn record_login(&self, client: &str, at: i64, success: bool) -> Result<(), $crate::store::StoreError> {
-                sqlx::query("INSERT INTO login_attempts (at, client, success) VALUES ($1, $2, $3)")
-                    .bind(at)
-                    .bind(client)
-                    .bind(success)
+            async fn reserve_attempt(
+                &self,
+                client: &str,
+                at: i64,
+                since: i64,
+                limit: u32,
+            ) -> Result<$crate::store::Reservation, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query($lock_client).bind(client).execute(&mut *tx).await?;
+                // One statement: the count and the insert see the same rows.
+                let id: Option<i64> = sqlx::query_scalar(
+                    "INSERT INTO login_attempts (at, client, success) SELECT $1, $2, $3 \
+                     WHERE (SELECT count(*) FROM login_attempts WHERE client = $4 AND success = $5 AND at >= $6) < $7 \
+                     RETURNING id",
+                )
+                .bind(at)
+                .bind(client)
+                .bind(false)
+                .bind(client)
+                .bind(false)
+                .bind(since)
+                .bind(i64::from(limit))
+                .fetch_optional(&mut *tx)
+                .await?;
+                let reservation = match id {
+                    Some(id) => $crate::store::Reservation::Reserved(id),
+                    None => {
+                        let row: (i64, Option<i64>) = sqlx::query_as(
+                            "SELECT count(*), min(at) FROM login_attempts WHERE success = $1 AND at >= $2 AND client = $3",
+                        )
+                        .bind(false)
+                        .bind(since)
+                        .bind(client)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        $crate::store::Reservation::Refused($crate::store::failures(row))
+                    }
+                };
+                tx.commit().await?;
+                Ok(reservation)
+            }
+
+            async fn attempt_succeeded(&self, id: i64) -> Result<(), $crate::store::StoreError> {
+                sqlx::query("UPDATE login_attempts SET success = $1 WHERE id = $2")
+                    .bind(true)
+                    .bind(id)
                     .execute(&self.pool)
                     .await?;
                 Ok(())
