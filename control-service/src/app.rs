@@ -141,7 +141,7 @@ impl Application {
         auth.prepare_setup(&config.setup_token_path()).await.stage(Stage::Auth)?;
         let socket = SocketClient::new(config.socket_settings(), metrics.clone());
         // Not probed here: fail2ban being away is no reason to refuse to start.
-        let fail2ban = Fail2ban::new(socket, config.start_settings());
+        let fail2ban = Fail2ban::new(socket, config.start_settings()).with_database(config.fail2ban_db.clone());
         let geo_tls = config.geo_tls().stage(Stage::Clients)?;
         let geo =
             GeoClient::new(config.geo_endpoint.as_deref(), config.geo_timeout, geo_tls, config.geo_auth_token.as_ref())

@@ -108,22 +108,18 @@ impl Jails {
     }
 
     pub async fn ban(&self, jail: &JailName, ip: IpAddr) -> Result<bool, Fail2banError> {
-        let result = self.fail2ban.ban(jail, ip).await;
-        self.log(ActionKind::Ban, Some(jail), Some(&ip.to_string()), String::new(), &result).await;
-        if let Ok(true) = result {
-            // Archived at once, with fail2ban's own ban time: the sync then
-            // finds the same (jail, ip, banned_at) and leaves it `manual`.
-            let ip = ip.to_string();
-            match self.fail2ban.bans(jail).await {
-                Ok(bans) => {
-                    if let Some(ban) = bans.iter().find(|b| b.ip == ip) {
-                        self.history.record_manual(jail.as_str(), &ip, ban.banned_at, ban.ban_seconds, "ban").await;
-                    }
-                }
-                Err(error) => tracing::warn!(%error, "cannot read the ban back to archive it; the sync will"),
-            }
+        let (newly, time) = match self.fail2ban.ban_timed(jail, ip).await {
+            Ok(time) => (Ok(time.is_some()), time),
+            Err(error) => (Err(error), None),
+        };
+        self.log(ActionKind::Ban, Some(jail), Some(&ip.to_string()), String::new(), &newly).await;
+        if let Some((banned_at, ban_seconds)) = time {
+            // Archived at once, with fail2ban's own ban time (its database
+            // row, see `Fail2ban::ban_timed`): the sync then finds the same
+            // (jail, ip, banned_at) and leaves it `manual`.
+            self.history.record_manual(jail.as_str(), &ip.to_string(), banned_at, ban_seconds, "ban").await;
         }
-        result
+        newly
     }
 
     pub async fn unban(&self, ip: IpAddr, jail: Option<&JailName>) -> Result<u32, Fail2banError> {

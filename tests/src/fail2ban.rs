@@ -14,17 +14,33 @@ use std::{
 /// The jails the test server runs.
 pub const JAILS: [&str; 2] = ["alpha", "beta"];
 
+/// How to start the test server beyond the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct Fail2banOptions {
+    /// Environment of the server process (e.g. `("TZ", "Asia/Tokyo")`).
+    pub env: Vec<(String, String)>,
+    /// More jails, like `alpha` (any name fail2ban accepts, e.g. `my jail`);
+    /// each reads its own log file `<n>.log` (its index among these).
+    pub extra_jails: Vec<String>,
+}
+
 /// A running fail2ban-server. Stopped when dropped.
 #[derive(Debug)]
 pub struct Fail2banServer {
     dir: tempfile::TempDir,
     child: Option<Child>,
+    env: Vec<(String, String)>,
 }
 
 impl Fail2banServer {
     /// Writes the configuration and starts the server; returns once it
     /// answers `ping` with both jails up.
     pub fn start() -> Self {
+        Self::start_with(&Fail2banOptions::default())
+    }
+
+    /// [`Fail2banServer::start`] with `options`.
+    pub fn start_with(options: &Fail2banOptions) -> Self {
         assert!(
             Command::new("fail2ban-server").arg("--version").output().is_ok_and(|o| o.status.success()),
             "fail2ban-server is missing: install Debian's `fail2ban` package (.ci/run does)"
@@ -52,18 +68,22 @@ impl Fail2banServer {
         for jail in JAILS {
             std::fs::write(root.join(format!("{jail}.log")), "").unwrap();
         }
-        std::fs::write(
-            root.join("conf/jail.conf"),
-            format!(
-                "[DEFAULT]\nbanaction = dummy\naction = dummy[target={root}/run/dummy.txt]\nbackend = polling\n\
-                 maxretry = 3\nfindtime = 10m\nbantime = 1h\n\n\
-                 [alpha]\nenabled = true\nfilter = bangui-test\nlogpath = {root}/alpha.log\n\n\
-                 [beta]\nenabled = true\nfilter = bangui-test\nlogpath = {root}/beta.log\nmaxretry = 5\n",
+        let mut jails = format!(
+            "[DEFAULT]\nbanaction = dummy\naction = dummy[target={root}/run/dummy.txt]\nbackend = polling\n\
+             maxretry = 3\nfindtime = 10m\nbantime = 1h\n\n\
+             [alpha]\nenabled = true\nfilter = bangui-test\nlogpath = {root}/alpha.log\n\n\
+             [beta]\nenabled = true\nfilter = bangui-test\nlogpath = {root}/beta.log\nmaxretry = 5\n",
+            root = root.display()
+        );
+        for (i, name) in options.extra_jails.iter().enumerate() {
+            std::fs::write(root.join(format!("{i}.log")), "").unwrap();
+            jails.push_str(&format!(
+                "\n[{name}]\nenabled = true\nfilter = bangui-test\nlogpath = {root}/{i}.log\n",
                 root = root.display()
-            ),
-        )
-        .unwrap();
-        let mut server = Self { dir, child: None };
+            ));
+        }
+        std::fs::write(root.join("conf/jail.conf"), jails).unwrap();
+        let mut server = Self { dir, child: None, env: options.env.clone() };
         server.restart();
         server
     }
@@ -81,6 +101,7 @@ impl Fail2banServer {
             .arg(self.socket())
             .arg("-p")
             .arg(root.join("run/f2b.pid"))
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -75,7 +75,13 @@ impl ServiceProcess {
     /// `args` name one) without the environment variables in `clear_env`,
     /// and waits until it logs that it serves.
     pub fn spawn(name: &'static str, clear_env: &[&str], args: &[&str]) -> Self {
+        Self::spawn_with_env(name, clear_env, &[], args)
+    }
+
+    /// [`ServiceProcess::spawn`] with environment variables set (e.g. `TZ`).
+    pub fn spawn_with_env(name: &'static str, clear_env: &[&str], env: &[(&str, &str)], args: &[&str]) -> Self {
         let mut command = Command::new(binary(name));
+        command.envs(env.iter().copied());
         command.args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--log-format", "json"]);
         let data = if args.contains(&"--database-url") {
             None
@@ -205,6 +211,21 @@ impl ServiceProcess {
         tokio::task::spawn_blocking(move || self.terminate()).await.unwrap()
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Peak resident memory so far (`VmHWM` of /proc/PID/status), in KiB.
+    pub fn vm_hwm_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no VmHWM for {}", self.name))
+    }
+
     /// Kills the process outright (SIGKILL): no drain, no release.
     pub fn kill9(mut self) {
         let _ = self.child.kill();
@@ -313,6 +334,11 @@ impl ControlService {
     /// test names a database) in a temporary directory of its own, unless
     /// `args` name one.
     pub fn start(args: &[&str]) -> Self {
+        Self::start_with_env(&[], args)
+    }
+
+    /// [`ControlService::start`] with environment variables set (e.g. `TZ`).
+    pub fn start_with_env(env: &[(&str, &str)], args: &[&str]) -> Self {
         let clear = [
             "CONTROL_FAIL2BAN_SOCKET",
             "CONTROL_GEO_ENDPOINT",
@@ -329,7 +355,7 @@ impl ControlService {
             dir
         });
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let process = ServiceProcess::spawn("control-service", &clear, &refs);
+        let process = ServiceProcess::spawn_with_env("control-service", &clear, env, &refs);
         let setup_token_file = named
             .or_else(|| token_dir.as_ref().map(|d| d.path().join("setup-token")))
             .unwrap_or_else(|| process.data_dir().unwrap().join("setup-token"));

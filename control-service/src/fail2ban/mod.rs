@@ -8,6 +8,7 @@
 //! stream deletes every jail. Starting a stopped jail goes through the
 //! `fail2ban-client` binary, which reads the jail's configuration itself.
 
+pub mod bantimes;
 pub mod client;
 pub mod codec;
 pub mod db;
@@ -21,8 +22,9 @@ use std::{
     time::Duration,
 };
 
-use chrono::{Local, NaiveDateTime, TimeZone};
+use sqlx::SqlitePool;
 
+use self::bantimes::{BanTimes, LocalBan};
 pub use self::{
     client::{SocketClient, SocketSettings},
     codec::PyValue,
@@ -66,7 +68,13 @@ impl Fail2banError {
 }
 
 fn shape(what: &str, value: &PyValue) -> Fail2banError {
-    Fail2banError::Protocol(format!("{what}: {value:?}"))
+    let mut text = format!("{value:?}");
+    if text.len() > 200 {
+        let cut = (0..=200).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+        text.truncate(cut);
+        text.push('…');
+    }
+    Fail2banError::Protocol(format!("{what}: {text}"))
 }
 
 /// A jail's counters, from `status <jail>`.
@@ -79,7 +87,6 @@ pub struct JailStatus {
     pub total_banned: u64,
     pub log_paths: Vec<String>,
     pub journal_matches: Vec<String>,
-    pub banned: Vec<String>,
     /// Last idle flag set through this service, if any (fail2ban cannot be asked).
     pub idle: Option<bool>,
 }
@@ -139,11 +146,38 @@ pub struct Fail2ban {
     /// fail2ban has no command to read a jail's idle flag; what we set is
     /// remembered here until fail2ban restarts ([`Fail2ban::forget_idle`]).
     idle: Arc<Mutex<HashMap<String, bool>>>,
+    /// Ban times from fail2ban's database ([`bantimes`]).
+    times: Arc<BanTimes>,
 }
+
+/// How long a manual ban's database row is waited for (fail2ban writes it
+/// from another thread, a moment after the ban).
+const BAN_ROW_WAIT: Duration = Duration::from_secs(1);
 
 impl Fail2ban {
     pub fn new(socket: SocketClient, start: StartSettings) -> Self {
-        Self { socket, start: Arc::new(start), idle: Arc::default() }
+        Self { socket, start: Arc::new(start), idle: Arc::default(), times: Arc::default() }
+    }
+
+    /// fail2ban's database file for ban times (`--fail2ban-db`); without
+    /// it fail2ban is asked (`get dbfile`).
+    #[must_use]
+    pub fn with_database(mut self, path: Option<PathBuf>) -> Self {
+        self.times = Arc::new(BanTimes::new(path));
+        self
+    }
+
+    /// fail2ban's database, opened once (`None` when there is none or it
+    /// cannot be read).
+    async fn times_db(&self) -> Option<SqlitePool> {
+        if let Some(pool) = self.times.cached().await {
+            return Some(pool);
+        }
+        let path = match self.times.configured() {
+            Some(path) => path.clone(),
+            None => self.dbfile().await.ok().flatten()?,
+        };
+        self.times.open(&path).await
     }
 
     pub fn socket_path(&self) -> &std::path::Path {
@@ -225,7 +259,9 @@ impl Fail2ban {
     }
 
     async fn jail_status_by_name(&self, jail: &str) -> Result<JailStatus, Fail2banError> {
-        let value = self.socket.call(&["status", jail]).await?;
+        // `short`: the counts and files without the list of banned IPs,
+        // which can be long (the bans come from `--with-time`).
+        let value = self.socket.call(&["status", jail, "short"]).await?;
         let top = pairs(&value).ok_or_else(|| shape("status <jail>", &value))?;
         let filter = top.get("Filter").and_then(|v| pairs(v)).ok_or_else(|| shape("status <jail> Filter", &value))?;
         let actions =
@@ -244,7 +280,6 @@ impl Fail2ban {
             total_banned: count(&actions, "Total banned"),
             log_paths: strings(&filter, "File list"),
             journal_matches: strings(&filter, "Journal matches"),
-            banned: strings(&actions, "Banned IP list"),
             idle: self.idle_of(jail),
         })
     }
@@ -261,9 +296,41 @@ impl Fail2ban {
 
     /// The jail's bans with their start and expiry.
     pub async fn bans(&self, jail: &JailName) -> Result<Vec<ActiveBan>, Fail2banError> {
-        let value = self.socket.call(&["get", jail.as_str(), "banip", "--with-time"]).await?;
-        let lines = value.as_str_list().ok_or_else(|| shape("banip --with-time", &value))?;
-        lines.iter().map(|line| parse_ban_line(jail.as_str(), line)).collect()
+        self.bans_named(jail.as_str()).await
+    }
+
+    /// The bans of a jail fail2ban named (any name it accepts, see
+    /// [`Fail2ban::active_bans`]), in Unix time ([`bantimes`]).
+    async fn bans_named(&self, jail: &str) -> Result<Vec<ActiveBan>, Fail2banError> {
+        let value = self.socket.call(&["get", jail, "banip", "--with-time"]).await?;
+        let lines = value.into_str_list().map_err(|value| shape("banip --with-time", &value))?;
+        let local = lines.iter().map(|line| parse_ban_line(line)).collect::<Result<Vec<_>, _>>()?;
+        drop(lines);
+        let mut rows = HashMap::new();
+        if let Some(earliest) = local.iter().map(|b| b.local).min()
+            && let Some(pool) = self.times_db().await
+        {
+            match BanTimes::rows(&pool, jail, earliest - bantimes::MAX_OFFSET - 2).await {
+                Ok(found) => rows = found,
+                Err(error) => {
+                    tracing::warn!(%error, jail, "cannot read ban times from fail2ban's database");
+                    self.times.reset().await;
+                }
+            }
+        }
+        let times = self.times.resolve(&local, &rows);
+        drop(rows);
+        Ok(local
+            .into_iter()
+            .zip(times)
+            .map(|(ban, (at, _))| ActiveBan {
+                jail: jail.to_owned(),
+                ip: ban.ip,
+                banned_at: at,
+                expires_at: (ban.ban_seconds >= 0).then(|| at.saturating_add(ban.ban_seconds)),
+                ban_seconds: ban.ban_seconds,
+            })
+            .collect())
     }
 
     pub async fn jail_detail(&self, jail: &JailName) -> Result<JailDetail, Fail2banError> {
@@ -288,9 +355,10 @@ impl Fail2ban {
     /// Every active ban of every running jail.
     pub async fn active_bans(&self) -> Result<Vec<ActiveBan>, Fail2banError> {
         let mut all = Vec::new();
+        // The names fail2ban reports are listed as they are: it accepts
+        // names (`my jail`, `web+api`) that users cannot type here.
         for name in self.jail_names().await? {
-            let jail = JailName::parse("jail", &name)?;
-            match self.bans(&jail).await {
+            match self.bans_named(&name).await {
                 Ok(bans) => all.extend(bans),
                 Err(Fail2banError::UnknownJail(_)) => {}
                 Err(error) => return Err(error),
@@ -411,9 +479,44 @@ impl Fail2ban {
 
     /// Bans `ip` in `jail`; false when it was already banned there.
     pub async fn ban(&self, jail: &JailName, ip: IpAddr) -> Result<bool, Fail2banError> {
+        Ok(self.ban_timed(jail, ip).await?.is_some())
+    }
+
+    /// Bans `ip` in `jail`. A new ban comes back with its time (Unix
+    /// seconds, as fail2ban's database has it) and length, found with
+    /// targeted look-ups (the ban's database row, else the moment of the
+    /// command and the jail's `bantime`), never by reading the jail's bans.
+    pub async fn ban_timed(&self, jail: &JailName, ip: IpAddr) -> Result<Option<(i64, i64)>, Fail2banError> {
         self.ensure_jail(jail).await?;
-        let value = self.socket.call(&["set", jail.as_str(), "banip", &ip.to_string()]).await?;
-        value.as_int().map(|n| n > 0).ok_or_else(|| shape("banip", &value))
+        let ip = ip.to_string();
+        let sent = unix_now();
+        let value = self.socket.call(&["set", jail.as_str(), "banip", &ip]).await?;
+        let answered = unix_now();
+        if !value.as_int().map(|n| n > 0).ok_or_else(|| shape("banip", &value))? {
+            return Ok(None);
+        }
+        // fail2ban stamped the ban between `sent` and `answered`.
+        let (from, to) = (sent.floor() as i64 - 1, answered.ceil() as i64 + 1);
+        if let Some(pool) = self.times_db().await {
+            let deadline = tokio::time::Instant::now() + BAN_ROW_WAIT;
+            loop {
+                match BanTimes::row(&pool, jail.as_str(), &ip, from, to).await {
+                    Ok(Some(row)) => return Ok(Some(row)),
+                    Ok(None) if tokio::time::Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot read the ban's time from fail2ban's database");
+                        self.times.reset().await;
+                        break;
+                    }
+                }
+            }
+        }
+        let at = ((sent + answered) / 2.0).round() as i64;
+        let seconds = self.get_int(jail, "bantime").await?;
+        Ok(Some((at, seconds)))
     }
 
     /// Unbans `ip` from `jail`, or from every jail; returns the bans lifted.
@@ -442,24 +545,24 @@ fn pairs(value: &PyValue) -> Option<HashMap<&str, &PyValue>> {
         .collect()
 }
 
+/// Unix time now, with its fraction.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// Parses `"1.2.3.4 \t2026-11-23 16:17:36 + 3600 = 2026-11-23 17:17:36"`.
-/// fail2ban prints the start in its local time; the service reads it in its
-/// own (set `TZ` to fail2ban's zone when they differ).
-fn parse_ban_line(jail: &str, line: &str) -> Result<ActiveBan, Fail2banError> {
-    let bad = || Fail2banError::Protocol(format!("ban entry {line:?}"));
+/// The start is fail2ban's local time ([`bantimes`] makes it Unix time).
+fn parse_ban_line(line: &str) -> Result<LocalBan, Fail2banError> {
+    let bad = || {
+        let shown: String = line.chars().take(120).collect();
+        Fail2banError::Protocol(format!("ban entry {shown:?}"))
+    };
     let (ip, rest) = line.split_once('\t').ok_or_else(bad)?;
     let (start, rest) = rest.split_once(" + ").ok_or_else(bad)?;
     let (seconds, _end) = rest.split_once(" = ").ok_or_else(bad)?;
-    let seconds: i64 = seconds.trim().parse().map_err(|_| bad())?;
-    let naive = NaiveDateTime::parse_from_str(start.trim(), "%Y-%m-%d %H:%M:%S").map_err(|_| bad())?;
-    let banned_at = Local.from_local_datetime(&naive).earliest().ok_or_else(bad)?.timestamp();
-    Ok(ActiveBan {
-        jail: jail.to_owned(),
-        ip: ip.trim().to_owned(),
-        banned_at,
-        expires_at: (seconds >= 0).then(|| banned_at + seconds),
-        ban_seconds: seconds,
-    })
+    let ban_seconds: i64 = seconds.trim().parse().map_err(|_| bad())?;
+    let local = bantimes::parse_local(start).ok_or_else(bad)?;
+    Ok(LocalBan { ip: ip.trim().to_owned(), local, ban_seconds })
 }
 
 #[cfg(test)]
@@ -468,19 +571,17 @@ mod tests {
 
     #[test]
     fn ban_lines() {
-        let ban = parse_ban_line("alpha", "192.0.2.10 \t2026-11-23 16:17:36 + 3600 = 2026-11-23 17:17:36").unwrap();
+        let ban = parse_ban_line("192.0.2.10 \t2026-11-23 16:17:36 + 3600 = 2026-11-23 17:17:36").unwrap();
         assert_eq!(ban.ip, "192.0.2.10");
         assert_eq!(ban.ban_seconds, 3600);
-        assert_eq!(ban.expires_at, Some(ban.banned_at + 3600));
-        let naive = NaiveDateTime::parse_from_str("2026-11-23 16:17:36", "%Y-%m-%d %H:%M:%S").unwrap();
-        assert_eq!(ban.banned_at, Local.from_local_datetime(&naive).earliest().unwrap().timestamp());
+        // 2026-11-23 16:17:36 read as UTC (the zone is resolved later).
+        assert_eq!(ban.local, 1_795_450_656);
 
-        let permanent =
-            parse_ban_line("beta", "198.51.100.7 \t2026-11-23 16:26:03 + -1 = 9999-12-31 23:59:59").unwrap();
-        assert_eq!((permanent.ban_seconds, permanent.expires_at), (-1, None));
+        let permanent = parse_ban_line("198.51.100.7 \t2026-11-23 16:26:03 + -1 = 9999-12-31 23:59:59").unwrap();
+        assert_eq!(permanent.ban_seconds, -1);
 
         for bad in ["", "1.2.3.4", "1.2.3.4 \tyesterday + 1 = x", "1.2.3.4 \t2026-11-23 16:17:36 + soon = x"] {
-            assert!(matches!(parse_ban_line("a", bad), Err(Fail2banError::Protocol(_))), "{bad}");
+            assert!(matches!(parse_ban_line(bad), Err(Fail2banError::Protocol(_))), "{bad}");
         }
     }
 

@@ -160,6 +160,167 @@ fn opcodes_that_would_run_code_elsewhere_only_record_the_call() {
     assert_eq!(decode_reply(evil), Ok(Reply::Ok(s("touch /tmp/x"))));
 }
 
+/// `pickle.dumps((0, lines), 4)` as fail2ban writes it: each string
+/// memoized, appended in batches of 1 000.
+pub(crate) fn banip_reply(lines: &[String]) -> Vec<u8> {
+    let mut out = vec![0x80, 4, b'K', 0, b']', 0x94];
+    for batch in lines.chunks(1000) {
+        out.push(b'(');
+        for line in batch {
+            let bytes = line.as_bytes();
+            match u8::try_from(bytes.len()) {
+                Ok(n) => out.extend_from_slice(&[0x8c, n]),
+                Err(_) => {
+                    out.push(b'X');
+                    out.extend_from_slice(&u32::try_from(bytes.len()).unwrap().to_le_bytes());
+                }
+            }
+            out.extend_from_slice(bytes);
+            out.push(0x94);
+        }
+        out.push(b'e');
+    }
+    out.extend_from_slice(&[0x86, 0x94, b'.']);
+    out
+}
+
+/// A BINUNICODE of `text`, memoized.
+fn memo_string(out: &mut Vec<u8>, text: &str) {
+    out.push(b'X');
+    out.extend_from_slice(&u32::try_from(text.len()).unwrap().to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+    out.push(0x94);
+}
+
+/// A BINGET of memo entry `index` (< 256).
+fn get(index: u8) -> [u8; 2] {
+    [b'h', index]
+}
+
+#[test]
+fn memo_amplification_of_a_large_string_ends_at_the_budget() {
+    // (0, L2) with s = 'x' * 1 MiB, L1 = [s] * 4096, L2 = [L1] * 4096:
+    // 16 777 216 references to one 1 MiB string in a 1 MiB reply.
+    let mut pickle = vec![0x80, 4, b'K', 0];
+    memo_string(&mut pickle, &"x".repeat(1 << 20)); // memo 0
+    pickle.extend_from_slice(b"0]\x94("); // POP; L1 = [] (memo 1); MARK
+    for _ in 0..4096 {
+        pickle.extend_from_slice(&get(0));
+    }
+    pickle.extend_from_slice(b"e0](");
+    for _ in 0..4096 {
+        pickle.extend_from_slice(&get(1));
+    }
+    pickle.extend_from_slice(b"e\x86.");
+    assert!(pickle.len() < 2 << 20);
+    assert_eq!(decode_reply(&pickle), Err(DecodeError::DecodedTooLarge));
+
+    // The same string 1 000 000 times in one flat list.
+    let mut flat = vec![0x80, 4, b'K', 0];
+    memo_string(&mut flat, &"x".repeat(1 << 20));
+    flat.extend_from_slice(b"0](");
+    for _ in 0..1_000_000 {
+        flat.extend_from_slice(&get(0));
+    }
+    flat.extend_from_slice(b"e\x86.");
+    assert_eq!(decode_reply(&flat), Err(DecodeError::DecodedTooLarge));
+}
+
+#[test]
+fn shared_lists_repeated_too_often_are_refused() {
+    // L1 = [0] * 100, L2 = [L1] * 2000: 200 000 events of repeats.
+    let mut pickle = vec![0x80, 4, b'K', 0, b']', 0x94, b'('];
+    pickle.extend(std::iter::repeat_n([b'K', 0], 100).flatten());
+    pickle.extend_from_slice(b"e0](");
+    for _ in 0..2000 {
+        pickle.extend_from_slice(&get(0));
+    }
+    pickle.extend_from_slice(b"e\x86.");
+    let error = decode_reply(&pickle).unwrap_err();
+    assert!(matches!(&error, DecodeError::Limit(m) if m.contains("shared values")), "{error}");
+}
+
+#[test]
+fn too_many_events_are_refused() {
+    // memo 0 = 5; two lists of 400 000 references to it (each under the
+    // item limit, ints are not shared values): 800 000 events.
+    let mut events = vec![0x80, 4, b'K', 0, b'K', 5, 0x94, b'0', b']', b'('];
+    events.extend(std::iter::repeat_n(get(0), 400_000).flatten());
+    events.extend_from_slice(b"e](");
+    events.extend(std::iter::repeat_n(get(0), 400_000).flatten());
+    events.extend_from_slice(b"e\x86\x86.");
+    let error = decode_reply(&events).unwrap_err();
+    assert!(matches!(&error, DecodeError::Limit(m) if m.contains("too many events")), "{error}");
+
+    // One list over the item limit.
+    let mut items = vec![0x80, 4, b'K', 0, b'K', 5, 0x94, b'0', b']', b'('];
+    items.extend(std::iter::repeat_n(get(0), MAX_ITEMS + 1).flatten());
+    items.extend_from_slice(b"e\x86.");
+    let error = decode_reply(&items).unwrap_err();
+    assert!(matches!(&error, DecodeError::Limit(m) if m.contains("too many items")), "{error}");
+}
+
+#[test]
+fn oversize_string_is_refused() {
+    let mut pickle = vec![0x80, 4, b'K', 0];
+    memo_string(&mut pickle, &"y".repeat(MAX_STRING_BYTES + 1));
+    pickle.extend_from_slice(b"\x86.");
+    let error = decode_reply(&pickle).unwrap_err();
+    assert!(matches!(&error, DecodeError::Limit(m) if m.contains("too long")), "{error}");
+    // At the limit it decodes.
+    let mut pickle = vec![0x80, 4, b'K', 0];
+    memo_string(&mut pickle, &"y".repeat(MAX_STRING_BYTES));
+    pickle.extend_from_slice(b"\x86.");
+    assert!(matches!(decode_reply(&pickle), Ok(Reply::Ok(PyValue::Str(s))) if s.len() == MAX_STRING_BYTES));
+}
+
+#[test]
+fn a_large_graph_is_refused_before_it_is_built() {
+    // 600 000 NONEs in a list: 1 byte each, a node each for the machine.
+    let mut pickle = vec![0x80, 4, b'K', 0, b']', b'('];
+    pickle.extend(std::iter::repeat_n(b'N', 600_000));
+    pickle.extend_from_slice(b"e\x86.");
+    assert!(matches!(decode_reply(&pickle), Err(DecodeError::MachineTooLarge(_))));
+    assert!(machine_cost(&pickle).unwrap() > MAX_MACHINE_BYTES);
+}
+
+#[test]
+fn honest_large_reply_decodes() {
+    // 100 000 IPv6 bans, as `get <jail> banip --with-time` answers them.
+    let lines: Vec<String> = (0..100_000u32)
+        .map(|i| {
+            format!("2001:db8:{:x}:{:x}::1 \t2026-11-23 16:17:36 + 3600 = 2026-11-23 17:17:36", i >> 16, i & 0xffff)
+        })
+        .collect();
+    let pickle = banip_reply(&lines);
+    assert!(pickle.len() < MAX_REPLY_BYTES / 2, "{} bytes", pickle.len());
+    assert!(machine_cost(&pickle).unwrap() < MAX_MACHINE_BYTES / 2);
+    let Ok(Reply::Ok(value)) = decode_reply(&pickle) else { panic!("decode") };
+    assert_eq!(value.into_str_list().unwrap(), lines);
+
+    // The largest reply that fits: short IPv4 bans up to the size limit.
+    let line = "192.0.2.1 \t2026-11-23 16:17:36 + 600 = 2026-11-23 16:27:36";
+    let n = MAX_REPLY_BYTES / (line.len() + 3) - 100;
+    let lines = vec![line.to_owned(); n];
+    let pickle = banip_reply(&lines);
+    assert!(pickle.len() <= MAX_REPLY_BYTES);
+    let Ok(Reply::Ok(PyValue::List(items))) = decode_reply(&pickle) else { panic!("decode {n} bans") };
+    assert_eq!(items.len(), n);
+}
+
+#[test]
+fn hostile_opcodes_end_in_errors() {
+    for bad in [
+        b"\x80\x04K\x00h\x05\x86.".as_slice(), // memo entry that does not exist
+        b"\x80\x04\xff.",                      // no such opcode
+        b"\x80\x04K\x00X\xff\xff\xff\xff",     // string longer than the reply
+        b"\x80\x04K\x00\x8a\x09\x01\x00\x00\x00\x00\x00\x00\x00\x01\x86.", // 2**64 + 1
+        b"\x80\x04K\x00e\x86.",                // APPENDS without a MARK
+    ] {
+        assert!(decode_reply(bad).is_err(), "{bad:?}");
+    }
+}
+
 proptest! {
     // 4 000 cases in the suite; PROPTEST_CASES=… for a longer run.
     #![proptest_config(ProptestConfig {
@@ -195,4 +356,61 @@ proptest! {
         }
         let _ = decode_reply(&bytes);
     }
+
+    /// Programs of real opcodes with their arguments (most arbitrary bytes
+    /// stop at the first opcode) never panic it.
+    #[test]
+    fn opcode_programs_never_panic(program in proptest::collection::vec(op_strategy(), 0..64)) {
+        let mut bytes = vec![0x80, 4];
+        for op in program {
+            bytes.extend_from_slice(&op);
+        }
+        bytes.push(b'.');
+        let _ = decode_reply(&bytes);
+    }
+}
+
+/// One opcode with a plausible argument.
+fn op_strategy() -> impl Strategy<Value = Vec<u8>> {
+    let no_arg = proptest::sample::select(
+        b"()0123NQRabdeloqstu}]\x81\x85\x86\x87\x88\x89\x8f\x90\x91\x92\x93\x94\x97\x98".to_vec(),
+    )
+    .prop_map(|op| vec![op]);
+    let small = (
+        proptest::sample::select(b"KhqC\x8cU\x80\x82".to_vec()),
+        any::<u8>(),
+        proptest::collection::vec(any::<u8>(), 0..8),
+    )
+        .prop_map(|(op, n, tail)| {
+            let mut v = vec![op, n % 12];
+            v.extend(tail);
+            v
+        });
+    let word = (proptest::sample::select(b"MJjrX".to_vec()), 0u32..16).prop_map(|(op, n)| {
+        let mut v = vec![op];
+        v.extend_from_slice(&n.to_le_bytes()[..if op == b'M' { 2 } else { 4 }]);
+        v
+    });
+    let text = (proptest::sample::select(b"\x8cX".to_vec()), "[a-z0-9.:]{0,12}").prop_map(|(op, s)| {
+        let mut v = vec![op];
+        if op == 0x8c {
+            v.push(u8::try_from(s.len()).unwrap_or(0));
+        } else {
+            v.extend_from_slice(&u32::try_from(s.len()).unwrap_or(0).to_le_bytes());
+        }
+        v.extend_from_slice(s.as_bytes());
+        v
+    });
+    let global = (proptest::sample::select(vec![
+        "builtins\nstr\n",
+        "fail2ban.exceptions\nUnknownJailException\n",
+        "builtins\nset\n",
+        "os\nsystem\n",
+    ]))
+    .prop_map(|g| {
+        let mut v = vec![b'c'];
+        v.extend_from_slice(g.as_bytes());
+        v
+    });
+    prop_oneof![4 => no_arg, 3 => small, 1 => word, 3 => text, 1 => global]
 }
