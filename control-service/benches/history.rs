@@ -8,6 +8,10 @@
 //! BANGUI_BENCH_ROWS=1000000 BANGUI_BENCH_BACKEND=postgres cargo bench -p control-service --bench history
 //! ```
 //!
+//! With `BANGUI_BENCH_SEED_DB=PATH` it only fills the SQLite database at
+//! PATH (a control database the release control-service can then serve;
+//! `bench/transport.sh` does this) and exits.
+//!
 //! It fills the archive with N realistic bans (a jail mix, 80 % IPv4,
 //! countries weighted like real attack sources, a year of time with recent
 //! days denser, a few manual and blocklist bans), then times BansByCountry
@@ -169,7 +173,11 @@ async fn main() {
         _schema = Some(schema);
         Arc::new(store)
     } else {
-        let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+        let path = match std::env::var_os("BANGUI_BENCH_SEED_DB") {
+            Some(path) => std::path::PathBuf::from(path),
+            None => dir.path().join("bench.db"),
+        };
+        let url = format!("sqlite://{}", path.display());
         Arc::new(SqliteStore::connect(&url).await.unwrap())
     };
     let now = SystemClock.now();
@@ -184,6 +192,10 @@ async fn main() {
     }
     let took = started.elapsed();
     println!("generated and archived in {took:.2?} ({:.0} rows/s)", rows as f64 / took.as_secs_f64());
+    if std::env::var_os("BANGUI_BENCH_SEED_DB").is_some() {
+        store.close().await;
+        return;
+    }
     if backend == "postgres" {
         // What autovacuum does on a live database after a bulk load: fresh
         // statistics and the visibility map index-only scans rely on.

@@ -20,7 +20,7 @@ use bangui_proto::control::v1::{
 };
 use bangui_runtime::{
     StageContext,
-    grpc::{GrpcServer, service_name},
+    grpc::{GrpcServer, ServeLimits, service_name},
     guard::Gated,
     serve_metrics,
 };
@@ -104,6 +104,8 @@ pub struct Application {
     metrics_listener: TcpListener,
     probe_interval: Duration,
     shutdown_grace: Duration,
+    limits: ServeLimits,
+    max_request_bytes: usize,
 }
 
 impl Application {
@@ -177,6 +179,7 @@ impl Application {
             .with_context(|| format!("cannot listen on {} (--metrics-listen)", config.metrics_listen))
             .stage(Stage::Metrics)?;
         let tls = config.server_tls().stage(Stage::Grpc)?;
+        let limits = config.serve_limits().stage(Stage::Grpc)?;
         let grpc = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {} (--listen)", config.listen))
@@ -198,6 +201,8 @@ impl Application {
             metrics_listener,
             probe_interval: config.probe_interval,
             shutdown_grace: config.shutdown_grace,
+            limits,
+            max_request_bytes: config.max_request_bytes(),
         })
     }
 
@@ -226,17 +231,30 @@ impl Application {
         // Every control service sits behind the session gate; only the
         // methods in OPEN_METHODS pass without a session.
         let gate = SessionGate::new(self.auth.clone(), OPEN_METHODS);
-        let routes = Routes::new(Gated::new(JailServiceServer::new(JailApi::new(self.jails)), gate.clone()))
-            .add_service(Gated::new(AuthServiceServer::new(AuthApi::new(self.auth)), gate.clone()))
-            .add_service(Gated::new(SettingsServiceServer::new(SettingsApi::new(self.settings.clone())), gate.clone()))
-            .add_service(Gated::new(
-                ClusterServiceServer::new(ClusterApi::new(self.store.clone(), self.leadership.clone(), self.settings)),
-                gate.clone(),
-            ))
-            .add_service(Gated::new(
-                HistoryServiceServer::new(HistoryApi::new(self.store.clone(), Arc::new(SystemClock))),
-                gate,
-            ));
+        // Every service decodes at most --grpc-max-request-bytes per message.
+        let max = self.max_request_bytes;
+        let routes = Routes::new(Gated::new(
+            JailServiceServer::new(JailApi::new(self.jails)).max_decoding_message_size(max),
+            gate.clone(),
+        ))
+        .add_service(Gated::new(
+            AuthServiceServer::new(AuthApi::new(self.auth)).max_decoding_message_size(max),
+            gate.clone(),
+        ))
+        .add_service(Gated::new(
+            SettingsServiceServer::new(SettingsApi::new(self.settings.clone())).max_decoding_message_size(max),
+            gate.clone(),
+        ))
+        .add_service(Gated::new(
+            ClusterServiceServer::new(ClusterApi::new(self.store.clone(), self.leadership.clone(), self.settings))
+                .max_decoding_message_size(max),
+            gate.clone(),
+        ))
+        .add_service(Gated::new(
+            HistoryServiceServer::new(HistoryApi::new(self.store.clone(), Arc::new(SystemClock)))
+                .max_decoding_message_size(max),
+            gate,
+        ));
 
         let stopping = CancellationToken::new();
         let grpc_addr = self.grpc.local_addr()?;
@@ -285,6 +303,7 @@ impl Application {
             ],
             grace: self.shutdown_grace,
             tls: self.tls,
+            limits: self.limits,
         };
         tracing::info!(%grpc_addr, %metrics_addr, "serving");
         let scheduler_task = tokio::spawn(self.scheduler.clone().run(stopping.clone(), self.lease_retry));

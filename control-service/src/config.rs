@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use bangui_runtime::LogFormat;
+use bangui_runtime::{LogFormat, grpc::ServeLimits};
 use clap::Parser;
 
 use crate::{
@@ -215,6 +215,51 @@ pub struct Config {
     #[arg(long, env = "CONTROL_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
 
+    /// RPCs open at once on one HTTP/2 connection (the server's
+    /// SETTINGS_MAX_CONCURRENT_STREAMS; clients queue the rest).
+    #[arg(
+        long,
+        env = "CONTROL_GRPC_MAX_CONCURRENT_STREAMS",
+        default_value_t = 32,
+        value_parser = clap::value_parser!(u32).range(1..=10_000),
+    )]
+    pub grpc_max_concurrent_streams: u32,
+
+    /// RPCs handled at once by the process (health checks aside); one more
+    /// is answered RESOURCE_EXHAUSTED with RetryInfo at once, never queued.
+    #[arg(
+        long,
+        env = "CONTROL_GRPC_MAX_IN_FLIGHT",
+        default_value_t = 64,
+        value_parser = clap::value_parser!(u32).range(1..=100_000),
+    )]
+    pub grpc_max_in_flight: u32,
+
+    /// Largest request message, in bytes; a larger one is refused
+    /// (OUT_OF_RANGE) before it is read. The largest legitimate request (an
+    /// UpdateSettings with every schedule) is well under 4 KiB.
+    #[arg(
+        long,
+        env = "CONTROL_GRPC_MAX_REQUEST_BYTES",
+        default_value_t = 64 * 1024,
+        value_parser = clap::value_parser!(u32).range(1024..=4 * 1024 * 1024),
+    )]
+    pub grpc_max_request_bytes: u32,
+
+    /// Deadline of every RPC (the client's own deadline when shorter); past
+    /// it the RPC ends with CANCELLED and its in-flight slot is freed. Keep
+    /// it above StartJail's (the larger of --fail2ban-timeout and 30s).
+    #[arg(long, env = "CONTROL_GRPC_REQUEST_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub grpc_request_timeout: Duration,
+
+    /// The server sends an HTTP/2 PING on a connection this often.
+    #[arg(long, env = "CONTROL_GRPC_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub grpc_keepalive_interval: Duration,
+
+    /// A connection that does not answer a PING within this is closed.
+    #[arg(long, env = "CONTROL_GRPC_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub grpc_keepalive_timeout: Duration,
+
     /// How long in-flight RPCs may take to finish after SIGTERM.
     #[arg(long, env = "CONTROL_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
@@ -296,6 +341,31 @@ impl Config {
         Ok(Some(tls))
     }
 
+    /// The gRPC server's transport limits, validated.
+    pub fn serve_limits(&self) -> anyhow::Result<ServeLimits> {
+        for (value, flag) in [
+            (self.grpc_request_timeout, "--grpc-request-timeout"),
+            (self.grpc_keepalive_interval, "--grpc-keepalive-interval"),
+            (self.grpc_keepalive_timeout, "--grpc-keepalive-timeout"),
+        ] {
+            if value.is_zero() {
+                anyhow::bail!("{flag} must be more than zero");
+            }
+        }
+        Ok(ServeLimits {
+            max_concurrent_streams: self.grpc_max_concurrent_streams,
+            max_in_flight: self.grpc_max_in_flight as usize,
+            http2_keepalive_interval: self.grpc_keepalive_interval,
+            http2_keepalive_timeout: self.grpc_keepalive_timeout,
+            request_timeout: self.grpc_request_timeout,
+        })
+    }
+
+    /// The largest request message the services decode.
+    pub fn max_request_bytes(&self) -> usize {
+        self.grpc_max_request_bytes as usize
+    }
+
     pub fn socket_settings(&self) -> SocketSettings {
         SocketSettings {
             path: self.fail2ban_socket.clone(),
@@ -329,6 +399,13 @@ mod tests {
         assert_eq!(config.database_url, "sqlite://control.db");
         assert_eq!(config.fail2ban_socket, PathBuf::from("/var/run/fail2ban/fail2ban.sock"));
         assert!(config.geo_endpoint.is_none());
+        let limits = config.serve_limits().unwrap();
+        assert_eq!(limits.max_concurrent_streams, 32);
+        assert_eq!(limits.max_in_flight, 64);
+        assert_eq!(limits.http2_keepalive_interval, Duration::from_secs(30));
+        assert_eq!(limits.http2_keepalive_timeout, Duration::from_secs(10));
+        assert_eq!(limits.request_timeout, Duration::from_secs(60));
+        assert_eq!(config.max_request_bytes(), 64 * 1024);
     }
 
     #[test]
@@ -337,5 +414,11 @@ mod tests {
         assert!(error.to_string().contains("--fail2ban-max-in-flight"), "{error}");
         let error = Config::try_from_args(["control-service", "--fail2ban-timeout", "soon"]).unwrap_err();
         assert!(error.to_string().contains("--fail2ban-timeout"), "{error}");
+        let error = Config::try_from_args(["control-service", "--grpc-max-in-flight", "0"]).unwrap_err();
+        assert!(error.to_string().contains("--grpc-max-in-flight"), "{error}");
+        let error = Config::try_from_args(["control-service", "--grpc-max-request-bytes", "64MiB"]).unwrap_err();
+        assert!(error.to_string().contains("--grpc-max-request-bytes"), "{error}");
+        let config = Config::try_from_args(["control-service", "--grpc-request-timeout", "0s"]).unwrap();
+        assert!(config.serve_limits().unwrap_err().to_string().contains("--grpc-request-timeout"));
     }
 }

@@ -87,14 +87,24 @@ impl GeoClient {
             None => Bearer(None),
         };
         let Some(endpoint) = endpoint else { return Ok(Self { channel: None, bearer }) };
-        let mut builder = Endpoint::from_shared(endpoint.to_owned())
-            .map_err(|e| GeoError::BadEndpoint(endpoint.to_owned(), e.to_string()))?
-            .connect_timeout(timeout)
-            .timeout(timeout);
+        let mut builder = Self::endpoint(endpoint, timeout)?;
         if let Some(tls) = tls {
             builder = builder.tls_config(tls).map_err(|e| GeoError::BadEndpoint(endpoint.to_owned(), e.to_string()))?;
         }
         Ok(Self { channel: Some(builder.connect_lazy()), bearer })
+    }
+
+    /// The channel's settings: deadlines, and `TCP_NODELAY` stated (tonic's
+    /// default, but a request written in pieces must never wait for a
+    /// delayed ACK) with an HTTP/2 keepalive that notices a dead peer.
+    fn endpoint(endpoint: &str, timeout: Duration) -> Result<Endpoint, GeoError> {
+        Ok(Endpoint::from_shared(endpoint.to_owned())
+            .map_err(|e| GeoError::BadEndpoint(endpoint.to_owned(), e.to_string()))?
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10)))
     }
 
     pub fn is_configured(&self) -> bool {
@@ -151,5 +161,16 @@ impl GeoClient {
         let mut health = HealthClient::new(self.channel.clone().ok_or(GeoError::NotConfigured)?);
         let reply = health.check(HealthCheckRequest { service: String::new() }).await?.into_inner();
         Ok(reply.status() == ServingStatus::Serving)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_channel_has_nodelay() {
+        let endpoint = GeoClient::endpoint("http://127.0.0.1:50051", Duration::from_secs(2)).unwrap();
+        assert!(endpoint.get_tcp_nodelay());
     }
 }

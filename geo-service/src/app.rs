@@ -198,6 +198,8 @@ impl Application {
             services: vec![service_name::<GeoServiceServer<GeoApi>>()],
             grace: self.shutdown_grace,
             tls: self.tls,
+            // The shared defaults: NODELAY, keepalive, bounded streams and in-flight requests.
+            limits: bangui_runtime::grpc::ServeLimits::default(),
         };
         tracing::info!(%grpc_addr, %metrics_addr, "serving");
         let served = server.serve(shutdown, stopping.clone()).await;

@@ -1,16 +1,30 @@
 //! The gRPC serving both services share: reflection (v1 and v1alpha, so
-//! every grpcurl works), health, and a SIGTERM drain with a deadline.
+//! every grpcurl works), health, a SIGTERM drain with a deadline, and the
+//! transport limits ([`ServeLimits`]): `TCP_NODELAY` on every accepted
+//! connection, HTTP/2 keepalive, a bound on concurrent streams per
+//! connection and on requests in flight in the process (beyond it a request
+//! is shed at once with RESOURCE_EXHAUSTED, never queued), and a deadline
+//! on every request.
 
-use std::{future::Future, path::Path, time::Duration};
+use std::{
+    convert::Infallible,
+    future::Future,
+    path::Path,
+    pin::Pin,
+    sync::Arc,
+    task::{Context as TaskContext, Poll},
+    time::Duration,
+};
 
 use anyhow::Context;
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::sync::CancellationToken;
 use tonic::{
+    Code, Status,
+    body::Body,
     server::NamedService,
     service::Routes,
-    transport::{Certificate, Identity, Server, ServerTlsConfig},
+    transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming},
 };
 use tonic_health::{
     ServingStatus,
@@ -40,6 +54,128 @@ pub struct GrpcServer<H> {
     pub grace: Duration,
     /// TLS (and client-certificate verification); plaintext when `None`.
     pub tls: Option<ServerTlsConfig>,
+    /// Transport and concurrency limits.
+    pub limits: ServeLimits,
+}
+
+/// The transport limits of a gRPC server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeLimits {
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`: RPCs open at once on one
+    /// connection (a client queues the rest; one that does not gets them
+    /// refused with REFUSED_STREAM).
+    pub max_concurrent_streams: u32,
+    /// Requests being handled at once in the whole process (health checks
+    /// aside); one more is answered RESOURCE_EXHAUSTED at once.
+    pub max_in_flight: usize,
+    /// Server HTTP/2 PING interval on an idle connection.
+    pub http2_keepalive_interval: Duration,
+    /// A connection whose PING is not answered within this is closed.
+    pub http2_keepalive_timeout: Duration,
+    /// Deadline of every request (the client's `grpc-timeout` when shorter);
+    /// a request past it ends with CANCELLED and frees its in-flight slot.
+    pub request_timeout: Duration,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: 128,
+            max_in_flight: 1024,
+            http2_keepalive_interval: Duration::from_secs(30),
+            http2_keepalive_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The accepted connections of `listener`, each with `TCP_NODELAY` on: a
+/// gRPC response goes out in several writes (headers, data, trailers), and
+/// with Nagle's algorithm the later ones wait for the client's delayed ACK
+/// (40 ms on Linux).
+pub fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
+/// The health service's path prefix: never shed, so probes tell an
+/// overloaded process from a dead one.
+const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
+
+/// Bounds the requests in flight in the process: a request that finds no
+/// free slot is answered RESOURCE_EXHAUSTED (with RetryInfo) at once, never
+/// queued. A slot is held until the handler has produced its response.
+#[derive(Debug, Clone)]
+pub struct InFlightLimitLayer {
+    permits: Arc<Semaphore>,
+    limit: usize,
+}
+
+impl InFlightLimitLayer {
+    pub fn new(limit: usize) -> Self {
+        Self { permits: Arc::new(Semaphore::new(limit)), limit }
+    }
+}
+
+impl<S> tower::Layer<S> for InFlightLimitLayer {
+    type Service = InFlightLimit<S>;
+
+    fn layer(&self, inner: S) -> InFlightLimit<S> {
+        InFlightLimit { inner, permits: self.permits.clone(), limit: self.limit }
+    }
+}
+
+/// See [`InFlightLimitLayer`].
+#[derive(Debug, Clone)]
+pub struct InFlightLimit<S> {
+    inner: S,
+    permits: Arc<Semaphore>,
+    limit: usize,
+}
+
+impl<S> tower::Service<http::Request<Body>> for InFlightLimit<S>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        if request.uri().path().starts_with(HEALTH_PREFIX) {
+            return Box::pin(inner.call(request));
+        }
+        match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => Box::pin(async move {
+                let response = inner.call(request).await;
+                drop(permit);
+                response
+            }),
+            Err(_) => {
+                let status = shed_status(self.limit);
+                Box::pin(async move { Ok(status.into_http()) })
+            }
+        }
+    }
+}
+
+/// RESOURCE_EXHAUSTED for a shed request, with a RetryInfo of one second.
+fn shed_status(limit: usize) -> Status {
+    use tonic_types::{ErrorDetails, StatusExt};
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        format!("server busy: {limit} requests in flight (the process limit); retry shortly"),
+        ErrorDetails::with_retry_info(Some(Duration::from_secs(1))),
+    )
 }
 
 /// Server TLS from PEM files: the certificate chain and key, and for mTLS
@@ -94,13 +230,22 @@ impl<H: Health> GrpcServer<H> {
 
         let routes =
             self.routes.add_service(self.health_service).add_service(reflection_v1).add_service(reflection_v1alpha);
-        let mut builder = Server::builder();
+        let limits = self.limits;
+        if limits.max_in_flight == 0 || limits.max_concurrent_streams == 0 {
+            anyhow::bail!("max_in_flight and max_concurrent_streams must be at least 1");
+        }
+        let mut builder = Server::builder()
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .http2_keepalive_interval(Some(limits.http2_keepalive_interval))
+            .http2_keepalive_timeout(Some(limits.http2_keepalive_timeout))
+            .timeout(limits.request_timeout);
         if let Some(tls) = self.tls {
             builder = builder.tls_config(tls).context("TLS configuration")?;
         }
         let server = builder
+            .layer(InFlightLimitLayer::new(limits.max_in_flight))
             .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), stopping.clone().cancelled_owned());
+            .serve_with_incoming_shutdown(incoming(self.listener), stopping.clone().cancelled_owned());
         let grace = self.grace;
         let stopped = stopping.clone();
         let served = tokio::select! {
@@ -115,5 +260,73 @@ impl<H: Health> GrpcServer<H> {
         };
         stopping.cancel();
         served
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{convert::Infallible, sync::Arc};
+
+    use tokio::{net::TcpListener, sync::watch};
+    use tokio_stream::StreamExt;
+    use tonic::body::Body;
+    use tower::{Layer, Service, ServiceExt};
+
+    use super::{InFlightLimitLayer, incoming};
+
+    #[tokio::test]
+    async fn accepted_connections_have_nodelay() {
+        // A plain accept leaves Nagle on (what main did): the check can fail.
+        let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = tokio::net::TcpStream::connect(plain.local_addr().unwrap()).await.unwrap();
+        let (accepted, _) = plain.accept().await.unwrap();
+        assert!(!accepted.nodelay().unwrap());
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut connections = incoming(listener);
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let accepted = connections.next().await.unwrap().unwrap();
+        assert!(accepted.nodelay().unwrap(), "TCP_NODELAY is off on a served connection");
+    }
+
+    fn grpc_status(response: &http::Response<Body>) -> Option<&str> {
+        response.headers().get("grpc-status").and_then(|v| v.to_str().ok())
+    }
+
+    #[tokio::test]
+    async fn requests_beyond_the_limit_are_shed_and_health_passes() {
+        let (release, released) = watch::channel(false);
+        let released = Arc::new(released);
+        // A handler that answers once released.
+        let handler = tower::service_fn(move |_request: http::Request<Body>| {
+            let mut released = (*released).clone();
+            async move {
+                let _ = released.wait_for(|go| *go).await;
+                Ok::<_, Infallible>(http::Response::new(Body::empty()))
+            }
+        });
+        let layer = InFlightLimitLayer::new(2);
+        let request = |path: &str| http::Request::builder().uri(path).body(Body::empty()).unwrap();
+        let mut service = layer.layer(handler);
+        let first = tokio::spawn(service.clone().oneshot(request("/a.B/C")));
+        let second = tokio::spawn(service.clone().oneshot(request("/a.B/C")));
+        tokio::task::yield_now().await;
+        // Both slots taken: the third is refused at once.
+        let shed = service.ready().await.unwrap().call(request("/a.B/C")).await.unwrap();
+        assert_eq!(grpc_status(&shed), Some("8"), "{shed:?}");
+        // Health is never shed (it waits for the handler like any request).
+        let health = tokio::spawn(service.clone().oneshot(request("/grpc.health.v1.Health/Check")));
+        tokio::task::yield_now().await;
+        release.send(true).unwrap();
+        for task in [first, second, health] {
+            let response = task.await.unwrap().unwrap();
+            assert_eq!(grpc_status(&response), None);
+        }
+        // Slots come back once answered.
+        for _ in 0..3 {
+            let again = service.ready().await.unwrap().call(request("/a.B/C")).await.unwrap();
+            assert_eq!(grpc_status(&again), None);
+        }
     }
 }

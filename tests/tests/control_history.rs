@@ -124,7 +124,11 @@ async fn bans_are_archived_with_countries_and_survive_fail2bans_purge() {
         "bangui.control.v1.HistoryService/ListBans",
     ]);
     assert_eq!(json["bans"][0]["ip"], "81.2.69.160");
-    let one = history.get_ip_history(pb::GetIpHistoryRequest { ip: "8.8.8.8".into() }).await.unwrap().into_inner();
+    let one = history
+        .get_ip_history(pb::GetIpHistoryRequest { ip: "8.8.8.8".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!((one.bans, one.country_code.as_str(), one.jails.clone()), (1, "US", vec!["alpha".to_owned()]));
 
     // fail2ban purges its rows: nothing archived is lost, and syncing again adds nothing.
@@ -155,7 +159,11 @@ async fn bans_are_archived_with_countries_and_survive_fail2bans_purge() {
     .await;
     // An unban through the API is an event in the address's timeline.
     jails.unban_ip(pb::UnbanIpRequest { ip: "8.8.8.9".into(), jail: None }).await.unwrap();
-    let timeline = history.get_ip_history(pb::GetIpHistoryRequest { ip: "8.8.8.9".into() }).await.unwrap().into_inner();
+    let timeline = history
+        .get_ip_history(pb::GetIpHistoryRequest { ip: "8.8.8.9".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!((timeline.bans, timeline.unbans), (1, 1), "{timeline:?}");
     assert_eq!(timeline.events.last().unwrap().event, "unban");
     assert_eq!(timeline.events.last().unwrap().jail, "beta");

@@ -17,7 +17,10 @@ use tracing::instrument;
 use super::{invalid, store_unavailable};
 use crate::{
     clock::Clock,
-    fail2ban::{InvalidArgument, validate::parse_ip},
+    fail2ban::{
+        InvalidArgument,
+        validate::{JailName, parse_ip},
+    },
     store::history::{ArchivedBan, HistoryFilter, HistoryStore},
 };
 
@@ -25,6 +28,27 @@ const HOUR: i64 = 3600;
 const DAY: i64 = 86_400;
 /// Most buckets one BanTrend answers.
 const MAX_BUCKETS: i64 = 10_000;
+/// The range of a valid `google.protobuf.Timestamp` (0001-01-01 to
+/// 9999-12-31): times outside it are refused before any SQL, so no
+/// arithmetic on them can overflow (PostgreSQL: "bigint out of range").
+const MIN_SECONDS: i64 = -62_135_596_800;
+const MAX_SECONDS: i64 = 253_402_300_799;
+/// Events per GetIpHistory page: default and most.
+const IP_PAGE_DEFAULT: u32 = 100;
+const IP_PAGE_MAX: u32 = 1000;
+/// Longest `ip_prefix` (a full IPv6 address with an IPv4 tail is 45).
+const MAX_PREFIX_LEN: usize = 45;
+/// Longest page token (ours are under 40 characters).
+const MAX_TOKEN_LEN: usize = 64;
+
+/// `seconds` of a request timestamp, checked to be a valid Timestamp.
+fn checked_seconds(field: &'static str, t: &Timestamp) -> Result<i64, Status> {
+    if (MIN_SECONDS..=MAX_SECONDS).contains(&t.seconds) {
+        Ok(t.seconds)
+    } else {
+        Err(invalid(InvalidArgument::new(field, "outside the valid Timestamp range (years 1 to 9999)")))
+    }
+}
 
 /// The HistoryService handlers.
 #[derive(Debug, Clone)]
@@ -49,10 +73,11 @@ impl HistoryApi {
                 if f.window() != Window::Unspecified {
                     return Err(invalid(InvalidArgument::new("filter.window", "give a window or from/to, not both")));
                 }
-                if from.seconds >= to.seconds {
+                let (from, to) = (checked_seconds("filter.from", &from)?, checked_seconds("filter.to", &to)?);
+                if from >= to {
                     return Err(invalid(InvalidArgument::new("filter.to", "must be after filter.from")));
                 }
-                (Some(from.seconds), Some(to.seconds), Some(to.seconds - from.seconds))
+                (Some(from), Some(to), Some(to - from))
             }
             (None, None) => match f.window() {
                 Window::Unspecified | Window::Window24h => (Some(now - DAY), None, Some(DAY)),
@@ -76,12 +101,22 @@ impl HistoryApi {
             return Err(invalid(InvalidArgument::new("filter.origin", "fail2ban, manual or blocklist")));
         }
         let prefix = text(f.ip_prefix).map(|p| p.to_ascii_lowercase());
-        if let Some(p) = &prefix
-            && !p.chars().all(|c| c.is_ascii_hexdigit() || c == '.' || c == ':')
-        {
-            return Err(invalid(InvalidArgument::new("filter.ip_prefix", "digits, hex letters, '.' and ':' only")));
+        if let Some(p) = &prefix {
+            if p.len() > MAX_PREFIX_LEN {
+                return Err(invalid(InvalidArgument::new(
+                    "filter.ip_prefix",
+                    format!("longer than {MAX_PREFIX_LEN} characters"),
+                )));
+            }
+            if !p.chars().all(|c| c.is_ascii_hexdigit() || c == '.' || c == ':') {
+                return Err(invalid(InvalidArgument::new("filter.ip_prefix", "digits, hex letters, '.' and ':' only")));
+            }
         }
-        Ok((HistoryFilter { from, to, jail: text(f.jail), origin, country, ip_prefix: prefix }, span))
+        let jail = match text(f.jail) {
+            Some(j) => Some(JailName::parse("filter.jail", &j).map_err(invalid)?.as_str().to_owned()),
+            None => None,
+        };
+        Ok((HistoryFilter { from, to, jail, origin, country, ip_prefix: prefix }, span))
     }
 }
 
@@ -94,7 +129,10 @@ fn encode_token(at: i64, id: i64) -> String {
 }
 
 fn decode_token(token: &str) -> Result<(i64, i64), Status> {
-    let bad = || invalid(InvalidArgument::new("page_token", "not a token from a previous ListBans response"));
+    let bad = || invalid(InvalidArgument::new("page_token", "not a token from a previous response"));
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(bad());
+    }
     let text = String::from_utf8(URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?).map_err(|_| bad())?;
     let (at, id) = text.split_once(':').ok_or_else(bad)?;
     Ok((at.parse().map_err(|_| bad())?, id.parse().map_err(|_| bad())?))
@@ -162,24 +200,35 @@ impl HistoryService for HistoryApi {
         &self,
         request: Request<GetIpHistoryRequest>,
     ) -> Result<Response<GetIpHistoryResponse>, Status> {
-        let ip = parse_ip("ip", &request.into_inner().ip).map_err(invalid)?.to_string();
-        let events = self.store.ip_events(&ip).await.map_err(|e| store_unavailable(&e))?;
-        let mut jails: Vec<String> = events.iter().map(|e| e.jail.clone()).collect();
-        jails.sort();
-        jails.dedup();
-        let bans: Vec<&ArchivedBan> = events.iter().filter(|e| e.event == "ban").collect();
-        let placed = events.iter().rev().find(|e| e.country_code.as_deref().is_some_and(|c| !c.is_empty()));
+        let r = request.into_inner();
+        let ip = parse_ip("ip", &r.ip).map_err(invalid)?.to_string();
+        let size = match r.page_size {
+            0 => IP_PAGE_DEFAULT,
+            n => n.min(IP_PAGE_MAX),
+        };
+        let after = if r.page_token.is_empty() { None } else { Some(decode_token(&r.page_token)?) };
+        // One extra row says whether there is a next page.
+        let mut events = self.store.ip_events_page(&ip, after, size + 1).await.map_err(|e| store_unavailable(&e))?;
+        let more = events.len() > size as usize;
+        events.truncate(size as usize);
+        let next_page_token = match events.last() {
+            Some(last) if more => encode_token(last.banned_at, last.id),
+            _ => String::new(),
+        };
+        let summary = self.store.ip_summary(&ip).await.map_err(|e| store_unavailable(&e))?;
+        let placed = summary.placed;
         let response = GetIpHistoryResponse {
-            bans: bans.len() as u64,
-            unbans: (events.len() - bans.len()) as u64,
-            jails,
-            first_banned_at: bans.first().and_then(|b| ts(b.banned_at)),
-            last_banned_at: bans.last().and_then(|b| ts(b.banned_at)),
-            country_code: placed.and_then(|e| e.country_code.clone()).unwrap_or_default(),
-            country_name: placed.and_then(|e| e.country_name.clone()).unwrap_or_default(),
-            asn: placed.and_then(|e| e.asn).and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
-            as_org: placed.and_then(|e| e.as_org.clone()).unwrap_or_default(),
+            bans: count(summary.bans),
+            unbans: count(summary.unbans),
+            jails: summary.jails,
+            first_banned_at: summary.first_banned_at.and_then(ts),
+            last_banned_at: summary.last_banned_at.and_then(ts),
+            country_code: placed.as_ref().map(|p| p.country_code.clone()).unwrap_or_default(),
+            country_name: placed.as_ref().and_then(|p| p.country_name.clone()).unwrap_or_default(),
+            asn: placed.as_ref().and_then(|p| p.asn).and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
+            as_org: placed.and_then(|p| p.as_org).unwrap_or_default(),
             events: events.into_iter().map(Into::into).collect(),
+            next_page_token,
         };
         Ok(Response::new(response))
     }
@@ -218,22 +267,30 @@ impl HistoryService for HistoryApi {
     async fn ban_trend(&self, request: Request<BanTrendRequest>) -> Result<Response<BanTrendResponse>, Status> {
         let r = request.into_inner();
         let (filter, span) = self.filter(r.filter)?;
-        let bucket = match r.bucket_seconds {
-            0 => default_bucket(span),
-            n => i64::from(n),
+        let (bucket, field) = match r.bucket_seconds {
+            0 => (default_bucket(span), "filter"),
+            n => (i64::from(n), "bucket_seconds"),
         };
         let end = filter.to.unwrap_or_else(|| self.clock.now() + 1);
         // All time starts at the epoch; the answer starts at the first ban.
         let origin = filter.from.unwrap_or(0);
-        let counts = self.store.trend(&filter, origin, bucket).await.map_err(|e| store_unavailable(&e))?;
-        let first = if filter.from.is_some() { 0 } else { counts.first().map_or((end - origin) / bucket, |c| c.0) };
+        // The bucket count is checked before the grouping query: the times
+        // are valid Timestamps (checked above), so none of this overflows.
+        let first = match filter.from {
+            Some(_) => 0,
+            None => match self.store.earliest(&filter).await.map_err(|e| store_unavailable(&e))? {
+                Some(at) => (at - origin) / bucket,
+                None => (end - origin) / bucket,
+            },
+        };
         let last = (end - 1 - origin).div_euclid(bucket);
         if last - first + 1 > MAX_BUCKETS {
             return Err(invalid(InvalidArgument::new(
-                "bucket_seconds",
+                field,
                 format!("the window would have more than {MAX_BUCKETS} buckets; choose longer ones"),
             )));
         }
+        let counts = self.store.trend(&filter, origin, bucket).await.map_err(|e| store_unavailable(&e))?;
         let mut counts = counts.into_iter().peekable();
         let mut buckets = Vec::new();
         for index in first..=last {

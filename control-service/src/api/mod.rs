@@ -47,8 +47,20 @@ impl From<Fail2banError> for Status {
     }
 }
 
+/// SQLSTATEs of a value the request made out of range (numeric overflow,
+/// datetime overflow): the request's fault, not the database's.
+const OUT_OF_RANGE_SQLSTATES: [&str; 2] = ["22003", "22008"];
+
 /// The control database failed: the caller learns only that it is down.
+/// A value out of range (requests are checked before SQL, so this is a
+/// missed check) is INVALID_ARGUMENT, never "unavailable".
 pub(crate) fn store_unavailable(error: &StoreError) -> Status {
+    if let StoreError::Database(sqlx::Error::Database(db)) = error
+        && db.code().is_some_and(|code| OUT_OF_RANGE_SQLSTATES.contains(&code.as_ref()))
+    {
+        tracing::warn!(%error, "a request value was out of range in SQL");
+        return Status::invalid_argument("a value in the request is out of range");
+    }
     tracing::error!(%error, "control database error");
     Status::unavailable("the control database is unavailable")
 }

@@ -116,6 +116,28 @@ pub struct IpCount {
     pub country_code: Option<String>,
 }
 
+/// What the archive knows about one address, over all its events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IpSummary {
+    pub bans: i64,
+    pub unbans: i64,
+    pub first_banned_at: Option<i64>,
+    pub last_banned_at: Option<i64>,
+    /// Every jail the address has events in, sorted.
+    pub jails: Vec<String>,
+    /// The country (and AS) of its latest event that has one.
+    pub placed: Option<IpPlace>,
+}
+
+/// A looked-up place of an address.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct IpPlace {
+    pub country_code: String,
+    pub country_name: Option<String>,
+    pub asn: Option<i64>,
+    pub as_org: Option<String>,
+}
+
 /// A country lookup to store on archived rows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GeoFill {
@@ -142,12 +164,25 @@ pub trait HistoryStore: Send + Sync + std::fmt::Debug {
         limit: u32,
     ) -> Result<Vec<ArchivedBan>, StoreError>;
     async fn by_country(&self, filter: &HistoryFilter) -> Result<Vec<CountryCount>, StoreError>;
+    /// The earliest `banned_at` the filter selects (no arithmetic: BanTrend
+    /// checks its bucket count with it before grouping).
+    async fn earliest(&self, filter: &HistoryFilter) -> Result<Option<i64>, StoreError>;
     /// (bucket index from `origin`, count) of non-empty buckets of `bucket` seconds.
     async fn trend(&self, filter: &HistoryFilter, origin: i64, bucket: i64) -> Result<Vec<(i64, i64)>, StoreError>;
     async fn by_jail(&self, filter: &HistoryFilter) -> Result<Vec<JailCount>, StoreError>;
     async fn top_ips(&self, filter: &HistoryFilter, limit: u32) -> Result<Vec<IpCount>, StoreError>;
     /// Every event of `ip`, oldest first.
     async fn ip_events(&self, ip: &str) -> Result<Vec<ArchivedBan>, StoreError>;
+    /// At most `limit` events of `ip`, oldest first (banned_at, then id),
+    /// after the keyset `after` = (banned_at, id) of the previous page's last row.
+    async fn ip_events_page(
+        &self,
+        ip: &str,
+        after: Option<(i64, i64)>,
+        limit: u32,
+    ) -> Result<Vec<ArchivedBan>, StoreError>;
+    /// Totals, jails and place of `ip`, computed in SQL (no event is loaded).
+    async fn ip_summary(&self, ip: &str) -> Result<IpSummary, StoreError>;
     /// Rows whose country was never looked up, oldest first: (id, ip).
     async fn missing_geo(&self, limit: u32) -> Result<Vec<(i64, String)>, StoreError>;
     /// One transaction.
@@ -326,6 +361,70 @@ macro_rules! impl_history_store {
                     $crate::store::history::COLUMNS
                 );
                 Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(ip).fetch_all(&self.pool).await?)
+            }
+
+            async fn ip_events_page(
+                &self,
+                ip: &str,
+                after: Option<(i64, i64)>,
+                limit: u32,
+            ) -> Result<Vec<$crate::store::history::ArchivedBan>, $crate::store::StoreError> {
+                let columns = $crate::store::history::COLUMNS;
+                let query = match after {
+                    // A row value: an index range on (ip, banned_at).
+                    Some((at, id)) => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                        "SELECT {columns} FROM ban_history WHERE ip = $1 AND (banned_at, id) > ($2, $3) \
+                         ORDER BY banned_at, id LIMIT $4"
+                    )))
+                    .bind(ip)
+                    .bind(at)
+                    .bind(id),
+                    None => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                        "SELECT {columns} FROM ban_history WHERE ip = $1 ORDER BY banned_at, id LIMIT $2"
+                    )))
+                    .bind(ip),
+                };
+                Ok(query.bind(i64::from(limit)).fetch_all(&self.pool).await?)
+            }
+
+            async fn ip_summary(&self, ip: &str) -> Result<$crate::store::history::IpSummary, $crate::store::StoreError> {
+                let (bans, events, first_banned_at, last_banned_at): (i64, i64, Option<i64>, Option<i64>) = sqlx::query_as(
+                    "SELECT COALESCE(SUM(CASE WHEN event = 'ban' THEN 1 ELSE 0 END), 0) AS bans, COUNT(*) AS events, \
+                     MIN(CASE WHEN event = 'ban' THEN banned_at END) AS first_banned_at, \
+                     MAX(CASE WHEN event = 'ban' THEN banned_at END) AS last_banned_at \
+                     FROM ban_history WHERE ip = $1",
+                )
+                .bind(ip)
+                .fetch_one(&self.pool)
+                .await?;
+                let jails: Vec<String> = sqlx::query_scalar("SELECT DISTINCT jail FROM ban_history WHERE ip = $1 ORDER BY jail")
+                    .bind(ip)
+                    .fetch_all(&self.pool)
+                    .await?;
+                let placed = sqlx::query_as(
+                    "SELECT country_code, country_name, asn, as_org FROM ban_history \
+                     WHERE ip = $1 AND country_code IS NOT NULL AND country_code <> '' \
+                     ORDER BY banned_at DESC, id DESC LIMIT 1",
+                )
+                .bind(ip)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok($crate::store::history::IpSummary {
+                    bans,
+                    unbans: events - bans,
+                    first_banned_at,
+                    last_banned_at,
+                    jails,
+                    placed,
+                })
+            }
+
+            async fn earliest(&self, filter: &$crate::store::history::HistoryFilter) -> Result<Option<i64>, $crate::store::StoreError> {
+                let mut params = Vec::new();
+                let sql = format!("SELECT MIN(banned_at) FROM ban_history{}", filter.where_sql(&mut params));
+                let row: (Option<i64>,) =
+                    Self::bind_all(sqlx::query_as(sqlx::AssertSqlSafe(sql)), params).fetch_one(&self.pool).await?;
+                Ok(row.0)
             }
 
             async fn missing_geo(&self, limit: u32) -> Result<Vec<(i64, String)>, $crate::store::StoreError> {

@@ -118,6 +118,20 @@ async fn scenarios(store: &dyn HistoryStore) {
     assert_eq!((top[0].ip.as_str(), top[0].bans, top[0].last_banned_at), ("192.0.2.1", 2, 1500));
     let events = store.ip_events("192.0.2.1").await.unwrap();
     assert_eq!(events.iter().map(|e| e.banned_at).collect::<Vec<_>>(), [1001, 1500]);
+    // One address paged, and its summary in SQL.
+    let page = store.ip_events_page("192.0.2.1", None, 1).await.unwrap();
+    assert_eq!(page.iter().map(|e| e.banned_at).collect::<Vec<_>>(), [1001]);
+    let rest = store.ip_events_page("192.0.2.1", Some((page[0].banned_at, page[0].id)), 10).await.unwrap();
+    assert_eq!(rest.iter().map(|e| e.banned_at).collect::<Vec<_>>(), [1500]);
+    let summary = store.ip_summary("192.0.2.1").await.unwrap();
+    assert_eq!((summary.bans, summary.unbans), (2, 0));
+    assert_eq!((summary.first_banned_at, summary.last_banned_at), (Some(1001), Some(1500)));
+    assert_eq!(summary.jails, ["nginx", "sshd"]);
+    assert_eq!(summary.placed.map(|p| p.country_code), Some("US".to_owned()));
+    let nobody = store.ip_summary("198.51.100.200").await.unwrap();
+    assert_eq!((nobody.bans, nobody.unbans, nobody.first_banned_at, nobody.placed), (0, 0, None, None));
+    assert_eq!(store.earliest(&HistoryFilter::default()).await.unwrap(), Some(1000));
+    assert_eq!(store.earliest(&HistoryFilter { from: Some(5000), ..Default::default() }).await.unwrap(), None);
 
     // Country back-fill.
     store.archive(&[ban("sshd", "203.0.113.9", 3000, "fail2ban", None)]).await.unwrap();
