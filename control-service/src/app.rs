@@ -56,6 +56,11 @@ pub const HEALTH_FAIL2BAN: &str = "fail2ban";
 pub const HEALTH_GEO: &str = "geo";
 pub const HEALTH_DATABASE: &str = "database";
 
+/// How long the database probe waits: a pool keeps retrying a refused
+/// connection for up to its acquire timeout (5 s), so a database that is
+/// down would otherwise look up to a probe for that long.
+const DATABASE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A startup stage, named in errors and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
@@ -144,6 +149,9 @@ impl Application {
         let socket = SocketClient::new(config.socket_settings(), metrics.clone());
         // Not probed here: fail2ban being away is no reason to refuse to start.
         let fail2ban = Fail2ban::new(socket, config.start_settings()).with_database(config.fail2ban_db.clone());
+        if let Some(warning) = config.geo_plaintext_token_warning() {
+            tracing::warn!("{warning}");
+        }
         let geo_tls = config.geo_tls().stage(Stage::Clients)?;
         let geo =
             GeoClient::new(config.geo_endpoint.as_deref(), config.geo_timeout, geo_tls, config.geo_auth_token.as_ref())
@@ -361,10 +369,14 @@ impl Probes {
             let geo_up = matches!(self.geo.is_serving().await, Ok(true));
             self.report(HEALTH_GEO, geo_up).await;
         }
-        let db_up = match self.store.ping().await {
-            Ok(()) => true,
-            Err(error) => {
+        let db_up = match tokio::time::timeout(DATABASE_PROBE_TIMEOUT, self.store.ping()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(error)) => {
                 tracing::warn!(%error, "control database unavailable");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(timeout = ?DATABASE_PROBE_TIMEOUT, "control database unavailable: no answer in time");
                 false
             }
         };

@@ -40,6 +40,11 @@ fn parse_phc(text: &str) -> Result<String, String> {
     Ok(text.trim().to_owned())
 }
 
+/// Whether `url` starts with `scheme://` (any case).
+fn has_scheme(url: &str, scheme: &str) -> bool {
+    url.trim_start().split_once("://").is_some_and(|(s, _)| s.eq_ignore_ascii_case(scheme))
+}
+
 /// The control-service configuration (bootstrap settings; runtime settings
 /// live in the control database).
 #[derive(Debug, Clone, Parser)]
@@ -266,6 +271,37 @@ pub struct Config {
 }
 
 impl Config {
+    /// Checks across settings that clap cannot express; the message names
+    /// the settings (main exits 2 with it, as for any bad flag).
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(endpoint) = &self.geo_endpoint {
+            let tls_flag = [("--geo-tls-ca", &self.geo_tls_ca), ("--geo-tls-cert", &self.geo_tls_cert)]
+                .into_iter()
+                .find_map(|(flag, value)| value.is_some().then_some(flag));
+            if let Some(flag) = tls_flag
+                && !has_scheme(endpoint, "https")
+            {
+                return Err(format!(
+                    "--geo-endpoint {endpoint:?} is not an https:// URL but {flag} is set: TLS would not be used \
+                     and the geo-service token would travel in cleartext; use https:// with {flag}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A warning when the geo-service token goes over plaintext HTTP/2.
+    pub fn geo_plaintext_token_warning(&self) -> Option<String> {
+        let endpoint = self.geo_endpoint.as_deref()?;
+        (self.geo_auth_token.is_some() && self.geo_tls_ca.is_none() && has_scheme(endpoint, "http")).then(|| {
+            format!(
+                "--geo-auth-token is sent in cleartext to --geo-endpoint {endpoint}: anyone on that network path \
+                 can read it; use an https:// endpoint with --geo-tls-ca, or keep the path private \
+                 (loopback, or a pod network encrypted by a service mesh)"
+            )
+        })
+    }
+
     /// The server TLS configuration, if TLS is on.
     pub fn server_tls(&self) -> anyhow::Result<Option<tonic::transport::ServerTlsConfig>> {
         match (&self.tls_cert, &self.tls_key) {
@@ -406,6 +442,31 @@ mod tests {
         assert_eq!(limits.http2_keepalive_timeout, Duration::from_secs(10));
         assert_eq!(limits.request_timeout, Duration::from_secs(60));
         assert_eq!(config.max_request_bytes(), 64 * 1024);
+    }
+
+    #[test]
+    fn geo_tls_needs_an_https_endpoint() {
+        let parse = |args: &[&str]| Config::try_from_args(["control-service"].iter().chain(args)).unwrap();
+        // check() reads no file: the CA path need not exist.
+        let ca = "ca.pem".to_owned();
+        let plain = parse(&["--geo-endpoint", "http://geo:50051", "--geo-tls-ca", &ca]);
+        let error = plain.check().unwrap_err();
+        assert!(error.contains("--geo-endpoint") && error.contains("--geo-tls-ca"), "{error}");
+        assert!(parse(&["--geo-endpoint", "HTTPS://geo:50051", "--geo-tls-ca", &ca]).check().is_ok());
+        assert!(parse(&["--geo-endpoint", "http://geo:50051"]).check().is_ok());
+        assert!(parse(&["--geo-tls-ca", &ca]).check().is_ok(), "no endpoint: TLS settings unused");
+    }
+
+    #[test]
+    fn a_token_over_plaintext_is_warned_about() {
+        let parse = |args: &[&str]| Config::try_from_args(["control-service"].iter().chain(args)).unwrap();
+        let warning = parse(&["--geo-endpoint", "http://geo:50051", "--geo-auth-token", "t"])
+            .geo_plaintext_token_warning()
+            .unwrap();
+        assert!(warning.contains("--geo-auth-token") && warning.contains("--geo-endpoint"), "{warning}");
+        assert!(parse(&["--geo-endpoint", "http://geo:50051"]).geo_plaintext_token_warning().is_none());
+        let tls = parse(&["--geo-endpoint", "https://geo:50051", "--geo-tls-ca", "ca.pem", "--geo-auth-token", "t"]);
+        assert!(tls.geo_plaintext_token_warning().is_none());
     }
 
     #[test]

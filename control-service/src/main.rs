@@ -9,6 +9,10 @@ async fn main() -> std::process::ExitCode {
     if let Some(Command::HashPassword) = config.command {
         return hash_password();
     }
+    if let Err(message) = config.check() {
+        // Exit 2 with clap's usage error, as for any other bad flag.
+        <Config as clap::CommandFactory>::command().error(clap::error::ErrorKind::ArgumentConflict, message).exit();
+    }
     if let Err(error) = telemetry::init(config.log_format, &config.log, "--log / CONTROL_LOG") {
         eprintln!("control-service: {error:#}");
         return std::process::ExitCode::FAILURE;

@@ -86,3 +86,28 @@ fn an_unreachable_cache_database_names_the_stage_and_hides_the_password() {
     assert!(err.contains("startup stage `cache` failed") && err.contains("--database-url"), "{err}");
     assert!(!err.contains("s3cret"), "the password leaked: {err}");
 }
+
+/// Every database URL mistake ends before serving, names --database-url and
+/// never prints the password, on stdout (the log) or stderr.
+#[test]
+fn database_url_errors_never_print_the_password() {
+    let urls = [
+        "mysql://u:SECRETPW@127.0.0.1/x",
+        "postgres://u:SECRETPW@127.0.0.1:notaport/x",
+        "postgres//u:SECRETPW@127.0.0.1/x",
+        "postgres://u:SECRET@PW@[::1/x",
+        "postgres://u@127.0.0.1:notaport/x?password=SECRETPW",
+    ];
+    for url in urls {
+        let out = Command::new(env!("CARGO_BIN_EXE_geo-service"))
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--mmdb", "builtin:sample"])
+            .args(["--database-url", url])
+            .env_remove("GEO_DATABASE_URL")
+            .output()
+            .unwrap();
+        let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+        assert!(!out.status.success(), "{url}: {all}");
+        assert!(all.contains("--database-url"), "{url}: {all}");
+        assert!(!all.contains("SECRETPW") && !all.contains("SECRET@PW"), "{url}: the password leaked: {all}");
+    }
+}

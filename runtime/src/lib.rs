@@ -107,14 +107,44 @@ pub trait ConfigExt: clap::Parser {
 
 impl<C: clap::Parser> ConfigExt for C {}
 
-/// `url` with its password replaced by `***`, for logs and errors.
+/// `url` with its password replaced by `***`, for logs and errors. Built
+/// for malformed URLs too (a missing `//`, a password holding `@` or `/`,
+/// a `password=` query parameter): whatever could be a password is cut,
+/// even if that cuts more than the password.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let Some((credentials, host)) = rest.rsplit_once('@') else { return url.to_owned() };
-    match credentials.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
-    }
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
+    };
+    // The host starts after the last `@`: a password may hold `@` itself.
+    let (userinfo, tail) = match rest.rsplit_once('@') {
+        Some((userinfo, tail)) => (Some(userinfo), tail),
+        None => (None, rest),
+    };
+    let userinfo = match userinfo {
+        None => String::new(),
+        Some(info) => match info.split_once(':') {
+            Some((user, _)) if !user.contains(['@', '/']) => format!("{user}:***@"),
+            Some(_) => "***@".to_owned(),
+            // `user@host`: no password, unless the `@` shows it is malformed.
+            None if info.contains('@') => "***@".to_owned(),
+            None => format!("{info}@"),
+        },
+    };
+    format!("{scheme}{userinfo}{}", redact_query(tail))
+}
+
+/// `password=…` (and `sslpassword=…`) query values replaced by `***`.
+fn redact_query(tail: &str) -> String {
+    let Some((path, query)) = tail.split_once('?') else { return tail.to_owned() };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key.to_ascii_lowercase().contains("pass") => format!("{key}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{path}?{}", pairs.join("&"))
 }
 
 /// Runs `main_body` and turns its outcome into the process exit code, so
@@ -139,5 +169,28 @@ mod tests {
         assert_eq!(super::redact_url("postgres://geo:s3cret@db:5432/geo"), "postgres://geo:***@db:5432/geo");
         assert_eq!(super::redact_url("sqlite://geo.db"), "sqlite://geo.db");
         assert_eq!(super::redact_url("postgres://geo@db/geo"), "postgres://geo@db/geo");
+        assert_eq!(super::redact_url("mysql://u:SECRETPW@127.0.0.1/x"), "mysql://u:***@127.0.0.1/x");
+    }
+
+    #[test]
+    fn malformed_urls_lose_their_password_too() {
+        let cases = [
+            "postgres//u:SECRETPW@127.0.0.1/x",
+            "postgres:u:SECRETPW@127.0.0.1/x",
+            "postgres://u:SECRET@PW@127.0.0.1/x",
+            "postgres://u:SECRET/PW@127.0.0.1/x",
+            "postgres://u@SECRETPW@127.0.0.1/x",
+            "postgres://u:SECRETPW@127.0.0.1:notaport/x",
+            "postgres://u@127.0.0.1/x?password=SECRETPW&sslmode=disable",
+            "postgres://u@127.0.0.1/x?sslmode=disable&sslpassword=SECRETPW",
+            "postgres://u:SECRETPW@[::1/x",
+        ];
+        for url in cases {
+            let redacted = super::redact_url(url);
+            for piece in ["SECRETPW", "SECRET", "PW@"] {
+                assert!(!redacted.contains(piece), "{url} -> {redacted}");
+            }
+            assert!(redacted.contains("127.0.0.1") || redacted.contains("[::1"), "{url} -> {redacted}");
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! Harness for the end-to-end tests: starts the real service binaries on
 //! loopback ports chosen by the OS, waits until they say they serve, and
 //! hands out gRPC clients and a real `grpcurl`; runs a real
-//! fail2ban-server in a temporary directory ([`fail2ban`]).
+//! fail2ban-server in a temporary directory ([`fail2ban`]); starts a
+//! PostgreSQL cluster a test can stop and restart ([`pg_cluster`]).
 //!
 //! The binaries are the ones cargo builds beside the test executables
 //! (`target/<profile>/geo-service`). `cargo nextest run --workspace` (the
@@ -12,6 +13,7 @@
 
 pub mod fail2ban;
 pub mod ip_api;
+pub mod pg_cluster;
 pub mod proxy;
 pub mod tls;
 
@@ -224,6 +226,14 @@ impl ServiceProcess {
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap_or_else(|| panic!("no VmHWM for {}", self.name))
+    }
+
+    /// Whether the process is still running (not exited, not a zombie).
+    pub fn is_running(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .ok()
+            .and_then(|stat| stat.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+            .unwrap_or(false)
     }
 
     /// Kills the process outright (SIGKILL): no drain, no release.

@@ -3,13 +3,18 @@
 //! over in time with a larger term; over many kill/restart cycles no slot
 //! runs twice and terms only grow; a leader cut off from the database stops
 //! acting before its lease expires; SQLite mode leads alone; run-now asked
-//! on a follower is run by the leader.
+//! on a follower is run by the leader; three replicas ride out a restart
+//! of their PostgreSQL server (a cluster of the test's own).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 
-use bangui_e2e::{ControlService, PgSchema, proxy::CutProxy};
+use bangui_e2e::{
+    ControlService, PgSchema,
+    pg_cluster::{PgCluster, StopMode},
+    proxy::CutProxy,
+};
 use bangui_proto::control::v1 as pb;
 
 /// The lease for these tests: short by default (2 s: the leader renews every
@@ -29,7 +34,10 @@ fn retry() -> Duration {
 }
 
 struct Cluster {
-    schema: PgSchema,
+    /// The schema the replicas share, dropped with the cluster (none on a
+    /// server of the test's own).
+    _schema: Option<PgSchema>,
+    url: String,
     token: String,
     replicas: Vec<ControlService>,
     dir: tempfile::TempDir,
@@ -49,6 +57,8 @@ fn args(url: &str, socket: &str) -> Vec<String> {
         &retry,
         "--shutdown-grace",
         "2s",
+        "--probe-interval",
+        "300ms",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -59,8 +69,14 @@ impl Cluster {
     /// `n` replicas on a fresh schema; history_sync runs every second.
     async fn start(n: usize) -> Self {
         let schema = PgSchema::create("control_leader").await;
+        let url = schema.url();
+        Self::start_on(n, url, Some(schema)).await
+    }
+
+    /// `n` replicas on the database at `url`.
+    async fn start_on(n: usize, url: String, schema: Option<PgSchema>) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut cluster = Cluster { schema, token: String::new(), replicas: Vec::new(), dir };
+        let mut cluster = Cluster { _schema: schema, url, token: String::new(), replicas: Vec::new(), dir };
         for _ in 0..n {
             cluster.add();
         }
@@ -76,7 +92,7 @@ impl Cluster {
 
     fn add(&mut self) {
         let socket = self.dir.path().join("none.sock").display().to_string();
-        let args = args(&self.schema.url(), &socket);
+        let args = args(&self.url, &socket);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.replicas.push(ControlService::start(&args));
     }
@@ -109,7 +125,7 @@ impl Cluster {
     }
 
     async fn pool(&self) -> sqlx::PgPool {
-        sqlx::postgres::PgPoolOptions::new().max_connections(2).connect_with(self.schema.options()).await.unwrap()
+        sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&self.url).await.unwrap()
     }
 }
 
@@ -358,4 +374,153 @@ async fn run_now_asked_on_a_follower_is_run_by_the_leader() {
         assert!(asked.elapsed() < Duration::from_secs(3), "not run within a few retry periods");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// How long the test keeps PostgreSQL down: longer than the renew deadline
+/// (the leader must step down) and than the pool's acquire timeout (5 s),
+/// so calls made while it is down fail instead of waiting it out.
+const PG_DOWN: Duration = Duration::from_secs(8);
+
+/// Pairs of (job, scheduled_for) that ran more than once.
+async fn duplicate_slots(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT job, scheduled_for FROM job_runs GROUP BY job, scheduled_for HAVING count(*) > 1) d",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+// Multi-threaded: the test's blocking calls (pg_ctl, starting processes)
+// must not stall the gRPC clients it has in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_ride_out_a_postgres_restart() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+
+    let pg = PgCluster::start();
+    let cluster = Cluster::start_on(3, pg.url(), None).await;
+    let (_, term_before, _) = cluster.wait_for_one_leader(Duration::from_secs(10), 0).await;
+    let pool = cluster.pool().await;
+    // A few slots under the first leader.
+    bangui_e2e::eventually(10, "history_sync runs before the restart", || async {
+        let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM job_runs WHERE job = 'history_sync'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        runs >= 2
+    })
+    .await;
+    pool.close().await;
+    for replica in &cluster.replicas {
+        assert_eq!(replica.health("database").await, ServingStatus::Serving);
+    }
+
+    pg.stop(StopMode::Fast);
+    let down = Instant::now();
+    // Calls made while the database is down end as UNAVAILABLE (the session
+    // check needs the database too), on every replica.
+    let mut calls = Vec::new();
+    for replica in &cluster.replicas {
+        let mut client = replica.cluster_with(&cluster.token).await;
+        calls.push(tokio::spawn(async move {
+            let asked = Instant::now();
+            let result = client.get_leader(pb::GetLeaderRequest {}).await;
+            (result.map(|r| r.into_inner()), asked.elapsed())
+        }));
+    }
+    // Nobody leads: the leader steps down inside its renew deadline.
+    loop {
+        let mut leading = 0;
+        for replica in &cluster.replicas {
+            if replica.metric("control_is_leader").await != Some(0.0) {
+                leading += 1;
+            }
+        }
+        if leading == 0 {
+            break;
+        }
+        assert!(down.elapsed() < ttl(), "still leading {:?} after the database went", down.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stepped_down = down.elapsed();
+    bangui_e2e::eventually(5, "health `database` NOT_SERVING on every replica", || async {
+        for replica in &cluster.replicas {
+            if replica.health("database").await != ServingStatus::NotServing {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    let not_serving = down.elapsed();
+    for call in calls {
+        let (result, took) = call.await.unwrap();
+        let status = result.expect_err("GetLeader answered while the database was down");
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert!(down.elapsed() < PG_DOWN, "GetLeader took {took:?}: it waited for the database to return");
+    }
+    let rpcs_failed = down.elapsed();
+    for replica in &cluster.replicas {
+        assert!(replica.is_running(), "a replica exited while the database was down");
+    }
+    tokio::time::sleep(PG_DOWN.saturating_sub(down.elapsed())).await;
+
+    pg.restart();
+    let up = Instant::now();
+    // A leader again (same or a new term), without restarting any replica.
+    let (leader, term_after, _) = cluster.wait_for_one_leader(Duration::from_secs(15), 0).await;
+    let led_again = up.elapsed();
+    assert!(term_after >= term_before, "terms only grow: {term_before} then {term_after}");
+    bangui_e2e::eventually(10, "health `database` SERVING on every replica", || async {
+        for replica in &cluster.replicas {
+            if replica.health("database").await != ServingStatus::Serving {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    let serving = up.elapsed();
+    // The session made before the restart is still good everywhere, and RPCs answer.
+    for replica in &cluster.replicas {
+        let mut client = replica.cluster_with(&cluster.token).await;
+        let view = client.get_leader(pb::GetLeaderRequest {}).await.unwrap().into_inner();
+        assert_eq!(view.term, term_after);
+        let jobs = client.list_jobs(pb::ListJobsRequest {}).await.unwrap().into_inner().jobs;
+        assert!(jobs.iter().any(|j| j.name == "history_sync"));
+        replica.auth_with(&cluster.token).await.get_session(pb::GetSessionRequest {}).await.unwrap();
+    }
+    // The jobs run again, each slot once.
+    let pool = cluster.pool().await;
+    let restarted_at: i64 =
+        sqlx::query_scalar("SELECT (extract(epoch from now()) * 1000)::bigint").fetch_one(&pool).await.unwrap();
+    bangui_e2e::eventually(10, "history_sync runs after the restart", || async {
+        let runs: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM job_runs WHERE job = 'history_sync' AND started_at > $1")
+                .bind(restarted_at)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        runs >= 2
+    })
+    .await;
+    assert_eq!(duplicate_slots(&pool).await, 0);
+    let leader_id = cluster.leader_view(&cluster.replicas[leader]).await.unwrap().replica_id;
+    let newest: String =
+        sqlx::query_scalar("SELECT replica FROM job_runs WHERE job = 'history_sync' ORDER BY id DESC LIMIT 1")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(newest, leader_id, "the leader runs the jobs");
+    for replica in &cluster.replicas {
+        assert!(replica.is_running());
+        let logs = replica.logs().join("\n");
+        assert!(!logs.contains("panicked"), "a replica panicked:\n{logs}");
+    }
+    println!(
+        "postgres restart: all stepped down {stepped_down:?} after the stop (ttl {:?}), health NOT_SERVING \
+         by {not_serving:?}, calls UNAVAILABLE by {rpcs_failed:?}; after the start a leader in {led_again:?} \
+         (term {term_before} -> {term_after}), health SERVING in {serving:?}",
+        ttl()
+    );
 }

@@ -13,7 +13,10 @@
 //! still running) is skipped; the job runs at its next slot. Each run is a
 //! task of its own, so a panic is caught and recorded as a failed run.
 //! "Run now" requests from any replica are taken by the leader every retry
-//! period and run as `manual` runs.
+//! period and run as `manual` runs. A request is taken in the same
+//! transaction that records its run, so it is never taken without a run:
+//! one made while the job runs stays open and is run once as soon as that
+//! run ends (all the requests that waited answered by one run).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -35,7 +38,7 @@ use crate::{
     leader::{Leadership, SCHEDULER_LEASE},
     metrics::Metrics,
     settings::{Schedules, SettingsStore, parse_cron},
-    store::{ControlStore, NewRun},
+    store::{ControlStore, NewRun, RequestedRun},
 };
 
 /// Negatives the re-resolve job retries per run.
@@ -152,6 +155,10 @@ struct Inner {
     ctx: JobContext,
     metrics: Metrics,
     running: Mutex<HashSet<JobKind>>,
+    /// Jobs with "run now" requests waiting for their run to end.
+    waiting: Mutex<HashSet<JobKind>>,
+    /// Wakes the run loop when a run with waiting requests ends.
+    ended: tokio::sync::Notify,
     tasks: TaskTracker,
     /// Cancels running jobs at the end of the drain.
     cancel: CancellationToken,
@@ -191,6 +198,8 @@ impl Scheduler {
                 ctx,
                 metrics,
                 running: Mutex::default(),
+                waiting: Mutex::default(),
+                ended: tokio::sync::Notify::new(),
                 tasks: TaskTracker::new(),
                 cancel: CancellationToken::new(),
                 draining: CancellationToken::new(),
@@ -218,6 +227,7 @@ impl Scheduler {
             tokio::select! {
                 () = stop.cancelled() => break,
                 _ = leadership.changed() => {}
+                () = self.inner.ended.notified() => {}
                 () = tokio::time::sleep(retry) => {}
             }
         }
@@ -273,17 +283,63 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Starts one run for each job with open "run now" requests. The
+    /// requests of a job that is still running stay open, and are taken
+    /// when its run ends.
     async fn take_requests(&self) {
-        match self.inner.store.take_requests(self.inner.leadership.replica()).await {
-            Ok(requests) => {
-                for request in requests {
-                    match JobKind::parse(&request.job) {
-                        Some(kind) => self.fire(kind, request.requested_at, "manual").await,
-                        None => tracing::warn!(job = %request.job, "run-now request for an unknown job dropped"),
-                    }
-                }
+        let jobs = match self.inner.store.requested_jobs().await {
+            Ok(jobs) => jobs,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read run-now requests");
+                return;
             }
-            Err(error) => tracing::warn!(%error, "cannot read run-now requests"),
+        };
+        for job in jobs {
+            match JobKind::parse(&job) {
+                Some(kind) => self.fire_requested(kind).await,
+                // Left open: a replica of another version may know it.
+                None => tracing::debug!(%job, "run-now request for a job this replica does not know"),
+            }
+        }
+    }
+
+    fn release(&self, kind: JobKind) {
+        self.inner.running.lock().unwrap_or_else(PoisonError::into_inner).remove(&kind);
+    }
+
+    /// Runs `kind` for its open "run now" requests if this replica leads
+    /// and the job is not running (else they wait), taking the requests
+    /// with the ledger row.
+    async fn fire_requested(&self, kind: JobKind) {
+        let inner = &self.inner;
+        if inner.draining.is_cancelled() {
+            return;
+        }
+        let Some(term) = inner.leadership.term() else { return };
+        {
+            // Under the `running` lock, so the run's end cannot slip between.
+            let mut running = inner.running.lock().unwrap_or_else(PoisonError::into_inner);
+            if !running.insert(kind) {
+                tracing::debug!(job = kind.name(), "still running: the run-now request waits for the run to end");
+                inner.waiting.lock().unwrap_or_else(PoisonError::into_inner).insert(kind);
+                return;
+            }
+        }
+        let run = RequestedRun { job: kind.name(), term, replica: inner.leadership.replica(), lease: SCHEDULER_LEASE };
+        match inner.store.start_requested_run(&run).await {
+            Ok(Some(started)) => {
+                let this = self.clone();
+                let (id, slot) = (started.id, started.scheduled_for);
+                inner.tasks.spawn(async move { this.execute(kind, id, slot, term).await });
+            }
+            Ok(None) => {
+                tracing::debug!(job = kind.name(), term, "no open request, or the term is no longer current");
+                self.release(kind);
+            }
+            Err(error) => {
+                tracing::warn!(%error, job = kind.name(), "cannot record the requested run; it stays requested");
+                self.release(kind);
+            }
         }
     }
 
@@ -356,7 +412,14 @@ impl Scheduler {
             tracing::warn!(error = %e, job = kind.name(), "cannot record the end of the run");
         }
         inner.metrics.job_run(kind.name(), status, Some(started.elapsed()));
-        inner.running.lock().unwrap_or_else(PoisonError::into_inner).remove(&kind);
+        let waited = {
+            let mut running = inner.running.lock().unwrap_or_else(PoisonError::into_inner);
+            running.remove(&kind);
+            inner.waiting.lock().unwrap_or_else(PoisonError::into_inner).remove(&kind)
+        };
+        if waited {
+            inner.ended.notify_one();
+        }
     }
 
     /// Shutdown: no new runs; running jobs get `grace` to finish, then are

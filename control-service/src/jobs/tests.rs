@@ -1,5 +1,6 @@
 //! The gates of a run, on a real SQLite ledger: leadership, no overlap,
-//! one row per slot, a caught panic, cancellation at shutdown.
+//! one row per slot, a caught panic, cancellation at shutdown, run-now
+//! requests made during a run.
 
 use std::{sync::Arc, time::Duration};
 
@@ -114,4 +115,75 @@ async fn shutdown_cancels_what_does_not_finish_in_time() {
     // Draining: no new runs.
     scheduler.fire(JobKind::GeoCachePurge, 2_000, "schedule").await;
     assert_eq!(runs(&store).await[0].scheduled_for, 1_000);
+}
+
+/// Every ledger row of `job`: (slot, trigger, status), oldest first.
+async fn ledger(dir: &tempfile::TempDir, job: &str) -> Vec<(i64, String, String)> {
+    let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let rows = sqlx::query_as("SELECT scheduled_for, trigger, status FROM job_runs WHERE job = $1 ORDER BY id")
+        .bind(job)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    rows
+}
+
+// No timers here (so no paused clock): the job body blocks on a semaphore
+// until the test releases it, and every step waits on an event.
+#[tokio::test]
+async fn run_now_asked_while_the_job_runs_runs_once_afterwards() {
+    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let runner_gate = gate.clone();
+    let runner: Arc<Runner> = Arc::new(move |kind, _| {
+        started_tx.send(kind).unwrap();
+        let gate = runner_gate.clone();
+        Box::pin(async move {
+            gate.acquire().await.unwrap().forget();
+            Ok("released".into())
+        })
+    });
+    let (scheduler, store, dir) = setup(runner, true).await;
+    scheduler.fire(JobKind::GeoReResolve, 1_000, "schedule").await;
+    assert_eq!(started.recv().await, Some(JobKind::GeoReResolve));
+
+    // Two requests while it runs: neither starts a run now, neither is lost.
+    store.request_run("geo_re_resolve", "r2").await.unwrap();
+    scheduler.take_requests().await;
+    store.request_run("geo_re_resolve", "r3").await.unwrap();
+    scheduler.take_requests().await;
+    assert!(started.try_recv().is_err(), "a second run while the first one runs");
+    assert_eq!(store.requested_jobs().await.unwrap(), ["geo_re_resolve"], "the requests wait");
+
+    // The run ends: the scheduler's loop is woken, and one run answers both.
+    gate.add_permits(1);
+    scheduler.inner.ended.notified().await;
+    scheduler.take_requests().await;
+    assert_eq!(started.recv().await, Some(JobKind::GeoReResolve));
+    assert!(store.requested_jobs().await.unwrap().is_empty(), "taken with the run");
+    // Taking again while that run goes on, and after it, starts nothing.
+    scheduler.take_requests().await;
+    gate.add_permits(1);
+    scheduler.drain(Duration::from_secs(5)).await;
+    scheduler.take_requests().await;
+    assert!(started.try_recv().is_err(), "the requests ran twice");
+
+    let rows = ledger(&dir, "geo_re_resolve").await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!((rows[0].0, rows[0].1.as_str(), rows[0].2.as_str()), (1_000, "schedule", "ok"));
+    assert_eq!((rows[1].1.as_str(), rows[1].2.as_str()), ("manual", "ok"));
+    assert!(rows[1].0 > 1_000, "the manual slot is the request's time: {rows:?}");
+}
+
+#[tokio::test]
+async fn a_follower_leaves_run_now_requests_for_the_leader() {
+    let runner: Arc<Runner> = Arc::new(|_, _| Box::pin(async { Ok("ran".into()) }));
+    let (scheduler, store, _dir) = setup(runner, false).await;
+    store.request_run("session_cleanup", "r2").await.unwrap();
+    scheduler.take_requests().await;
+    scheduler.drain(Duration::from_secs(1)).await;
+    assert!(runs(&store).await.is_empty());
+    assert_eq!(store.requested_jobs().await.unwrap(), ["session_cleanup"], "still open for a leader");
 }

@@ -4,7 +4,7 @@
 
 use bangui_testkit::postgres::PgSchema;
 
-use super::{ActionKind, ControlStore, JailAction, NewRun, postgres::PgStore, sqlite::SqliteStore};
+use super::{ActionKind, ControlStore, JailAction, NewRun, RequestedRun, postgres::PgStore, sqlite::SqliteStore};
 
 fn action(at: i64, kind: ActionKind, jail: Option<&str>, ok: bool) -> JailAction {
     JailAction {
@@ -82,18 +82,37 @@ async fn a_slot_runs_once_and_only_under_the_current_term(store: &dyn ControlSto
     // Once the lease is gone, the term can no longer start anything.
     assert!(store.release_lease("jobs", "r1", grant.term).await.unwrap());
     assert!(store.start_run(&run(grant.term, 4_000)).await.unwrap().is_none(), "released");
+}
 
+async fn run_now_requests_are_taken_with_the_run_that_answers_them(store: &dyn ControlStore) {
+    let grant = store.acquire_lease("requests", "r1", 60_000).await.unwrap().unwrap();
+    let run = |term: i64| RequestedRun { job: "geo_re_resolve", term, replica: "r1", lease: "requests" };
+    assert!(store.requested_jobs().await.unwrap().is_empty());
+    assert!(store.start_requested_run(&run(grant.term)).await.unwrap().is_none(), "nothing asked");
     let first = store.request_run("geo_re_resolve", "r2").await.unwrap();
-    let taken = store.take_requests("r1").await.unwrap();
-    assert_eq!(taken.len(), 1);
-    assert_eq!((taken[0].id, taken[0].job.as_str()), (first, "geo_re_resolve"));
-    assert!(store.take_requests("r1").await.unwrap().is_empty(), "taken once");
+    let second = store.request_run("geo_re_resolve", "r3").await.unwrap();
+    assert!(second > first);
+    assert_eq!(store.requested_jobs().await.unwrap(), ["geo_re_resolve"]);
+    // A stale term records no run and takes nothing.
+    assert!(store.start_requested_run(&run(grant.term + 1)).await.unwrap().is_none());
+    assert_eq!(store.requested_jobs().await.unwrap(), ["geo_re_resolve"], "still open");
+    // One run answers both requests.
+    let started = store.start_requested_run(&run(grant.term)).await.unwrap().expect("a run");
+    assert!(store.requested_jobs().await.unwrap().is_empty(), "taken");
+    assert!(store.start_requested_run(&run(grant.term)).await.unwrap().is_none(), "taken once");
+    let last = store.last_runs().await.unwrap();
+    let manual = last.iter().find(|r| r.job == "geo_re_resolve").expect("the run");
+    assert_eq!(
+        (manual.id, manual.scheduled_for, manual.trigger.as_str(), manual.term),
+        (started.id, started.scheduled_for, "manual", grant.term)
+    );
 }
 
 async fn run_all(store: &dyn ControlStore) {
     actions_round_trip_newest_first(store).await;
     lease_terms_grow_with_each_new_holder(store).await;
     a_slot_runs_once_and_only_under_the_current_term(store).await;
+    run_now_requests_are_taken_with_the_run_that_answers_them(store).await;
 }
 
 #[tokio::test]

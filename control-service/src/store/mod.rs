@@ -155,12 +155,23 @@ pub struct JobRun {
     pub error: Option<String>,
 }
 
-/// A "run now" request taken by the leader.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct JobRequest {
+/// The run that answers a job's open "run now" requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestedRun<'a> {
+    pub job: &'a str,
+    /// The caller's term; the run starts only if it is still the lease's.
+    pub term: i64,
+    pub replica: &'a str,
+    /// The lease that gates runs.
+    pub lease: &'a str,
+}
+
+/// A run started for "run now" requests: its ledger id and its slot (the
+/// time of the latest request it answers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StartedRun {
     pub id: i64,
-    pub job: String,
-    pub requested_at: i64,
+    pub scheduled_for: i64,
 }
 
 /// The control database's operations (the archive's are in [`history::HistoryStore`]).
@@ -235,8 +246,16 @@ pub trait ControlStore: history::HistoryStore + Send + Sync + std::fmt::Debug {
     async fn last_runs(&self) -> Result<Vec<JobRun>, StoreError>;
     /// Records a "run now" request; returns its id.
     async fn request_run(&self, job: &str, requested_by: &str) -> Result<i64, StoreError>;
-    /// Takes every open request for `taker` (each is taken once).
-    async fn take_requests(&self, taker: &str) -> Result<Vec<JobRequest>, StoreError>;
+    /// The jobs that have open "run now" requests.
+    async fn requested_jobs(&self) -> Result<Vec<String>, StoreError>;
+    /// One transaction: takes every open "run now" request of `run.job`
+    /// (for `run.replica`) and inserts the ledger row of the one `manual`
+    /// run that answers them all, slot = the latest request's time, under
+    /// the same term check as [`ControlStore::start_run`]. `None`: no open
+    /// request, or no row (the term is stale), and then nothing is taken:
+    /// the requests wait for a replica that can run them. A request is
+    /// taken if and only if a run after it is recorded.
+    async fn start_requested_run(&self, run: &RequestedRun<'_>) -> Result<Option<StartedRun>, StoreError>;
     /// "sqlite" or "postgres".
     fn backend(&self) -> &'static str;
     /// Closes the pool.

@@ -352,14 +352,62 @@ macro_rules! impl_control_store {
                 .await?)
             }
 
-            async fn take_requests(&self, taker: &str) -> Result<Vec<$crate::store::JobRequest>, $crate::store::StoreError> {
-                Ok(sqlx::query_as(concat!(
-                    "UPDATE job_requests SET taken_at = ", $now, ", taken_by = $1 WHERE taken_at IS NULL ",
-                    "RETURNING id, job, requested_at"
+            async fn requested_jobs(&self) -> Result<Vec<String>, $crate::store::StoreError> {
+                Ok(sqlx::query_scalar("SELECT DISTINCT job FROM job_requests WHERE taken_at IS NULL ORDER BY job")
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn start_requested_run(
+                &self,
+                run: &$crate::store::RequestedRun<'_>,
+            ) -> Result<Option<$crate::store::StartedRun>, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let taken: Vec<i64> = sqlx::query_scalar(concat!(
+                    "UPDATE job_requests SET taken_at = ", $now, ", taken_by = $1 ",
+                    "WHERE job = $2 AND taken_at IS NULL RETURNING requested_at"
                 ))
-                .bind(taker)
-                .fetch_all(&self.pool)
-                .await?)
+                .bind(run.replica)
+                .bind(run.job)
+                .fetch_all(&mut *tx)
+                .await?;
+                // Dropping `tx` rolls the take back.
+                let Some(slot) = taken.into_iter().max() else { return Ok(None) };
+                let id: Option<i64> = sqlx::query_scalar(concat!(
+                    "INSERT INTO job_runs (job, scheduled_for, term, replica, trigger, started_at, status) ",
+                    "SELECT $1, $2, $3, $4, $5, ", $now, ", 'running' ",
+                    "WHERE EXISTS (SELECT 1 FROM leases WHERE name = $6 AND holder = $4 AND term = $3 ",
+                    "AND expires_at > ", $now, " ", $for_share, ") ",
+                    "ON CONFLICT (job, scheduled_for) DO NOTHING RETURNING id"
+                ))
+                .bind(run.job)
+                .bind(slot)
+                .bind(run.term)
+                .bind(run.replica)
+                .bind("manual")
+                .bind(run.lease)
+                .fetch_optional(&mut *tx)
+                .await?;
+                match id {
+                    Some(id) => {
+                        tx.commit().await?;
+                        Ok(Some($crate::store::StartedRun { id, scheduled_for: slot }))
+                    }
+                    None => {
+                        // A run of this very millisecond answers the requests (they
+                        // were made as it started); otherwise the term is stale.
+                        let ran: i64 =
+                            sqlx::query_scalar("SELECT count(*) FROM job_runs WHERE job = $1 AND scheduled_for = $2")
+                                .bind(run.job)
+                                .bind(slot)
+                                .fetch_one(&mut *tx)
+                                .await?;
+                        if ran > 0 {
+                            tx.commit().await?;
+                        }
+                        Ok(None)
+                    }
+                }
             }
 
             fn backend(&self) -> &'static str {
