@@ -415,7 +415,13 @@ async fn three_replicas_ride_out_a_postgres_restart() {
         assert_eq!(replica.health("database").await, ServingStatus::Serving);
     }
 
-    pg.stop(StopMode::Fast);
+    // `BANGUI_PG_STOP=immediate`: a crash-like stop instead (recovery at the start).
+    let mode = if std::env::var("BANGUI_PG_STOP").as_deref() == Ok("immediate") {
+        StopMode::Immediate
+    } else {
+        StopMode::Fast
+    };
+    pg.stop(mode);
     let down = Instant::now();
     // Calls made while the database is down end as UNAVAILABLE (the session
     // check needs the database too), on every replica.
