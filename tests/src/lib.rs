@@ -172,6 +172,11 @@ impl ServiceProcess {
         tokio::task::spawn_blocking(move || self.terminate()).await.unwrap()
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the process is still running (not exited, not a zombie).
     pub fn is_running(&self) -> bool {
         std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))

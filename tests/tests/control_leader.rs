@@ -523,6 +523,15 @@ async fn three_replicas_ride_out_a_postgres_restart() {
         let logs = replica.logs().join("\n");
         assert!(!logs.contains("panicked"), "a replica panicked:\n{logs}");
     }
+    let peak_rss: Vec<String> = cluster
+        .replicas
+        .iter()
+        .map(|r| {
+            let status = std::fs::read_to_string(format!("/proc/{}/status", r.pid())).unwrap();
+            status.lines().find(|l| l.starts_with("VmHWM:")).unwrap().split_whitespace().nth(1).unwrap().to_owned()
+        })
+        .collect();
+    println!("postgres restart: peak RSS (VmHWM) of the replicas: {} KiB", peak_rss.join(", "));
     println!(
         "postgres restart: all stepped down {stepped_down:?} after the stop (ttl {:?}), health NOT_SERVING \
          by {not_serving:?}, calls UNAVAILABLE by {rpcs_failed:?}; after the start a leader in {led_again:?} \
