@@ -145,6 +145,8 @@ impl Application {
         let socket = SocketClient::new(config.socket_settings(), metrics.clone());
         // Not probed here: fail2ban being away is no reason to refuse to start.
         let fail2ban = Fail2ban::new(socket, config.start_settings());
+        // main refuses this first (exit 2); here too for embedders of the library.
+        config.check().map_err(anyhow::Error::msg).stage(Stage::Clients)?;
         if let Some(warning) = config.geo_plaintext_token_warning() {
             tracing::warn!("{warning}");
         }
