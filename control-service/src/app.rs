@@ -149,6 +149,8 @@ impl Application {
         let socket = SocketClient::new(config.socket_settings(), metrics.clone());
         // Not probed here: fail2ban being away is no reason to refuse to start.
         let fail2ban = Fail2ban::new(socket, config.start_settings()).with_database(config.fail2ban_db.clone());
+        // main refuses this first (exit 2); here too for embedders of the library.
+        config.check().map_err(anyhow::Error::msg).stage(Stage::Clients)?;
         if let Some(warning) = config.geo_plaintext_token_warning() {
             tracing::warn!("{warning}");
         }
@@ -278,6 +280,7 @@ impl Application {
             store: self.store.clone(),
             metrics: self.metrics,
             health: health.clone(),
+            database_was_up: std::sync::atomic::AtomicBool::new(true),
         };
         let mut fail2ban_was_up = probes.probe_all(None).await;
         let prober = {
@@ -342,6 +345,8 @@ struct Probes {
     store: Arc<dyn ControlStore>,
     metrics: Metrics,
     health: HealthReporter,
+    /// The database's previous answer: its changes are logged, not every probe.
+    database_was_up: std::sync::atomic::AtomicBool,
 }
 
 impl Probes {
@@ -369,17 +374,18 @@ impl Probes {
             let geo_up = matches!(self.geo.is_serving().await, Ok(true));
             self.report(HEALTH_GEO, geo_up).await;
         }
-        let db_up = match tokio::time::timeout(DATABASE_PROBE_TIMEOUT, self.store.ping()).await {
-            Ok(Ok(())) => true,
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "control database unavailable");
-                false
-            }
-            Err(_) => {
-                tracing::warn!(timeout = ?DATABASE_PROBE_TIMEOUT, "control database unavailable: no answer in time");
-                false
-            }
+        let db = match tokio::time::timeout(DATABASE_PROBE_TIMEOUT, self.store.ping()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err(format!("no answer within {DATABASE_PROBE_TIMEOUT:?}")),
         };
+        let db_up = db.is_ok();
+        let db_was_up = self.database_was_up.swap(db_up, std::sync::atomic::Ordering::Relaxed);
+        match (db_was_up, db) {
+            (true, Err(error)) => tracing::warn!(%error, "control database unavailable"),
+            (false, Ok(())) => tracing::info!("control database is back"),
+            _ => {}
+        }
         self.report(HEALTH_DATABASE, db_up).await;
         up
     }
