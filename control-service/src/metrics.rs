@@ -32,6 +32,9 @@ pub const LEASE_RENEW_FAILURES: &str = "control_lease_renew_failures";
 pub const JOB_RUNS: &str = "control_job_runs";
 /// `control_job_duration_seconds{job}`: how long job runs took.
 pub const JOB_DURATION: &str = "control_job_duration_seconds";
+/// `control_history_unreadable_rows_total{reason}`: fail2ban rows archived without their `data`
+/// (reason: not_utf8, not_json, too_large).
+pub const HISTORY_UNREADABLE_ROWS: &str = "control_history_unreadable_rows";
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct JobLabels {
@@ -66,6 +69,11 @@ struct ActionLabels {
     outcome: &'static str,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
 #[derive(Debug)]
 struct Inner {
     registry: Registry,
@@ -78,6 +86,7 @@ struct Inner {
     renew_failures: Counter,
     job_runs: Family<JobLabels, Counter>,
     job_durations: Family<JobOnly, Histogram>,
+    unreadable_rows: Family<ReasonLabels, Counter>,
 }
 
 /// The service's metrics.
@@ -136,6 +145,12 @@ impl Metrics {
             Histogram::new([0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0])
         });
         registry.register(JOB_DURATION, "How long job runs took", job_durations.clone());
+        let unreadable_rows = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            HISTORY_UNREADABLE_ROWS,
+            "fail2ban rows archived without their data (not UTF-8, not JSON, too large)",
+            unreadable_rows.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -148,6 +163,7 @@ impl Metrics {
                 renew_failures,
                 job_runs,
                 job_durations,
+                unreadable_rows,
             }),
         }
     }
@@ -190,6 +206,10 @@ impl Metrics {
         if let Some(took) = took {
             self.inner.job_durations.get_or_create(&JobOnly { job }).observe(took.as_secs_f64());
         }
+    }
+
+    pub fn history_unreadable_row(&self, reason: &'static str) {
+        self.inner.unreadable_rows.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     /// The Prometheus text exposition.

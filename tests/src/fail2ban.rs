@@ -23,8 +23,15 @@ pub struct Fail2banServer {
 
 impl Fail2banServer {
     /// Writes the configuration and starts the server; returns once it
-    /// answers `ping` with both jails up.
+    /// answers `ping` with both jails up. Its database is `run/f2b.sqlite3`
+    /// ([`Fail2banServer::database`]).
     pub fn start() -> Self {
+        Self::start_with_dbfile(None)
+    }
+
+    /// [`Fail2banServer::start`] with fail2ban's `dbfile` set to `dbfile`
+    /// (e.g. `:memory:`: no database file) instead of the default.
+    pub fn start_with_dbfile(dbfile: Option<&str>) -> Self {
         assert!(
             Command::new("fail2ban-server").arg("--version").output().is_ok_and(|o| o.status.success()),
             "fail2ban-server is missing: install Debian's `fail2ban` package (.ci/run does)"
@@ -39,8 +46,9 @@ impl Fail2banServer {
             root.join("conf/fail2ban.conf"),
             format!(
                 "[Definition]\nloglevel = INFO\nlogtarget = {root}/fail2ban.log\nsocket = {root}/run/f2b.sock\n\
-                 pidfile = {root}/run/f2b.pid\ndbfile = {root}/run/f2b.sqlite3\ndbpurgeage = 1d\n",
-                root = root.display()
+                 pidfile = {root}/run/f2b.pid\ndbfile = {dbfile}\ndbpurgeage = 1d\n",
+                root = root.display(),
+                dbfile = dbfile.map_or_else(|| root.join("run/f2b.sqlite3").display().to_string(), str::to_owned),
             ),
         )
         .unwrap();
@@ -129,6 +137,11 @@ impl Fail2banServer {
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// fail2ban's database file (unless started with another `dbfile`).
+    pub fn database(&self) -> PathBuf {
+        self.dir.path().join("run/f2b.sqlite3")
     }
 
     /// Runs the real `fail2ban-client` against this server.

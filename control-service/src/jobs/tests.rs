@@ -115,3 +115,17 @@ async fn shutdown_cancels_what_does_not_finish_in_time() {
     scheduler.fire(JobKind::GeoCachePurge, 2_000, "schedule").await;
     assert_eq!(runs(&store).await[0].scheduled_for, 1_000);
 }
+
+#[tokio::test]
+async fn a_run_with_nothing_to_do_is_recorded_as_skipped_with_its_reason() {
+    let runner: Arc<Runner> =
+        Arc::new(|_, _| Box::pin(async { Ok(RunOutcome::Skipped("fail2ban keeps no database".into())) }));
+    let (scheduler, store, _dir) = setup(runner, true).await;
+    scheduler.fire(JobKind::HistorySync, 1_000, "schedule").await;
+    scheduler.drain(Duration::from_secs(5)).await;
+    let last = runs(&store).await;
+    assert_eq!(
+        (last[0].status.as_str(), last[0].error.as_deref(), last[0].finished_at.is_some()),
+        ("skipped", Some("fail2ban keeps no database"), true)
+    );
+}
