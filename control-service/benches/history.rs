@@ -30,7 +30,7 @@ use control_service::{
     clock::{Clock, SystemClock},
     fail2ban::{Fail2ban, SocketClient, SocketSettings, StartSettings},
     geo_client::GeoClient,
-    history::History,
+    history::{History, SyncOutcome},
     metrics::Metrics,
     settings::{SettingsStore, SettingsUpdate},
     store::{
@@ -266,7 +266,7 @@ async fn main() {
     let geo = GeoClient::new(None, Duration::from_secs(1), None, None).unwrap();
     let history = History::new(store.clone(), fail2ban, geo, settings, clock, Some(f2b_path));
     let started = Instant::now();
-    let report = history.sync().await.unwrap();
+    let SyncOutcome::Synced(report) = history.sync().await.unwrap() else { panic!("the sync was skipped") };
     let took = started.elapsed();
     println!(
         "sync of {} new fail2ban rows (no geo-service): {took:.2?}, {:.0} rows/s, {} archived",
@@ -275,6 +275,12 @@ async fn main() {
         report.archived
     );
     let started = Instant::now();
-    let again = history.sync().await.unwrap();
-    println!("second sync: {} read, {} archived, {:.2?}", again.read, again.archived, started.elapsed());
+    let SyncOutcome::Synced(again) = history.sync().await.unwrap() else { panic!("the sync was skipped") };
+    println!(
+        "second sync: {} re-checked, {} read, {} archived, {:.2?}",
+        again.rechecked,
+        again.read,
+        again.archived,
+        started.elapsed()
+    );
 }

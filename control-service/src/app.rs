@@ -168,7 +168,8 @@ impl Application {
             settings.clone(),
             Arc::new(SystemClock),
             config.fail2ban_db.clone(),
-        );
+        )
+        .with_metrics(metrics.clone());
         let jails = Jails::new(fail2ban.clone(), store.clone(), geo.clone(), history.clone(), metrics.clone());
 
         let elector_settings = config.elector().stage(Stage::Leader)?;

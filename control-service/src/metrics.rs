@@ -32,6 +32,9 @@ pub const LEASE_RENEW_FAILURES: &str = "control_lease_renew_failures";
 pub const JOB_RUNS: &str = "control_job_runs";
 /// `control_job_duration_seconds{job}`: how long job runs took.
 pub const JOB_DURATION: &str = "control_job_duration_seconds";
+/// `control_history_unreadable_rows_total{reason}`: fail2ban rows archived without their `data`
+/// (reason: not_utf8, not_json, too_large).
+pub const HISTORY_UNREADABLE_ROWS: &str = "control_history_unreadable_rows";
 
 /// `control_password_checks_total{purpose,outcome}`: argon2 password verifications actually run (`login` or `change_password`; `match` or `mismatch`).
 pub const PASSWORD_CHECKS: &str = "control_password_checks";
@@ -82,6 +85,11 @@ struct ActionLabels {
     outcome: &'static str,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
 #[derive(Debug)]
 struct Inner {
     registry: Registry,
@@ -96,6 +104,7 @@ struct Inner {
     job_durations: Family<JobOnly, Histogram>,
     password_checks: Family<CheckLabels, Counter>,
     login_limited: Family<LimitedLabels, Counter>,
+    unreadable_rows: Family<ReasonLabels, Counter>,
 }
 
 /// The service's metrics.
@@ -162,6 +171,12 @@ impl Metrics {
             "Password attempts refused before any hash (throttled, busy) or slowed down (slowed)",
             login_limited.clone(),
         );
+        let unreadable_rows = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            HISTORY_UNREADABLE_ROWS,
+            "fail2ban rows archived without their data (not UTF-8, not JSON, too large)",
+            unreadable_rows.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -176,6 +191,7 @@ impl Metrics {
                 job_durations,
                 password_checks,
                 login_limited,
+                unreadable_rows,
             }),
         }
     }
@@ -227,6 +243,10 @@ impl Metrics {
 
     pub fn login_limited(&self, reason: &'static str) {
         self.inner.login_limited.get_or_create(&LimitedLabels { reason }).inc();
+    }
+
+    pub fn history_unreadable_row(&self, reason: &'static str) {
+        self.inner.unreadable_rows.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     /// The Prometheus text exposition.

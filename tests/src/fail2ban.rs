@@ -22,6 +22,8 @@ pub struct Fail2banOptions {
     /// More jails, like `alpha` (any name fail2ban accepts, e.g. `my jail`);
     /// each reads its own log file `<n>.log` (its index among these).
     pub extra_jails: Vec<String>,
+    /// fail2ban's `dbfile` (e.g. `:memory:`) instead of `run/f2b.sqlite3`.
+    pub dbfile: Option<String>,
 }
 
 /// A running fail2ban-server. Stopped when dropped.
@@ -34,9 +36,16 @@ pub struct Fail2banServer {
 
 impl Fail2banServer {
     /// Writes the configuration and starts the server; returns once it
-    /// answers `ping` with both jails up.
+    /// answers `ping` with both jails up. Its database is `run/f2b.sqlite3`
+    /// ([`Fail2banServer::database`]).
     pub fn start() -> Self {
         Self::start_with(&Fail2banOptions::default())
+    }
+
+    /// [`Fail2banServer::start`] with fail2ban's `dbfile` set to `dbfile`
+    /// (e.g. `:memory:`: no database file) instead of the default.
+    pub fn start_with_dbfile(dbfile: Option<&str>) -> Self {
+        Self::start_with(&Fail2banOptions { dbfile: dbfile.map(str::to_owned), ..Fail2banOptions::default() })
     }
 
     /// [`Fail2banServer::start`] with `options`.
@@ -55,8 +64,9 @@ impl Fail2banServer {
             root.join("conf/fail2ban.conf"),
             format!(
                 "[Definition]\nloglevel = INFO\nlogtarget = {root}/fail2ban.log\nsocket = {root}/run/f2b.sock\n\
-                 pidfile = {root}/run/f2b.pid\ndbfile = {root}/run/f2b.sqlite3\ndbpurgeage = 1d\n",
-                root = root.display()
+                 pidfile = {root}/run/f2b.pid\ndbfile = {dbfile}\ndbpurgeage = 1d\n",
+                root = root.display(),
+                dbfile = options.dbfile.clone().unwrap_or_else(|| root.join("run/f2b.sqlite3").display().to_string()),
             ),
         )
         .unwrap();
@@ -150,6 +160,11 @@ impl Fail2banServer {
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// fail2ban's database file (unless started with another `dbfile`).
+    pub fn database(&self) -> PathBuf {
+        self.dir.path().join("run/f2b.sqlite3")
     }
 
     /// Runs the real `fail2ban-client` against this server.

@@ -242,6 +242,18 @@ impl ServiceProcess {
         let _ = self.child.wait();
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Peak resident set size so far, in KiB: `VmHWM` from `/proc/PID/status`.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
     /// One sample from `/metrics` (the first line that starts with `name`).
     pub async fn metric(&self, name: &str) -> Option<f64> {
         let text = self.metrics_text().await;

@@ -34,7 +34,7 @@ use uuid::Uuid;
 use crate::{
     auth::Auth,
     geo_client::{GeoClient, GeoError},
-    history::History,
+    history::{History, SyncOutcome},
     leader::{Leadership, SCHEDULER_LEASE},
     metrics::Metrics,
     settings::{Schedules, SettingsStore, parse_cron},
@@ -103,10 +103,33 @@ pub struct JobContext {
     pub settings: SettingsStore,
 }
 
-/// One run of `kind`: a summary for the log, or the error for the ledger.
-async fn body(kind: JobKind, ctx: JobContext) -> Result<String, String> {
+/// How a run that did not fail ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// It did its work: a summary for the log.
+    Done(String),
+    /// It had nothing it could do (e.g. fail2ban keeps no database): why,
+    /// for the ledger. Recorded as `skipped`, logged at debug level only
+    /// (the job says it once itself).
+    Skipped(String),
+}
+
+impl From<String> for RunOutcome {
+    fn from(summary: String) -> Self {
+        RunOutcome::Done(summary)
+    }
+}
+
+impl From<&str> for RunOutcome {
+    fn from(summary: &str) -> Self {
+        RunOutcome::Done(summary.to_owned())
+    }
+}
+
+/// One run of `kind`: its outcome, or the error for the ledger.
+async fn body(kind: JobKind, ctx: JobContext) -> Result<RunOutcome, String> {
     let geo_error = |e: GeoError| e.to_string();
-    match kind {
+    let summary = match kind {
         JobKind::SessionCleanup => {
             ctx.auth.cleanup().await.map(|n| format!("{n} expired sessions deleted")).map_err(|e| e.to_string())
         }
@@ -127,12 +150,13 @@ async fn body(kind: JobKind, ctx: JobContext) -> Result<String, String> {
                 .map(|(tried, found)| format!("{found} of {tried} negatives resolved"))
                 .map_err(geo_error)
         }
-        JobKind::HistorySync => ctx
-            .history
-            .sync()
-            .await
-            .map_err(|e| e.to_string())
-            .map(|r| format!("{} read, {} archived, {} without a country", r.read, r.archived, r.without_country)),
+        JobKind::HistorySync => match ctx.history.sync().await.map_err(|e| e.to_string())? {
+            SyncOutcome::Synced(r) => Ok(format!(
+                "{} read, {} archived, {} without a country, {} with unreadable data, {} recent rows re-checked",
+                r.read, r.archived, r.without_country, r.unreadable, r.rechecked
+            )),
+            SyncOutcome::Skipped(why) => return Ok(RunOutcome::Skipped(why)),
+        },
         JobKind::HistoryGeoBackfill => ctx
             .history
             .backfill_geo(HISTORY_GEO_BACKFILL_LIMIT)
@@ -142,11 +166,13 @@ async fn body(kind: JobKind, ctx: JobContext) -> Result<String, String> {
         JobKind::HistoryRetention => {
             ctx.history.apply_retention().await.map(|n| format!("{n} old bans deleted")).map_err(|e| e.to_string())
         }
-    }
+    };
+    summary.map(RunOutcome::Done)
 }
 
 /// What a run executes (the real [`body`], or a test's).
-type Runner = dyn Fn(JobKind, JobContext) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>> + Send + Sync;
+type Runner =
+    dyn Fn(JobKind, JobContext) -> Pin<Box<dyn Future<Output = Result<RunOutcome, String>> + Send>> + Send + Sync;
 
 struct Inner {
     runner: Arc<Runner>,
@@ -388,9 +414,13 @@ impl Scheduler {
         let mut handle = tokio::spawn((inner.runner)(kind, inner.ctx.clone()));
         let (status, error) = tokio::select! {
             joined = &mut handle => match joined {
-                Ok(Ok(summary)) => {
+                Ok(Ok(RunOutcome::Done(summary))) => {
                     tracing::info!(job = kind.name(), %summary, "job finished");
                     ("ok", None)
+                }
+                Ok(Ok(RunOutcome::Skipped(why))) => {
+                    tracing::debug!(job = kind.name(), %why, "job skipped");
+                    ("skipped", Some(why))
                 }
                 Ok(Err(error)) => {
                     tracing::warn!(job = kind.name(), %error, "job failed");

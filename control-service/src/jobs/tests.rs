@@ -187,3 +187,17 @@ async fn a_follower_leaves_run_now_requests_for_the_leader() {
     assert!(runs(&store).await.is_empty());
     assert_eq!(store.requested_jobs().await.unwrap(), ["session_cleanup"], "still open for a leader");
 }
+
+#[tokio::test]
+async fn a_run_with_nothing_to_do_is_recorded_as_skipped_with_its_reason() {
+    let runner: Arc<Runner> =
+        Arc::new(|_, _| Box::pin(async { Ok(RunOutcome::Skipped("fail2ban keeps no database".into())) }));
+    let (scheduler, store, _dir) = setup(runner, true).await;
+    scheduler.fire(JobKind::HistorySync, 1_000, "schedule").await;
+    scheduler.drain(Duration::from_secs(5)).await;
+    let last = runs(&store).await;
+    assert_eq!(
+        (last[0].status.as_str(), last[0].error.as_deref(), last[0].finished_at.is_some()),
+        ("skipped", Some("fail2ban keeps no database"), true)
+    );
+}

@@ -79,6 +79,11 @@ async fn a_slot_runs_once_and_only_under_the_current_term(store: &dyn ControlSto
         (last[0].scheduled_for, last[0].status.as_str(), last[0].error.as_deref()),
         (2_000, "failed", Some("boom"))
     );
+    // A run with nothing it could do (migration 0005 allows the status).
+    let third = store.start_run(&run(grant.term, 2_500)).await.unwrap().unwrap();
+    store.finish_run(third, "skipped", Some("fail2ban keeps no database")).await.unwrap();
+    let last = store.last_runs().await.unwrap();
+    assert_eq!((last[0].status.as_str(), last[0].error.as_deref()), ("skipped", Some("fail2ban keeps no database")));
     // Once the lease is gone, the term can no longer start anything.
     assert!(store.release_lease("jobs", "r1", grant.term).await.unwrap());
     assert!(store.start_run(&run(grant.term, 4_000)).await.unwrap().is_none(), "released");

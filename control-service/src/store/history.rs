@@ -189,6 +189,10 @@ pub trait HistoryStore: Send + Sync + std::fmt::Debug {
     async fn fill_geo(&self, fills: &[GeoFill]) -> Result<(), StoreError>;
     /// Manual bans banned between `from` and `to` (inclusive): (jail, ip, banned_at).
     async fn manual_bans(&self, from: i64, to: i64) -> Result<Vec<(String, String, i64)>, StoreError>;
+    /// `jail`'s archived bans (any origin) banned between `from` and `to`
+    /// (inclusive): (ip, banned_at, origin). A range of the (jail,
+    /// banned_at) index.
+    async fn jail_bans(&self, jail: &str, from: i64, to: i64) -> Result<Vec<(String, i64, String)>, StoreError>;
     /// Deletes events before `before`; returns how many.
     async fn purge_history(&self, before: i64) -> Result<u64, StoreError>;
     async fn cursor(&self, source: &str) -> Result<Option<i64>, StoreError>;
@@ -457,6 +461,18 @@ macro_rules! impl_history_store {
                     "SELECT jail, ip, banned_at FROM ban_history \
                      WHERE banned_at >= $1 AND banned_at <= $2 AND origin = 'manual' AND event = 'ban'",
                 )
+                .bind(from)
+                .bind(to)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn jail_bans(&self, jail: &str, from: i64, to: i64) -> Result<Vec<(String, i64, String)>, $crate::store::StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT ip, banned_at, origin FROM ban_history \
+                     WHERE jail = $1 AND banned_at >= $2 AND banned_at <= $3 AND event = 'ban'",
+                )
+                .bind(jail)
                 .bind(from)
                 .bind(to)
                 .fetch_all(&self.pool)

@@ -51,6 +51,20 @@ async fn scenarios(store: &dyn HistoryStore) {
     assert!(store.by_country(&all).await.unwrap().is_empty());
     assert_eq!(store.archive(&fixture()).await.unwrap(), 10);
     assert_eq!(store.archive(&fixture()).await.unwrap(), 0, "archiving again adds nothing");
+    // One jail's bans in a time range (both ends inclusive), any origin.
+    let mut sshd = store.jail_bans("sshd", 1002, 1008).await.unwrap();
+    sshd.sort();
+    let expected: Vec<(String, i64, String)> = [
+        ("192.0.2.2", 1002, "fail2ban"),
+        ("192.0.2.4", 1004, "fail2ban"),
+        ("2001:db8::6", 1006, "fail2ban"),
+        ("2001:db8::8", 1008, "manual"),
+    ]
+    .into_iter()
+    .map(|(ip, at, origin)| (ip.to_owned(), at, origin.to_owned()))
+    .collect();
+    assert_eq!(sshd, expected);
+    assert!(store.jail_bans("sshd", 1010, 2000).await.unwrap().is_empty());
 
     // Window edges: from inclusive, to exclusive.
     let window = HistoryFilter { from: Some(1002), to: Some(1005), ..Default::default() };
