@@ -213,11 +213,6 @@ impl ServiceProcess {
         tokio::task::spawn_blocking(move || self.terminate()).await.unwrap()
     }
 
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// Peak resident memory so far (`VmHWM` of /proc/PID/status), in KiB.
     pub fn vm_hwm_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
@@ -240,11 +235,6 @@ impl ServiceProcess {
     pub fn kill9(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 
     /// Peak resident set size so far, in KiB: `VmHWM` from `/proc/PID/status`.

@@ -237,7 +237,7 @@ async fn rowid_of(f2b: &Fail2banServer, ip: &str) -> i64 {
 }
 
 async fn events_of(history: &mut HistoryServiceClient<bangui_e2e::Authed>, ip: &str) -> pb::GetIpHistoryResponse {
-    history.get_ip_history(pb::GetIpHistoryRequest { ip: ip.into() }).await.unwrap().into_inner()
+    history.get_ip_history(pb::GetIpHistoryRequest { ip: ip.into(), ..Default::default() }).await.unwrap().into_inner()
 }
 
 /// fail2ban deletes a ban's row on unban and its table has no
