@@ -285,6 +285,10 @@ impl Auth {
         }
         let digest = token::digest(setup_token);
         if !known_token(&self.store.setup_tokens().await?, &digest) {
+            // A concurrent Setup may have just consumed every token.
+            if self.store.password().await?.is_some() {
+                return Err(AuthError::AlreadySetUp);
+            }
             tracing::warn!("Setup refused: wrong setup token");
             return Err(AuthError::SetupToken("wrong setup_token"));
         }
