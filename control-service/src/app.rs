@@ -145,7 +145,6 @@ impl Application {
         if let Some(phc) = &config.admin_password_hash {
             auth.bootstrap(phc).await.stage(Stage::Auth)?;
         }
-        auth.prepare_setup(&config.setup_token_path()).await.stage(Stage::Auth)?;
         let socket = SocketClient::new(config.socket_settings(), metrics.clone());
         // Not probed here: fail2ban being away is no reason to refuse to start.
         let fail2ban = Fail2ban::new(socket, config.start_settings()).with_database(config.fail2ban_db.clone());
@@ -195,6 +194,8 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {} (--listen)", config.listen))
             .stage(Stage::Grpc)?;
+        // Last, so a start that fails leaves no token behind.
+        auth.prepare_setup(&config.setup_token_path()).await.stage(Stage::Auth)?;
         Ok(Self {
             jails,
             auth,

@@ -220,7 +220,9 @@ impl Auth {
     /// token the database knows (a new one when it holds none), and logs
     /// where it is; once a password exists, removes the file.
     pub async fn prepare_setup(&mut self, file: &Path) -> Result<(), AuthError> {
-        self.setup_token_file = Some(file.to_owned());
+        // Logged as an absolute path: the operator may not know the working directory.
+        let file = &std::path::absolute(file).unwrap_or_else(|_| file.to_owned());
+        self.setup_token_file = Some(file.clone());
         if self.store.password().await?.is_some() {
             self.remove_setup_token_file();
             return Ok(());
@@ -285,6 +287,10 @@ impl Auth {
         }
         let digest = token::digest(setup_token);
         if !known_token(&self.store.setup_tokens().await?, &digest) {
+            // A concurrent Setup may have just consumed every token.
+            if self.store.password().await?.is_some() {
+                return Err(AuthError::AlreadySetUp);
+            }
             tracing::warn!("Setup refused: wrong setup token");
             return Err(AuthError::SetupToken("wrong setup_token"));
         }
