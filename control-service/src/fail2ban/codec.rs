@@ -45,26 +45,26 @@ pub const END: &[u8] = b"<F2B_END_COMMAND>";
 /// Asks fail2ban to close the connection.
 pub const CLOSE: &[u8] = b"<F2B_CLOSE_COMMAND>";
 /// Largest reply accepted. `get <jail> banip --with-time` is the largest
-/// reply the service asks for: about 65 bytes per IPv4 ban and 85 per IPv6
-/// ban, so 16 MiB holds about 200 000 bans (measured in
-/// `honest_large_reply_decodes`).
-pub const MAX_REPLY_BYTES: usize = 16 * 1024 * 1024;
+/// reply the service asks for: 61 to 92 bytes per ban (a short IPv4 to a
+/// full IPv6 address), so 10 MiB holds 114 000 to 170 000 bans of one jail
+/// (`honest_large_reply_decodes` decodes the largest that fits).
+pub const MAX_REPLY_BYTES: usize = 10 * 1024 * 1024;
 /// Deepest nesting accepted; fail2ban's replies nest four levels at most.
 pub const MAX_DEPTH: usize = 32;
 /// Events (atoms, starts and ends of lists and dicts) of one reply, repeats
 /// of shared values included.
-pub const MAX_EVENTS: usize = 600_000;
+pub const MAX_EVENTS: usize = 400_000;
 /// Items of one list, or entries of one dict.
-pub const MAX_ITEMS: usize = 500_000;
+pub const MAX_ITEMS: usize = 300_000;
 /// Longest string or bytes value.
 pub const MAX_STRING_BYTES: usize = 1024 * 1024;
 /// Events of values the pickle's memo makes appear again (fail2ban's own
 /// replies repeat none).
 pub const MAX_SHARED_EVENTS: usize = 100_000;
 /// Estimated memory of the pickle machine's graph (see [`machine_cost`]).
-pub const MAX_MACHINE_BYTES: usize = 64 * 1024 * 1024;
+pub const MAX_MACHINE_BYTES: usize = 40 * 1024 * 1024;
 /// Memory of the decoded value: each value's size plus its text.
-pub const MAX_DECODED_BYTES: usize = 32 * 1024 * 1024;
+pub const MAX_DECODED_BYTES: usize = 16 * 1024 * 1024;
 
 /// What one opcode that makes a value may cost the machine: a node of its
 /// graph (up to 120 bytes, a vector that doubles), its byte range (16), a

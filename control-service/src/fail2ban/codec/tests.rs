@@ -242,12 +242,12 @@ fn shared_lists_repeated_too_often_are_refused() {
 
 #[test]
 fn too_many_events_are_refused() {
-    // memo 0 = 5; two lists of 400 000 references to it (each under the
-    // item limit, ints are not shared values): 800 000 events.
+    // memo 0 = 5; two lists of 250 000 references to it (each under the
+    // item limit, ints are not shared values): 500 000 events.
     let mut events = vec![0x80, 4, b'K', 0, b'K', 5, 0x94, b'0', b']', b'('];
-    events.extend(std::iter::repeat_n(get(0), 400_000).flatten());
+    events.extend(std::iter::repeat_n(get(0), 250_000).flatten());
     events.extend_from_slice(b"e](");
-    events.extend(std::iter::repeat_n(get(0), 400_000).flatten());
+    events.extend(std::iter::repeat_n(get(0), 250_000).flatten());
     events.extend_from_slice(b"e\x86\x86.");
     let error = decode_reply(&events).unwrap_err();
     assert!(matches!(&error, DecodeError::Limit(m) if m.contains("too many events")), "{error}");
@@ -293,8 +293,8 @@ fn honest_large_reply_decodes() {
         })
         .collect();
     let pickle = banip_reply(&lines);
-    assert!(pickle.len() < MAX_REPLY_BYTES / 2, "{} bytes", pickle.len());
-    assert!(machine_cost(&pickle).unwrap() < MAX_MACHINE_BYTES / 2);
+    assert!(pickle.len() <= MAX_REPLY_BYTES, "{} bytes", pickle.len());
+    assert!(machine_cost(&pickle).unwrap() <= MAX_MACHINE_BYTES);
     let Ok(Reply::Ok(value)) = decode_reply(&pickle) else { panic!("decode") };
     assert_eq!(value.into_str_list().unwrap(), lines);
 
