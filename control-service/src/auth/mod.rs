@@ -26,9 +26,10 @@ pub mod setup_token;
 pub mod token;
 
 use std::{
+    collections::HashMap,
     net::IpAddr,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
@@ -172,6 +173,42 @@ pub struct Auth {
     metrics: Metrics,
     /// Where this replica keeps its setup token.
     setup_token_file: Option<PathBuf>,
+    /// Password attempts under way in this process, per client key.
+    in_progress: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// One attempt under way for a client key; released when dropped. A client
+/// key has at most `per_client` attempts under way in a process (no more
+/// than it may fail in a window); more are refused at once, so a flood from
+/// one address cannot fill the process's in-flight requests with attempts
+/// waiting out the slowdown and crowd out other clients' logins.
+struct InProgress {
+    map: Arc<Mutex<HashMap<String, usize>>>,
+    key: String,
+}
+
+impl InProgress {
+    fn enter(map: &Arc<Mutex<HashMap<String, usize>>>, key: &str, limit: usize) -> Option<Self> {
+        let mut entries = map.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = entries.entry(key.to_owned()).or_insert(0);
+        if *count >= limit.max(1) {
+            return None;
+        }
+        *count += 1;
+        Some(Self { map: map.clone(), key: key.to_owned() })
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        let mut entries = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = entries.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                entries.remove(&self.key);
+            }
+        }
+    }
 }
 
 impl Auth {
@@ -192,6 +229,7 @@ impl Auth {
             slowdown_max: Duration::from_secs(3),
             metrics: Metrics::new(),
             setup_token_file: None,
+            in_progress: Arc::default(),
         }
     }
 
@@ -340,6 +378,11 @@ impl Auth {
         client: &str,
     ) -> Result<bool, AuthError> {
         let key = client_key(client);
+        let Some(_in_progress) = InProgress::enter(&self.in_progress, &key, self.throttle.per_client as usize) else {
+            tracing::warn!(client, "login shed: this address already has attempts under way");
+            self.metrics.login_limited("busy");
+            return Err(AuthError::Busy);
+        };
         let window = i64::try_from(self.throttle.window.as_secs()).unwrap_or(i64::MAX);
         // A client over its limit is refused at once, without waiting.
         let now = self.clock.now();
