@@ -438,9 +438,7 @@ impl Scheduler {
                 ("cancelled", Some("cancelled at shutdown".to_owned()))
             }
         };
-        if let Err(e) = inner.store.finish_run(id, status, error.as_deref()).await {
-            tracing::warn!(error = %e, job = kind.name(), "cannot record the end of the run");
-        }
+        record_end(&inner, kind, id, status, error.as_deref()).await;
         inner.metrics.job_run(kind.name(), status, Some(started.elapsed()));
         let waited = {
             let mut running = inner.running.lock().unwrap_or_else(PoisonError::into_inner);
@@ -471,3 +469,28 @@ pub fn next_run(schedule: &str) -> Option<i64> {
 
 #[cfg(test)]
 mod tests;
+
+/// How long the end of a run is retried while the database is away.
+const FINISH_RETRY_FOR: Duration = Duration::from_secs(15);
+
+/// Records the end of run `id`. The database may be briefly away (a
+/// restart, a failover): the write is retried with backoff for
+/// [`FINISH_RETRY_FOR`], so the run does not stay `running` in the ledger.
+async fn record_end(inner: &Inner, kind: JobKind, id: i64, status: &str, error: Option<&str>) {
+    let deadline = tokio::time::Instant::now() + FINISH_RETRY_FOR;
+    let mut pause = Duration::from_millis(250);
+    loop {
+        match inner.store.finish_run(id, status, error).await {
+            Ok(()) => return,
+            Err(e) if tokio::time::Instant::now() + pause < deadline => {
+                tracing::debug!(error = %e, job = kind.name(), "cannot record the end of the run yet; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, job = kind.name(), "cannot record the end of the run");
+                return;
+            }
+        }
+    }
+}
