@@ -438,7 +438,7 @@ impl Scheduler {
                 ("cancelled", Some("cancelled at shutdown".to_owned()))
             }
         };
-        record_end(&inner, kind, id, status, error.as_deref()).await;
+        record_end(inner, kind, id, status, error.as_deref()).await;
         inner.metrics.job_run(kind.name(), status, Some(started.elapsed()));
         let waited = {
             let mut running = inner.running.lock().unwrap_or_else(PoisonError::into_inner);
