@@ -8,6 +8,8 @@
 #
 #   bench/transport.sh            # 200 runs per row
 #   RUNS=50 bench/transport.sh
+#   # other binaries (e.g. a build of another commit), a database seeded before:
+#   BANGUI_BENCH_BIN=DIR BANGUI_BENCH_SEEDED=control.db bench/transport.sh
 #
 # Needs: cargo, python3 (a venv with grpcio and grpcio-tools from PyPI is
 # made in $HOME/.cache/bangui/bench-venv), a GeoLite2-Country.mmdb in
@@ -32,11 +34,18 @@ cleanup() {
 trap cleanup EXIT
 
 cd "$ROOT"
-echo "building release binaries…" >&2
-cargo build --release -q -p geo-service -p control-service --bins
-echo "seeding 10 000 archived bans…" >&2
-BANGUI_BENCH_ROWS=10000 BANGUI_BENCH_SEED_DB="$WORK/control.db" \
-    cargo bench -q --profile release -p control-service --bench history >&2
+BIN=${BANGUI_BENCH_BIN:-$TARGET/release}
+if [ -z "${BANGUI_BENCH_BIN:-}" ]; then
+    echo "building release binaries…" >&2
+    cargo build --release -q -p geo-service -p control-service --bins
+fi
+if [ -n "${BANGUI_BENCH_SEEDED:-}" ]; then
+    cp "$BANGUI_BENCH_SEEDED" "$WORK/control.db"
+else
+    echo "seeding 10 000 archived bans…" >&2
+    BANGUI_BENCH_ROWS=10000 BANGUI_BENCH_SEED_DB="$WORK/control.db" \
+        cargo bench -q --profile release -p control-service --bench history >&2
+fi
 
 if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
@@ -52,12 +61,12 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 GEO_PORT=$(free_port)
 CONTROL_PORT=$(free_port)
 PASSWORD="transport bench password"
-HASH=$(printf '%s' "$PASSWORD" | "$TARGET/release/control-service" hash-password)
+HASH=$(printf '%s' "$PASSWORD" | "$BIN/control-service" hash-password)
 
-"$TARGET/release/geo-service" --mmdb "$MMDB" --listen "127.0.0.1:$GEO_PORT" --metrics-listen 127.0.0.1:0 \
+"$BIN/geo-service" --mmdb "$MMDB" --listen "127.0.0.1:$GEO_PORT" --metrics-listen 127.0.0.1:0 \
     --database-url "sqlite://$WORK/geo.db" --log warn >"$WORK/geo.log" 2>&1 &
 PIDS+=($!)
-"$TARGET/release/control-service" --listen "127.0.0.1:$CONTROL_PORT" --metrics-listen 127.0.0.1:0 \
+"$BIN/control-service" --listen "127.0.0.1:$CONTROL_PORT" --metrics-listen 127.0.0.1:0 \
     --database-url "sqlite://$WORK/control.db" --fail2ban-socket "$WORK/none.sock" \
     --geo-endpoint "http://127.0.0.1:$GEO_PORT" --admin-password-hash "$HASH" \
     --probe-interval 1h --log warn >"$WORK/control.log" 2>&1 &

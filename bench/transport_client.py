@@ -67,7 +67,7 @@ def main():
     metadata = [("authorization", f"Bearer {token}")]
     history = history_pb2_grpc.HistoryServiceStub(control_channel)
     everything = history_pb2.HistoryFilter(window=history_pb2.WINDOW_ALL)
-    for size in (5, 60, 600):
+    for size in (8, 80, 800):
         request = history_pb2.ListBansRequest(filter=everything, page_size=size)
         measure(f"control `ListBans`, page of {size}", lambda: history.ListBans(request, metadata=metadata), runs)
     request = history_pb2.TopIpsRequest(filter=everything, limit=1000)
