@@ -532,6 +532,9 @@ impl History {
 }
 
 #[cfg(test)]
+mod sync_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -11,7 +11,9 @@
 //!
 //! Misfire policy: a slot missed while nobody led (or while the job was
 //! still running) is skipped; the job runs at its next slot. Each run is a
-//! task of its own, so a panic is caught and recorded as a failed run.
+//! task of its own, so a panic is caught and recorded as a failed run. A
+//! run that has nothing it can do ([`RunOutcome::Skipped`], e.g.
+//! history_sync while fail2ban keeps no database) is recorded as `skipped`.
 //! "Run now" requests from any replica are taken by the leader every retry
 //! period and run as `manual` runs. A request is taken in the same
 //! transaction that records its run, so it is never taken without a run:
