@@ -94,7 +94,14 @@ pub fn parse_cron(pattern: &str) -> Result<croner::Cron, croner::errors::CronErr
 }
 
 /// A six-field cron pattern (seconds first), as the scheduler reads it.
+/// Longest cron pattern accepted (six fields with lists fit easily).
+const MAX_CRON_LEN: usize = 200;
+
 pub fn check_cron(field: &'static str, pattern: &str) -> Result<(), InvalidArgument> {
+    // Checked first: the pattern is echoed in the error.
+    if pattern.len() > MAX_CRON_LEN {
+        return Err(InvalidArgument::new(field, format!("longer than {MAX_CRON_LEN} characters")));
+    }
     parse_cron(pattern)
         .map(drop)
         .map_err(|e| InvalidArgument::new(field, format!("{pattern:?} is not a six-field cron pattern: {e}")))
@@ -222,5 +229,8 @@ mod tests {
         for pattern in [&Settings::default().schedules.session_cleanup, "0 30 3 * * *", "0 */10 * * * *"] {
             assert!(check_cron("s", pattern).is_ok(), "{pattern}");
         }
+        let long = format!("0 0 0 * * {}", "1,".repeat(200));
+        let error = check_cron("history_sync_schedule", &long).unwrap_err();
+        assert!(error.reason.contains("longer than 200") && !error.reason.contains("1,1,"), "{error}");
     }
 }

@@ -167,8 +167,13 @@ async fn the_stream_limit_is_advertised_and_clients_queue_beyond_it() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    // 40 RPCs at once on one connection: the client queues beyond 4, all answer.
+    // 40 RPCs at once on one connection: the client queues beyond 4, all
+    // answer. (A burst sent before the server's SETTINGS arrived would have
+    // the streams beyond 4 refused with REFUSED_STREAM, UNAVAILABLE at the
+    // client: one call first, so the client knows the limit.)
     let channel = control.channel().await;
+    let mut auth = pb::auth_service_client::AuthServiceClient::new(channel.clone());
+    auth.get_setup_status(pb::GetSetupStatusRequest {}).await.unwrap();
     let mut calls = Vec::new();
     for _ in 0..40 {
         let mut auth = pb::auth_service_client::AuthServiceClient::new(channel.clone());
