@@ -373,8 +373,11 @@ async fn ban_times_are_right_when_fail2ban_runs_in_another_time_zone() {
             (rows[1].0.clone(), rows[1].1, "manual".to_owned()),
         ];
         assert_eq!(seen, expected, "round {round}: {archived:?}");
-        let one =
-            history.get_ip_history(pb::GetIpHistoryRequest { ip: "192.0.2.2".into(), ..Default::default() }).await.unwrap().into_inner();
+        let one = history
+            .get_ip_history(pb::GetIpHistoryRequest { ip: "192.0.2.2".into(), ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(one.bans, 1, "round {round}: {one:?}");
     }
 }
