@@ -138,13 +138,6 @@ impl ServiceProcess {
         self.child.id()
     }
 
-    /// A field of `/proc/PID/status` in KiB (e.g. `VmHWM`, the peak RSS).
-    pub fn proc_status_kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        let line = status.lines().find(|l| l.starts_with(&format!("{field}:"))).unwrap_or_else(|| panic!("{field}"));
-        line.split_whitespace().nth(1).unwrap().parse().unwrap()
-    }
-
     /// A channel whose socket is bound to `local` (e.g. 127.0.0.2), so the
     /// service sees that client address.
     pub async fn channel_from(&self, local: std::net::IpAddr) -> Channel {
@@ -213,16 +206,6 @@ impl ServiceProcess {
         tokio::task::spawn_blocking(move || self.terminate()).await.unwrap()
     }
 
-    /// Peak resident memory so far (`VmHWM` of /proc/PID/status), in KiB.
-    pub fn vm_hwm_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or_else(|| panic!("no VmHWM for {}", self.name))
-    }
-
     /// Whether the process is still running (not exited, not a zombie).
     pub fn is_running(&self) -> bool {
         std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
@@ -239,9 +222,12 @@ impl ServiceProcess {
 
     /// Peak resident set size so far, in KiB: `VmHWM` from `/proc/PID/status`.
     pub fn peak_rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no VmHWM for {}", self.name))
     }
 
     /// One sample from `/metrics` (the first line that starts with `name`).

@@ -68,7 +68,7 @@ async fn two_hundred_wrong_logins_from_one_address_check_five_and_stay_small() {
     let dir = tempfile::tempdir().unwrap();
     let control = ControlService::start(&["--fail2ban-socket", &no_fail2ban(&dir)]);
     control.token().await;
-    let hwm_before = control.proc_status_kib("VmHWM");
+    let hwm_before = control.peak_rss_kib();
 
     // 200 at once on one connection from 127.0.0.2.
     let channel = control.channel_from(ip("127.0.0.2")).await;
@@ -101,7 +101,7 @@ async fn two_hundred_wrong_logins_from_one_address_check_five_and_stay_small() {
     assert!(retry > Duration::from_secs(800) && retry <= Duration::from_secs(900), "{retry:?}");
     assert_eq!(metric_sum(&control, LOGIN_MISMATCHES).await, checked, "no check for a throttled address");
 
-    let hwm = control.proc_status_kib("VmHWM");
+    let hwm = control.peak_rss_kib();
     eprintln!("VmHWM: {hwm_before} KiB before the burst, {hwm} KiB after");
     assert!(hwm < 128 * 1024, "peak RSS {hwm} KiB");
 }

@@ -212,7 +212,7 @@ async fn hostile_memo_amplification_reply_is_internal_and_memory_stays_small() {
     let fake = FakeFail2ban::start(memo_bomb());
     let control = ControlService::start(&["--fail2ban-socket", &fake.socket_str()]);
     let mut jails = control.jails().await;
-    let before = control.vm_hwm_kib();
+    let before = control.peak_rss_kib();
 
     for round in 0..3 {
         let error = jails.list_active_bans(pb::ListActiveBansRequest {}).await.unwrap_err();
@@ -228,7 +228,7 @@ async fn hostile_memo_amplification_reply_is_internal_and_memory_stays_small() {
     assert_eq!(fake.ban_requests.load(Ordering::SeqCst), 6, "each hostile reply was read");
     let logs = control.logs();
     assert_eq!(logs.iter().filter(|l| l.contains("reply decodes to more than")).count(), 6, "{logs:#?}");
-    let peak = control.vm_hwm_kib();
+    let peak = control.peak_rss_kib();
     println!(
         "memo amplification (1 MiB string x 16 777 216 references, 6 replies): VmHWM {:.1} MiB before, {:.1} MiB after",
         mib(before),
@@ -244,20 +244,20 @@ async fn honest_reply_of_100000_bans_decodes_in_proportional_memory() {
     let fake = FakeFail2ban::start(bans);
     let control = ControlService::start(&["--fail2ban-socket", &fake.socket_str()]);
     let mut jails = control.jails().await.max_decoding_message_size(64 * 1024 * 1024);
-    let before = control.vm_hwm_kib();
+    let before = control.peak_rss_kib();
 
     let listed = jails.list_active_bans(pb::ListActiveBansRequest {}).await.unwrap().into_inner();
     assert_eq!(listed.bans.len(), 100_000);
     assert_eq!(listed.bans[0].ip, "10.0.0.0");
     assert_eq!(listed.bans[99_999].ip, "10.1.134.159");
     assert!(listed.bans.iter().all(|b| b.jail == "alpha" && b.ban_seconds == 3600));
-    let after_one = control.vm_hwm_kib();
+    let after_one = control.peak_rss_kib();
     // Again: the peak does not grow with repeated calls.
     for _ in 0..2 {
         let again = jails.list_active_bans(pb::ListActiveBansRequest {}).await.unwrap().into_inner();
         assert_eq!(again.bans.len(), 100_000);
     }
-    let peak = control.vm_hwm_kib();
+    let peak = control.peak_rss_kib();
     println!(
         "honest reply: 100 000 bans, {:.1} MiB pickle: VmHWM {:.1} MiB before, {:.1} MiB after one ListActiveBans, {:.1} MiB after three",
         reply_bytes as f64 / (1024.0 * 1024.0),
