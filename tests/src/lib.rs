@@ -149,11 +149,19 @@ impl ServiceProcess {
             stream.set_nodelay(true)?;
             Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
         });
-        Channel::from_shared(self.endpoint())
+        let channel = Channel::from_shared(self.endpoint())
             .unwrap()
             .connect_with_connector(connector)
             .await
-            .unwrap_or_else(|e| panic!("connect to {} from {local}: {e}", self.name))
+            .unwrap_or_else(|e| panic!("connect to {} from {local}: {e}", self.name));
+        // One round trip first, so the server's SETTINGS (its stream limit)
+        // have arrived: a burst sent before them gets REFUSED_STREAM beyond
+        // the limit instead of queueing in the client.
+        tonic_health::pb::health_client::HealthClient::new(channel.clone())
+            .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+            .await
+            .unwrap_or_else(|e| panic!("health of {} from {local}: {e}", self.name));
+        channel
     }
 
     /// `http://127.0.0.1:port`, for gRPC clients.
