@@ -433,6 +433,15 @@ impl ControlService {
         SettingsServiceClient::new(self.authed().await)
     }
 
+    /// Sets the `history_sync` schedule (six-field cron), logged in.
+    pub async fn set_history_sync_schedule(&self, cron: &str) {
+        let request = bangui_proto::control::v1::UpdateSettingsRequest {
+            history_sync_schedule: Some(cron.into()),
+            ..Default::default()
+        };
+        self.settings().await.update_settings(request).await.unwrap();
+    }
+
     /// A ClusterService client that sends `token`.
     pub async fn cluster_with(&self, token: &str) -> ClusterServiceClient<Authed> {
         ClusterServiceClient::new(self.authed_with(token).await)

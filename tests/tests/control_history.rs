@@ -56,14 +56,7 @@ async fn bans_are_archived_with_countries_and_survive_fail2bans_purge() {
         "200ms",
     ]);
     let token = control.token().await;
-    let mut settings = control.settings().await;
-    settings
-        .update_settings(pb::UpdateSettingsRequest {
-            history_sync_schedule: Some("* * * * * *".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    control.set_history_sync_schedule("* * * * * *").await;
     let mut history = HistoryServiceClient::new(control.authed_with(&token).await);
 
     // Bans from log lines (alpha bans after 3 failures), and one made through the API.
@@ -179,14 +172,7 @@ async fn bans_are_archived_with_countries_and_survive_fail2bans_purge() {
 /// Settings that leave `history_sync` to [`run_sync`]: its schedule fires
 /// once a year.
 async fn sync_only_on_request(control: &ControlService) {
-    let mut settings = control.settings().await;
-    settings
-        .update_settings(pb::UpdateSettingsRequest {
-            history_sync_schedule: Some("0 0 0 1 1 *".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    control.set_history_sync_schedule("0 0 0 1 1 *").await;
 }
 
 /// Asks for a `history_sync` run and waits (up to `secs`) until it has
@@ -388,14 +374,7 @@ async fn without_a_fail2ban_database_the_sync_is_skipped_and_says_so_once() {
     let control =
         ControlService::start(&["--fail2ban-socket", &f2b.socket_str(), "--lease-ttl", "2s", "--lease-retry", "200ms"]);
     let token = control.token().await;
-    let mut settings = control.settings().await;
-    settings
-        .update_settings(pb::UpdateSettingsRequest {
-            history_sync_schedule: Some("* * * * * *".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    control.set_history_sync_schedule("* * * * * *").await;
     let skipped = r#"control_job_runs_total{job="history_sync",status="skipped"}"#;
     eventually(30, "three skipped history_sync runs", || async { control.metric(skipped).await.unwrap_or(0.0) >= 3.0 })
         .await;

@@ -81,12 +81,7 @@ impl Cluster {
             cluster.add();
         }
         cluster.token = cluster.replicas[0].token().await;
-        let mut settings = pb::settings_service_client::SettingsServiceClient::new(
-            cluster.replicas[0].authed_with(&cluster.token).await,
-        );
-        let every_second =
-            pb::UpdateSettingsRequest { history_sync_schedule: Some("* * * * * *".into()), ..Default::default() };
-        settings.update_settings(every_second).await.unwrap();
+        cluster.replicas[0].set_history_sync_schedule("* * * * * *").await;
         cluster
     }
 
@@ -247,14 +242,7 @@ async fn a_leader_cut_off_from_the_database_stops_acting_before_its_lease_expire
     let cut_args = args(&via_proxy, &socket);
     let cut_off = ControlService::start(&cut_args.iter().map(String::as_str).collect::<Vec<_>>());
     let token = cut_off.token().await;
-    let mut settings = pb::settings_service_client::SettingsServiceClient::new(cut_off.authed_with(&token).await);
-    settings
-        .update_settings(pb::UpdateSettingsRequest {
-            history_sync_schedule: Some("* * * * * *".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    cut_off.set_history_sync_schedule("* * * * * *").await;
     let view = cut_off.cluster_with(&token).await.get_leader(pb::GetLeaderRequest {}).await.unwrap().into_inner();
     let mut old_term = view.term;
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -205,51 +205,32 @@ fn seed_rows() -> Vec<(String, String, i64, &'static str, Option<&'static str>)>
     rows
 }
 
-const INSERT: &str = "INSERT INTO ban_history (jail, ip, banned_at, ban_seconds, ban_count, origin, event, failures, \
-                      matches, country_code, country_name, archived_at) VALUES ($1, $2, $3, 600, 1, 'fail2ban', $4, 3, \
-                      '[]', $5, $6, $7)";
+/// [`seed_rows`] as one SQL script (test constants only, so literal
+/// values), run as it is on either backend.
+fn seed_sql() -> sqlx::AssertSqlSafe<String> {
+    let values: Vec<String> = seed_rows()
+        .into_iter()
+        .map(|(jail, ip, at, event, country)| {
+            let (code, name) = country.map_or(("NULL".to_owned(), "NULL"), |c| (format!("'{c}'"), "'Germany'"));
+            format!("('{jail}', '{ip}', {at}, 600, 1, 'fail2ban', '{event}', 3, '[]', {code}, {name}, {at})")
+        })
+        .collect();
+    sqlx::AssertSqlSafe(format!(
+        "INSERT INTO ban_history (jail, ip, banned_at, ban_seconds, ban_count, origin, event, failures, matches, \
+         country_code, country_name, archived_at) VALUES {}",
+        values.join(", ")
+    ))
+}
 
 async fn seed_sqlite(path: &std::path::Path) {
-    let pool = sqlx::sqlite::SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect(&format!("sqlite://{}", path.display()))
-        .await
-        .unwrap();
-    let mut tx = pool.begin().await.unwrap();
-    for (jail, ip, at, event, country) in seed_rows() {
-        sqlx::query(INSERT)
-            .bind(jail)
-            .bind(ip)
-            .bind(at)
-            .bind(event)
-            .bind(country)
-            .bind(country.map(|_| "Germany"))
-            .bind(at)
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-    }
-    tx.commit().await.unwrap();
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+    sqlx::raw_sql(seed_sql()).execute(&pool).await.unwrap();
     pool.close().await;
 }
 
 async fn seed_postgres(schema: &PgSchema) {
-    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect_with(schema.options()).await.unwrap();
-    let mut tx = pool.begin().await.unwrap();
-    for (jail, ip, at, event, country) in seed_rows() {
-        sqlx::query(INSERT)
-            .bind(jail)
-            .bind(ip)
-            .bind(at)
-            .bind(event)
-            .bind(country)
-            .bind(country.map(|_| "Germany"))
-            .bind(at)
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-    }
-    tx.commit().await.unwrap();
+    let pool = sqlx::PgPool::connect_with(schema.options()).await.unwrap();
+    sqlx::raw_sql(seed_sql()).execute(&pool).await.unwrap();
     pool.close().await;
 }
 

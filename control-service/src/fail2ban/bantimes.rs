@@ -18,11 +18,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use super::db::Fail2banDb;
 use chrono::{Local, NaiveDateTime, TimeZone};
-use sqlx::{
-    SqlitePool,
-    sqlite::{SqliteConnectOptions, SqlitePoolOptions},
-};
 
 /// Time-zone offsets are whole quarter hours.
 const QUARTER_HOUR: i64 = 900;
@@ -51,7 +48,7 @@ pub enum TimeSource {
 pub struct BanTimes {
     /// `--fail2ban-db`; otherwise fail2ban is asked (`get dbfile`).
     configured: Option<PathBuf>,
-    pool: tokio::sync::Mutex<Option<SqlitePool>>,
+    pool: tokio::sync::Mutex<Option<Fail2banDb>>,
     /// fail2ban's offset from UTC in seconds, as last learned.
     offset: Mutex<Option<i64>>,
     /// When opening the database failed last.
@@ -83,13 +80,13 @@ impl BanTimes {
     }
 
     /// The database opened before, if any.
-    pub async fn cached(&self) -> Option<SqlitePool> {
+    pub async fn cached(&self) -> Option<Fail2banDb> {
         self.pool.lock().await.clone()
     }
 
     /// Opens fail2ban's database read-only. A failure is logged and not
     /// retried for a minute.
-    pub async fn open(&self, path: &Path) -> Option<SqlitePool> {
+    pub async fn open(&self, path: &Path) -> Option<Fail2banDb> {
         if path.as_os_str() == ":memory:" {
             return None;
         }
@@ -103,12 +100,7 @@ impl BanTimes {
                 return None;
             }
         }
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .read_only(true)
-            .create_if_missing(false)
-            .busy_timeout(Duration::from_secs(2));
-        match SqlitePoolOptions::new().max_connections(1).connect_with(options).await {
+        match Fail2banDb::open(path).await {
             Ok(pool) => {
                 *slot = Some(pool.clone());
                 Some(pool)
@@ -123,45 +115,9 @@ impl BanTimes {
 
     /// Forgets the open database (after an error: it is opened again next time).
     pub async fn reset(&self) {
-        if let Some(pool) = self.pool.lock().await.take() {
-            pool.close().await;
+        if let Some(db) = self.pool.lock().await.take() {
+            db.close().await;
         }
-    }
-
-    /// The database's ban times of `jail` from `since` on, by IP.
-    pub async fn rows(pool: &SqlitePool, jail: &str, since: i64) -> Result<HashMap<String, Vec<i64>>, sqlx::Error> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT ip, timeofban FROM bans WHERE jail = ?1 AND timeofban >= ?2 AND ip IS NOT NULL")
-                .bind(jail)
-                .bind(since)
-                .fetch_all(pool)
-                .await?;
-        let mut by_ip: HashMap<String, Vec<i64>> = HashMap::with_capacity(rows.len());
-        for (ip, at) in rows {
-            by_ip.entry(ip).or_default().push(at);
-        }
-        Ok(by_ip)
-    }
-
-    /// The database's row for one ban of `ip` in `jail` banned within
-    /// `from..=to`: its time and ban length.
-    pub async fn row(
-        pool: &SqlitePool,
-        jail: &str,
-        ip: &str,
-        from: i64,
-        to: i64,
-    ) -> Result<Option<(i64, i64)>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT timeofban, bantime FROM bans WHERE jail = ?1 AND ip = ?2 AND timeofban BETWEEN ?3 AND ?4 \
-             ORDER BY timeofban DESC LIMIT 1",
-        )
-        .bind(jail)
-        .bind(ip)
-        .bind(from)
-        .bind(to)
-        .fetch_optional(pool)
-        .await
     }
 
     /// Unix times for `bans`, with `rows` from the database (empty when it

@@ -9,7 +9,7 @@
 //! [`DATA_CUT_MAX`] bytes, and not at all beyond. Text columns are read as
 //! bytes, so a row that is not UTF-8 is still read.
 
-use std::{path::Path, time::Duration};
+use std::{collections::HashMap, path::Path, time::Duration};
 
 use sqlx::{
     SqlitePool,
@@ -257,6 +257,36 @@ impl Fail2banDb {
     /// The largest rowid (0 for an empty table).
     pub async fn max_rowid(&self) -> Result<i64, sqlx::Error> {
         sqlx::query_scalar("SELECT coalesce(max(rowid), 0) FROM bans").fetch_one(&self.pool).await
+    }
+
+    /// The database's ban times of `jail` from `since` on, by IP.
+    pub async fn ban_times_since(&self, jail: &str, since: i64) -> Result<HashMap<String, Vec<i64>>, sqlx::Error> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT ip, timeofban FROM bans WHERE jail = ?1 AND timeofban >= ?2 AND ip IS NOT NULL")
+                .bind(jail)
+                .bind(since)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut by_ip: HashMap<String, Vec<i64>> = HashMap::with_capacity(rows.len());
+        for (ip, at) in rows {
+            by_ip.entry(ip).or_default().push(at);
+        }
+        Ok(by_ip)
+    }
+
+    /// The database's row for one ban of `ip` in `jail` banned within
+    /// `from..=to`: its time and ban length.
+    pub async fn ban_time(&self, jail: &str, ip: &str, from: i64, to: i64) -> Result<Option<(i64, i64)>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT timeofban, bantime FROM bans WHERE jail = ?1 AND ip = ?2 AND timeofban BETWEEN ?3 AND ?4 \
+             ORDER BY timeofban DESC LIMIT 1",
+        )
+        .bind(jail)
+        .bind(ip)
+        .bind(from)
+        .bind(to)
+        .fetch_optional(&self.pool)
+        .await
     }
 
     pub async fn close(&self) {

@@ -22,8 +22,6 @@ use std::{
     time::Duration,
 };
 
-use sqlx::SqlitePool;
-
 use self::bantimes::{BanTimes, LocalBan};
 pub use self::{
     client::{SocketClient, SocketSettings},
@@ -169,7 +167,7 @@ impl Fail2ban {
 
     /// fail2ban's database, opened once (`None` when there is none or it
     /// cannot be read).
-    async fn times_db(&self) -> Option<SqlitePool> {
+    async fn times_db(&self) -> Option<db::Fail2banDb> {
         if let Some(pool) = self.times.cached().await {
             return Some(pool);
         }
@@ -310,7 +308,7 @@ impl Fail2ban {
         if let Some(earliest) = local.iter().map(|b| b.local).min()
             && let Some(pool) = self.times_db().await
         {
-            match BanTimes::rows(&pool, jail, earliest - bantimes::MAX_OFFSET - 2).await {
+            match pool.ban_times_since(jail, earliest - bantimes::MAX_OFFSET - 2).await {
                 Ok(found) => rows = found,
                 Err(error) => {
                     tracing::warn!(%error, jail, "cannot read ban times from fail2ban's database");
@@ -500,7 +498,7 @@ impl Fail2ban {
         if let Some(pool) = self.times_db().await {
             let deadline = tokio::time::Instant::now() + BAN_ROW_WAIT;
             loop {
-                match BanTimes::row(&pool, jail.as_str(), &ip, from, to).await {
+                match pool.ban_time(jail.as_str(), &ip, from, to).await {
                     Ok(Some(row)) => return Ok(Some(row)),
                     Ok(None) if tokio::time::Instant::now() < deadline => {
                         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -11,6 +11,19 @@
 /// where the database has one writer: there the insert's write lock does).
 macro_rules! impl_control_store {
     ($store:ty, $backend:literal, $now:literal, $for_share:literal, $lock_client:literal) => {
+        impl $store {
+            /// Records a run ($1 job, $2 slot, $3 term, $4 replica, $5
+            /// trigger, $6 lease) only under the current, unexpired lease of
+            /// that holder and term, and only once per slot; returns its id.
+            const START_RUN: &'static str = concat!(
+                "INSERT INTO job_runs (job, scheduled_for, term, replica, trigger, started_at, status) ",
+                "SELECT $1, $2, $3, $4, $5, ", $now, ", 'running' ",
+                "WHERE EXISTS (SELECT 1 FROM leases WHERE name = $6 AND holder = $4 AND term = $3 ",
+                "AND expires_at > ", $now, " ", $for_share, ") ",
+                "ON CONFLICT (job, scheduled_for) DO NOTHING RETURNING id"
+            );
+        }
+
         #[async_trait::async_trait]
         impl $crate::store::ControlStore for $store {
             async fn ping(&self) -> Result<(), $crate::store::StoreError> {
@@ -306,13 +319,7 @@ macro_rules! impl_control_store {
             }
 
             async fn start_run(&self, run: &$crate::store::NewRun<'_>) -> Result<Option<i64>, $crate::store::StoreError> {
-                Ok(sqlx::query_scalar(concat!(
-                    "INSERT INTO job_runs (job, scheduled_for, term, replica, trigger, started_at, status) ",
-                    "SELECT $1, $2, $3, $4, $5, ", $now, ", 'running' ",
-                    "WHERE EXISTS (SELECT 1 FROM leases WHERE name = $6 AND holder = $4 AND term = $3 ",
-                    "AND expires_at > ", $now, " ", $for_share, ") ",
-                    "ON CONFLICT (job, scheduled_for) DO NOTHING RETURNING id"
-                ))
+                Ok(sqlx::query_scalar(Self::START_RUN)
                 .bind(run.job)
                 .bind(run.scheduled_for)
                 .bind(run.term)
@@ -373,13 +380,7 @@ macro_rules! impl_control_store {
                 .await?;
                 // Dropping `tx` rolls the take back.
                 let Some(slot) = taken.into_iter().max() else { return Ok(None) };
-                let id: Option<i64> = sqlx::query_scalar(concat!(
-                    "INSERT INTO job_runs (job, scheduled_for, term, replica, trigger, started_at, status) ",
-                    "SELECT $1, $2, $3, $4, $5, ", $now, ", 'running' ",
-                    "WHERE EXISTS (SELECT 1 FROM leases WHERE name = $6 AND holder = $4 AND term = $3 ",
-                    "AND expires_at > ", $now, " ", $for_share, ") ",
-                    "ON CONFLICT (job, scheduled_for) DO NOTHING RETURNING id"
-                ))
+                let id: Option<i64> = sqlx::query_scalar(Self::START_RUN)
                 .bind(run.job)
                 .bind(slot)
                 .bind(run.term)
