@@ -35,9 +35,14 @@ pub fn default_path(explicit: Option<&Path>, database_url: &str) -> PathBuf {
 
 /// The token in `path`, if it holds one.
 pub fn read(path: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
+    use std::io::Read;
+    // A token is 43 characters; whatever else sits in the file costs at
+    // most this much to look at (a longer file is not a token of ours).
+    const MAX: u64 = 256;
+    let mut text = String::new();
+    std::fs::File::open(path).ok()?.take(MAX + 1).read_to_string(&mut text).ok()?;
     let token = text.trim();
-    (!token.is_empty()).then(|| token.to_owned())
+    (text.len() as u64 <= MAX && !token.is_empty()).then(|| token.to_owned())
 }
 
 /// Writes `token` to `path`, readable by the owner only (0600), replacing
@@ -78,6 +83,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE_NAME);
         assert_eq!(read(&path), None);
+        std::fs::write(&path, "x".repeat(10_000)).unwrap();
+        assert_eq!(read(&path), None, "a long file is not a token");
         write(&path, "first").unwrap();
         write(&path, "second").unwrap();
         assert_eq!(read(&path).as_deref(), Some("second"));
