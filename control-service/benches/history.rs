@@ -32,12 +32,10 @@ use control_service::{
     geo_client::GeoClient,
     history::{History, SyncOutcome},
     metrics::Metrics,
-    settings::{SettingsStore, SettingsUpdate},
+    settings::{RuntimeSettings, SettingsUpdate},
     store::{
-        ControlStore,
+        PgStore, SqliteStore, Stores,
         history::{ArchivedBan, HistoryFilter},
-        postgres::PgStore,
-        sqlite::SqliteStore,
     },
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -167,19 +165,20 @@ async fn main() {
     let backend = std::env::var("BANGUI_BENCH_BACKEND").unwrap_or_else(|_| "sqlite".into());
     let dir = tempfile::tempdir().unwrap();
     let mut _schema = None;
-    let store: Arc<dyn ControlStore> = if backend == "postgres" {
+    let stores = if backend == "postgres" {
         let schema = PgSchema::create("bench_history").await;
         let store = PgStore::connect_with(schema.options()).await.unwrap();
         _schema = Some(schema);
-        Arc::new(store)
+        Stores::of(store)
     } else {
         let path = match std::env::var_os("BANGUI_BENCH_SEED_DB") {
             Some(path) => std::path::PathBuf::from(path),
             None => dir.path().join("bench.db"),
         };
         let url = format!("sqlite://{}", path.display());
-        Arc::new(SqliteStore::connect(&url).await.unwrap())
+        Stores::of(SqliteStore::connect(&url).await.unwrap())
     };
+    let store = stores.history.clone();
     let now = SystemClock.now();
     println!("backend {backend}, {rows} bans");
 
@@ -193,7 +192,7 @@ async fn main() {
     let took = started.elapsed();
     println!("generated and archived in {took:.2?} ({:.0} rows/s)", rows as f64 / took.as_secs_f64());
     if std::env::var_os("BANGUI_BENCH_SEED_DB").is_some() {
-        store.close().await;
+        stores.pool.close().await;
         return;
     }
     if backend == "postgres" {
@@ -245,7 +244,7 @@ async fn main() {
     tx.commit().await.unwrap();
     f2b.close().await;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let settings = SettingsStore::new(store.clone(), clock.clone());
+    let settings = RuntimeSettings::new(stores.settings.clone(), clock.clone());
     settings
         .update(&SettingsUpdate { history_backfill: Some(Duration::from_secs(7 * 86_400)), ..Default::default() })
         .await

@@ -47,8 +47,8 @@ use crate::{
     jobs::{JobContext, JobKind, Scheduler},
     leader::{Elector, Leadership},
     metrics::Metrics,
-    settings::SettingsStore,
-    store::ControlStore,
+    settings::RuntimeSettings,
+    store::{Pool, Stores},
 };
 
 /// Health service names of the dependencies.
@@ -95,7 +95,7 @@ pub type StartupError = bangui_runtime::StartupError<Stage>;
 pub struct Application {
     jails: Jails,
     auth: Auth,
-    settings: SettingsStore,
+    settings: RuntimeSettings,
     tls: Option<tonic::transport::ServerTlsConfig>,
     elector: Elector,
     leadership: Leadership,
@@ -103,7 +103,7 @@ pub struct Application {
     lease_retry: Duration,
     fail2ban: Fail2ban,
     geo: GeoClient,
-    store: Arc<dyn ControlStore>,
+    stores: Stores,
     metrics: Metrics,
     grpc: TcpListener,
     metrics_listener: TcpListener,
@@ -117,31 +117,36 @@ impl Application {
     /// Runs the startup stages. Listeners are bound here, so the addresses
     /// are known (port 0 in tests) before serving starts.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
-        let store = crate::store::connect(&config.database_url)
+        let stores = crate::store::connect(&config.database_url)
             .await
             .with_context(|| {
                 format!("cannot open the control database {} (--database-url)", config.database_url_redacted())
             })
             .stage(Stage::Database)?;
-        tracing::info!(database_url = %config.database_url_redacted(), backend = store.backend(), "control database ready");
+        tracing::info!(database_url = %config.database_url_redacted(), backend = stores.pool.backend(), "control database ready");
 
         // From here on a failing stage closes the database before returning.
-        match Self::build_rest(&config, store.clone()).await {
+        match Self::build_rest(&config, stores.clone()).await {
             Ok(app) => Ok(app),
             Err(error) => {
-                store.close().await;
+                stores.pool.close().await;
                 Err(error)
             }
         }
     }
 
-    async fn build_rest(config: &Config, store: Arc<dyn ControlStore>) -> Result<Self, StartupError> {
+    async fn build_rest(config: &Config, stores: Stores) -> Result<Self, StartupError> {
         let metrics = Metrics::new();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let settings = SettingsStore::new(store.clone(), clock.clone());
-        let mut auth =
-            Auth::new(store.clone(), settings.clone(), clock, config.throttle(), config.admin_password_hash.is_some())
-                .with_limits(config.hash_limits(), config.login_slowdown_max, metrics.clone());
+        let settings = RuntimeSettings::new(stores.settings.clone(), clock.clone());
+        let mut auth = Auth::new(
+            stores.auth.clone(),
+            settings.clone(),
+            clock,
+            config.throttle(),
+            config.admin_password_hash.is_some(),
+        )
+        .with_limits(config.hash_limits(), config.login_slowdown_max, metrics.clone());
         if let Some(phc) = &config.admin_password_hash {
             auth.bootstrap(phc).await.stage(Stage::Auth)?;
         }
@@ -161,7 +166,7 @@ impl Application {
             tracing::info!("no --geo-endpoint: active bans come without countries");
         }
         let history = History::new(
-            store.clone(),
+            stores.history.clone(),
             fail2ban.clone(),
             geo.clone(),
             settings.clone(),
@@ -169,12 +174,12 @@ impl Application {
             config.fail2ban_db.clone(),
         )
         .with_metrics(metrics.clone());
-        let jails = Jails::new(fail2ban.clone(), store.clone(), geo.clone(), history.clone(), metrics.clone());
+        let jails = Jails::new(fail2ban.clone(), stores.actions.clone(), geo.clone(), history.clone(), metrics.clone());
 
         let elector_settings = config.elector().stage(Stage::Leader)?;
         tracing::info!(replica = %elector_settings.replica, ttl = ?elector_settings.ttl, "replica identity");
         let lease_retry = elector_settings.retry;
-        let (elector, leadership) = Elector::new(store.clone(), elector_settings, metrics.clone());
+        let (elector, leadership) = Elector::new(stores.lease.clone(), elector_settings, metrics.clone());
         let context =
             JobContext { auth: auth.clone(), history: history.clone(), geo: geo.clone(), settings: settings.clone() };
         // Refuse schedules the scheduler could not read before anything runs.
@@ -182,7 +187,7 @@ impl Application {
         for kind in JobKind::ALL {
             crate::settings::check_cron(kind.name(), kind.schedule(&schedules)).stage(Stage::Scheduler)?;
         }
-        let scheduler = Scheduler::new(store.clone(), leadership.clone(), context, metrics.clone());
+        let scheduler = Scheduler::new(stores.ledger.clone(), leadership.clone(), context, metrics.clone());
 
         let metrics_listener = TcpListener::bind(config.metrics_listen)
             .await
@@ -207,7 +212,7 @@ impl Application {
             lease_retry,
             fail2ban,
             geo,
-            store,
+            stores,
             metrics,
             grpc,
             metrics_listener,
@@ -258,12 +263,17 @@ impl Application {
             gate.clone(),
         ))
         .add_service(Gated::new(
-            ClusterServiceServer::new(ClusterApi::new(self.store.clone(), self.leadership.clone(), self.settings))
-                .max_decoding_message_size(max),
+            ClusterServiceServer::new(ClusterApi::new(
+                self.stores.lease.clone(),
+                self.stores.ledger.clone(),
+                self.leadership.clone(),
+                self.settings,
+            ))
+            .max_decoding_message_size(max),
             gate.clone(),
         ))
         .add_service(Gated::new(
-            HistoryServiceServer::new(HistoryApi::new(self.store.clone(), Arc::new(SystemClock)))
+            HistoryServiceServer::new(HistoryApi::new(self.stores.history.clone(), Arc::new(SystemClock)))
                 .max_decoding_message_size(max),
             gate,
         ));
@@ -279,7 +289,7 @@ impl Application {
         let probes = Probes {
             fail2ban: self.fail2ban,
             geo: self.geo,
-            store: self.store.clone(),
+            pool: self.stores.pool.clone(),
             metrics: self.metrics,
             health: health.clone(),
             database_was_up: std::sync::atomic::AtomicBool::new(true),
@@ -334,7 +344,7 @@ impl Application {
         elector.release(held).await;
         let _ = prober.await;
         let _ = metrics_server.await;
-        self.store.close().await;
+        self.stores.pool.close().await;
         tracing::info!("stopped");
         served
     }
@@ -344,7 +354,7 @@ impl Application {
 struct Probes {
     fail2ban: Fail2ban,
     geo: GeoClient,
-    store: Arc<dyn ControlStore>,
+    pool: Arc<dyn Pool>,
     metrics: Metrics,
     health: HealthReporter,
     /// The database's previous answer: its changes are logged, not every probe.
@@ -376,7 +386,7 @@ impl Probes {
             let geo_up = matches!(self.geo.is_serving().await, Ok(true));
             self.report(HEALTH_GEO, geo_up).await;
         }
-        let db = match tokio::time::timeout(DATABASE_PROBE_TIMEOUT, self.store.ping()).await {
+        let db = match tokio::time::timeout(DATABASE_PROBE_TIMEOUT, self.pool.ping()).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(error.to_string()),
             Err(_) => Err(format!("no answer within {DATABASE_PROBE_TIMEOUT:?}")),

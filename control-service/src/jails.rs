@@ -9,8 +9,9 @@ use crate::{
     fail2ban::{ActiveBan, Fail2ban, Fail2banError, JailDetail, JailName, JailParams, JailStatus, ServerStatus},
     geo_client::{Country, GeoClient},
     history::History,
+    kinds::ActionKind,
     metrics::Metrics,
-    store::{ActionKind, ControlStore, JailAction},
+    store::{ActionLog, actions::JailAction},
 };
 
 /// Active bans with their countries.
@@ -25,7 +26,7 @@ pub struct LocatedBans {
 #[derive(Debug, Clone)]
 pub struct Jails {
     fail2ban: Fail2ban,
-    store: Arc<dyn ControlStore>,
+    actions: Arc<dyn ActionLog>,
     geo: GeoClient,
     history: History,
     metrics: Metrics,
@@ -34,12 +35,12 @@ pub struct Jails {
 impl Jails {
     pub fn new(
         fail2ban: Fail2ban,
-        store: Arc<dyn ControlStore>,
+        actions: Arc<dyn ActionLog>,
         geo: GeoClient,
         history: History,
         metrics: Metrics,
     ) -> Self {
-        Self { fail2ban, store, geo, history, metrics }
+        Self { fail2ban, actions, geo, history, metrics }
     }
 
     pub fn fail2ban(&self) -> &Fail2ban {
@@ -198,7 +199,7 @@ impl Jails {
             ok,
         };
         tracing::info!(action = kind.as_str(), jail = ?action.jail, ip = ?action.ip, ok, detail = %action.detail, "jail action");
-        if let Err(error) = self.store.record_action(&action).await {
+        if let Err(error) = self.actions.record_action(&action).await {
             tracing::error!(%error, action = kind.as_str(), "cannot record the jail action in the control database");
         }
     }

@@ -19,7 +19,7 @@ use std::{
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::{metrics::Metrics, store::ControlStore};
+use crate::{metrics::Metrics, store::LeaseStore};
 
 /// The lease the scheduler runs under.
 pub const SCHEDULER_LEASE: &str = "scheduler";
@@ -101,14 +101,14 @@ impl Leadership {
 /// Runs the election for this replica.
 #[derive(Debug)]
 pub struct Elector {
-    store: Arc<dyn ControlStore>,
+    store: Arc<dyn LeaseStore>,
     settings: ElectorSettings,
     state: watch::Sender<State>,
     metrics: Metrics,
 }
 
 impl Elector {
-    pub fn new(store: Arc<dyn ControlStore>, settings: ElectorSettings, metrics: Metrics) -> (Self, Leadership) {
+    pub fn new(store: Arc<dyn LeaseStore>, settings: ElectorSettings, metrics: Metrics) -> (Self, Leadership) {
         let (state, receiver) = watch::channel(State::Follower);
         let leadership = Leadership { state: receiver, replica: settings.replica.clone().into() };
         (Self { store, settings, state, metrics }, leadership)

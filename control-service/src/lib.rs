@@ -35,6 +35,7 @@ pub mod geo_client;
 pub mod history;
 pub mod jails;
 pub mod jobs;
+pub mod kinds;
 pub mod leader;
 pub mod metrics;
 pub mod settings;

@@ -9,7 +9,7 @@ use croner::parser::{CronParser, Seconds, Year};
 use crate::{
     clock::Clock,
     fail2ban::InvalidArgument,
-    store::{ControlStore, StoreError},
+    store::{SettingsStore, StoreError},
 };
 
 const DAY: u64 = 86_400;
@@ -174,13 +174,13 @@ impl Settings {
 
 /// Reads and changes the runtime settings.
 #[derive(Debug, Clone)]
-pub struct SettingsStore {
-    store: Arc<dyn ControlStore>,
+pub struct RuntimeSettings {
+    store: Arc<dyn SettingsStore>,
     clock: Arc<dyn Clock>,
 }
 
-impl SettingsStore {
-    pub fn new(store: Arc<dyn ControlStore>, clock: Arc<dyn Clock>) -> Self {
+impl RuntimeSettings {
+    pub fn new(store: Arc<dyn SettingsStore>, clock: Arc<dyn Clock>) -> Self {
         Self { store, clock }
     }
 

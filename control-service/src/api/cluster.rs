@@ -17,21 +17,27 @@ use crate::{
     fail2ban::InvalidArgument,
     jobs::{JobKind, next_run},
     leader::{Leadership, SCHEDULER_LEASE},
-    settings::SettingsStore,
-    store::{ControlStore, JobRun},
+    settings::RuntimeSettings,
+    store::{LeaseStore, RunLedger, lease::JobRun},
 };
 
 /// The ClusterService handlers.
 #[derive(Debug, Clone)]
 pub struct ClusterApi {
-    store: Arc<dyn ControlStore>,
+    lease: Arc<dyn LeaseStore>,
+    ledger: Arc<dyn RunLedger>,
     leadership: Leadership,
-    settings: SettingsStore,
+    settings: RuntimeSettings,
 }
 
 impl ClusterApi {
-    pub fn new(store: Arc<dyn ControlStore>, leadership: Leadership, settings: SettingsStore) -> Self {
-        Self { store, leadership, settings }
+    pub fn new(
+        lease: Arc<dyn LeaseStore>,
+        ledger: Arc<dyn RunLedger>,
+        leadership: Leadership,
+        settings: RuntimeSettings,
+    ) -> Self {
+        Self { lease, ledger, leadership, settings }
     }
 }
 
@@ -58,7 +64,7 @@ impl From<JobRun> for pb::JobRun {
 impl ClusterService for ClusterApi {
     #[instrument(skip_all, fields(rpc = "GetLeader"))]
     async fn get_leader(&self, _request: Request<GetLeaderRequest>) -> Result<Response<GetLeaderResponse>, Status> {
-        let lease = self.store.lease(SCHEDULER_LEASE).await.map_err(|e| store_unavailable(&e))?;
+        let lease = self.lease.lease(SCHEDULER_LEASE).await.map_err(|e| store_unavailable(&e))?;
         let replica_id = self.leadership.replica().to_owned();
         let this_replica_leads = self.leadership.is_leading();
         Ok(Response::new(match lease {
@@ -79,7 +85,7 @@ impl ClusterService for ClusterApi {
     async fn list_jobs(&self, _request: Request<ListJobsRequest>) -> Result<Response<ListJobsResponse>, Status> {
         let schedules = self.settings.get().await.map_err(|e| store_unavailable(&e))?.schedules;
         let mut last: HashMap<String, JobRun> = self
-            .store
+            .ledger
             .last_runs()
             .await
             .map_err(|e| store_unavailable(&e))?
@@ -112,7 +118,7 @@ impl ClusterService for ClusterApi {
             return Err(Status::not_found(format!("no job {name:?}; the jobs are {}", known.join(", "))));
         };
         let request_id =
-            self.store.request_run(kind.name(), self.leadership.replica()).await.map_err(|e| store_unavailable(&e))?;
+            self.ledger.request_run(kind.name(), self.leadership.replica()).await.map_err(|e| store_unavailable(&e))?;
         tracing::info!(job = kind.name(), request_id, "run requested");
         Ok(Response::new(RunJobNowResponse { request_id }))
     }

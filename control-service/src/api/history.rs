@@ -21,7 +21,10 @@ use crate::{
         InvalidArgument,
         validate::{JailName, parse_ip},
     },
-    store::history::{ArchivedBan, HistoryFilter, HistoryStore},
+    store::{
+        HistoryStore,
+        history::{ArchivedBan, HistoryFilter},
+    },
 };
 
 const HOUR: i64 = 3600;

@@ -15,17 +15,17 @@ use tracing::instrument;
 use super::invalid;
 use crate::{
     fail2ban::InvalidArgument,
-    settings::{Settings, SettingsStore, SettingsUpdate},
+    settings::{RuntimeSettings, Settings, SettingsUpdate},
 };
 
 /// The SettingsService handlers.
 #[derive(Debug, Clone)]
 pub struct SettingsApi {
-    settings: SettingsStore,
+    settings: RuntimeSettings,
 }
 
 impl SettingsApi {
-    pub fn new(settings: SettingsStore) -> Self {
+    pub fn new(settings: RuntimeSettings) -> Self {
         Self { settings }
     }
 }

@@ -9,7 +9,7 @@
 //! login (`session_duration`, a runtime setting): it does not slide. Login
 //! attempts are counted in the database per client key and overall, before
 //! the password is checked (see [`ThrottlePolicy`] and
-//! [`crate::store::ControlStore::reserve_attempt`]).
+//! [`crate::store::AuthStore::reserve_attempt`]).
 //!
 //! What holds across replicas sharing one PostgreSQL: a client key's
 //! attempts are reserved under a transaction-scoped advisory lock on that
@@ -41,8 +41,11 @@ use crate::{
     clock::Clock,
     fail2ban::InvalidArgument,
     metrics::Metrics,
-    settings::SettingsStore,
-    store::{ControlStore, Reservation, SessionRow, StoreError},
+    settings::RuntimeSettings,
+    store::{
+        AuthStore, StoreError,
+        auth::{Failures, Reservation, SessionRow},
+    },
 };
 
 pub use hasher::{HashLimits, Hasher};
@@ -163,8 +166,8 @@ impl Purpose {
 /// The password and sessions.
 #[derive(Debug, Clone)]
 pub struct Auth {
-    store: Arc<dyn ControlStore>,
-    settings: SettingsStore,
+    store: Arc<dyn AuthStore>,
+    settings: RuntimeSettings,
     clock: Arc<dyn Clock>,
     throttle: ThrottlePolicy,
     managed_by_config: bool,
@@ -213,8 +216,8 @@ impl Drop for InProgress {
 
 impl Auth {
     pub fn new(
-        store: Arc<dyn ControlStore>,
-        settings: SettingsStore,
+        store: Arc<dyn AuthStore>,
+        settings: RuntimeSettings,
         clock: Arc<dyn Clock>,
         throttle: ThrottlePolicy,
         managed_by_config: bool,
@@ -422,7 +425,7 @@ impl Auth {
         Ok(ok)
     }
 
-    fn throttled(&self, client: &str, failures: crate::store::Failures, now: i64, window: i64) -> AuthError {
+    fn throttled(&self, client: &str, failures: Failures, now: i64, window: i64) -> AuthError {
         let oldest = failures.oldest.unwrap_or(now);
         let wait = (oldest.saturating_add(window) - now).max(1);
         let scope = if client.contains(':') && !client.starts_with("::ffff:") {

@@ -9,19 +9,18 @@ use super::*;
 use crate::{
     clock::ManualClock,
     metrics::Metrics,
-    settings::{SettingsStore, SettingsUpdate},
-    store::Failures,
-    store::{postgres::PgStore, sqlite::SqliteStore},
+    settings::{RuntimeSettings, SettingsUpdate},
+    store::{PgStore, SqliteStore, Stores, auth::Failures},
 };
 
 const PASSWORD: &str = "correct horse battery staple";
 const T0: i64 = 1_800_000_000;
 
-fn auth(store: Arc<dyn ControlStore>, clock: &ManualClock) -> Auth {
+fn auth(stores: &Stores, clock: &ManualClock) -> Auth {
     let clock: Arc<dyn Clock> = Arc::new(clock.clone());
-    let settings = SettingsStore::new(store.clone(), clock.clone());
+    let settings = RuntimeSettings::new(stores.settings.clone(), clock.clone());
     let policy = ThrottlePolicy { per_client: 3, global: 5, window: Duration::from_secs(900) };
-    Auth::new(store, settings, clock, policy, false).with_limits(
+    Auth::new(stores.auth.clone(), settings, clock, policy, false).with_limits(
         HashLimits { concurrency: 2, queue: 4 },
         Duration::from_millis(400),
         Metrics::new(),
@@ -38,9 +37,10 @@ fn counted(metrics: &Metrics, name: &str) -> f64 {
         .sum()
 }
 
-async fn scenarios(store: Arc<dyn ControlStore>) {
+async fn scenarios(stores: Stores) {
+    let store = stores.auth.clone();
     let clock = ManualClock::at(T0);
-    let mut auth = auth(store.clone(), &clock);
+    let mut auth = auth(&stores, &clock);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("setup-token");
 
@@ -121,7 +121,7 @@ async fn scenarios(store: Arc<dyn ControlStore>) {
     assert!(auth.authenticate(&token).await.is_ok(), "not yet: the session does not slide, nor end early");
     clock.advance(1);
     assert!(matches!(auth.authenticate(&token).await, Err(AuthError::Unauthenticated(m)) if m.contains("expired")));
-    let settings = SettingsStore::new(store.clone(), Arc::new(clock.clone()));
+    let settings = RuntimeSettings::new(stores.settings.clone(), Arc::new(clock.clone()));
     settings
         .update(&SettingsUpdate { session_duration: Some(Duration::from_secs(60)), ..Default::default() })
         .await
@@ -157,9 +157,9 @@ async fn scenarios(store: Arc<dyn ControlStore>) {
     assert!(matches!(auth.authenticate(&mine).await, Err(AuthError::Unauthenticated(_))));
 }
 
-async fn throttling(store: Arc<dyn ControlStore>) {
+async fn throttling(stores: Stores) {
     let clock = ManualClock::at(T0);
-    let auth = auth(store.clone(), &clock);
+    let auth = auth(&stores, &clock);
     auth.bootstrap(&password::hash(PASSWORD).unwrap()).await.unwrap();
 
     // Three failures from one address: the fourth attempt is refused even
@@ -217,13 +217,18 @@ async fn throttling(store: Arc<dyn ControlStore>) {
 
 /// 40 concurrent wrong passwords from one address: exactly as many checked
 /// as the limit allows, the rest refused before any hash.
-async fn burst(store: Arc<dyn ControlStore>) {
+async fn burst(stores: Stores) {
+    let store = stores.auth.clone();
     let clock = ManualClock::at(T0);
     let metrics = Metrics::new();
     let policy = ThrottlePolicy { per_client: 5, global: 1000, window: Duration::from_secs(900) };
     let clock_arc: Arc<dyn Clock> = Arc::new(clock.clone());
-    let auth = Auth::new(store.clone(), SettingsStore::new(store.clone(), clock_arc.clone()), clock_arc, policy, false)
-        .with_limits(HashLimits { concurrency: 2, queue: 8 }, Duration::from_secs(1), metrics.clone());
+    let settings = RuntimeSettings::new(stores.settings.clone(), clock_arc.clone());
+    let auth = Auth::new(store.clone(), settings, clock_arc, policy, false).with_limits(
+        HashLimits { concurrency: 2, queue: 8 },
+        Duration::from_secs(1),
+        metrics.clone(),
+    );
     auth.bootstrap(&password::hash(PASSWORD).unwrap()).await.unwrap();
     let tasks: Vec<_> = (0..40)
         .map(|_| {
@@ -288,21 +293,21 @@ fn client_keys_and_the_slowdown() {
 async fn auth_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("control.db").display());
-    scenarios(Arc::new(SqliteStore::connect(&url).await.unwrap())).await;
+    scenarios(Stores::of(SqliteStore::connect(&url).await.unwrap())).await;
     let url = format!("sqlite://{}", dir.path().join("throttle.db").display());
-    throttling(Arc::new(SqliteStore::connect(&url).await.unwrap())).await;
+    throttling(Stores::of(SqliteStore::connect(&url).await.unwrap())).await;
     let url = format!("sqlite://{}", dir.path().join("burst.db").display());
-    burst(Arc::new(SqliteStore::connect(&url).await.unwrap())).await;
+    burst(Stores::of(SqliteStore::connect(&url).await.unwrap())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_on_postgres() {
     let schema = PgSchema::create("control_auth").await;
-    let store = PgStore::connect_with(schema.options()).await.unwrap();
-    scenarios(Arc::new(store.clone())).await;
-    store.close().await;
+    let stores = Stores::of(PgStore::connect_with(schema.options()).await.unwrap());
+    scenarios(stores.clone()).await;
+    stores.pool.close().await;
     let schema = PgSchema::create("control_throttle").await;
-    throttling(Arc::new(PgStore::connect_with(schema.options()).await.unwrap())).await;
+    throttling(Stores::of(PgStore::connect_with(schema.options()).await.unwrap())).await;
     let schema = PgSchema::create("control_burst").await;
-    burst(Arc::new(PgStore::connect_with(schema.options()).await.unwrap())).await;
+    burst(Stores::of(PgStore::connect_with(schema.options()).await.unwrap())).await;
 }

@@ -51,10 +51,10 @@ use crate::{
     },
     geo_client::{Country, GeoClient},
     metrics::Metrics,
-    settings::SettingsStore,
+    settings::RuntimeSettings,
     store::{
-        StoreError,
-        history::{ArchivedBan, GeoFill, HistoryStore},
+        HistoryStore, StoreError,
+        history::{ArchivedBan, GeoFill},
     },
 };
 
@@ -115,7 +115,7 @@ pub struct History {
     store: Arc<dyn HistoryStore>,
     fail2ban: Fail2ban,
     geo: GeoClient,
-    settings: SettingsStore,
+    settings: RuntimeSettings,
     clock: Arc<dyn Clock>,
     /// `--fail2ban-db`: read this file instead of asking fail2ban.
     db_path: Option<PathBuf>,
@@ -209,7 +209,7 @@ impl History {
         store: Arc<dyn HistoryStore>,
         fail2ban: Fail2ban,
         geo: GeoClient,
-        settings: SettingsStore,
+        settings: RuntimeSettings,
         clock: Arc<dyn Clock>,
         db_path: Option<PathBuf>,
     ) -> Self {

@@ -10,7 +10,7 @@ use super::*;
 use crate::{
     clock::ManualClock,
     fail2ban::{SocketClient, SocketSettings, StartSettings},
-    store::{history::HistoryFilter, sqlite::SqliteStore},
+    store::{Stores, history::HistoryFilter, testing},
 };
 
 const T0: i64 = 1_800_000_000;
@@ -34,10 +34,9 @@ async fn setup() -> Setup {
     let f2b_path = dir.path().join("fail2ban.sqlite3");
     let f2b = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=rwc", f2b_path.display())).await.unwrap();
     sqlx::raw_sql(SCHEMA).execute(&f2b).await.unwrap();
-    let url = format!("sqlite://{}", dir.path().join("control.db").display());
-    let store = Arc::new(SqliteStore::connect(&url).await.unwrap());
+    let stores = Stores::of(testing::sqlite_in(&dir, "control.db").await);
     let clock = ManualClock::at(T0);
-    let settings = SettingsStore::new(store.clone(), Arc::new(clock.clone()));
+    let settings = RuntimeSettings::new(stores.settings.clone(), Arc::new(clock.clone()));
     let socket = SocketClient::new(
         SocketSettings {
             path: dir.path().join("none.sock"),
@@ -50,7 +49,7 @@ async fn setup() -> Setup {
     let start =
         StartSettings { client_binary: "fail2ban-client".into(), config_dir: None, timeout: Duration::from_secs(1) };
     let geo = GeoClient::new(None, Duration::from_secs(1), None, None).unwrap();
-    let history_store: Arc<dyn HistoryStore> = store;
+    let history_store = stores.history;
     let history = History::new(
         history_store.clone(),
         Fail2ban::new(socket, start),

@@ -39,8 +39,11 @@ use crate::{
     history::{History, SyncOutcome},
     leader::{Leadership, SCHEDULER_LEASE},
     metrics::Metrics,
-    settings::{Schedules, SettingsStore, parse_cron},
-    store::{ControlStore, NewRun, RequestedRun},
+    settings::{RuntimeSettings, Schedules, parse_cron},
+    store::{
+        RunLedger,
+        lease::{NewRun, RequestedRun},
+    },
 };
 
 /// Negatives the re-resolve job retries per run.
@@ -102,7 +105,7 @@ pub struct JobContext {
     pub auth: Auth,
     pub history: History,
     pub geo: GeoClient,
-    pub settings: SettingsStore,
+    pub settings: RuntimeSettings,
 }
 
 /// How a run that did not fail ended.
@@ -178,7 +181,7 @@ type Runner =
 
 struct Inner {
     runner: Arc<Runner>,
-    store: Arc<dyn ControlStore>,
+    ledger: Arc<dyn RunLedger>,
     leadership: Leadership,
     ctx: JobContext,
     metrics: Metrics,
@@ -207,12 +210,12 @@ impl std::fmt::Debug for Scheduler {
 }
 
 impl Scheduler {
-    pub fn new(store: Arc<dyn ControlStore>, leadership: Leadership, ctx: JobContext, metrics: Metrics) -> Self {
-        Self::with_runner(store, leadership, ctx, metrics, Arc::new(|kind, ctx| Box::pin(body(kind, ctx))))
+    pub fn new(ledger: Arc<dyn RunLedger>, leadership: Leadership, ctx: JobContext, metrics: Metrics) -> Self {
+        Self::with_runner(ledger, leadership, ctx, metrics, Arc::new(|kind, ctx| Box::pin(body(kind, ctx))))
     }
 
     fn with_runner(
-        store: Arc<dyn ControlStore>,
+        ledger: Arc<dyn RunLedger>,
         leadership: Leadership,
         ctx: JobContext,
         metrics: Metrics,
@@ -221,7 +224,7 @@ impl Scheduler {
         Self {
             inner: Arc::new(Inner {
                 runner,
-                store,
+                ledger,
                 leadership,
                 ctx,
                 metrics,
@@ -315,7 +318,7 @@ impl Scheduler {
     /// requests of a job that is still running stay open, and are taken
     /// when its run ends.
     async fn take_requests(&self) {
-        let jobs = match self.inner.store.requested_jobs().await {
+        let jobs = match self.inner.ledger.requested_jobs().await {
             Ok(jobs) => jobs,
             Err(error) => {
                 tracing::warn!(%error, "cannot read run-now requests");
@@ -354,7 +357,7 @@ impl Scheduler {
             }
         }
         let run = RequestedRun { job: kind.name(), term, replica: inner.leadership.replica(), lease: SCHEDULER_LEASE };
-        match inner.store.start_requested_run(&run).await {
+        match inner.ledger.start_requested_run(&run).await {
             Ok(Some(started)) => {
                 let this = self.clone();
                 let (id, slot) = (started.id, started.scheduled_for);
@@ -392,7 +395,7 @@ impl Scheduler {
             trigger,
             lease: SCHEDULER_LEASE,
         };
-        let id = match inner.store.start_run(&run).await {
+        let id = match inner.ledger.start_run(&run).await {
             Ok(Some(id)) => id,
             Ok(None) => {
                 tracing::debug!(job = kind.name(), slot, term, "slot already run, or the term is no longer current");
@@ -482,7 +485,7 @@ async fn record_end(inner: &Inner, kind: JobKind, id: i64, status: &str, error: 
     let deadline = tokio::time::Instant::now() + FINISH_RETRY_FOR;
     let mut pause = Duration::from_millis(250);
     loop {
-        match inner.store.finish_run(id, status, error).await {
+        match inner.ledger.finish_run(id, status, error).await {
             Ok(()) => return,
             Err(e) if tokio::time::Instant::now() + pause < deadline => {
                 tracing::debug!(error = %e, job = kind.name(), "cannot record the end of the run yet; retrying");

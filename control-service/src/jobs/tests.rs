@@ -7,20 +7,19 @@ use std::{sync::Arc, time::Duration};
 use super::*;
 use crate::{
     clock::SystemClock,
-    settings::SettingsStore,
-    store::{ControlStore, sqlite::SqliteStore},
+    settings::RuntimeSettings,
+    store::{Stores, lease::JobRun, testing},
 };
 
-async fn setup(runner: Arc<Runner>, leads: bool) -> (Scheduler, Arc<dyn ControlStore>, tempfile::TempDir) {
+async fn setup(runner: Arc<Runner>, leads: bool) -> (Scheduler, Arc<dyn RunLedger>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
-    let store: Arc<dyn ControlStore> = Arc::new(SqliteStore::connect(&url).await.unwrap());
-    let grant = store.acquire_lease(SCHEDULER_LEASE, "r1", 60_000).await.unwrap().unwrap();
+    let stores = Stores::of(testing::sqlite_in(&dir, "jobs.db").await);
+    let grant = stores.lease.acquire_lease(SCHEDULER_LEASE, "r1", 60_000).await.unwrap().unwrap();
     let leadership = if leads { Leadership::fixed("r1", grant.term) } else { Leadership::follower("r1") };
     let clock: Arc<dyn crate::clock::Clock> = Arc::new(SystemClock);
-    let settings = SettingsStore::new(store.clone(), clock.clone());
+    let settings = RuntimeSettings::new(stores.settings.clone(), clock.clone());
     let policy = crate::auth::ThrottlePolicy { per_client: 5, global: 50, window: Duration::from_secs(60) };
-    let auth = Auth::new(store.clone(), settings.clone(), clock, policy, false);
+    let auth = Auth::new(stores.auth.clone(), settings.clone(), clock, policy, false);
     let geo = GeoClient::new(None, Duration::from_secs(1), None, None).unwrap();
     let socket = crate::fail2ban::SocketClient::new(
         crate::fail2ban::SocketSettings {
@@ -37,12 +36,13 @@ async fn setup(runner: Arc<Runner>, leads: bool) -> (Scheduler, Arc<dyn ControlS
         timeout: Duration::from_secs(1),
     };
     let fail2ban = crate::fail2ban::Fail2ban::new(socket, start);
-    let history = History::new(store.clone(), fail2ban, geo.clone(), settings.clone(), Arc::new(SystemClock), None);
+    let history =
+        History::new(stores.history.clone(), fail2ban, geo.clone(), settings.clone(), Arc::new(SystemClock), None);
     let ctx = JobContext { auth, history, geo, settings };
-    (Scheduler::with_runner(store.clone(), leadership, ctx, Metrics::new(), runner), store, dir)
+    (Scheduler::with_runner(stores.ledger.clone(), leadership, ctx, Metrics::new(), runner), stores.ledger, dir)
 }
 
-async fn runs(store: &Arc<dyn ControlStore>) -> Vec<crate::store::JobRun> {
+async fn runs(store: &Arc<dyn RunLedger>) -> Vec<JobRun> {
     store.last_runs().await.unwrap()
 }
 

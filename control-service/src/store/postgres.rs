@@ -1,15 +1,16 @@
-//! The PostgreSQL control database, shared by several replicas.
+//! The PostgreSQL control database, shared by several replicas. Its
+//! repositories are in each aggregate's `postgres.rs`.
 
 use sqlx::{PgPool, postgres::PgConnectOptions};
 
-use super::StoreError;
+use super::{Pool, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/control/postgres");
 
 /// The control database in PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct PgStore {
-    pool: PgPool,
+    pub(in crate::store) pool: PgPool,
 }
 
 impl PgStore {
@@ -28,20 +29,18 @@ impl PgStore {
     }
 }
 
-// Reservations of one client key wait for each other (a transaction-scoped
-// advisory lock in a namespace of its own, 0x6c6f67 = "log"), on every
-// replica: under READ COMMITTED two concurrent count-then-insert statements
-// would otherwise both see the limit not reached.
-super::shared::impl_control_store!(
-    PgStore,
-    "postgres",
-    "(extract(epoch from now()) * 1000)::bigint",
-    "FOR SHARE",
-    "SELECT pg_advisory_xact_lock(7106407, hashtext($1))"
-);
+#[async_trait::async_trait]
+impl Pool for PgStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
 
-impl super::history::HasDb for PgStore {
-    type Db = sqlx::Postgres;
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
 }
-
-super::history::impl_history_store!(PgStore, 500);

@@ -1,16 +1,16 @@
 //! The SQLite control database: one file, WAL mode, the default backend
-//! (one replica).
+//! (one replica). Its repositories are in each aggregate's `sqlite.rs`.
 
 use sqlx::SqlitePool;
 
-use super::StoreError;
+use super::{Pool, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/control/sqlite");
 
 /// The control database in a SQLite file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(in crate::store) pool: SqlitePool,
 }
 
 impl SqliteStore {
@@ -22,18 +22,18 @@ impl SqliteStore {
     }
 }
 
-super::shared::impl_control_store!(
-    SqliteStore,
-    "sqlite",
-    "CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)",
-    "",
-    // Reads no table, so it takes no snapshot: the insert that follows takes
-    // the database's one write lock before it counts.
-    "SELECT $1"
-);
+#[async_trait::async_trait]
+impl Pool for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
 
-impl super::history::HasDb for SqliteStore {
-    type Db = sqlx::Sqlite;
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
 }
-
-super::history::impl_history_store!(SqliteStore, 50);

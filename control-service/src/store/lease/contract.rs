@@ -1,42 +1,10 @@
-//! One contract, both backends: every scenario runs against SQLite (a
-//! temporary file) and PostgreSQL (a schema of its own in the `test`
-//! database, dropped afterwards).
+//! [`LeaseStore`] and [`RunLedger`] on both backends: terms, the database's
+//! clock, one run per slot, run-now requests.
 
-use bangui_testkit::postgres::PgSchema;
+use super::*;
+use crate::store::{Pool, testing};
 
-use super::{ActionKind, ControlStore, JailAction, NewRun, RequestedRun, postgres::PgStore, sqlite::SqliteStore};
-
-fn action(at: i64, kind: ActionKind, jail: Option<&str>, ok: bool) -> JailAction {
-    JailAction {
-        at,
-        action: kind,
-        jail: jail.map(Into::into),
-        ip: Some("192.0.2.1".into()),
-        detail: if ok { String::new() } else { "UnknownJailException: x".into() },
-        ok,
-    }
-}
-
-async fn actions_round_trip_newest_first(store: &dyn ControlStore) {
-    store.ping().await.unwrap();
-    assert!(store.recent_actions(10).await.unwrap().is_empty());
-    let written = [
-        action(100, ActionKind::Ban, Some("sshd"), true),
-        action(100, ActionKind::Unban, None, true),
-        action(90, ActionKind::IgnoreAdd, Some("x"), false),
-    ];
-    let mut ids = Vec::new();
-    for a in &written {
-        ids.push(store.record_action(a).await.unwrap());
-    }
-    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
-    // Newest by insertion, not by clock: the third was written last.
-    let got = store.recent_actions(10).await.unwrap();
-    assert_eq!(got, vec![written[2].clone(), written[1].clone(), written[0].clone()]);
-    assert_eq!(store.recent_actions(1).await.unwrap(), vec![written[2].clone()]);
-}
-
-async fn lease_terms_grow_with_each_new_holder(store: &dyn ControlStore) {
+async fn lease_terms_grow_with_each_new_holder(store: &(impl LeaseStore + RunLedger)) {
     let a = store.acquire_lease("scheduler", "a", 60_000).await.unwrap().expect("free lease");
     assert_eq!(a.term, 1);
     assert!(a.expires_at - a.db_now >= 59_000 && a.expires_at - a.db_now <= 60_000);
@@ -55,7 +23,7 @@ async fn lease_terms_grow_with_each_new_holder(store: &dyn ControlStore) {
     assert!(store.lease("other").await.unwrap().is_none());
 }
 
-async fn a_slot_runs_once_and_only_under_the_current_term(store: &dyn ControlStore) {
+async fn a_slot_runs_once_and_only_under_the_current_term(store: &(impl LeaseStore + RunLedger)) {
     let grant = store.acquire_lease("jobs", "r1", 60_000).await.unwrap().unwrap();
     let run = |term: i64, slot: i64| NewRun {
         job: "history_sync",
@@ -89,7 +57,7 @@ async fn a_slot_runs_once_and_only_under_the_current_term(store: &dyn ControlSto
     assert!(store.start_run(&run(grant.term, 4_000)).await.unwrap().is_none(), "released");
 }
 
-async fn run_now_requests_are_taken_with_the_run_that_answers_them(store: &dyn ControlStore) {
+async fn run_now_requests_are_taken_with_the_run_that_answers_them(store: &(impl LeaseStore + RunLedger)) {
     let grant = store.acquire_lease("requests", "r1", 60_000).await.unwrap().unwrap();
     let run = |term: i64| RequestedRun { job: "geo_re_resolve", term, replica: "r1", lease: "requests" };
     assert!(store.requested_jobs().await.unwrap().is_empty());
@@ -113,32 +81,23 @@ async fn run_now_requests_are_taken_with_the_run_that_answers_them(store: &dyn C
     );
 }
 
-async fn run_all(store: &dyn ControlStore) {
-    actions_round_trip_newest_first(store).await;
+async fn run_all(store: &(impl LeaseStore + RunLedger)) {
     lease_terms_grow_with_each_new_holder(store).await;
     a_slot_runs_once_and_only_under_the_current_term(store).await;
     run_now_requests_are_taken_with_the_run_that_answers_them(store).await;
 }
 
 #[tokio::test]
-async fn contract_on_sqlite() {
+async fn lease_and_ledger_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("control.db").display());
-    let store = SqliteStore::connect(&url).await.unwrap();
+    let store = testing::sqlite_in(&dir, "control.db").await;
     run_all(&store).await;
-    // Migrations are idempotent: a second start over the same file works.
     store.close().await;
-    let again = SqliteStore::connect(&url).await.unwrap();
-    assert_eq!(again.recent_actions(10).await.unwrap().len(), 3);
 }
 
 #[tokio::test]
-async fn contract_on_postgres() {
-    let schema = PgSchema::create("control_contract").await;
-    let store = PgStore::connect_with(schema.options()).await.unwrap();
+async fn lease_and_ledger_on_postgres() {
+    let (store, _schema) = testing::postgres("control_lease").await;
     run_all(&store).await;
     store.close().await;
-    let again = PgStore::connect_with(schema.options()).await.unwrap();
-    assert_eq!(again.recent_actions(10).await.unwrap().len(), 3);
-    again.close().await;
 }

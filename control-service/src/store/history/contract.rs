@@ -4,13 +4,8 @@
 
 use std::collections::HashSet;
 
-use bangui_testkit::postgres::PgSchema;
-
-use super::{
-    history::{ArchivedBan, GeoFill, HistoryFilter, HistoryStore},
-    postgres::PgStore,
-    sqlite::SqliteStore,
-};
+use super::*;
+use crate::store::testing;
 
 fn ban(jail: &str, ip: &str, at: i64, origin: &str, country: Option<&str>) -> ArchivedBan {
     ArchivedBan {
@@ -174,12 +169,11 @@ async fn scenarios(store: &dyn HistoryStore) {
 #[tokio::test]
 async fn history_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("history.db").display());
-    scenarios(&SqliteStore::connect(&url).await.unwrap()).await;
+    scenarios(&testing::sqlite_in(&dir, "history.db").await).await;
 }
 
 #[tokio::test]
 async fn history_on_postgres() {
-    let schema = PgSchema::create("control_history").await;
-    scenarios(&PgStore::connect_with(schema.options()).await.unwrap()).await;
+    let (store, _schema) = testing::postgres("control_history").await;
+    scenarios(&store).await;
 }

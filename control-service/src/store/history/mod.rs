@@ -1,0 +1,396 @@
+//! The ban history archive (`ban_history`) and the sync's cursors
+//! (`history_cursors`).
+//!
+//! The same SQL on both backends: fixed statements are constants here, and
+//! the queries a [`HistoryFilter`] shapes are built here as text with
+//! numbered parameters ([`Built`]); each backend only binds and runs them.
+//! What differs is how many rows one archive insert carries.
+
+mod postgres;
+mod sqlite;
+
+#[cfg(test)]
+mod contract;
+
+use super::StoreError;
+
+/// One archived event.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ArchivedBan {
+    #[sqlx(default)]
+    pub id: i64,
+    pub jail: String,
+    pub ip: String,
+    /// Unix seconds.
+    pub banned_at: i64,
+    /// -1: permanent.
+    pub ban_seconds: i64,
+    pub ban_count: i32,
+    /// `fail2ban`, `manual` or `blocklist`.
+    pub origin: String,
+    /// `ban` or `unban`.
+    pub event: String,
+    pub failures: i32,
+    /// JSON array of log lines.
+    pub matches: String,
+    /// `None`: not looked up yet; `Some("")`: looked up, unknown.
+    pub country_code: Option<String>,
+    pub country_name: Option<String>,
+    pub asn: Option<i64>,
+    pub as_org: Option<String>,
+    pub archived_at: i64,
+}
+
+/// Which rows a query looks at. `from` is inclusive, `to` exclusive.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryFilter {
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    pub jail: Option<String>,
+    pub origin: Option<String>,
+    pub country: Option<String>,
+    pub ip_prefix: Option<String>,
+}
+
+/// A bound value of a built query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Param {
+    Int(i64),
+    Text(String),
+    /// A text NULL.
+    Null,
+    /// An integer NULL (PostgreSQL types NULLs).
+    NullInt,
+}
+
+/// A statement built at run time, and what to bind to its `$1, $2, …`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Built {
+    pub sql: String,
+    pub params: Vec<Param>,
+}
+
+impl Built {
+    /// Appends `value` as the next parameter; returns its placeholder.
+    pub fn param(&mut self, value: Param) -> String {
+        self.params.push(value);
+        format!("${}", self.params.len())
+    }
+
+    /// ` WHERE …` of `filter` (or nothing), appended to the text. Every
+    /// condition is a range or an equality on an indexed column.
+    fn push_where(&mut self, filter: &HistoryFilter) {
+        let mut conditions = Vec::new();
+        if let Some(from) = filter.from {
+            conditions.push(format!("banned_at >= {}", self.param(Param::Int(from))));
+        }
+        if let Some(to) = filter.to {
+            conditions.push(format!("banned_at < {}", self.param(Param::Int(to))));
+        }
+        if let Some(jail) = &filter.jail {
+            conditions.push(format!("jail = {}", self.param(Param::Text(jail.clone()))));
+        }
+        if let Some(origin) = &filter.origin {
+            conditions.push(format!("origin = {}", self.param(Param::Text(origin.clone()))));
+        }
+        if let Some(country) = &filter.country {
+            conditions.push(format!("country_code = {}", self.param(Param::Text(country.clone()))));
+        }
+        if let Some(prefix) = &filter.ip_prefix {
+            // A byte range instead of LIKE: both backends use the ip index.
+            let low = self.param(Param::Text(prefix.clone()));
+            let high = self.param(Param::Text(format!("{prefix}\u{10FFFF}")));
+            conditions.push(format!("ip >= {low} AND ip < {high}"));
+        }
+        if !conditions.is_empty() {
+            self.sql.push_str(" WHERE ");
+            self.sql.push_str(&conditions.join(" AND "));
+        }
+    }
+
+    /// `head`, then the filter's ` WHERE …`, then `tail`.
+    fn filtered(head: &str, filter: &HistoryFilter, tail: &str) -> Self {
+        let mut built = Built { sql: head.to_owned(), params: Vec::new() };
+        built.push_where(filter);
+        built.sql.push_str(tail);
+        built
+    }
+}
+
+/// Bans per country.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct CountryCount {
+    /// `None` or empty: unknown.
+    pub country_code: Option<String>,
+    pub country_name: Option<String>,
+    pub bans: i64,
+    pub distinct_ips: i64,
+}
+
+/// Bans per jail.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct JailCount {
+    pub jail: String,
+    pub bans: i64,
+    pub distinct_ips: i64,
+}
+
+/// The most banned addresses.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct IpCount {
+    pub ip: String,
+    pub bans: i64,
+    pub last_banned_at: i64,
+    pub country_code: Option<String>,
+}
+
+/// What the archive knows about one address, over all its events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IpSummary {
+    pub bans: i64,
+    pub unbans: i64,
+    pub first_banned_at: Option<i64>,
+    pub last_banned_at: Option<i64>,
+    /// Every jail the address has events in, sorted.
+    pub jails: Vec<String>,
+    /// The country (and AS) of its latest event that has one.
+    pub placed: Option<IpPlace>,
+}
+
+/// A looked-up place of an address.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct IpPlace {
+    pub country_code: String,
+    pub country_name: Option<String>,
+    pub asn: Option<i64>,
+    pub as_org: Option<String>,
+}
+
+/// A country lookup to store on archived rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeoFill {
+    pub id: i64,
+    /// Empty: looked up, unknown.
+    pub country_code: String,
+    pub country_name: String,
+    pub asn: Option<i64>,
+    pub as_org: Option<String>,
+}
+
+/// The archive's operations.
+#[async_trait::async_trait]
+pub trait HistoryStore: Send + Sync + std::fmt::Debug {
+    /// One transaction; rows already archived are left alone. Returns how
+    /// many were new.
+    async fn archive(&self, rows: &[ArchivedBan]) -> Result<u64, StoreError>;
+    /// Newest first (banned_at, then id, descending), after the keyset
+    /// `after` = (banned_at, id) of the previous page's last row.
+    async fn page(
+        &self,
+        filter: &HistoryFilter,
+        after: Option<(i64, i64)>,
+        limit: u32,
+    ) -> Result<Vec<ArchivedBan>, StoreError>;
+    async fn by_country(&self, filter: &HistoryFilter) -> Result<Vec<CountryCount>, StoreError>;
+    /// The earliest `banned_at` the filter selects (no arithmetic: BanTrend
+    /// checks its bucket count with it before grouping).
+    async fn earliest(&self, filter: &HistoryFilter) -> Result<Option<i64>, StoreError>;
+    /// (bucket index from `origin`, count) of non-empty buckets of `bucket` seconds.
+    async fn trend(&self, filter: &HistoryFilter, origin: i64, bucket: i64) -> Result<Vec<(i64, i64)>, StoreError>;
+    async fn by_jail(&self, filter: &HistoryFilter) -> Result<Vec<JailCount>, StoreError>;
+    async fn top_ips(&self, filter: &HistoryFilter, limit: u32) -> Result<Vec<IpCount>, StoreError>;
+    /// Every event of `ip`, oldest first.
+    async fn ip_events(&self, ip: &str) -> Result<Vec<ArchivedBan>, StoreError>;
+    /// At most `limit` events of `ip`, oldest first (banned_at, then id),
+    /// after the keyset `after` = (banned_at, id) of the previous page's last row.
+    async fn ip_events_page(
+        &self,
+        ip: &str,
+        after: Option<(i64, i64)>,
+        limit: u32,
+    ) -> Result<Vec<ArchivedBan>, StoreError>;
+    /// Totals, jails and place of `ip`, computed in SQL (no event is loaded).
+    async fn ip_summary(&self, ip: &str) -> Result<IpSummary, StoreError>;
+    /// Rows whose country was never looked up, oldest first: (id, ip).
+    async fn missing_geo(&self, limit: u32) -> Result<Vec<(i64, String)>, StoreError>;
+    /// One transaction.
+    async fn fill_geo(&self, fills: &[GeoFill]) -> Result<(), StoreError>;
+    /// Manual bans banned between `from` and `to` (inclusive): (jail, ip, banned_at).
+    async fn manual_bans(&self, from: i64, to: i64) -> Result<Vec<(String, String, i64)>, StoreError>;
+    /// `jail`'s archived bans (any origin) banned between `from` and `to`
+    /// (inclusive): (ip, banned_at, origin). A range of the (jail,
+    /// banned_at) index.
+    async fn jail_bans(&self, jail: &str, from: i64, to: i64) -> Result<Vec<(String, i64, String)>, StoreError>;
+    /// Deletes events before `before`; returns how many.
+    async fn purge_history(&self, before: i64) -> Result<u64, StoreError>;
+    async fn cursor(&self, source: &str) -> Result<Option<i64>, StoreError>;
+    async fn set_cursor(&self, source: &str, position: i64, at: i64) -> Result<(), StoreError>;
+}
+
+/// The columns of an archived row, in [`ArchivedBan`]'s order.
+const COLUMNS: &str = "id, jail, ip, banned_at, ban_seconds, ban_count, origin, event, failures, matches, \
+                       country_code, country_name, asn, as_org, archived_at";
+
+/// Every event of $1, oldest first.
+const IP_EVENTS: &str = "SELECT id, jail, ip, banned_at, ban_seconds, ban_count, origin, event, failures, matches, \
+                         country_code, country_name, asn, as_org, archived_at \
+                         FROM ban_history WHERE ip = $1 ORDER BY banned_at, id";
+/// The first $2 events of $1, oldest first.
+const IP_EVENTS_FIRST: &str = "SELECT id, jail, ip, banned_at, ban_seconds, ban_count, origin, event, failures, \
+                               matches, country_code, country_name, asn, as_org, archived_at \
+                               FROM ban_history WHERE ip = $1 ORDER BY banned_at, id LIMIT $2";
+/// The $4 events of $1 after ($2 banned_at, $3 id), oldest first. A row
+/// value: an index range on (ip, banned_at).
+const IP_EVENTS_AFTER: &str = "SELECT id, jail, ip, banned_at, ban_seconds, ban_count, origin, event, failures, \
+                               matches, country_code, country_name, asn, as_org, archived_at \
+                               FROM ban_history WHERE ip = $1 AND (banned_at, id) > ($2, $3) \
+                               ORDER BY banned_at, id LIMIT $4";
+/// (bans, events, first ban, last ban) of $1.
+const IP_TOTALS: &str = "SELECT COALESCE(SUM(CASE WHEN event = 'ban' THEN 1 ELSE 0 END), 0) AS bans, \
+                         COUNT(*) AS events, \
+                         MIN(CASE WHEN event = 'ban' THEN banned_at END) AS first_banned_at, \
+                         MAX(CASE WHEN event = 'ban' THEN banned_at END) AS last_banned_at \
+                         FROM ban_history WHERE ip = $1";
+const IP_JAILS: &str = "SELECT DISTINCT jail FROM ban_history WHERE ip = $1 ORDER BY jail";
+/// The place of $1's latest event that has one.
+const IP_PLACE: &str = "SELECT country_code, country_name, asn, as_org FROM ban_history \
+                        WHERE ip = $1 AND country_code IS NOT NULL AND country_code <> '' \
+                        ORDER BY banned_at DESC, id DESC LIMIT 1";
+const MISSING_GEO: &str = "SELECT id, ip FROM ban_history WHERE country_code IS NULL ORDER BY id LIMIT $1";
+const FILL_GEO: &str =
+    "UPDATE ban_history SET country_code = $1, country_name = $2, asn = $3, as_org = $4 WHERE id = $5";
+const MANUAL_BANS: &str = "SELECT jail, ip, banned_at FROM ban_history \
+                           WHERE banned_at >= $1 AND banned_at <= $2 AND origin = 'manual' AND event = 'ban'";
+const JAIL_BANS: &str = "SELECT ip, banned_at, origin FROM ban_history \
+                         WHERE jail = $1 AND banned_at >= $2 AND banned_at <= $3 AND event = 'ban'";
+const PURGE: &str = "DELETE FROM ban_history WHERE banned_at < $1";
+const SELECT_CURSOR: &str = "SELECT position FROM history_cursors WHERE source = $1";
+const UPSERT_CURSOR: &str = "INSERT INTO history_cursors (source, position, updated_at) VALUES ($1, $2, $3) \
+     ON CONFLICT (source) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at";
+
+/// Parameters an archived row binds.
+const PARAMS_PER_ROW: usize = 14;
+
+/// One multi-row insert of `rows`; rows already archived are skipped.
+fn archive_insert(rows: &[ArchivedBan]) -> Built {
+    let mut built = Built { sql: String::new(), params: Vec::with_capacity(rows.len() * PARAMS_PER_ROW) };
+    let mut values = Vec::with_capacity(rows.len());
+    for r in rows {
+        let text = |v: &Option<String>| v.clone().map_or(Param::Null, Param::Text);
+        let cells: [Param; PARAMS_PER_ROW] = [
+            Param::Text(r.jail.clone()),
+            Param::Text(r.ip.clone()),
+            Param::Int(r.banned_at),
+            Param::Int(r.ban_seconds),
+            Param::Int(i64::from(r.ban_count)),
+            Param::Text(r.origin.clone()),
+            Param::Text(r.event.clone()),
+            Param::Int(i64::from(r.failures)),
+            Param::Text(r.matches.clone()),
+            text(&r.country_code),
+            text(&r.country_name),
+            r.asn.map_or(Param::NullInt, Param::Int),
+            text(&r.as_org),
+            Param::Int(r.archived_at),
+        ];
+        let placeholders: Vec<String> = cells.into_iter().map(|c| built.param(c)).collect();
+        values.push(format!("({})", placeholders.join(", ")));
+    }
+    built.sql = format!(
+        "INSERT INTO ban_history (jail, ip, banned_at, ban_seconds, ban_count, origin, event, failures, \
+         matches, country_code, country_name, asn, as_org, archived_at) VALUES {} \
+         ON CONFLICT (jail, ip, banned_at, event) DO NOTHING",
+        values.join(", ")
+    );
+    built
+}
+
+/// A page of `filter`'s rows, newest first, after the keyset `after`.
+fn page_query(filter: &HistoryFilter, after: Option<(i64, i64)>, limit: u32) -> Built {
+    let mut built = Built::filtered(&format!("SELECT {COLUMNS} FROM ban_history"), filter, "");
+    if let Some((at, id)) = after {
+        let joiner = if built.params.is_empty() { " WHERE" } else { " AND" };
+        let (a, b) = (built.param(Param::Int(at)), built.param(Param::Int(id)));
+        // A row value: an index range on (banned_at, id) on both backends
+        // (the OR form made PostgreSQL walk the index from the top).
+        built.sql.push_str(&format!("{joiner} (banned_at, id) < ({a}, {b})"));
+    }
+    let l = built.param(Param::Int(i64::from(limit)));
+    built.sql.push_str(&format!(" ORDER BY banned_at DESC, id DESC LIMIT {l}"));
+    built
+}
+
+fn by_country_query(filter: &HistoryFilter) -> Built {
+    Built::filtered(
+        "SELECT country_code, max(country_name) AS country_name, count(*) AS bans, count(DISTINCT ip) AS distinct_ips \
+         FROM ban_history",
+        filter,
+        " GROUP BY country_code ORDER BY bans DESC, country_code",
+    )
+}
+
+fn trend_query(filter: &HistoryFilter, origin: i64, bucket: i64) -> Built {
+    let mut built = Built::default();
+    let o = built.param(Param::Int(origin));
+    let b = built.param(Param::Int(bucket));
+    built.sql = format!("SELECT (banned_at - {o}) / {b} AS bucket, count(*) AS bans FROM ban_history");
+    built.push_where(filter);
+    built.sql.push_str(" GROUP BY bucket ORDER BY bucket");
+    built
+}
+
+fn by_jail_query(filter: &HistoryFilter) -> Built {
+    Built::filtered(
+        "SELECT jail, count(*) AS bans, count(DISTINCT ip) AS distinct_ips FROM ban_history",
+        filter,
+        " GROUP BY jail ORDER BY bans DESC, jail",
+    )
+}
+
+fn top_ips_query(filter: &HistoryFilter, limit: u32) -> Built {
+    let mut built = Built::filtered(
+        "SELECT ip, count(*) AS bans, max(banned_at) AS last_banned_at, max(country_code) AS country_code \
+         FROM ban_history",
+        filter,
+        "",
+    );
+    let l = built.param(Param::Int(i64::from(limit)));
+    built.sql.push_str(&format!(" GROUP BY ip ORDER BY bans DESC, ip LIMIT {l}"));
+    built
+}
+
+fn earliest_query(filter: &HistoryFilter) -> Built {
+    Built::filtered("SELECT MIN(banned_at) FROM ban_history", filter, "")
+}
+
+/// (bans, events, first ban, last ban) as [`IP_TOTALS`] returns them.
+type IpTotals = (i64, i64, Option<i64>, Option<i64>);
+
+fn summary(totals: IpTotals, jails: Vec<String>, placed: Option<IpPlace>) -> IpSummary {
+    let (bans, events, first_banned_at, last_banned_at) = totals;
+    IpSummary { bans, unbans: events - bans, first_banned_at, last_banned_at, jails, placed }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_number_their_parameters_after_the_ones_before() {
+        let filter = HistoryFilter {
+            from: Some(10),
+            jail: Some("sshd".into()),
+            ip_prefix: Some("192.0.2.".into()),
+            ..Default::default()
+        };
+        let built = trend_query(&filter, 5, 60);
+        assert_eq!(
+            built.sql,
+            "SELECT (banned_at - $1) / $2 AS bucket, count(*) AS bans FROM ban_history \
+             WHERE banned_at >= $3 AND jail = $4 AND ip >= $5 AND ip < $6 GROUP BY bucket ORDER BY bucket"
+        );
+        assert_eq!(built.params.len(), 6);
+        let page = page_query(&HistoryFilter::default(), Some((7, 8)), 3);
+        assert!(page.sql.ends_with(" WHERE (banned_at, id) < ($1, $2) ORDER BY banned_at DESC, id DESC LIMIT $3"));
+    }
+}
