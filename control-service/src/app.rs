@@ -104,6 +104,7 @@ pub struct Application {
     fail2ban: Fail2ban,
     geo: GeoClient,
     stores: Stores,
+    clock: Arc<dyn Clock>,
     metrics: Metrics,
     grpc: TcpListener,
     metrics_listener: TcpListener,
@@ -137,12 +138,13 @@ impl Application {
 
     async fn build_rest(config: &Config, stores: Stores) -> Result<Self, StartupError> {
         let metrics = Metrics::new();
+        // The one clock: everything that asks what time it is asks this.
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let settings = RuntimeSettings::new(stores.settings.clone(), clock.clone());
         let mut auth = Auth::new(
             stores.auth.clone(),
             settings.clone(),
-            clock,
+            clock.clone(),
             config.throttle(),
             config.admin_password_hash.is_some(),
         )
@@ -170,11 +172,18 @@ impl Application {
             fail2ban.clone(),
             geo.clone(),
             settings.clone(),
-            Arc::new(SystemClock),
+            clock.clone(),
             config.fail2ban_db.clone(),
         )
         .with_metrics(metrics.clone());
-        let jails = Jails::new(fail2ban.clone(), stores.actions.clone(), geo.clone(), history.clone(), metrics.clone());
+        let jails = Jails::new(
+            fail2ban.clone(),
+            stores.actions.clone(),
+            geo.clone(),
+            history.clone(),
+            metrics.clone(),
+            clock.clone(),
+        );
 
         let elector_settings = config.elector().stage(Stage::Leader)?;
         tracing::info!(replica = %elector_settings.replica, ttl = ?elector_settings.ttl, "replica identity");
@@ -187,7 +196,8 @@ impl Application {
         for kind in JobKind::ALL {
             crate::settings::check_cron(kind.name(), kind.schedule(&schedules)).stage(Stage::Scheduler)?;
         }
-        let scheduler = Scheduler::new(stores.ledger.clone(), leadership.clone(), context, metrics.clone());
+        let scheduler =
+            Scheduler::new(stores.ledger.clone(), leadership.clone(), clock.clone(), context, metrics.clone());
 
         let metrics_listener = TcpListener::bind(config.metrics_listen)
             .await
@@ -213,6 +223,7 @@ impl Application {
             fail2ban,
             geo,
             stores,
+            clock,
             metrics,
             grpc,
             metrics_listener,
@@ -268,12 +279,13 @@ impl Application {
                 self.stores.ledger.clone(),
                 self.leadership.clone(),
                 self.settings,
+                self.clock.clone(),
             ))
             .max_decoding_message_size(max),
             gate.clone(),
         ))
         .add_service(Gated::new(
-            HistoryServiceServer::new(HistoryApi::new(self.stores.history.clone(), Arc::new(SystemClock)))
+            HistoryServiceServer::new(HistoryApi::new(self.stores.history.clone(), self.clock.clone()))
                 .max_decoding_message_size(max),
             gate,
         ));

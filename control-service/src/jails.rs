@@ -5,7 +5,7 @@
 use std::{net::IpAddr, sync::Arc};
 
 use crate::{
-    clock::{Clock, SystemClock},
+    clock::Clock,
     fail2ban::{ActiveBan, Fail2ban, Fail2banError, JailDetail, JailName, JailParams, JailStatus, ServerStatus},
     geo_client::{Country, GeoClient},
     history::History,
@@ -30,6 +30,7 @@ pub struct Jails {
     geo: GeoClient,
     history: History,
     metrics: Metrics,
+    clock: Arc<dyn Clock>,
 }
 
 impl Jails {
@@ -39,8 +40,9 @@ impl Jails {
         geo: GeoClient,
         history: History,
         metrics: Metrics,
+        clock: Arc<dyn Clock>,
     ) -> Self {
-        Self { fail2ban, actions, geo, history, metrics }
+        Self { fail2ban, actions, geo, history, metrics, clock }
     }
 
     pub fn fail2ban(&self) -> &Fail2ban {
@@ -131,7 +133,7 @@ impl Jails {
         };
         let result = self.fail2ban.unban(ip, jail).await;
         if matches!(result, Ok(n) if n > 0) {
-            let now = SystemClock.now();
+            let now = self.clock.now();
             for jail in &from {
                 self.history.record_manual(jail, &ip.to_string(), now, 0, "unban").await;
             }
@@ -191,7 +193,7 @@ impl Jails {
         };
         self.metrics.jail_action(kind.as_str(), ok);
         let action = JailAction {
-            at: SystemClock.now(),
+            at: self.clock.now(),
             action: kind,
             jail: jail.map(ToString::to_string),
             ip: ip.map(str::to_owned),

@@ -4,19 +4,16 @@
 //! statement judged by the database's clock, and each new holder gets a
 //! larger term (the fencing token every job run carries into the ledger).
 //! A leader renews every ttl/3. Its leadership is only good until the renew
-//! deadline, measured on this process's monotonic clock from before the
-//! last successful renew was sent, and shorter than the ttl: a leader that
+//! deadline, measured on this process's monotonic clock (tokio's, which
+//! tests pause) from before the last successful renew was sent, and shorter than the ttl: a leader that
 //! cannot reach the database stops acting before its lease can expire and
 //! another replica can take it. Followers retry every retry period. On
 //! shutdown the leader releases the lease (expires_at = now) so a follower
 //! takes over at its next retry.
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
-use tokio::sync::watch;
+use tokio::{sync::watch, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::{metrics::Metrics, store::LeaseStore};
@@ -188,9 +185,9 @@ impl Elector {
                 State::Leader { valid_until, .. } => Some(valid_until),
                 State::Follower => None,
             };
-            let wake = tokio::time::Instant::now() + pause;
+            let wake = Instant::now() + pause;
             let wake = match deadline {
-                Some(d) => wake.min(tokio::time::Instant::from_std(d)),
+                Some(d) => wake.min(d),
                 None => wake,
             };
             tokio::select! {
@@ -216,5 +213,76 @@ impl Elector {
             Ok(false) => tracing::info!(term, "lease already taken over; nothing to release"),
             Err(error) => tracing::warn!(%error, "cannot release the lease; it expires by itself"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The elector on tokio's paused clock, over a lease in memory that the
+    //! tests make slow or failing: no real sleeps, exact times.
+
+    use std::sync::atomic::Ordering;
+
+    use tokio::task::JoinHandle;
+
+    use super::*;
+    use crate::store::testing::MemoryLease;
+
+    fn settings() -> ElectorSettings {
+        ElectorSettings {
+            replica: "r1".into(),
+            ttl: Duration::from_secs(30),
+            renew_deadline: Duration::from_secs(20),
+            retry: Duration::from_secs(2),
+        }
+    }
+
+    fn start(lease: &Arc<MemoryLease>) -> (Leadership, CancellationToken, JoinHandle<Option<i64>>) {
+        let (elector, leadership) = Elector::new(lease.clone(), settings(), Metrics::new());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move { elector.run(stop).await }
+        });
+        (leadership, stop, task)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_whose_renew_hangs_steps_down_at_its_renew_deadline() {
+        let lease = Arc::new(MemoryLease::default());
+        let (mut leadership, stop, task) = start(&lease);
+        assert!(leadership.changed().await);
+        // The acquire that made it leader was sent now: the deadline counts from here.
+        let acquired = Instant::now();
+        assert_eq!(leadership.term(), Some(1));
+        lease.hangs.store(true, Ordering::SeqCst);
+        assert!(leadership.changed().await);
+        assert_eq!(leadership.term(), None, "stepped down");
+        assert_eq!(acquired.elapsed(), settings().renew_deadline, "at the renew deadline");
+        assert!(acquired.elapsed() < settings().ttl, "before the lease can expire and another replica take it");
+        stop.cancel();
+        assert_eq!(task.await.unwrap(), None, "a follower holds nothing to release");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_keeps_leading_through_failed_renews_until_the_deadline_then_comes_back() {
+        let lease = Arc::new(MemoryLease::default());
+        let (mut leadership, stop, task) = start(&lease);
+        assert!(leadership.changed().await);
+        let acquired = Instant::now();
+        lease.down.store(true, Ordering::SeqCst);
+        // The renew at ttl/3 fails; it still leads inside the deadline.
+        tokio::time::sleep_until(acquired + Duration::from_secs(15)).await;
+        assert!(lease.asked.load(Ordering::SeqCst) >= 2, "a renew was tried");
+        assert_eq!(leadership.term(), Some(1));
+        assert!(leadership.changed().await);
+        assert_eq!((leadership.term(), acquired.elapsed()), (None, settings().renew_deadline));
+        // The database is back: a follower tries again every retry period.
+        lease.down.store(false, Ordering::SeqCst);
+        assert!(leadership.changed().await);
+        assert_eq!(leadership.term(), Some(1));
+        assert_eq!(acquired.elapsed(), settings().renew_deadline + settings().retry);
+        stop.cancel();
+        assert_eq!(task.await.unwrap(), Some(1), "a leader returns its term for release");
     }
 }

@@ -14,6 +14,7 @@ use tracing::instrument;
 
 use super::{invalid, store_unavailable};
 use crate::{
+    clock::Clock,
     fail2ban::InvalidArgument,
     jobs::{JobKind, next_run},
     leader::{Leadership, SCHEDULER_LEASE},
@@ -28,6 +29,7 @@ pub struct ClusterApi {
     ledger: Arc<dyn RunLedger>,
     leadership: Leadership,
     settings: RuntimeSettings,
+    clock: Arc<dyn Clock>,
 }
 
 impl ClusterApi {
@@ -36,8 +38,9 @@ impl ClusterApi {
         ledger: Arc<dyn RunLedger>,
         leadership: Leadership,
         settings: RuntimeSettings,
+        clock: Arc<dyn Clock>,
     ) -> Self {
-        Self { lease, ledger, leadership, settings }
+        Self { lease, ledger, leadership, settings, clock }
     }
 }
 
@@ -92,13 +95,14 @@ impl ClusterService for ClusterApi {
             .into_iter()
             .map(|run| (run.job.clone(), run))
             .collect();
+        let now = self.clock.now();
         let jobs = JobKind::ALL
             .into_iter()
             .map(|kind| {
                 let schedule = kind.schedule(&schedules).to_owned();
                 pb::Job {
                     name: kind.name().to_owned(),
-                    next_run: next_run(&schedule).map(|s| Timestamp { seconds: s, nanos: 0 }),
+                    next_run: next_run(&schedule, now).map(|s| Timestamp { seconds: s, nanos: 0 }),
                     schedule,
                     last_run: last.remove(kind.name()).map(Into::into),
                 }

@@ -15,8 +15,10 @@ use std::{
     collections::HashMap,
     path::{Path, PathBuf},
     sync::{Mutex, PoisonError},
-    time::{Duration, Instant},
+    time::Duration,
 };
+
+use tokio::time::Instant;
 
 use super::db::Fail2banDb;
 use chrono::{Local, NaiveDateTime, TimeZone};

@@ -53,7 +53,7 @@ impl SocketClient {
     pub async fn call(&self, args: &[&str]) -> Result<PyValue, Fail2banError> {
         check_framing(args)?;
         let command = args.first().copied().unwrap_or_default();
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let deadline = self.settings.reply_timeout;
         let outcome = match tokio::time::timeout(deadline, self.exchange(args)).await {
             Ok(result) => result,

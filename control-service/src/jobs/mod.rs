@@ -9,6 +9,10 @@
 //!   replica's current term (the database checks the term in the same
 //!   statement): no row, no run.
 //!
+//! The slot of a firing is the cron time at or before the injected
+//! [`Clock`]'s now (tokio-cron-scheduler itself reads the system clock to
+//! decide when to fire); durations and retries run on tokio's clock.
+//!
 //! Misfire policy: a slot missed while nobody led (or while the job was
 //! still running) is skipped; the job runs at its next slot. Each run is a
 //! task of its own, so a panic is caught and recorded as a failed run. A
@@ -25,16 +29,18 @@ use std::{
     future::Future,
     pin::Pin,
     sync::{Arc, Mutex, PoisonError},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use tokio::time::Instant;
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use uuid::Uuid;
 
 use crate::{
     auth::Auth,
+    clock::Clock,
     geo_client::{GeoClient, GeoError},
     history::{History, SyncOutcome},
     leader::{Leadership, SCHEDULER_LEASE},
@@ -176,14 +182,16 @@ async fn body(kind: JobKind, ctx: JobContext) -> Result<RunOutcome, String> {
 }
 
 /// What a run executes (the real [`body`], or a test's).
-type Runner =
-    dyn Fn(JobKind, JobContext) -> Pin<Box<dyn Future<Output = Result<RunOutcome, String>> + Send>> + Send + Sync;
+type Runner = dyn Fn(JobKind) -> Pin<Box<dyn Future<Output = Result<RunOutcome, String>> + Send>> + Send + Sync;
 
 struct Inner {
     runner: Arc<Runner>,
     ledger: Arc<dyn RunLedger>,
     leadership: Leadership,
-    ctx: JobContext,
+    /// Where the schedules come from.
+    settings: RuntimeSettings,
+    /// What time a cron firing is for.
+    clock: Arc<dyn Clock>,
     metrics: Metrics,
     running: Mutex<HashSet<JobKind>>,
     /// Jobs with "run now" requests waiting for their run to end.
@@ -210,14 +218,23 @@ impl std::fmt::Debug for Scheduler {
 }
 
 impl Scheduler {
-    pub fn new(ledger: Arc<dyn RunLedger>, leadership: Leadership, ctx: JobContext, metrics: Metrics) -> Self {
-        Self::with_runner(ledger, leadership, ctx, metrics, Arc::new(|kind, ctx| Box::pin(body(kind, ctx))))
+    pub fn new(
+        ledger: Arc<dyn RunLedger>,
+        leadership: Leadership,
+        clock: Arc<dyn Clock>,
+        ctx: JobContext,
+        metrics: Metrics,
+    ) -> Self {
+        let settings = ctx.settings.clone();
+        let runner: Arc<Runner> = Arc::new(move |kind| Box::pin(body(kind, ctx.clone())));
+        Self::with_runner(ledger, leadership, settings, clock, metrics, runner)
     }
 
     fn with_runner(
         ledger: Arc<dyn RunLedger>,
         leadership: Leadership,
-        ctx: JobContext,
+        settings: RuntimeSettings,
+        clock: Arc<dyn Clock>,
         metrics: Metrics,
         runner: Arc<Runner>,
     ) -> Self {
@@ -226,7 +243,8 @@ impl Scheduler {
                 runner,
                 ledger,
                 leadership,
-                ctx,
+                settings,
+                clock,
                 metrics,
                 running: Mutex::default(),
                 waiting: Mutex::default(),
@@ -285,7 +303,7 @@ impl Scheduler {
         cron: &JobScheduler,
         registered: &mut HashMap<JobKind, (Uuid, String)>,
     ) -> anyhow::Result<()> {
-        let schedules = self.inner.ctx.settings.get().await?.schedules;
+        let schedules = self.inner.settings.get().await?.schedules;
         for kind in JobKind::ALL {
             let schedule = kind.schedule(&schedules).to_owned();
             if registered.get(&kind).is_some_and(|(_, s)| *s == schedule) {
@@ -299,19 +317,21 @@ impl Scheduler {
             let job = Job::new_async(schedule.as_str(), move |_id, _cron| {
                 let this = this.clone();
                 let schedule = slot_schedule.clone();
-                Box::pin(async move {
-                    // The slot is the cron time this firing is for, not when it woke.
-                    let slot = parse_cron(&schedule)
-                        .and_then(|c| c.find_previous_occurrence(&Utc::now(), true))
-                        .map_or_else(|_| Utc::now().timestamp() * 1000, |t| t.timestamp() * 1000);
-                    this.fire(kind, slot, "schedule").await;
-                })
+                Box::pin(async move { this.fire_scheduled(kind, &schedule).await })
             })?;
             let id = cron.add(job).await?;
             tracing::info!(job = kind.name(), %schedule, "scheduled");
             registered.insert(kind, (id, schedule));
         }
         Ok(())
+    }
+
+    /// A cron firing of `kind`: runs it for the slot it is for, the cron
+    /// time at or before now (not when the firing woke).
+    async fn fire_scheduled(&self, kind: JobKind, schedule: &str) {
+        let now = self.inner.clock.now();
+        let slot = slot_of(schedule, now).unwrap_or(now) * 1000;
+        self.fire(kind, slot, "schedule").await;
     }
 
     /// Starts one run for each job with open "run now" requests. The
@@ -416,7 +436,7 @@ impl Scheduler {
         let inner = &self.inner;
         let started = Instant::now();
         tracing::info!(job = kind.name(), slot, term, "job started");
-        let mut handle = tokio::spawn((inner.runner)(kind, inner.ctx.clone()));
+        let mut handle = tokio::spawn((inner.runner)(kind));
         let (status, error) = tokio::select! {
             joined = &mut handle => match joined {
                 Ok(Ok(RunOutcome::Done(summary))) => {
@@ -467,9 +487,20 @@ impl Scheduler {
     }
 }
 
-/// The next time `schedule` fires after now (for ListJobs).
-pub fn next_run(schedule: &str) -> Option<i64> {
-    parse_cron(schedule).ok()?.find_next_occurrence(&Utc::now(), false).ok().map(|t| t.timestamp())
+/// `now` (Unix seconds) as cron reads it.
+fn utc(now: i64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(now, 0)
+}
+
+/// The time `schedule` fires next after `now` (Unix seconds, for ListJobs).
+pub fn next_run(schedule: &str, now: i64) -> Option<i64> {
+    parse_cron(schedule).ok()?.find_next_occurrence(&utc(now)?, false).ok().map(|t| t.timestamp())
+}
+
+/// The latest time `schedule` fires at or before `now` (Unix seconds): the
+/// slot of a firing.
+fn slot_of(schedule: &str, now: i64) -> Option<i64> {
+    parse_cron(schedule).ok()?.find_previous_occurrence(&utc(now)?, true).ok().map(|t| t.timestamp())
 }
 
 #[cfg(test)]

@@ -4,11 +4,18 @@
 
 use std::{sync::Arc, time::Duration};
 
+use tokio::sync::mpsc;
+
 use super::*;
 use crate::{
-    clock::SystemClock,
-    settings::RuntimeSettings,
-    store::{Stores, lease::JobRun, testing},
+    clock::{ManualClock, SystemClock},
+    leader::{Elector, ElectorSettings},
+    settings::{RuntimeSettings, SettingsUpdate},
+    store::{
+        Stores,
+        lease::JobRun,
+        testing::{self, MemoryLease, MemoryLedger, MemorySettings},
+    },
 };
 
 async fn setup(runner: Arc<Runner>, leads: bool) -> (Scheduler, Arc<dyn RunLedger>, tempfile::TempDir) {
@@ -16,30 +23,10 @@ async fn setup(runner: Arc<Runner>, leads: bool) -> (Scheduler, Arc<dyn RunLedge
     let stores = Stores::of(testing::sqlite_in(&dir, "jobs.db").await);
     let grant = stores.lease.acquire_lease(SCHEDULER_LEASE, "r1", 60_000).await.unwrap().unwrap();
     let leadership = if leads { Leadership::fixed("r1", grant.term) } else { Leadership::follower("r1") };
-    let clock: Arc<dyn crate::clock::Clock> = Arc::new(SystemClock);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let settings = RuntimeSettings::new(stores.settings.clone(), clock.clone());
-    let policy = crate::auth::ThrottlePolicy { per_client: 5, global: 50, window: Duration::from_secs(60) };
-    let auth = Auth::new(stores.auth.clone(), settings.clone(), clock, policy, false);
-    let geo = GeoClient::new(None, Duration::from_secs(1), None, None).unwrap();
-    let socket = crate::fail2ban::SocketClient::new(
-        crate::fail2ban::SocketSettings {
-            path: dir.path().join("none.sock"),
-            connect_timeout: Duration::from_secs(1),
-            reply_timeout: Duration::from_secs(1),
-            max_in_flight: 1,
-        },
-        Metrics::new(),
-    );
-    let start = crate::fail2ban::StartSettings {
-        client_binary: "fail2ban-client".into(),
-        config_dir: None,
-        timeout: Duration::from_secs(1),
-    };
-    let fail2ban = crate::fail2ban::Fail2ban::new(socket, start);
-    let history =
-        History::new(stores.history.clone(), fail2ban, geo.clone(), settings.clone(), Arc::new(SystemClock), None);
-    let ctx = JobContext { auth, history, geo, settings };
-    (Scheduler::with_runner(stores.ledger.clone(), leadership, ctx, Metrics::new(), runner), stores.ledger, dir)
+    let scheduler = Scheduler::with_runner(stores.ledger.clone(), leadership, settings, clock, Metrics::new(), runner);
+    (scheduler, stores.ledger, dir)
 }
 
 async fn runs(store: &Arc<dyn RunLedger>) -> Vec<JobRun> {
@@ -48,7 +35,7 @@ async fn runs(store: &Arc<dyn RunLedger>) -> Vec<JobRun> {
 
 #[tokio::test]
 async fn a_panicking_job_is_recorded_as_failed_and_the_scheduler_lives_on() {
-    let runner: Arc<Runner> = Arc::new(|kind, _| {
+    let runner: Arc<Runner> = Arc::new(|kind| {
         Box::pin(async move {
             assert!(kind != JobKind::HistorySync, "boom");
             Ok("fine".into())
@@ -68,7 +55,7 @@ async fn a_panicking_job_is_recorded_as_failed_and_the_scheduler_lives_on() {
 async fn a_job_never_overlaps_itself_and_a_slot_runs_once() {
     let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let count = started.clone();
-    let runner: Arc<Runner> = Arc::new(move |_, _| {
+    let runner: Arc<Runner> = Arc::new(move |_| {
         count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Box::pin(async {
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -92,7 +79,7 @@ async fn a_job_never_overlaps_itself_and_a_slot_runs_once() {
 
 #[tokio::test]
 async fn a_follower_runs_nothing() {
-    let runner: Arc<Runner> = Arc::new(|_, _| Box::pin(async { Ok("ran".into()) }));
+    let runner: Arc<Runner> = Arc::new(|_| Box::pin(async { Ok("ran".into()) }));
     let (scheduler, store, _dir) = setup(runner, false).await;
     scheduler.fire(JobKind::SessionCleanup, 1_000, "schedule").await;
     scheduler.drain(Duration::from_secs(1)).await;
@@ -101,7 +88,7 @@ async fn a_follower_runs_nothing() {
 
 #[tokio::test]
 async fn shutdown_cancels_what_does_not_finish_in_time() {
-    let runner: Arc<Runner> = Arc::new(|_, _| {
+    let runner: Arc<Runner> = Arc::new(|_| {
         Box::pin(async {
             tokio::time::sleep(Duration::from_secs(30)).await;
             Ok("never".into())
@@ -137,7 +124,7 @@ async fn run_now_asked_while_the_job_runs_runs_once_afterwards() {
     let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let runner_gate = gate.clone();
-    let runner: Arc<Runner> = Arc::new(move |kind, _| {
+    let runner: Arc<Runner> = Arc::new(move |kind| {
         started_tx.send(kind).unwrap();
         let gate = runner_gate.clone();
         Box::pin(async move {
@@ -179,7 +166,7 @@ async fn run_now_asked_while_the_job_runs_runs_once_afterwards() {
 
 #[tokio::test]
 async fn a_follower_leaves_run_now_requests_for_the_leader() {
-    let runner: Arc<Runner> = Arc::new(|_, _| Box::pin(async { Ok("ran".into()) }));
+    let runner: Arc<Runner> = Arc::new(|_| Box::pin(async { Ok("ran".into()) }));
     let (scheduler, store, _dir) = setup(runner, false).await;
     store.request_run("session_cleanup", "r2").await.unwrap();
     scheduler.take_requests().await;
@@ -191,7 +178,7 @@ async fn a_follower_leaves_run_now_requests_for_the_leader() {
 #[tokio::test]
 async fn a_run_with_nothing_to_do_is_recorded_as_skipped_with_its_reason() {
     let runner: Arc<Runner> =
-        Arc::new(|_, _| Box::pin(async { Ok(RunOutcome::Skipped("fail2ban keeps no database".into())) }));
+        Arc::new(|_| Box::pin(async { Ok(RunOutcome::Skipped("fail2ban keeps no database".into())) }));
     let (scheduler, store, _dir) = setup(runner, true).await;
     scheduler.fire(JobKind::HistorySync, 1_000, "schedule").await;
     scheduler.drain(Duration::from_secs(5)).await;
@@ -200,4 +187,129 @@ async fn a_run_with_nothing_to_do_is_recorded_as_skipped_with_its_reason() {
         (last[0].status.as_str(), last[0].error.as_deref(), last[0].finished_at.is_some()),
         ("skipped", Some("fail2ban keeps no database"), true)
     );
+}
+
+// Below, tokio's clock is paused (no real sleeps, exact times), so the
+// stores are in memory: a real pool's timeouts would fire as time jumps.
+
+const T0: i64 = 1_800_000_000;
+
+/// Settings whose cron schedules do not come round during a test
+/// (January 1st, midnight).
+async fn quiet_settings(clock: Arc<dyn Clock>) -> RuntimeSettings {
+    let settings = RuntimeSettings::new(Arc::new(MemorySettings::default()), clock);
+    let never = || Some("0 0 0 1 1 *".to_owned());
+    let update = SettingsUpdate {
+        session_cleanup_schedule: never(),
+        geo_cache_purge_schedule: never(),
+        geo_re_resolve_schedule: never(),
+        history_sync_schedule: never(),
+        history_geo_backfill_schedule: never(),
+        history_retention_schedule: never(),
+        ..Default::default()
+    };
+    settings.update(&update).await.unwrap();
+    settings
+}
+
+/// A runner that reports each run's job and start time.
+fn reporting_runner() -> (Arc<Runner>, mpsc::UnboundedReceiver<(JobKind, Instant)>) {
+    let (started_tx, started) = mpsc::unbounded_channel();
+    let runner: Arc<Runner> = Arc::new(move |kind| {
+        started_tx.send((kind, Instant::now())).unwrap();
+        Box::pin(async { Ok("ran".into()) })
+    });
+    (runner, started)
+}
+
+#[tokio::test(start_paused = true)]
+async fn run_now_requests_are_taken_at_the_run_loops_next_turn() {
+    // A real elector over a lease in memory; it renews every 100 s, after this test.
+    let elector_settings = ElectorSettings {
+        replica: "r1".into(),
+        ttl: Duration::from_secs(300),
+        renew_deadline: Duration::from_secs(200),
+        retry: Duration::from_secs(5),
+    };
+    let (elector, mut leadership) = Elector::new(Arc::new(MemoryLease::default()), elector_settings, Metrics::new());
+    let stop = CancellationToken::new();
+    let elector = tokio::spawn({
+        let stop = stop.clone();
+        async move { elector.run(stop).await }
+    });
+    assert!(leadership.changed().await && leadership.is_leading());
+
+    let (runner, mut started) = reporting_runner();
+    let ledger = Arc::new(MemoryLedger::default());
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::at(T0));
+    let settings = quiet_settings(clock.clone()).await;
+    let scheduler = Scheduler::with_runner(ledger.clone(), leadership, settings, clock, Metrics::new(), runner);
+    let retry = Duration::from_secs(30);
+    let began = Instant::now();
+    let run_loop = tokio::spawn(scheduler.clone().run(stop.clone(), retry));
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ledger.request_run("geo_re_resolve", "r2").await.unwrap();
+    let (kind, at) = started.recv().await.unwrap();
+    assert_eq!(kind, JobKind::GeoReResolve);
+    assert!(at - began >= retry && at - began < retry + Duration::from_secs(1), "{:?}", at - began);
+    ledger.request_run("session_cleanup", "r3").await.unwrap();
+    let (kind, at) = started.recv().await.unwrap();
+    assert_eq!(kind, JobKind::SessionCleanup);
+    assert!(at - began >= 2 * retry && at - began < 2 * retry + Duration::from_secs(1), "{:?}", at - began);
+
+    stop.cancel();
+    run_loop.await.unwrap().unwrap();
+    scheduler.drain(Duration::from_secs(5)).await;
+    elector.await.unwrap();
+    let runs: Vec<_> = ledger.runs().into_iter().map(|r| (r.job, r.trigger, r.status)).collect();
+    let run = |job: &str| (job.to_owned(), "manual".to_owned(), "ok".to_owned());
+    assert_eq!(runs, [run("geo_re_resolve"), run("session_cleanup")]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cron_firing_runs_for_the_slot_the_clock_is_in() {
+    let (runner, mut started) = reporting_runner();
+    let ledger = Arc::new(MemoryLedger::default());
+    // 08:01:35 UTC.
+    let clock = ManualClock::at(T0 + 95);
+    let settings = quiet_settings(Arc::new(clock.clone())).await;
+    let scheduler = Scheduler::with_runner(
+        ledger.clone(),
+        Leadership::fixed("r1", 1),
+        settings,
+        Arc::new(clock.clone()),
+        Metrics::new(),
+        runner,
+    );
+    scheduler.fire_scheduled(JobKind::HistorySync, "0 * * * * *").await;
+    assert_eq!(started.recv().await.map(|s| s.0), Some(JobKind::HistorySync));
+    // A late second firing in the same minute is the same slot: no run.
+    clock.advance(20);
+    // (The first run has ended: the next firing is not skipped for overlap.)
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    scheduler.fire_scheduled(JobKind::HistorySync, "0 * * * * *").await;
+    clock.advance(10);
+    scheduler.fire_scheduled(JobKind::HistorySync, "0 * * * * *").await;
+    scheduler.drain(Duration::from_secs(5)).await;
+    let slots: Vec<i64> = ledger.runs().iter().map(|r| r.scheduled_for).collect();
+    assert_eq!(slots, [(T0 + 60) * 1000, (T0 + 120) * 1000], "08:01:00 and 08:02:00, in ms");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_end_of_a_run_is_retried_with_backoff_while_the_ledger_is_away() {
+    let (runner, _started) = reporting_runner();
+    let ledger = Arc::new(MemoryLedger::default());
+    ledger.finish_failures.store(3, std::sync::atomic::Ordering::SeqCst);
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::at(T0));
+    let settings = quiet_settings(clock.clone()).await;
+    let scheduler =
+        Scheduler::with_runner(ledger.clone(), Leadership::fixed("r1", 1), settings, clock, Metrics::new(), runner);
+    let began = Instant::now();
+    scheduler.fire(JobKind::SessionCleanup, 1_000, "schedule").await;
+    scheduler.drain(Duration::from_secs(60)).await;
+    // 250 ms, 500 ms, 1 s between the four tries.
+    assert_eq!(began.elapsed(), Duration::from_millis(1_750));
+    assert_eq!(ledger.finish_calls.load(std::sync::atomic::Ordering::SeqCst), 4);
+    assert_eq!(ledger.runs()[0].status, "ok");
 }
