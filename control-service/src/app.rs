@@ -39,13 +39,14 @@ use crate::{
     },
     auth::{Auth, SessionGate},
     clock::{Clock, SystemClock},
+    cluster::Cluster,
     config::Config,
     fail2ban::{Fail2ban, SocketClient},
     geo_client::GeoClient,
-    history::History,
+    history::{History, queries::HistoryQueries},
     jails::Jails,
     jobs::{JobContext, JobKind, Scheduler},
-    leader::{Elector, Leadership},
+    leader::Elector,
     metrics::Metrics,
     settings::RuntimeSettings,
     store::{Pool, Stores},
@@ -97,14 +98,14 @@ pub struct Application {
     auth: Auth,
     settings: RuntimeSettings,
     tls: Option<tonic::transport::ServerTlsConfig>,
+    queries: HistoryQueries,
+    cluster: Cluster,
     elector: Elector,
-    leadership: Leadership,
     scheduler: Scheduler,
     lease_retry: Duration,
     fail2ban: Fail2ban,
     geo: GeoClient,
-    stores: Stores,
-    clock: Arc<dyn Clock>,
+    pool: Arc<dyn Pool>,
     metrics: Metrics,
     grpc: TcpListener,
     metrics_listener: TcpListener,
@@ -198,6 +199,8 @@ impl Application {
         }
         let scheduler =
             Scheduler::new(stores.ledger.clone(), leadership.clone(), clock.clone(), context, metrics.clone());
+        let queries = HistoryQueries::new(stores.history.clone(), clock.clone());
+        let cluster = Cluster::new(stores.lease.clone(), stores.ledger.clone(), leadership, settings.clone(), clock);
 
         let metrics_listener = TcpListener::bind(config.metrics_listen)
             .await
@@ -216,14 +219,14 @@ impl Application {
             auth,
             settings,
             tls,
+            queries,
+            cluster,
             elector,
-            leadership,
             scheduler,
             lease_retry,
             fail2ban,
             geo,
-            stores,
-            clock,
+            pool: stores.pool,
             metrics,
             grpc,
             metrics_listener,
@@ -270,23 +273,15 @@ impl Application {
             gate.clone(),
         ))
         .add_service(Gated::new(
-            SettingsServiceServer::new(SettingsApi::new(self.settings.clone())).max_decoding_message_size(max),
+            SettingsServiceServer::new(SettingsApi::new(self.settings)).max_decoding_message_size(max),
             gate.clone(),
         ))
         .add_service(Gated::new(
-            ClusterServiceServer::new(ClusterApi::new(
-                self.stores.lease.clone(),
-                self.stores.ledger.clone(),
-                self.leadership.clone(),
-                self.settings,
-                self.clock.clone(),
-            ))
-            .max_decoding_message_size(max),
+            ClusterServiceServer::new(ClusterApi::new(self.cluster)).max_decoding_message_size(max),
             gate.clone(),
         ))
         .add_service(Gated::new(
-            HistoryServiceServer::new(HistoryApi::new(self.stores.history.clone(), self.clock.clone()))
-                .max_decoding_message_size(max),
+            HistoryServiceServer::new(HistoryApi::new(self.queries)).max_decoding_message_size(max),
             gate,
         ));
 
@@ -301,7 +296,7 @@ impl Application {
         let probes = Probes {
             fail2ban: self.fail2ban,
             geo: self.geo,
-            pool: self.stores.pool.clone(),
+            pool: self.pool.clone(),
             metrics: self.metrics,
             health: health.clone(),
             database_was_up: std::sync::atomic::AtomicBool::new(true),
@@ -356,7 +351,7 @@ impl Application {
         elector.release(held).await;
         let _ = prober.await;
         let _ = metrics_server.await;
-        self.stores.pool.close().await;
+        self.pool.close().await;
         tracing::info!("stopped");
         served
     }

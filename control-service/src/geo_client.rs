@@ -3,7 +3,10 @@
 //! when configured. The channel connects lazily and reconnects by itself,
 //! so a geo-service that starts after this one (or restarts) is picked up.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{BTreeSet, HashMap},
+    time::Duration,
+};
 
 use bangui_proto::geo::v1::{
     LookupBatchRequest, LookupStatus, PurgeStaleRequest, ReResolveRequest, geo_service_client::GeoServiceClient,
@@ -116,9 +119,15 @@ impl GeoClient {
         Ok(GeoServiceClient::with_interceptor(channel, self.bearer.clone()))
     }
 
-    /// Countries of `ips`; addresses the geo-service could not place are
-    /// absent from the map.
-    pub async fn countries(&self, ips: &[String]) -> Result<HashMap<String, Country>, GeoError> {
+    /// Countries of `ips`, each asked once however often it is given;
+    /// addresses the geo-service could not place are absent from the map.
+    pub async fn countries<I, S>(&self, ips: I) -> Result<HashMap<String, Country>, GeoError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let ips: Vec<String> =
+            ips.into_iter().map(|ip| ip.as_ref().to_owned()).collect::<BTreeSet<_>>().into_iter().collect();
         let mut client = self.client()?;
         let mut found = HashMap::new();
         for chunk in ips.chunks(CHUNK) {

@@ -151,10 +151,7 @@ impl Jails {
             let geo_available = bans.is_empty() && self.geo.is_configured();
             return Ok(LocatedBans { bans: bans.into_iter().map(|b| (b, None)).collect(), geo_available });
         }
-        let mut ips: Vec<String> = bans.iter().map(|b| b.ip.clone()).collect();
-        ips.sort_unstable();
-        ips.dedup();
-        match self.geo.countries(&ips).await {
+        match self.geo.countries(bans.iter().map(|b| b.ip.as_str())).await {
             Ok(countries) => Ok(LocatedBans {
                 bans: bans
                     .into_iter()

@@ -8,7 +8,7 @@ use croner::parser::{CronParser, Seconds, Year};
 
 use crate::{
     clock::Clock,
-    fail2ban::InvalidArgument,
+    error::InvalidArgument,
     store::{SettingsStore, StoreError},
 };
 

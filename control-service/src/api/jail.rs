@@ -13,8 +13,9 @@ use tracing::instrument;
 
 use super::invalid;
 use crate::{
+    error::InvalidArgument,
     fail2ban::{
-        ActiveBan, InvalidArgument, JailName, JailParams, JailStatus,
+        ActiveBan, JailName, JailParams, JailStatus,
         validate::{parse_ignore_entry, parse_ip, parse_seconds},
     },
     geo_client::Country,

@@ -14,9 +14,11 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::{
     auth::AuthError,
-    fail2ban::{Fail2banError, InvalidArgument},
+    cluster::ClusterError,
+    error::{InvalidArgument, StoreError},
+    fail2ban::Fail2banError,
+    history::queries::QueryError,
     settings::SettingsError,
-    store::StoreError,
 };
 
 /// INVALID_ARGUMENT naming the field, with a BadRequest detail.
@@ -99,6 +101,25 @@ impl From<SettingsError> for Status {
         match error {
             SettingsError::Invalid(e) => invalid(e),
             SettingsError::Store(e) => store_unavailable(&e),
+        }
+    }
+}
+
+impl From<QueryError> for Status {
+    fn from(error: QueryError) -> Self {
+        match error {
+            QueryError::Invalid(e) => invalid(e),
+            QueryError::Store(e) => store_unavailable(&e),
+        }
+    }
+}
+
+impl From<ClusterError> for Status {
+    fn from(error: ClusterError) -> Self {
+        match error {
+            ClusterError::Invalid(e) => invalid(e),
+            e @ ClusterError::UnknownJob { .. } => Status::not_found(e.to_string()),
+            ClusterError::Store(e) => store_unavailable(&e),
         }
     }
 }

@@ -14,7 +14,7 @@ use tracing::instrument;
 
 use super::invalid;
 use crate::{
-    fail2ban::InvalidArgument,
+    error::InvalidArgument,
     settings::{RuntimeSettings, Settings, SettingsUpdate},
 };
 

@@ -39,7 +39,7 @@ use tonic::{Status, body::Body};
 
 use crate::{
     clock::Clock,
-    fail2ban::InvalidArgument,
+    error::InvalidArgument,
     metrics::Metrics,
     settings::RuntimeSettings,
     store::{

@@ -10,7 +10,7 @@ use argon2::{
 use rand::RngCore as _;
 use subtle::ConstantTimeEq as _;
 
-use crate::fail2ban::InvalidArgument;
+use crate::error::InvalidArgument;
 
 /// Shortest password accepted.
 pub const MIN_LEN: usize = 12;

@@ -26,8 +26,9 @@ use self::bantimes::{BanTimes, LocalBan};
 pub use self::{
     client::{SocketClient, SocketSettings},
     codec::PyValue,
-    validate::{InvalidArgument, JailName},
+    validate::JailName,
 };
+use crate::error::InvalidArgument;
 
 /// What can go wrong talking to fail2ban.
 #[derive(Debug, thiserror::Error)]

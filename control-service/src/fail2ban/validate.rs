@@ -4,19 +4,7 @@
 
 use std::{fmt, net::IpAddr};
 
-/// A bad argument: which request field, and why.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {reason}")]
-pub struct InvalidArgument {
-    pub field: &'static str,
-    pub reason: String,
-}
-
-impl InvalidArgument {
-    pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
-        Self { field, reason: reason.into() }
-    }
-}
+use crate::error::InvalidArgument;
 
 /// The marker fail2ban's framing uses; no argument may contain it.
 const FRAMING_MARKER: &str = "<F2B_";

@@ -33,6 +33,7 @@
 //! * Bans and unbans made through JailService are archived at once with
 //!   origin `manual`.
 //! * Retention: `history_retention` (the `history_retention` job).
+//! * The dashboard's questions: [`queries`].
 
 use std::{
     collections::HashMap,
@@ -57,6 +58,8 @@ use crate::{
         history::{ArchivedBan, GeoFill},
     },
 };
+
+pub mod queries;
 
 /// The newest ban time archived from fail2ban's `bans` table.
 pub const FAIL2BAN_SOURCE: &str = "fail2ban";
@@ -188,19 +191,60 @@ fn archived(bans: &HashMap<String, Vec<(i64, String)>>, ip: &str, at: i64) -> bo
     })
 }
 
-fn place(row: &mut ArchivedBan, country: Option<&Country>) {
-    match country {
-        Some(c) => {
-            row.country_code = Some(c.code.clone());
-            row.country_name = Some(c.name.clone());
-            row.asn = c.asn.map(i64::from);
-            row.as_org = c.as_org.clone();
+/// The country code stored for an address that was looked up and that
+/// nobody could place. Not NULL, which means "not looked up yet": the
+/// back-fill asks again only for those.
+const UNKNOWN_COUNTRY: &str = "";
+
+/// Whether a stored country code places nobody: not looked up yet (NULL),
+/// or looked up and unknown. The dashboard shows both as "unknown".
+pub fn is_unknown_country(code: Option<&str>) -> bool {
+    code.is_none_or(|code| code == UNKNOWN_COUNTRY)
+}
+
+/// What the archive stores for an address the geo-service was asked about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Placement {
+    country_code: String,
+    country_name: String,
+    asn: Option<i64>,
+    as_org: Option<String>,
+}
+
+impl Placement {
+    /// `country` as the geo-service answered; `None`: nobody could place it.
+    fn of(country: Option<&Country>) -> Self {
+        match country {
+            Some(c) => Placement {
+                country_code: c.code.clone(),
+                country_name: c.name.clone(),
+                asn: c.asn.map(i64::from),
+                as_org: c.as_org.clone(),
+            },
+            None => Placement {
+                country_code: UNKNOWN_COUNTRY.to_owned(),
+                country_name: String::new(),
+                asn: None,
+                as_org: None,
+            },
         }
-        // Looked up, nobody knows: empty, so the back-fill does not retry it.
-        None => {
-            row.country_code = Some(String::new());
-            row.country_name = Some(String::new());
+    }
+
+    fn fill(self, id: i64) -> GeoFill {
+        GeoFill {
+            id,
+            country_code: self.country_code,
+            country_name: self.country_name,
+            asn: self.asn,
+            as_org: self.as_org,
         }
+    }
+
+    fn place(self, row: &mut ArchivedBan) {
+        row.country_code = Some(self.country_code);
+        row.country_name = Some(self.country_name);
+        row.asn = self.asn;
+        row.as_org = self.as_org;
     }
 }
 
@@ -271,13 +315,10 @@ impl History {
         if rows.is_empty() || !self.geo.is_configured() {
             return rows.len() as u64;
         }
-        let mut ips: Vec<String> = rows.iter().map(|r| r.ip.clone()).collect();
-        ips.sort_unstable();
-        ips.dedup();
-        match self.geo.countries(&ips).await {
+        match self.geo.countries(rows.iter().map(|r| r.ip.as_str())).await {
             Ok(found) => {
                 for row in rows.iter_mut() {
-                    place(row, found.get(&row.ip));
+                    Placement::of(found.get(&row.ip)).place(row);
                 }
                 0
             }
@@ -465,35 +506,15 @@ impl History {
         if missing.is_empty() {
             return Ok(0);
         }
-        let mut ips: Vec<String> = missing.iter().map(|(_, ip)| ip.clone()).collect();
-        ips.sort_unstable();
-        ips.dedup();
-        let found: HashMap<String, Country> = match self.geo.countries(&ips).await {
+        let found: HashMap<String, Country> = match self.geo.countries(missing.iter().map(|(_, ip)| ip.as_str())).await
+        {
             Ok(found) => found,
             Err(error) => {
                 tracing::warn!(%error, "geo-service unavailable: country back-fill waits");
                 return Ok(0);
             }
         };
-        let fills: Vec<GeoFill> = missing
-            .iter()
-            .map(|(id, ip)| match found.get(ip) {
-                Some(c) => GeoFill {
-                    id: *id,
-                    country_code: c.code.clone(),
-                    country_name: c.name.clone(),
-                    asn: c.asn.map(i64::from),
-                    as_org: c.as_org.clone(),
-                },
-                None => GeoFill {
-                    id: *id,
-                    country_code: String::new(),
-                    country_name: String::new(),
-                    asn: None,
-                    as_org: None,
-                },
-            })
-            .collect();
+        let fills: Vec<GeoFill> = missing.iter().map(|(id, ip)| Placement::of(found.get(ip)).fill(*id)).collect();
         self.store.fill_geo(&fills).await?;
         Ok(fills.len() as u64)
     }

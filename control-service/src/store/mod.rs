@@ -40,7 +40,7 @@ pub use self::{
     settings::SettingsStore, sqlite::SqliteStore,
 };
 /// Errors of the store (shared with the other service).
-pub use bangui_runtime::db::StoreError;
+pub use crate::error::StoreError;
 
 /// The database as a whole: what health and shutdown need.
 #[async_trait::async_trait]
