@@ -31,6 +31,7 @@ use control_service::{
     fail2ban::{Fail2ban, SocketClient, SocketSettings, StartSettings},
     geo_client::GeoClient,
     history::{History, SyncOutcome},
+    kinds::{Event, Origin},
     metrics::Metrics,
     settings::{RuntimeSettings, SettingsUpdate},
     store::{
@@ -96,9 +97,9 @@ pub fn synthetic_bans(n: usize, now: i64, seed: u64) -> Vec<ArchivedBan> {
                 random_ip(&mut rng)
             };
             let origin = match rng.random_range(0..100) {
-                0..=1 => "manual",
-                2..=6 => "blocklist",
-                _ => "fail2ban",
+                0..=1 => Origin::Manual,
+                2..=6 => Origin::Blocklist,
+                _ => Origin::Fail2ban,
             };
             ArchivedBan {
                 id: 0,
@@ -107,8 +108,8 @@ pub fn synthetic_bans(n: usize, now: i64, seed: u64) -> Vec<ArchivedBan> {
                 banned_at: now - age,
                 ban_seconds: if jail == "recidive" { 604_800 } else { 600 },
                 ban_count: 1,
-                origin: origin.into(),
-                event: "ban".into(),
+                origin,
+                event: Event::Ban,
                 failures: rng.random_range(3..10),
                 matches: r#"["sshd[1234]: Failed password for root"]"#.into(),
                 country_code: Some(code.into()),

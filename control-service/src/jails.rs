@@ -9,7 +9,7 @@ use crate::{
     fail2ban::{ActiveBan, Fail2ban, Fail2banError, JailDetail, JailName, JailParams, JailStatus, ServerStatus},
     geo_client::{Country, GeoClient},
     history::History,
-    kinds::ActionKind,
+    kinds::{ActionKind, Event},
     metrics::Metrics,
     store::{ActionLog, actions::JailAction},
 };
@@ -120,7 +120,7 @@ impl Jails {
             // Archived at once, with fail2ban's own ban time (its database
             // row, see `Fail2ban::ban_timed`): the sync then finds the same
             // (jail, ip, banned_at) and leaves it `manual`.
-            self.history.record_manual(jail.as_str(), &ip.to_string(), banned_at, ban_seconds, "ban").await;
+            self.history.record_manual(jail.as_str(), &ip.to_string(), banned_at, ban_seconds, Event::Ban).await;
         }
         newly
     }
@@ -135,7 +135,7 @@ impl Jails {
         if matches!(result, Ok(n) if n > 0) {
             let now = self.clock.now();
             for jail in &from {
-                self.history.record_manual(jail, &ip.to_string(), now, 0, "unban").await;
+                self.history.record_manual(jail, &ip.to_string(), now, 0, Event::Unban).await;
             }
         }
         let detail = result.as_ref().map(|n| format!("lifted={n}")).unwrap_or_default();

@@ -1,5 +1,7 @@
 //! The closed vocabularies this service stores as text, each with its one
-//! string mapping (the names in the database and on the API).
+//! string mapping (the words in the database and on the API): where a ban
+//! came from ([`Origin`]), what an archived event is ([`Event`]), what a
+//! change to fail2ban was ([`ActionKind`]).
 
 use std::{fmt, str::FromStr};
 
@@ -11,8 +13,68 @@ pub struct UnknownWord {
     pub text: String,
 }
 
+/// A vocabulary: every word and its text.
+pub trait Word: Copy + Sized + 'static {
+    /// What the words name (in errors).
+    const KIND: &'static str;
+    const ALL: &'static [Self];
+    fn as_str(self) -> &'static str;
+
+    /// The word spelled `text`.
+    fn parse_word(text: &str) -> Result<Self, UnknownWord> {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|word| word.as_str() == text)
+            .ok_or_else(|| UnknownWord { kind: Self::KIND, text: text.to_owned() })
+    }
+}
+
+/// Where an archived ban came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Origin {
+    /// fail2ban banned it (copied from its database).
+    Fail2ban,
+    /// Banned or unbanned through JailService.
+    Manual,
+    /// A blocklist import.
+    Blocklist,
+}
+
+impl Word for Origin {
+    const KIND: &'static str = "origin";
+    const ALL: &'static [Self] = &[Origin::Fail2ban, Origin::Manual, Origin::Blocklist];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Origin::Fail2ban => "fail2ban",
+            Origin::Manual => "manual",
+            Origin::Blocklist => "blocklist",
+        }
+    }
+}
+
+/// What an archived event is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Event {
+    Ban,
+    Unban,
+}
+
+impl Word for Event {
+    const KIND: &'static str = "event";
+    const ALL: &'static [Self] = &[Event::Ban, Event::Unban];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Event::Ban => "ban",
+            Event::Unban => "unban",
+        }
+    }
+}
+
 /// What was changed in fail2ban through this service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ActionKind {
     Ban,
     Unban,
@@ -24,8 +86,9 @@ pub enum ActionKind {
     IgnoreRemove,
 }
 
-impl ActionKind {
-    pub const ALL: [ActionKind; 8] = [
+impl Word for ActionKind {
+    const KIND: &'static str = "action";
+    const ALL: &'static [Self] = &[
         ActionKind::Ban,
         ActionKind::Unban,
         ActionKind::Start,
@@ -36,7 +99,7 @@ impl ActionKind {
         ActionKind::IgnoreRemove,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    fn as_str(self) -> &'static str {
         match self {
             ActionKind::Ban => "ban",
             ActionKind::Unban => "unban",
@@ -50,14 +113,77 @@ impl ActionKind {
     }
 }
 
+// The same conversions for every vocabulary: `as_str` as an inherent
+// method (callers need not import `Word`), `FromStr`, `TryFrom<String>`
+// (what sqlx reads a column with), `Display`.
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        Word::as_str(self)
+    }
+}
+
+impl Event {
+    pub fn as_str(self) -> &'static str {
+        Word::as_str(self)
+    }
+}
+
+impl ActionKind {
+    pub fn as_str(self) -> &'static str {
+        Word::as_str(self)
+    }
+}
+
+impl FromStr for Origin {
+    type Err = UnknownWord;
+
+    fn from_str(text: &str) -> Result<Self, UnknownWord> {
+        Self::parse_word(text)
+    }
+}
+
+impl FromStr for Event {
+    type Err = UnknownWord;
+
+    fn from_str(text: &str) -> Result<Self, UnknownWord> {
+        Self::parse_word(text)
+    }
+}
+
 impl FromStr for ActionKind {
     type Err = UnknownWord;
 
     fn from_str(text: &str) -> Result<Self, UnknownWord> {
-        Self::ALL
-            .into_iter()
-            .find(|k| k.as_str() == text)
-            .ok_or_else(|| UnknownWord { kind: "action", text: text.into() })
+        Self::parse_word(text)
+    }
+}
+
+impl TryFrom<String> for Origin {
+    type Error = UnknownWord;
+
+    fn try_from(text: String) -> Result<Self, UnknownWord> {
+        Self::parse_word(&text)
+    }
+}
+
+impl TryFrom<String> for Event {
+    type Error = UnknownWord;
+
+    fn try_from(text: String) -> Result<Self, UnknownWord> {
+        Self::parse_word(&text)
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -71,11 +197,19 @@ impl fmt::Display for ActionKind {
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_word_reads_back() {
-        for kind in ActionKind::ALL {
-            assert_eq!(kind.as_str().parse::<ActionKind>(), Ok(kind));
+    fn reads_back<W: Word + FromStr<Err = UnknownWord> + PartialEq + fmt::Debug>() {
+        for word in W::ALL {
+            assert_eq!(word.as_str().parse::<W>(), Ok(*word));
         }
+    }
+
+    #[test]
+    fn every_word_reads_back_and_nothing_else_does() {
+        reads_back::<Origin>();
+        reads_back::<Event>();
+        reads_back::<ActionKind>();
         assert_eq!("reload".parse::<ActionKind>().unwrap_err().to_string(), "unknown action \"reload\"");
+        assert_eq!(Origin::try_from("Manual".to_owned()).unwrap_err().kind, "origin");
+        assert!("".parse::<Event>().is_err());
     }
 }

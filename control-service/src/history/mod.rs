@@ -51,6 +51,7 @@ use crate::{
         db::{BanData, Fail2banBan, Fail2banDb, ReadLimits},
     },
     geo_client::{Country, GeoClient},
+    kinds::{Event, Origin},
     metrics::Metrics,
     settings::RuntimeSettings,
     store::{
@@ -185,9 +186,9 @@ fn ban_data(data: &BanData) -> Result<(i32, String), Unreadable> {
 /// given that jail's archived bans around `at`: the same time for a ban
 /// the sync archived, within a second for one archived at once by
 /// JailService (fail2ban's database rounds the time, `--with-time` floors it).
-fn archived(bans: &HashMap<String, Vec<(i64, String)>>, ip: &str, at: i64) -> bool {
+fn archived(bans: &HashMap<String, Vec<(i64, Origin)>>, ip: &str, at: i64) -> bool {
     bans.get(ip).is_some_and(|times| {
-        times.iter().any(|(t, origin)| *t == at || (origin.as_str() != "fail2ban" && (t - at).abs() <= 1))
+        times.iter().any(|(t, origin)| *t == at || (*origin != Origin::Fail2ban && (t - at).abs() <= 1))
     })
 }
 
@@ -378,7 +379,7 @@ impl History {
                 let (Some(first), Some(last)) = (keys.first(), keys.last()) else { break };
                 position = (last.timeofban, last.rowid);
                 report.rechecked += keys.len() as u64;
-                let mut known: HashMap<String, Vec<(i64, String)>> = HashMap::new();
+                let mut known: HashMap<String, Vec<(i64, Origin)>> = HashMap::new();
                 for (ip, at, origin) in
                     self.store.jail_bans(&jail_name, first.timeofban - 1, last.timeofban + 1).await?
                 {
@@ -466,8 +467,8 @@ impl History {
                 banned_at: ban.timeofban,
                 ban_seconds: ban.bantime,
                 ban_count: i32::try_from(ban.bancount).unwrap_or(i32::MAX),
-                origin: "fail2ban".into(),
-                event: "ban".into(),
+                origin: Origin::Fail2ban,
+                event: Event::Ban,
                 failures,
                 matches,
                 country_code: None,
@@ -527,7 +528,7 @@ impl History {
     }
 
     /// Archives a ban or unban made through JailService, at once.
-    pub async fn record_manual(&self, jail: &str, ip: &str, at: i64, ban_seconds: i64, event: &str) {
+    pub async fn record_manual(&self, jail: &str, ip: &str, at: i64, ban_seconds: i64, event: Event) {
         let mut row = ArchivedBan {
             id: 0,
             jail: jail.to_owned(),
@@ -535,8 +536,8 @@ impl History {
             banned_at: at,
             ban_seconds,
             ban_count: 1,
-            origin: "manual".into(),
-            event: event.to_owned(),
+            origin: Origin::Manual,
+            event,
             failures: 0,
             matches: "[]".into(),
             country_code: None,
@@ -547,7 +548,7 @@ impl History {
         };
         self.locate(std::slice::from_mut(&mut row)).await;
         if let Err(error) = self.store.archive(&[row]).await {
-            tracing::error!(%error, jail, ip, event, "cannot archive the manual ban");
+            tracing::error!(%error, jail, ip, event = event.as_str(), "cannot archive the manual ban");
         }
     }
 }
@@ -587,9 +588,9 @@ mod tests {
 
     #[test]
     fn a_ban_is_archived_if_the_same_time_or_a_manual_ban_within_a_second_is() {
-        let mut bans: HashMap<String, Vec<(i64, String)>> = HashMap::new();
-        bans.entry("192.0.2.1".into()).or_default().push((100, "fail2ban".into()));
-        bans.entry("192.0.2.2".into()).or_default().push((200, "manual".into()));
+        let mut bans: HashMap<String, Vec<(i64, Origin)>> = HashMap::new();
+        bans.entry("192.0.2.1".into()).or_default().push((100, Origin::Fail2ban));
+        bans.entry("192.0.2.2".into()).or_default().push((200, Origin::Manual));
         assert!(archived(&bans, "192.0.2.1", 100));
         assert!(!archived(&bans, "192.0.2.1", 101), "another ban of the same address");
         assert!(archived(&bans, "192.0.2.2", 201) && archived(&bans, "192.0.2.2", 199));

@@ -15,6 +15,7 @@ use crate::{
     clock::Clock,
     error::{InvalidArgument, StoreError},
     fail2ban::validate::{JailName, parse_ip},
+    kinds::Origin,
     store::{HistoryStore, history::HistoryFilter},
 };
 
@@ -214,12 +215,13 @@ impl HistoryQueries {
         {
             return Err(InvalidArgument::new("filter.country", "an ISO 3166-1 alpha-2 code, e.g. DE"));
         }
-        let origin = text(f.origin);
-        if let Some(o) = &origin
-            && !["fail2ban", "manual", "blocklist"].contains(&o.as_str())
-        {
-            return Err(InvalidArgument::new("filter.origin", "fail2ban, manual or blocklist"));
-        }
+        let origin = match text(f.origin) {
+            Some(o) => Some(
+                o.parse::<Origin>()
+                    .map_err(|_| InvalidArgument::new("filter.origin", "fail2ban, manual or blocklist"))?,
+            ),
+            None => None,
+        };
         let prefix = text(f.ip_prefix).map(|p| p.to_ascii_lowercase());
         if let Some(p) = &prefix {
             if p.len() > MAX_PREFIX_LEN {

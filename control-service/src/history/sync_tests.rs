@@ -156,7 +156,7 @@ async fn a_ban_already_archived_by_jail_service_is_not_archived_again() {
     let s = setup().await;
     s.sync().await;
     // Archived at once as manual, with --with-time's floored second; fail2ban's row rounds up.
-    s.history.record_manual("alpha", "192.0.2.9", T0, 600, "ban").await;
+    s.history.record_manual("alpha", "192.0.2.9", T0, 600, Event::Ban).await;
     s.clock.advance(60);
     s.ban("alpha", "192.0.2.9", T0 + 1).await;
     assert_eq!(s.sync().await.archived, 0);

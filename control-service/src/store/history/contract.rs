@@ -15,8 +15,8 @@ fn ban(jail: &str, ip: &str, at: i64, origin: &str, country: Option<&str>) -> Ar
         banned_at: at,
         ban_seconds: 600,
         ban_count: 1,
-        origin: origin.into(),
-        event: "ban".into(),
+        origin: origin.parse().unwrap(),
+        event: Event::Ban,
         failures: 3,
         matches: r#"["line"]"#.into(),
         country_code: country.map(Into::into),
@@ -49,14 +49,14 @@ async fn scenarios(store: &dyn HistoryStore) {
     // One jail's bans in a time range (both ends inclusive), any origin.
     let mut sshd = store.jail_bans("sshd", 1002, 1008).await.unwrap();
     sshd.sort();
-    let expected: Vec<(String, i64, String)> = [
+    let expected: Vec<(String, i64, Origin)> = [
         ("192.0.2.2", 1002, "fail2ban"),
         ("192.0.2.4", 1004, "fail2ban"),
         ("2001:db8::6", 1006, "fail2ban"),
         ("2001:db8::8", 1008, "manual"),
     ]
     .into_iter()
-    .map(|(ip, at, origin)| (ip.to_owned(), at, origin.to_owned()))
+    .map(|(ip, at, origin)| (ip.to_owned(), at, origin.parse().unwrap()))
     .collect();
     assert_eq!(sshd, expected);
     assert!(store.jail_bans("sshd", 1010, 2000).await.unwrap().is_empty());
@@ -68,7 +68,7 @@ async fn scenarios(store: &dyn HistoryStore) {
     // Filters.
     let f = |jail: Option<&str>, origin: Option<&str>, country: Option<&str>, prefix: Option<&str>| HistoryFilter {
         jail: jail.map(Into::into),
-        origin: origin.map(Into::into),
+        origin: origin.map(|o| o.parse().unwrap()),
         country: country.map(Into::into),
         ip_prefix: prefix.map(Into::into),
         ..Default::default()

@@ -13,6 +13,7 @@ mod sqlite;
 mod contract;
 
 use super::StoreError;
+use crate::kinds::{Event, Origin};
 
 /// One archived event.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -26,10 +27,10 @@ pub struct ArchivedBan {
     /// -1: permanent.
     pub ban_seconds: i64,
     pub ban_count: i32,
-    /// `fail2ban`, `manual` or `blocklist`.
-    pub origin: String,
-    /// `ban` or `unban`.
-    pub event: String,
+    #[sqlx(try_from = "String")]
+    pub origin: Origin,
+    #[sqlx(try_from = "String")]
+    pub event: Event,
     pub failures: i32,
     /// JSON array of log lines.
     pub matches: String,
@@ -47,7 +48,7 @@ pub struct HistoryFilter {
     pub from: Option<i64>,
     pub to: Option<i64>,
     pub jail: Option<String>,
-    pub origin: Option<String>,
+    pub origin: Option<Origin>,
     pub country: Option<String>,
     pub ip_prefix: Option<String>,
 }
@@ -90,8 +91,8 @@ impl Built {
         if let Some(jail) = &filter.jail {
             conditions.push(format!("jail = {}", self.param(Param::Text(jail.clone()))));
         }
-        if let Some(origin) = &filter.origin {
-            conditions.push(format!("origin = {}", self.param(Param::Text(origin.clone()))));
+        if let Some(origin) = filter.origin {
+            conditions.push(format!("origin = {}", self.param(Param::Text(origin.as_str().to_owned()))));
         }
         if let Some(country) = &filter.country {
             conditions.push(format!("country_code = {}", self.param(Param::Text(country.clone()))));
@@ -220,7 +221,7 @@ pub trait HistoryStore: Send + Sync + std::fmt::Debug {
     /// `jail`'s archived bans (any origin) banned between `from` and `to`
     /// (inclusive): (ip, banned_at, origin). A range of the (jail,
     /// banned_at) index.
-    async fn jail_bans(&self, jail: &str, from: i64, to: i64) -> Result<Vec<(String, i64, String)>, StoreError>;
+    async fn jail_bans(&self, jail: &str, from: i64, to: i64) -> Result<Vec<(String, i64, Origin)>, StoreError>;
     /// Deletes events before `before`; returns how many.
     async fn purge_history(&self, before: i64) -> Result<u64, StoreError>;
     async fn cursor(&self, source: &str) -> Result<Option<i64>, StoreError>;
@@ -245,24 +246,42 @@ const IP_EVENTS_AFTER: &str = "SELECT id, jail, ip, banned_at, ban_seconds, ban_
                                matches, country_code, country_name, asn, as_org, archived_at \
                                FROM ban_history WHERE ip = $1 AND (banned_at, id) > ($2, $3) \
                                ORDER BY banned_at, id LIMIT $4";
-/// (bans, events, first ban, last ban) of $1.
-const IP_TOTALS: &str = "SELECT COALESCE(SUM(CASE WHEN event = 'ban' THEN 1 ELSE 0 END), 0) AS bans, \
+/// (bans, events, first ban, last ban) of $1; $2 is [`Event::Ban`].
+const IP_TOTALS: &str = "SELECT COALESCE(SUM(CASE WHEN event = $2 THEN 1 ELSE 0 END), 0) AS bans, \
                          COUNT(*) AS events, \
-                         MIN(CASE WHEN event = 'ban' THEN banned_at END) AS first_banned_at, \
-                         MAX(CASE WHEN event = 'ban' THEN banned_at END) AS last_banned_at \
+                         MIN(CASE WHEN event = $2 THEN banned_at END) AS first_banned_at, \
+                         MAX(CASE WHEN event = $2 THEN banned_at END) AS last_banned_at \
                          FROM ban_history WHERE ip = $1";
 const IP_JAILS: &str = "SELECT DISTINCT jail FROM ban_history WHERE ip = $1 ORDER BY jail";
-/// The place of $1's latest event that has one.
+/// The place of $1's latest event that has one (the empty code is
+/// "looked up, unknown": see `crate::history::is_unknown_country`).
 const IP_PLACE: &str = "SELECT country_code, country_name, asn, as_org FROM ban_history \
                         WHERE ip = $1 AND country_code IS NOT NULL AND country_code <> '' \
                         ORDER BY banned_at DESC, id DESC LIMIT 1";
 const MISSING_GEO: &str = "SELECT id, ip FROM ban_history WHERE country_code IS NULL ORDER BY id LIMIT $1";
 const FILL_GEO: &str =
     "UPDATE ban_history SET country_code = $1, country_name = $2, asn = $3, as_org = $4 WHERE id = $5";
+/// Bans ($4 [`Event::Ban`]) of origin $3 ([`Origin::Manual`]) from $1 to $2.
 const MANUAL_BANS: &str = "SELECT jail, ip, banned_at FROM ban_history \
-                           WHERE banned_at >= $1 AND banned_at <= $2 AND origin = 'manual' AND event = 'ban'";
+                           WHERE banned_at >= $1 AND banned_at <= $2 AND origin = $3 AND event = $4";
+/// Bans ($4 [`Event::Ban`]) of jail $1 from $2 to $3.
 const JAIL_BANS: &str = "SELECT ip, banned_at, origin FROM ban_history \
-                         WHERE jail = $1 AND banned_at >= $2 AND banned_at <= $3 AND event = 'ban'";
+                         WHERE jail = $1 AND banned_at >= $2 AND banned_at <= $3 AND event = $4";
+
+/// A row of [`JAIL_BANS`].
+#[derive(Debug, sqlx::FromRow)]
+struct JailBanRow {
+    ip: String,
+    banned_at: i64,
+    #[sqlx(try_from = "String")]
+    origin: Origin,
+}
+
+impl From<JailBanRow> for (String, i64, Origin) {
+    fn from(row: JailBanRow) -> Self {
+        (row.ip, row.banned_at, row.origin)
+    }
+}
 const PURGE: &str = "DELETE FROM ban_history WHERE banned_at < $1";
 const SELECT_CURSOR: &str = "SELECT position FROM history_cursors WHERE source = $1";
 const UPSERT_CURSOR: &str = "INSERT INTO history_cursors (source, position, updated_at) VALUES ($1, $2, $3) \
@@ -283,8 +302,8 @@ fn archive_insert(rows: &[ArchivedBan]) -> Built {
             Param::Int(r.banned_at),
             Param::Int(r.ban_seconds),
             Param::Int(i64::from(r.ban_count)),
-            Param::Text(r.origin.clone()),
-            Param::Text(r.event.clone()),
+            Param::Text(r.origin.as_str().to_owned()),
+            Param::Text(r.event.as_str().to_owned()),
             Param::Int(i64::from(r.failures)),
             Param::Text(r.matches.clone()),
             text(&r.country_code),

@@ -97,7 +97,8 @@ impl HistoryStore for SqliteStore {
     }
 
     async fn ip_summary(&self, ip: &str) -> Result<IpSummary, StoreError> {
-        let totals: IpTotals = sqlx::query_as(IP_TOTALS).bind(ip).fetch_one(&self.pool).await?;
+        let totals: IpTotals =
+            sqlx::query_as(IP_TOTALS).bind(ip).bind(Event::Ban.as_str()).fetch_one(&self.pool).await?;
         let jails = sqlx::query_scalar(IP_JAILS).bind(ip).fetch_all(&self.pool).await?;
         let placed = sqlx::query_as(IP_PLACE).bind(ip).fetch_optional(&self.pool).await?;
         Ok(summary(totals, jails, placed))
@@ -124,11 +125,24 @@ impl HistoryStore for SqliteStore {
     }
 
     async fn manual_bans(&self, from: i64, to: i64) -> Result<Vec<(String, String, i64)>, StoreError> {
-        Ok(sqlx::query_as(MANUAL_BANS).bind(from).bind(to).fetch_all(&self.pool).await?)
+        Ok(sqlx::query_as(MANUAL_BANS)
+            .bind(from)
+            .bind(to)
+            .bind(Origin::Manual.as_str())
+            .bind(Event::Ban.as_str())
+            .fetch_all(&self.pool)
+            .await?)
     }
 
-    async fn jail_bans(&self, jail: &str, from: i64, to: i64) -> Result<Vec<(String, i64, String)>, StoreError> {
-        Ok(sqlx::query_as(JAIL_BANS).bind(jail).bind(from).bind(to).fetch_all(&self.pool).await?)
+    async fn jail_bans(&self, jail: &str, from: i64, to: i64) -> Result<Vec<(String, i64, Origin)>, StoreError> {
+        let rows: Vec<JailBanRow> = sqlx::query_as(JAIL_BANS)
+            .bind(jail)
+            .bind(from)
+            .bind(to)
+            .bind(Event::Ban.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 
     async fn purge_history(&self, before: i64) -> Result<u64, StoreError> {
