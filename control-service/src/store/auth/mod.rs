@@ -2,7 +2,7 @@
 //!
 //! Statements are the same on both backends (parameters `$1, $2, …`,
 //! booleans bound, never spelled) except for how a client's attempt
-//! reservations wait for each other ([`sqlite`], [`postgres`]).
+//! reservations wait for each other (`sqlite.rs`, `postgres.rs`).
 
 mod postgres;
 mod sqlite;

@@ -4,7 +4,7 @@
 //! Lease and ledger statements are judged by the **database's** clock, which
 //! each dialect spells differently; they are written once here with a
 //! `{now}` hole (and `{for_share}` for the row lock a run takes on its
-//! lease) that each backend fills in once ([`Statements::new`]).
+//! lease) that each backend fills in once (`Statements::new`).
 
 mod postgres;
 mod sqlite;
