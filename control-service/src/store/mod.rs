@@ -1,5 +1,5 @@
-//! The control database: one repository trait per aggregate, each with a
-//! SQLite and a PostgreSQL implementation written out by hand.
+//! The control database: one repository trait per aggregate, each with one
+//! implementation generic over the backend.
 //!
 //! | aggregate | trait | tables |
 //! | --- | --- | --- |
@@ -9,19 +9,26 @@
 //! | [`lease`] | [`LeaseStore`], [`RunLedger`] | `leases`, `job_runs`, `job_requests` |
 //! | [`history`] | [`HistoryStore`] | `ban_history`, `history_cursors` |
 //!
-//! Each aggregate is a folder: `mod.rs` holds its trait and what both
-//! backends share (row types, conversions, statements that are the same in
-//! both dialects), `sqlite.rs` and `postgres.rs` its two implementations. A
-//! statement is written twice only where the dialects differ (the
-//! database's clock, row locks). One pool per backend, [`SqliteStore`] (the
-//! default, one replica) and [`PgStore`] (several replicas), implements
-//! every trait; [`connect`] hands out the pool once per trait in
-//! [`Stores`], so each component is given only the one it needs.
+//! Each aggregate is a folder: `mod.rs` holds its trait, row types and
+//! statements (the same text on both backends: numbered `$n` parameters,
+//! which SQLite takes too), `sql.rs` its one implementation, `impl<DB:
+//! Dialect> … for Store<DB>`, which binds and runs them (so far history;
+//! auth, lease, settings, actions still have `sqlite.rs` and `postgres.rs`,
+//! an implementation for each of [`SqliteStore`] and [`PgStore`]).
+//! `Dialect` (in `dialect.rs`) carries what that generic code needs of a
+//! backend and what really differs between the two: rows per archive
+//! insert. Each backend's side of it is in `sqlite.rs` and `postgres.rs`,
+//! next to its migrations and pool.
+//! One pool per backend, [`SqliteStore`] (the default, one replica) and
+//! [`PgStore`] (several replicas), implements every trait; [`connect`]
+//! hands out the pool once per trait in [`Stores`], so each component is
+//! given only the one it needs.
 //! Migrations are per backend under `migrations/control/`; each aggregate
 //! has a contract suite run on both backends.
 
 pub mod actions;
 pub mod auth;
+mod dialect;
 pub mod history;
 pub mod lease;
 pub mod postgres;
@@ -34,7 +41,9 @@ pub(crate) mod testing;
 use std::sync::Arc;
 
 use bangui_runtime::db::Backend;
+use sqlx::{Database, pool::PoolConnection};
 
+pub(crate) use self::dialect::{Dialect, Stmt};
 pub use self::{
     actions::ActionLog, auth::AuthStore, history::HistoryStore, lease::LeaseStore, lease::RunLedger, postgres::PgStore,
     settings::SettingsStore, sqlite::SqliteStore,
@@ -51,6 +60,41 @@ pub trait Pool: Send + Sync + std::fmt::Debug {
     fn backend(&self) -> &'static str;
     /// Closes the pool.
     async fn close(&self);
+}
+
+/// The control database on backend `DB`: one pool; every repository
+/// trait is implemented for it once, generic over `Dialect`.
+#[derive(Debug)]
+pub struct Store<DB: Database> {
+    pub(in crate::store) pool: sqlx::Pool<DB>,
+}
+
+impl<DB: Database> Clone for Store<DB> {
+    fn clone(&self) -> Self {
+        Self { pool: self.pool.clone() }
+    }
+}
+
+/// A connection from `pool`, for one statement (what running it on the
+/// pool does).
+async fn conn<DB: Dialect>(pool: &sqlx::Pool<DB>) -> Result<PoolConnection<DB>, StoreError> {
+    Ok(pool.acquire().await?)
+}
+
+#[async_trait::async_trait]
+impl<DB: Dialect> Pool for Store<DB> {
+    async fn ping(&self) -> Result<(), StoreError> {
+        Stmt::<DB>::new("SELECT 1").execute(&mut *conn(&self.pool).await?).await?;
+        Ok(())
+    }
+
+    fn backend(&self) -> &'static str {
+        DB::BACKEND
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
 }
 
 /// One backend, seen through each repository trait.

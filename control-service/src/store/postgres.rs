@@ -1,17 +1,14 @@
-//! The PostgreSQL control database, shared by several replicas. Its
-//! repositories are in each aggregate's `postgres.rs`.
+//! The PostgreSQL control database, shared by several replicas, and
+//! PostgreSQL's side of `Dialect`.
 
-use sqlx::{PgPool, postgres::PgConnectOptions};
+use sqlx::{PgConnection, Postgres, postgres::PgConnectOptions};
 
-use super::{Pool, StoreError};
+use super::{Dialect, Store, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/control/postgres");
 
 /// The control database in PostgreSQL.
-#[derive(Debug, Clone)]
-pub struct PgStore {
-    pub(in crate::store) pool: PgPool,
-}
+pub type PgStore = Store<Postgres>;
 
 impl PgStore {
     /// Connects to `url` and migrates.
@@ -29,18 +26,15 @@ impl PgStore {
     }
 }
 
-#[async_trait::async_trait]
-impl Pool for PgStore {
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
+impl Dialect for Postgres {
+    type Exec<'c> = &'c mut PgConnection;
 
-    fn backend(&self) -> &'static str {
-        "postgres"
-    }
+    const BACKEND: &'static str = "postgres";
 
-    async fn close(&self) {
-        self.pool.close().await;
+    /// PostgreSQL takes 65 535 parameters a statement.
+    const ROWS_PER_INSERT: usize = 500;
+
+    fn exec(conn: &mut PgConnection) -> &mut PgConnection {
+        conn
     }
 }

@@ -1,17 +1,14 @@
 //! The SQLite control database: one file, WAL mode, the default backend
-//! (one replica). Its repositories are in each aggregate's `sqlite.rs`.
+//! (one replica), and SQLite's side of `Dialect`.
 
-use sqlx::SqlitePool;
+use sqlx::{Sqlite, SqliteConnection};
 
-use super::{Pool, StoreError};
+use super::{Dialect, Store, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/control/sqlite");
 
 /// The control database in a SQLite file.
-#[derive(Debug, Clone)]
-pub struct SqliteStore {
-    pub(in crate::store) pool: SqlitePool,
-}
+pub type SqliteStore = Store<Sqlite>;
 
 impl SqliteStore {
     /// Opens (creating if missing) the file in `url` and migrates it.
@@ -22,18 +19,17 @@ impl SqliteStore {
     }
 }
 
-#[async_trait::async_trait]
-impl Pool for SqliteStore {
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
+impl Dialect for Sqlite {
+    type Exec<'c> = &'c mut SqliteConnection;
 
-    fn backend(&self) -> &'static str {
-        "sqlite"
-    }
+    const BACKEND: &'static str = "sqlite";
 
-    async fn close(&self) {
-        self.pool.close().await;
+    /// Binding gets slower with the square of a statement's parameters on
+    /// SQLite (measured: 500-row inserts 6 600 rows/s, 50-row inserts
+    /// 28 000).
+    const ROWS_PER_INSERT: usize = 50;
+
+    fn exec(conn: &mut SqliteConnection) -> &mut SqliteConnection {
+        conn
     }
 }

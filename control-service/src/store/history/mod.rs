@@ -3,11 +3,11 @@
 //!
 //! The same SQL on both backends: fixed statements are constants here, and
 //! the queries a [`HistoryFilter`] shapes are built here as text with
-//! numbered parameters ([`Built`]); each backend only binds and runs them.
-//! What differs is how many rows one archive insert carries.
+//! numbered parameters ([`Built`]); `sql.rs` binds and runs them on
+//! either backend. What differs is how many rows one archive insert
+//! carries (`Dialect::ROWS_PER_INSERT`).
 
-mod postgres;
-mod sqlite;
+mod sql;
 
 #[cfg(test)]
 mod contract;
@@ -270,7 +270,7 @@ const JAIL_BANS: &str = "SELECT ip, banned_at, origin FROM ban_history \
 
 /// A row of [`JAIL_BANS`].
 #[derive(Debug, sqlx::FromRow)]
-struct JailBanRow {
+pub(crate) struct JailBanRow {
     ip: String,
     banned_at: i64,
     #[sqlx(try_from = "String")]
