@@ -18,6 +18,7 @@ use sqlx::{Database, Executor, FromRow, IntoArguments, SqlSafeStr, SqlStr, error
 
 use super::{
     StoreError,
+    auth::SessionRow,
     history::{ArchivedBan, CountryCount, IpCount, IpPlace, JailBanRow, JailCount},
 };
 
@@ -27,13 +28,15 @@ use super::{
 /// compiler names it at the call).
 pub(crate) trait Dialect:
     Database<
-        // What the statements bind.
+        // What the statements bind: history, then auth (bool, bytes).
         Arguments: IntoArguments<Self>
                        + Bind<i64>
                        + Bind<Option<i64>>
                        + Bind<Option<String>>
                        + for<'a> Bind<&'a str>
-                       + for<'a> Bind<Option<&'a str>>,
+                       + for<'a> Bind<Option<&'a str>>
+                       + Bind<bool>
+                       + for<'a> Bind<&'a [u8]>,
         QueryResult: Affected,
         // What the rows decode into, by aggregate: history,
         Row: Decode<(i64,)>
@@ -48,7 +51,11 @@ pub(crate) trait Dialect:
                  + Decode<JailCount>
                  + Decode<IpCount>
                  + Decode<IpPlace>
-                 + Decode<JailBanRow>,
+                 + Decode<JailBanRow>
+                 // auth,
+                 + Decode<(Vec<u8>,)>
+                 + Decode<(i64, Option<i64>)>
+                 + Decode<SessionRow>,
     >
 {
     /// Runs statements on a connection (`&mut` the connection itself).
@@ -59,6 +66,11 @@ pub(crate) trait Dialect:
 
     /// Rows per archive insert (14 parameters each).
     const ROWS_PER_INSERT: usize;
+
+    /// Taken inside the transaction of an attempt reservation before it
+    /// counts, with the client key as `$1`, where the database lets two
+    /// writers count at once; `None` where it has one writer.
+    const LOCK_CLIENT: Option<&'static str>;
 
     /// `conn` as an executor.
     fn exec(conn: &mut Self::Connection) -> Self::Exec<'_>;

@@ -34,6 +34,13 @@ impl Dialect for Postgres {
     /// PostgreSQL takes 65 535 parameters a statement.
     const ROWS_PER_INSERT: usize = 500;
 
+    /// Serializes the attempt reservations of one client key ($1) inside a
+    /// transaction, on every replica: a transaction-scoped advisory lock in
+    /// a namespace of its own (0x6c6f67 = "log"). Under READ COMMITTED two
+    /// concurrent count-then-insert statements would otherwise both see the
+    /// limit not reached.
+    const LOCK_CLIENT: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(7106407, hashtext($1))");
+
     fn exec(conn: &mut PgConnection) -> &mut PgConnection {
         conn
     }

@@ -29,6 +29,11 @@ impl Dialect for Sqlite {
     /// 28 000).
     const ROWS_PER_INSERT: usize = 50;
 
+    /// None: one writer at a time; the reservation's insert takes the
+    /// database's write lock before it counts, so concurrent reservations
+    /// wait for each other.
+    const LOCK_CLIENT: Option<&'static str> = None;
+
     fn exec(conn: &mut SqliteConnection) -> &mut SqliteConnection {
         conn
     }

@@ -2,10 +2,10 @@
 //!
 //! Statements are the same on both backends (parameters `$1, $2, …`,
 //! booleans bound, never spelled) except for how a client's attempt
-//! reservations wait for each other (`sqlite.rs`, `postgres.rs`).
+//! reservations wait for each other (`Dialect::LOCK_CLIENT`); `sql.rs`
+//! binds and runs them on either.
 
-mod postgres;
-mod sqlite;
+mod sql;
 
 #[cfg(test)]
 mod contract;
