@@ -20,6 +20,7 @@ use super::{
     StoreError,
     auth::SessionRow,
     history::{ArchivedBan, CountryCount, IpCount, IpPlace, JailBanRow, JailCount},
+    lease::{JobRun, Lease, LeaseGrant, Statements},
 };
 
 /// One backend: the bounds the generic repositories need (all implied by
@@ -55,7 +56,11 @@ pub(crate) trait Dialect:
                  // auth,
                  + Decode<(Vec<u8>,)>
                  + Decode<(i64, Option<i64>)>
-                 + Decode<SessionRow>,
+                 + Decode<SessionRow>
+                 // lease and ledger,
+                 + Decode<Lease>
+                 + Decode<LeaseGrant>
+                 + Decode<JobRun>,
     >
 {
     /// Runs statements on a connection (`&mut` the connection itself).
@@ -74,6 +79,10 @@ pub(crate) trait Dialect:
 
     /// `conn` as an executor.
     fn exec(conn: &mut Self::Connection) -> Self::Exec<'_>;
+
+    /// The lease and ledger statements in this dialect (its clock, its
+    /// row lock).
+    fn lease_statements() -> &'static Statements;
 }
 
 /// Arguments that take a `T`.
@@ -186,6 +195,14 @@ impl<DB: Dialect> Stmt<DB> {
         DB::Row: Decode<(T,)>,
     {
         Ok(self.fetch_all::<(T,)>(conn).await?.into_iter().map(|(v,)| v).collect())
+    }
+
+    /// The one row's first column.
+    pub async fn scalar<T>(self, conn: &mut DB::Connection) -> Result<T, StoreError>
+    where
+        DB::Row: Decode<(T,)>,
+    {
+        Ok(self.fetch_one::<(T,)>(conn).await?.0)
     }
 
     /// The first row's first column, if there is a row.

@@ -13,13 +13,13 @@
 //! statements (the same text on both backends: numbered `$n` parameters,
 //! which SQLite takes too), `sql.rs` its one implementation, `impl<DB:
 //! Dialect> … for Store<DB>`, which binds and runs them (so far history,
-//! auth; lease, settings, actions still have `sqlite.rs` and `postgres.rs`,
+//! auth, lease; settings, actions still have `sqlite.rs` and `postgres.rs`,
 //! an implementation for each of [`SqliteStore`] and [`PgStore`]).
 //! `Dialect` (in `dialect.rs`) carries what that generic code needs of a
-//! backend and what really differs between the two: the advisory lock
-//! before an attempt reservation, rows per archive insert. Each backend's
-//! side of it is in `sqlite.rs` and `postgres.rs`, next to its migrations
-//! and pool.
+//! backend and what really differs between the two: the database's clock
+//! and row lock in the lease statements, the advisory lock before an
+//! attempt reservation, rows per archive insert. Each backend's side of it
+//! is in `sqlite.rs` and `postgres.rs`, next to its migrations and pool.
 //! One pool per backend, [`SqliteStore`] (the default, one replica) and
 //! [`PgStore`] (several replicas), implements every trait; [`connect`]
 //! hands out the pool once per trait in [`Stores`], so each component is

@@ -1,9 +1,11 @@
 //! The PostgreSQL control database, shared by several replicas, and
 //! PostgreSQL's side of `Dialect`.
 
+use std::sync::LazyLock;
+
 use sqlx::{PgConnection, Postgres, postgres::PgConnectOptions};
 
-use super::{Dialect, Store, StoreError};
+use super::{Dialect, Store, StoreError, lease::Statements};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/control/postgres");
 
@@ -26,6 +28,12 @@ impl PgStore {
     }
 }
 
+/// The database's clock in Unix milliseconds (`now()` is the transaction's
+/// start). A run's term check locks the lease row (FOR SHARE), so a new
+/// holder's acquire waits until the run's row is committed.
+static LEASE: LazyLock<Statements> =
+    LazyLock::new(|| Statements::new("(extract(epoch from now()) * 1000)::bigint", " FOR SHARE"));
+
 impl Dialect for Postgres {
     type Exec<'c> = &'c mut PgConnection;
 
@@ -43,5 +51,9 @@ impl Dialect for Postgres {
 
     fn exec(conn: &mut PgConnection) -> &mut PgConnection {
         conn
+    }
+
+    fn lease_statements() -> &'static Statements {
+        &LEASE
     }
 }

@@ -1,9 +1,11 @@
 //! The SQLite control database: one file, WAL mode, the default backend
 //! (one replica), and SQLite's side of `Dialect`.
 
+use std::sync::LazyLock;
+
 use sqlx::{Sqlite, SqliteConnection};
 
-use super::{Dialect, Store, StoreError};
+use super::{Dialect, Store, StoreError, lease::Statements};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/control/sqlite");
 
@@ -18,6 +20,12 @@ impl SqliteStore {
         Ok(Self { pool })
     }
 }
+
+/// The database's clock in Unix milliseconds (SQLite has no such function;
+/// `'now'` is the same for every use within one statement). Runs need no
+/// row lock: the database has one writer.
+static LEASE: LazyLock<Statements> =
+    LazyLock::new(|| Statements::new("CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)", ""));
 
 impl Dialect for Sqlite {
     type Exec<'c> = &'c mut SqliteConnection;
@@ -36,5 +44,9 @@ impl Dialect for Sqlite {
 
     fn exec(conn: &mut SqliteConnection) -> &mut SqliteConnection {
         conn
+    }
+
+    fn lease_statements() -> &'static Statements {
+        &LEASE
     }
 }

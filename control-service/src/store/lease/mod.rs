@@ -4,10 +4,11 @@
 //! Lease and ledger statements are judged by the **database's** clock, which
 //! each dialect spells differently; they are written once here with a
 //! `{now}` hole (and `{for_share}` for the row lock a run takes on its
-//! lease) that each backend fills in once (`Statements::new`).
+//! lease) that each backend fills in once (`Statements::new`, in the
+//! store's `sqlite.rs` and `postgres.rs`, handed out by
+//! `Dialect::lease_statements`); `sql.rs` binds and runs them on either.
 
-mod postgres;
-mod sqlite;
+mod sql;
 
 #[cfg(test)]
 mod contract;
@@ -164,7 +165,7 @@ const TAKE_REQUESTS: &str = "UPDATE job_requests SET taken_at = {now}, taken_by 
 
 /// The statements judged by the database's clock, in one dialect.
 #[derive(Debug)]
-struct Statements {
+pub(crate) struct Statements {
     acquire_lease: String,
     release_lease: String,
     select_lease: String,
@@ -178,7 +179,7 @@ impl Statements {
     /// `now_ms`: the database's clock in Unix milliseconds; `for_share`:
     /// the lock a run's term check takes on the lease row (none where the
     /// database has one writer).
-    fn new(now_ms: &str, for_share: &str) -> Self {
+    pub(crate) fn new(now_ms: &str, for_share: &str) -> Self {
         let render = |template: &str| template.replace("{now}", now_ms).replace(" {for_share}", for_share);
         Self {
             acquire_lease: render(ACQUIRE_LEASE),
