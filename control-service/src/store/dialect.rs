@@ -60,7 +60,9 @@ pub(crate) trait Dialect:
                  // lease and ledger,
                  + Decode<Lease>
                  + Decode<LeaseGrant>
-                 + Decode<JobRun>,
+                 + Decode<JobRun>
+                 // settings,
+                 + Decode<(String, String)>,
     >
 {
     /// Runs statements on a connection (`&mut` the connection itself).

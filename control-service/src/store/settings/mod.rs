@@ -1,8 +1,7 @@
 //! Runtime settings: one row per key, as text. The same statements on both
-//! backends.
+//! backends, bound and run once in `sql.rs`.
 
-mod postgres;
-mod sqlite;
+mod sql;
 
 #[cfg(test)]
 mod contract;

@@ -1,18 +1,18 @@
-//! [`SettingsStore`] on SQLite.
+//! [`SettingsStore`], once for both backends.
 
 use super::*;
-use crate::store::SqliteStore;
+use crate::store::{Dialect, Stmt, Store, conn};
 
 #[async_trait::async_trait]
-impl SettingsStore for SqliteStore {
+impl<DB: Dialect> SettingsStore for Store<DB> {
     async fn settings(&self) -> Result<Vec<(String, String)>, StoreError> {
-        Ok(sqlx::query_as(SELECT_SETTINGS).fetch_all(&self.pool).await?)
+        Stmt::<DB>::new(SELECT_SETTINGS).fetch_all(&mut *conn(&self.pool).await?).await
     }
 
     async fn put_settings(&self, values: &[(String, String)], at: i64) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         for (key, value) in values {
-            sqlx::query(UPSERT_SETTING).bind(key).bind(value).bind(at).execute(&mut *tx).await?;
+            Stmt::<DB>::new(UPSERT_SETTING).bind(key.as_str()).bind(value.as_str()).bind(at).execute(&mut tx).await?;
         }
         tx.commit().await?;
         Ok(())
