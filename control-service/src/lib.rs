@@ -31,7 +31,8 @@
 //!   typed commands and the reader of fail2ban's database.
 //! * [`geo_client`]: the geo-service client.
 //! * [`store`]: the control database: one repository trait per aggregate,
-//!   a SQLite and a PostgreSQL implementation of each.
+//!   one implementation of each, generic over the backend (SQLite,
+//!   PostgreSQL), the dialects' differences in one trait.
 //! * [`kinds`]: the words stored as text (origins, events, jail actions).
 //! * [`error`]: the error types components share.
 //! * [`clock`]: wall time, injectable so tests can move it.

@@ -18,6 +18,7 @@ use sqlx::{Database, Executor, FromRow, IntoArguments, SqlSafeStr, SqlStr, error
 
 use super::{
     StoreError,
+    actions::ActionRow,
     auth::SessionRow,
     history::{ArchivedBan, CountryCount, IpCount, IpPlace, JailBanRow, JailCount},
     lease::{JobRun, Lease, LeaseGrant, Statements},
@@ -62,7 +63,9 @@ pub(crate) trait Dialect:
                  + Decode<LeaseGrant>
                  + Decode<JobRun>
                  // settings,
-                 + Decode<(String, String)>,
+                 + Decode<(String, String)>
+                 // actions.
+                 + Decode<ActionRow>,
     >
 {
     /// Runs statements on a connection (`&mut` the connection itself).

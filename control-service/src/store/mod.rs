@@ -11,10 +11,8 @@
 //!
 //! Each aggregate is a folder: `mod.rs` holds its trait, row types and
 //! statements (the same text on both backends: numbered `$n` parameters,
-//! which SQLite takes too), `sql.rs` its one implementation, `impl<DB:
-//! Dialect> … for Store<DB>`, which binds and runs them (so far history,
-//! auth, lease, settings; actions still have `sqlite.rs` and `postgres.rs`,
-//! an implementation for each of [`SqliteStore`] and [`PgStore`]).
+//! which SQLite takes too), `sql.rs` its one implementation,
+//! `impl<DB: Dialect> … for Store<DB>`, which binds and runs them.
 //! `Dialect` (in `dialect.rs`) carries what that generic code needs of a
 //! backend and what really differs between the two: the database's clock
 //! and row lock in the lease statements, the advisory lock before an

@@ -1,8 +1,8 @@
 //! The log of changes made to fail2ban through this service
-//! (`jail_actions`). The same statements on both backends.
+//! (`jail_actions`). The same statements on both backends, bound and run
+//! once in `sql.rs`.
 
-mod postgres;
-mod sqlite;
+mod sql;
 
 #[cfg(test)]
 mod contract;
@@ -42,7 +42,7 @@ const SELECT_RECENT: &str = "SELECT at, action, jail, ip, detail, outcome FROM j
 
 /// A `jail_actions` row as both backends return it.
 #[derive(Debug, sqlx::FromRow)]
-struct ActionRow {
+pub(crate) struct ActionRow {
     at: i64,
     action: String,
     jail: Option<String>,
