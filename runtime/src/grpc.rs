@@ -108,11 +108,19 @@ const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
 pub struct InFlightLimitLayer {
     permits: Arc<Semaphore>,
     limit: usize,
+    what: &'static str,
 }
 
 impl InFlightLimitLayer {
+    /// The process-wide limit on requests.
     pub fn new(limit: usize) -> Self {
-        Self { permits: Arc::new(Semaphore::new(limit)), limit }
+        Self::named(limit, "requests in flight (the process limit)")
+    }
+
+    /// A limit on one kind of request (`what` names it in the shed
+    /// message, e.g. "LookupBatch calls in flight").
+    pub fn named(limit: usize, what: &'static str) -> Self {
+        Self { permits: Arc::new(Semaphore::new(limit)), limit, what }
     }
 }
 
@@ -120,7 +128,7 @@ impl<S> tower::Layer<S> for InFlightLimitLayer {
     type Service = InFlightLimit<S>;
 
     fn layer(&self, inner: S) -> InFlightLimit<S> {
-        InFlightLimit { inner, permits: self.permits.clone(), limit: self.limit }
+        InFlightLimit { inner, permits: self.permits.clone(), limit: self.limit, what: self.what }
     }
 }
 
@@ -130,6 +138,7 @@ pub struct InFlightLimit<S> {
     inner: S,
     permits: Arc<Semaphore>,
     limit: usize,
+    what: &'static str,
 }
 
 impl<S> tower::Service<http::Request<Body>> for InFlightLimit<S>
@@ -161,7 +170,7 @@ where
                 response
             }),
             Err(_) => {
-                let status = shed_status(self.limit);
+                let status = shed_status(self.limit, self.what);
                 Box::pin(async move { Ok(status.into_http()) })
             }
         }
@@ -169,11 +178,11 @@ where
 }
 
 /// RESOURCE_EXHAUSTED for a shed request, with a RetryInfo of one second.
-fn shed_status(limit: usize) -> Status {
+fn shed_status(limit: usize, what: &str) -> Status {
     use tonic_types::{ErrorDetails, StatusExt};
     Status::with_error_details(
         Code::ResourceExhausted,
-        format!("server busy: {limit} requests in flight (the process limit); retry shortly"),
+        format!("server busy: {limit} {what}; retry shortly"),
         ErrorDetails::with_retry_info(Some(Duration::from_secs(1))),
     )
 }
