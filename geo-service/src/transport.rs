@@ -16,6 +16,7 @@ use std::{
     convert::Infallible,
     future::Future,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
 };
 
@@ -38,6 +39,8 @@ const BATCH_HEADROOM: usize = 16 * 1024;
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 const BATCH_PATH: &str = "/bangui.geo.v1.GeoService/LookupBatch";
+/// What an oversized request of one address is told.
+const SMALL_HINT: &str = "a request carries one address of at most 64 bytes";
 
 /// The decode limit of a LookupBatch of `max_batch` addresses: 10 000 (the
 /// default) gives 686 KiB.
@@ -50,10 +53,16 @@ pub fn batch_message_limit(max_batch: usize) -> usize {
 pub struct GeoRoutes {
     batch: InFlightLimit<GeoServiceServer<GeoApi>>,
     other: GeoServiceServer<GeoApi>,
+    /// What an oversized batch is told.
+    batch_hint: Arc<str>,
 }
 
 impl GeoRoutes {
     pub fn new(api: GeoApi, max_batch: usize, max_concurrent_batches: usize) -> Self {
+        let batch_hint = format!(
+            "the ips of one LookupBatch are at most {max_batch} addresses of at most {MAX_INPUT_BYTES} bytes \
+             (--max-batch): split the batch or use LookupStream"
+        );
         let batch = GeoServiceServer::new(api.clone())
             .max_decoding_message_size(batch_message_limit(max_batch))
             .max_encoding_message_size(MAX_RESPONSE_BYTES);
@@ -61,7 +70,7 @@ impl GeoRoutes {
         let other = GeoServiceServer::new(api)
             .max_decoding_message_size(SMALL_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_RESPONSE_BYTES);
-        Self { batch: gate.layer(batch), other }
+        Self { batch: gate.layer(batch), other, batch_hint: batch_hint.into() }
     }
 }
 
@@ -81,16 +90,21 @@ impl Service<http::Request<Body>> for GeoRoutes {
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let response =
-            if request.uri().path() == BATCH_PATH { self.batch.call(request) } else { self.other.call(request) };
+        let (response, hint) = if request.uri().path() == BATCH_PATH {
+            (self.batch.call(request), self.batch_hint.clone())
+        } else {
+            (self.other.call(request), Arc::from(SMALL_HINT))
+        };
         Box::pin(async move {
-            let mut response = response.await?;
+            let response = response.await?;
             // A unary request over its limit ends in a trailers-only
             // response: its status is in the headers.
-            if response.headers().get("grpc-status").is_some_and(|s| s == "11") {
-                response.headers_mut().insert("grpc-status", http::HeaderValue::from_static("8"));
+            match Status::from_header_map(response.headers()) {
+                Some(status) if status.code() == Code::OutOfRange => {
+                    Ok(Status::resource_exhausted(format!("{}; {hint}", status.message())).into_http())
+                }
+                _ => Ok(response),
             }
-            Ok(response)
         })
     }
 }

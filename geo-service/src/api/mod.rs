@@ -82,11 +82,7 @@ impl GeoApi {
     }
 
     async fn answer_one(&self, ip: String, allow_remote: bool) -> Result<pb::LookupResult, ApiError> {
-        let result = self.lookups.resolve(vec![ip], allow_remote, to_proto).await?.pop().unwrap_or_default();
-        if result.status == pb::LookupStatus::Invalid as i32 {
-            return Err(ApiError::InvalidArgument { field: "ip", description: result.error });
-        }
-        Ok(result)
+        Ok(self.lookups.resolve(vec![ip], allow_remote, to_proto).await?.pop().unwrap_or_default())
     }
 }
 
@@ -98,6 +94,9 @@ impl pb::geo_service_server::GeoService for GeoApi {
     async fn lookup(&self, request: Request<pb::LookupRequest>) -> Result<Response<pb::LookupResponse>, Status> {
         let request = request.into_inner();
         let result = self.answer_one(request.ip, request.allow_remote).await?;
+        if result.status == pb::LookupStatus::Invalid as i32 {
+            return Err(ApiError::InvalidArgument { field: "ip", description: result.error }.into());
+        }
         Ok(Response::new(pb::LookupResponse { result: Some(result) }))
     }
 
@@ -126,8 +125,8 @@ impl pb::geo_service_server::GeoService for GeoApi {
 
     type LookupStreamStream = LookupStream;
 
-    /// One address a message, answered in order; an invalid address ends
-    /// the stream with INVALID_ARGUMENT, as a unary Lookup would.
+    /// One address a message, answered in order, each with its own status
+    /// (as in a batch); a message over the size limit ends the stream.
     #[instrument(skip_all, fields(rpc = "LookupStream"))]
     async fn lookup_stream(
         &self,
