@@ -109,12 +109,6 @@ impl Service<http::Request<Body>> for GeoRoutes {
     }
 }
 
-/// tonic's OUT_OF_RANGE for an oversized message, as RESOURCE_EXHAUSTED
-/// (for streamed requests, whose errors reach the handler).
-pub fn oversized_as_exhausted(status: Status) -> Status {
-    if status.code() == Code::OutOfRange { Status::resource_exhausted(status.message().to_owned()) } else { status }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

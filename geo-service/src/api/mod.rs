@@ -143,7 +143,7 @@ impl pb::geo_service_server::GeoService for GeoApi {
                         .await
                         .map(|result| pb::LookupStreamResponse { result: Some(result) })
                         .map_err(Status::from),
-                    Err(status) => Err(crate::transport::oversized_as_exhausted(status)),
+                    Err(status) => Err(oversized_as_exhausted(status)),
                 };
                 let failed = reply.is_err();
                 if tx.send(reply).await.is_err() || failed {
@@ -205,4 +205,10 @@ impl pb::geo_service_server::GeoService for GeoApi {
         let done = self.lookups.re_resolve(limit).await.map_err(ApiError::from)?;
         Ok(Response::new(pb::ReResolveResponse { attempted: done.attempted, resolved: done.resolved }))
     }
+}
+
+/// tonic's OUT_OF_RANGE for an oversized message, as RESOURCE_EXHAUSTED
+/// (for streamed requests, whose errors reach the handler).
+pub fn oversized_as_exhausted(status: Status) -> Status {
+    if status.code() == Code::OutOfRange { Status::resource_exhausted(status.message().to_owned()) } else { status }
 }
