@@ -64,6 +64,32 @@ pub struct FakeIpApi {
     pub addr: SocketAddr,
     state: Arc<Mutex<Inner>>,
     _server: tokio::task::JoinHandle<()>,
+    tls: bool,
+}
+
+/// Accepts TCP connections and completes a TLS handshake on each; one
+/// that fails the handshake is dropped.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, SocketAddr) {
+        loop {
+            let Ok((stream, peer)) = self.tcp.accept().await else { continue };
+            if let Ok(tls) = self.acceptor.accept(stream).await {
+                return (tls, peer);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
 }
 
 impl Drop for FakeIpApi {
@@ -74,18 +100,43 @@ impl Drop for FakeIpApi {
 
 impl FakeIpApi {
     pub async fn start() -> Self {
-        let state = Arc::new(Mutex::new(Inner { mode: Mode::Normal, seen: Vec::new(), unplaceable: Vec::new() }));
-        let app = Router::new().route("/batch", post(batch)).route("/json/{ip}", get(single)).with_state(state.clone());
+        let (state, app) = Self::app();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self { addr, state, _server: server }
+        Self { addr, state, _server: server, tls: false }
     }
 
+    /// The same over HTTPS, with `cert`/`key` (PEM files; e.g. the test
+    /// PKI's certificate for `localhost`), like ip-api's paid endpoint.
+    pub async fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Self {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let certs = CertificateDer::pem_file_iter(cert).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
+        let key = PrivateKeyDer::from_pem_file(key).unwrap();
+        let config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).unwrap();
+        let (state, app) = Self::app();
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let listener = TlsListener { tcp, acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)) };
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { addr, state, _server: server, tls: true }
+    }
+
+    fn app() -> (Arc<Mutex<Inner>>, Router) {
+        let state = Arc::new(Mutex::new(Inner { mode: Mode::Normal, seen: Vec::new(), unplaceable: Vec::new() }));
+        let app = Router::new().route("/batch", post(batch)).route("/json/{ip}", get(single)).with_state(state.clone());
+        (state, app)
+    }
+
+    /// `http://127.0.0.1:PORT`, or `https://localhost:PORT` over TLS (the
+    /// name the test certificate carries; it resolves to loopback).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        if self.tls { format!("https://localhost:{}", self.addr.port()) } else { format!("http://{}", self.addr) }
     }
 
     pub fn set_mode(&self, mode: Mode) {

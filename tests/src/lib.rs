@@ -289,11 +289,15 @@ impl GeoService {
         Self(ServiceProcess::spawn("geo-service", &["GEO_MMDB"], args))
     }
 
+    /// [`GeoService::start`] with environment variables set.
+    pub fn start_with_env(env: &[(&str, &str)], args: &[&str]) -> Self {
+        Self(ServiceProcess::spawn_with_env("geo-service", &["GEO_MMDB"], env, args))
+    }
+
     /// [`GeoService::start`] with the allocator setting the deployment uses
     /// (`MIMALLOC_ARENA_EAGER_COMMIT=0`, see deploy/): for memory figures.
     pub fn start_as_deployed(args: &[&str]) -> Self {
-        let env = [("MIMALLOC_ARENA_EAGER_COMMIT", "0")];
-        Self(ServiceProcess::spawn_with_env("geo-service", &["GEO_MMDB"], &env, args))
+        Self::start_with_env(&[("MIMALLOC_ARENA_EAGER_COMMIT", "0")], args)
     }
 
     /// A connected generated client.

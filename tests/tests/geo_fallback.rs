@@ -321,3 +321,28 @@ async fn the_api_key_is_sent_and_never_logged() {
         assert!(!logs.iter().any(|l| l.contains("k3y-s3cr3t")), "{logs:?}");
     }
 }
+
+/// ip-api's paid plan over TLS: the addresses and the key go over HTTPS to
+/// a server whose certificate the system trust store (here
+/// `SSL_CERT_FILE`, the test CA) vouches for.
+#[tokio::test]
+async fn the_paid_endpoint_is_reached_over_https_with_the_key() {
+    let pki = bangui_e2e::tls::Pki::new();
+    let fake = FakeIpApi::start_tls(&pki.path("server.pem"), &pki.path("server.key")).await;
+    let url = fake.url();
+    assert!(url.starts_with("https://"));
+    let ca = pki.arg("ca.pem");
+    let args = ["--mmdb", "builtin:sample", "--http-fallback", "true", "--fallback-url", &url];
+    let key = ["--fallback-api-key", "k3y-over-tls"];
+    let geo = GeoService::start_with_env(&[("SSL_CERT_FILE", &ca)], &[&args[..], &key[..]].concat());
+    let results = batch(&geo, &unknown(2, 1), true).await;
+    assert!(results.iter().all(|r| r.country_code == "CA" && r.source == pb::ResultSource::Http as i32), "{results:?}");
+    assert_eq!(fake.seen()[0].key.as_deref(), Some("k3y-over-tls"));
+    assert!(!geo.logs().iter().any(|l| l.contains("goes over plain HTTP")));
+
+    // Without the test CA in the trust store, the certificate is refused and nothing is sent.
+    let untrusted = GeoService::start(&[&args[..], &key[..]].concat());
+    let refused = batch(&untrusted, &unknown(2, 10), true).await;
+    assert!(refused.iter().all(|r| status(r) == LookupStatus::UpstreamError), "{refused:?}");
+    assert_eq!(fake.seen().len(), 1);
+}
