@@ -126,21 +126,22 @@ impl AnswerCache {
     pub async fn lookup(&self, ips: &[IpAddr]) -> Vec<Option<CacheHit>> {
         let now = Instant::now();
         let mut out: Vec<Option<CacheHit>> = Vec::with_capacity(ips.len());
-        let mut unread: Vec<(usize, String)> = Vec::new();
+        // The addresses to read from the store, and where they stand in `ips`.
+        let (mut unread, mut texts) = (Vec::new(), Vec::new());
         for (i, ip) in ips.iter().enumerate() {
             let hit = self.in_memory(ip, now);
             if hit.is_none() && !self.known_absent(ip, now) {
-                unread.push((i, ip.to_string()));
+                unread.push(i);
+                texts.push(ip.to_string());
             }
             out.push(hit);
         }
         if !unread.is_empty() {
-            let texts: Vec<String> = unread.iter().map(|(_, text)| text.clone()).collect();
             match self.store.get(&texts).await {
                 Ok(rows) => {
                     let mut rows: HashMap<String, CachedAnswer> =
                         rows.into_iter().map(|row| (row.ip.clone(), row)).collect();
-                    for (i, text) in unread {
+                    for (i, text) in unread.into_iter().zip(texts) {
                         match rows.remove(&text) {
                             Some(row) => out[i] = Some(self.remember(ips[i], Arc::new(row), now)),
                             None => {

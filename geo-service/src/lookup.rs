@@ -70,6 +70,16 @@ pub struct Lookups {
 /// and its address and text when the databases missed it.
 type Step = (Outcome, Option<(IpAddr, String)>);
 
+/// What the cache or the fallback said of one distinct address.
+#[derive(Debug)]
+enum Remote {
+    /// Placed by the fallback: earlier (from the cache) or now (`true`).
+    Placed(Arc<CachedAnswer>, bool),
+    /// The fallback could not place it.
+    Nobody,
+    Failed(String),
+}
+
 /// An input the databases missed: where it is, its address and its text.
 #[derive(Debug)]
 struct Miss {
@@ -165,13 +175,14 @@ impl Lookups {
                 ips.len() - 1
             });
         }
-        let known = self.cache.lookup(&ips).await;
-        let mut answers: Vec<Option<Resolution<'static>>> = known
+        let mut answers: Vec<Option<Remote>> = self
+            .cache
+            .lookup(&ips)
+            .await
             .into_iter()
-            .zip(&ips)
-            .map(|(hit, &ip)| match hit {
-                Some(CacheHit::Answer(row)) => Some(placed(ip, &row, false)),
-                Some(CacheHit::Negative) => Some(Resolution::NotFound { ip }),
+            .map(|hit| match hit {
+                Some(CacheHit::Answer(row)) => Some(Remote::Placed(row, false)),
+                Some(CacheHit::Negative) => Some(Remote::Nobody),
                 None => None,
             })
             .collect();
@@ -185,31 +196,31 @@ impl Lookups {
                 for ((i, ip), reply) in unknown.into_iter().zip(asked).zip(replies) {
                     answers[i] = Some(match reply {
                         FallbackAnswer::Found(place) => {
-                            let row = CachedAnswer::placed(ip.to_string(), place, now);
-                            let answer = placed(ip, &row, true);
-                            rows.push((ip, row));
-                            answer
+                            let row = Arc::new(CachedAnswer::placed(ip.to_string(), place, now));
+                            rows.push((ip, CachedAnswer::clone(&row)));
+                            Remote::Placed(row, true)
                         }
                         FallbackAnswer::NotFound => {
                             rows.push((ip, CachedAnswer::negative(ip.to_string(), now)));
-                            Resolution::NotFound { ip }
+                            Remote::Nobody
                         }
-                        FallbackAnswer::Failed(error) => Resolution::UpstreamError { ip, error },
+                        FallbackAnswer::Failed(error) => Remote::Failed(error),
                     });
                 }
                 self.cache.record(rows);
             }
         }
         for miss in misses {
-            let Some(answer) = &answers[distinct[&miss.ip]] else {
-                continue; // still not found, as the local step said
+            let ip = miss.ip;
+            let answer = match &answers[distinct[&ip]] {
+                // Still not found, as the local step said.
+                None | Some(Remote::Nobody) => continue,
+                Some(Remote::Placed(row, fresh)) => placed(ip, row, *fresh),
+                Some(Remote::Failed(error)) => Resolution::UpstreamError { ip, error: error.clone() },
             };
-            let outcome = answer.outcome();
-            if outcome != Outcome::NotFound {
-                tally.remove(Outcome::NotFound);
-                tally.add(outcome);
-                results[miss.index] = convert(miss.input, answer.clone());
-            }
+            tally.remove(Outcome::NotFound);
+            tally.add(answer.outcome());
+            results[miss.index] = convert(miss.input, answer);
         }
     }
 

@@ -15,7 +15,10 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if missing) the file in `url` and migrates it.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let pool = bangui_runtime::db::sqlite_pool(url).await?;
+        // The cache is one small table read in batches and written once a
+        // flush: two connections and SQLite's default 2 MiB page cache each
+        // keep its memory small (every connection holds its own cache).
+        let pool = bangui_runtime::db::sqlite_pool_sized(url, 2, 2 * 1024).await?;
         MIGRATOR.run(&pool).await?;
         Ok(Self { pool })
     }
