@@ -294,10 +294,10 @@ impl GeoService {
         Self(ServiceProcess::spawn_with_env("geo-service", &["GEO_MMDB"], env, args))
     }
 
-    /// [`GeoService::start`] with the allocator setting the deployment uses
-    /// (`MIMALLOC_ARENA_EAGER_COMMIT=0`, see deploy/): for memory figures.
+    /// [`GeoService::start`] with the allocator settings the deployment uses
+    /// (see deploy/): for memory figures.
     pub fn start_as_deployed(args: &[&str]) -> Self {
-        Self::start_with_env(&[("MIMALLOC_ARENA_EAGER_COMMIT", "0")], args)
+        Self::start_with_env(&[("MIMALLOC_ARENA_EAGER_COMMIT", "0"), ("MIMALLOC_PURGE_DELAY", "10")], args)
     }
 
     /// A connected generated client.
