@@ -134,8 +134,9 @@ impl Application {
         let lookups = Lookups::new(resolver, cache.clone(), fallback, metrics.clone());
         let api = GeoApi::new(lookups, reloader.clone(), metrics.clone(), max_batch);
         let batches = usize::try_from(config.max_concurrent_batches).unwrap_or(1);
+        let queued = usize::try_from(config.max_queued_batches).unwrap_or(0);
         Ok(Self {
-            routes: GeoRoutes::new(api, max_batch, batches),
+            routes: GeoRoutes::new(api, max_batch, batches, queued),
             limits: config.serve_limits(),
             reloader,
             watch: config.watch,

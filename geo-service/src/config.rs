@@ -140,6 +140,12 @@ pub struct Config {
     #[arg(long, env = "GEO_MAX_CONCURRENT_BATCHES", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub max_concurrent_batches: u32,
 
+    /// LookupBatch calls that wait for a turn (their bodies unread) when
+    /// `--max-concurrent-batches` are being answered; one more is refused
+    /// with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "GEO_MAX_QUEUED_BATCHES", default_value_t = 64, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub max_queued_batches: u32,
+
     /// HTTP/2 streams (RPCs) open at once on one connection.
     #[arg(long, env = "GEO_GRPC_MAX_CONCURRENT_STREAMS", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
     pub grpc_max_concurrent_streams: u32,

@@ -6,8 +6,9 @@
 //! address and gets [`SMALL_MESSAGE_BYTES`]. [`GeoRoutes`] serves the same
 //! handlers through two tonic services, one per limit, and routes by path.
 //! Batches also pass a gate: at most `--max-concurrent-batches` are decoded
-//! and answered at once, the next one is shed with RESOURCE_EXHAUSTED before
-//! its body is read. A message over its limit is refused from its length
+//! and answered at once, up to `--max-queued-batches` more wait for a turn
+//! (their bodies unread), and one beyond that is shed with
+//! RESOURCE_EXHAUSTED. A message over its limit is refused from its length
 //! prefix, before it is buffered, with RESOURCE_EXHAUSTED (tonic says
 //! OUT_OF_RANGE; gRPC's status code table says RESOURCE_EXHAUSTED for a
 //! received message larger than the limit).
@@ -58,7 +59,7 @@ pub struct GeoRoutes {
 }
 
 impl GeoRoutes {
-    pub fn new(api: GeoApi, max_batch: usize, max_concurrent_batches: usize) -> Self {
+    pub fn new(api: GeoApi, max_batch: usize, max_concurrent_batches: usize, max_queued_batches: usize) -> Self {
         let batch_hint = format!(
             "the ips of one LookupBatch are at most {max_batch} addresses of at most {MAX_INPUT_BYTES} bytes \
              (--max-batch): split the batch or use LookupStream"
@@ -66,7 +67,9 @@ impl GeoRoutes {
         let batch = GeoServiceServer::new(api.clone())
             .max_decoding_message_size(batch_message_limit(max_batch))
             .max_encoding_message_size(MAX_RESPONSE_BYTES);
-        let gate = InFlightLimitLayer::named(max_concurrent_batches, "LookupBatch calls in flight");
+        let gate =
+            InFlightLimitLayer::named(max_concurrent_batches, "LookupBatch calls in flight and the waiting line full")
+                .with_queue(max_queued_batches);
         let other = GeoServiceServer::new(api)
             .max_decoding_message_size(SMALL_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_RESPONSE_BYTES);

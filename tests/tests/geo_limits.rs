@@ -149,7 +149,8 @@ async fn with_the_fallback_on_rows_grow_only_at_its_budget() {
 
 #[tokio::test]
 async fn batches_beyond_the_gate_are_shed_before_they_are_read() {
-    let geo = GeoService::start(&["--mmdb", "builtin:sample", "--max-concurrent-batches", "1"]);
+    let geo =
+        GeoService::start(&["--mmdb", "builtin:sample", "--max-concurrent-batches", "1", "--max-queued-batches", "2"]);
     let client = geo.client().await;
     let ips = random_ipv6(10_000, 7);
     let calls: Vec<_> = (0..12)
@@ -175,8 +176,9 @@ async fn batches_beyond_the_gate_are_shed_before_they_are_read() {
     still_answers(&geo).await;
 }
 
-/// The gate's worst case: more full batches at once than it admits (the
-/// default, 2), again and again; every address written out at full length.
+/// The gate's worst case: more full batches at once than it answers (the
+/// default, 2; the others wait), again and again; every address written out
+/// at full length.
 #[tokio::test]
 async fn concurrent_full_batches_stay_within_the_bound() {
     let geo = GeoService::start_as_deployed(&["--mmdb", "builtin:sample"]);
@@ -198,10 +200,7 @@ async fn concurrent_full_batches_stay_within_the_bound() {
             })
             .collect();
         for call in calls {
-            // Shed is fine (the gate works); anything else is not.
-            if let Err(status) = call.await.unwrap() {
-                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-            }
+            call.await.unwrap().expect("the ones beyond the gate wait their turn");
         }
     }
     still_answers(&geo).await;
