@@ -140,10 +140,11 @@ pub struct Config {
     #[arg(long, env = "GEO_MAX_CONCURRENT_BATCHES", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub max_concurrent_batches: u32,
 
-    /// LookupBatch calls that wait for a turn (their bodies unread) when
-    /// `--max-concurrent-batches` are being answered; one more is refused
-    /// with RESOURCE_EXHAUSTED.
-    #[arg(long, env = "GEO_MAX_QUEUED_BATCHES", default_value_t = 64, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    /// LookupBatch calls that wait for a turn when `--max-concurrent-batches`
+    /// are being answered; one more is refused with RESOURCE_EXHAUSTED. A
+    /// waiting call is not decoded, but HTTP/2 may already hold its request
+    /// (at most the batch decode limit), so this bounds that memory too.
+    #[arg(long, env = "GEO_MAX_QUEUED_BATCHES", default_value_t = 16, value_parser = clap::value_parser!(u32).range(0..=100_000))]
     pub max_queued_batches: u32,
 
     /// HTTP/2 streams (RPCs) open at once on one connection.

@@ -7,8 +7,8 @@
 //! handlers through two tonic services, one per limit, and routes by path.
 //! Batches also pass a gate: at most `--max-concurrent-batches` are decoded
 //! and answered at once, up to `--max-queued-batches` more wait for a turn
-//! (their bodies unread), and one beyond that is shed with
-//! RESOURCE_EXHAUSTED. A message over its limit is refused from its length
+//! (not decoded; HTTP/2 may hold their bytes, at most the decode limit
+//! each), and one beyond that is shed with RESOURCE_EXHAUSTED. A message over its limit is refused from its length
 //! prefix, before it is buffered, with RESOURCE_EXHAUSTED (tonic says
 //! OUT_OF_RANGE; gRPC's status code table says RESOURCE_EXHAUSTED for a
 //! received message larger than the limit).
