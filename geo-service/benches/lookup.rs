@@ -157,9 +157,14 @@ fn main() {
     let store = runtime.block_on(geo_service::store::connect("sqlite::memory:")).unwrap();
     let metrics = Metrics::new();
     let cache = std::sync::Arc::new(geo_service::cache::AnswerCache::new(store, Default::default(), metrics.clone()));
-    let resolver = Resolver::new(set, metrics);
-    let reloader = geo_service::reload::Reloader::new(vec![DatabaseSource::File(db_path.clone())], resolver.clone());
-    let api = GeoApi::new(resolver, cache, None, reloader, ADDRESSES);
+    let resolver = Resolver::new(set);
+    let reloader = geo_service::reload::Reloader::new(
+        vec![DatabaseSource::File(db_path.clone())],
+        resolver.clone(),
+        metrics.clone(),
+    );
+    let lookups = geo_service::lookup::Lookups::new(resolver, cache, None, metrics.clone());
+    let api = GeoApi::new(lookups, reloader, metrics, ADDRESSES);
     let request = pb::LookupBatchRequest { ips: ips.clone(), allow_remote: false };
     let times = measure_with(
         runs,

@@ -22,14 +22,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
 use crate::{
-    api::GeoApi, cache::AnswerCache, config::Config, fallback::Fallback, metrics::Metrics, mmdb::DatabaseSet,
-    reload::Reloader, resolve::Resolver,
+    api::GeoApi, cache::AnswerCache, config::Config, fallback::Fallback, lookup::Lookups, metrics::Metrics,
+    mmdb::DatabaseSet, reload::Reloader, resolve::Resolver, transport::GeoRoutes,
 };
-
-/// Largest request accepted: a full default batch of long IPv6 strings fits
-/// many times over, so an oversized batch is refused by the batch limit with
-/// a clear message rather than by the transport.
-const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// A startup stage, named in errors and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +54,8 @@ pub type StartupError = bangui_runtime::StartupError<Stage>;
 /// A built, not yet serving, geo-service.
 #[derive(Debug)]
 pub struct Application {
-    api: GeoApi,
+    routes: GeoRoutes,
+    limits: bangui_runtime::grpc::ServeLimits,
     reloader: Reloader,
     watch: bool,
     cache: Arc<AnswerCache>,
@@ -118,8 +114,8 @@ impl Application {
             .stage(Stage::Grpc)?;
 
         let max_batch = usize::try_from(config.max_batch).unwrap_or(usize::MAX);
-        let resolver = Resolver::new(databases, metrics.clone());
-        let reloader = Reloader::new(config.mmdb.clone(), resolver.clone());
+        let resolver = Resolver::new(databases);
+        let reloader = Reloader::new(config.mmdb.clone(), resolver.clone(), metrics.clone());
         let fallback = match config.fallback() {
             Some(settings) => {
                 tracing::warn!(
@@ -128,13 +124,20 @@ impl Application {
                      (plain HTTP on the free tier: they leave this host unencrypted)",
                     settings.base_url
                 );
+                if settings.api_key.is_some() && settings.base_url.starts_with("http://") {
+                    tracing::warn!("--fallback-api-key goes over plain HTTP: use an https:// --fallback-url");
+                }
                 Some(Arc::new(Fallback::new(settings, metrics.clone()).stage(Stage::Fallback)?))
             }
             None => None,
         };
-        let api = GeoApi::new(resolver, cache.clone(), fallback, reloader.clone(), max_batch);
+        let lookups = Lookups::new(resolver, cache.clone(), fallback, metrics.clone());
+        let api = GeoApi::new(lookups, reloader.clone(), metrics.clone(), max_batch);
+        let batches = usize::try_from(config.max_concurrent_batches).unwrap_or(1);
+        let queued = usize::try_from(config.max_queued_batches).unwrap_or(0);
         Ok(Self {
-            api,
+            routes: GeoRoutes::new(api, max_batch, batches, queued),
+            limits: config.serve_limits(),
             reloader,
             watch: config.watch,
             cache,
@@ -160,10 +163,7 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then drains and stops.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let geo = GeoServiceServer::new(self.api)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
-
+        let geo = self.routes;
         let stopping = CancellationToken::new();
         let grpc_addr = self.grpc.local_addr()?;
         let metrics_addr = self.metrics_listener.local_addr()?;
@@ -198,8 +198,8 @@ impl Application {
             services: vec![service_name::<GeoServiceServer<GeoApi>>()],
             grace: self.shutdown_grace,
             tls: self.tls,
-            // The shared defaults: NODELAY, keepalive, bounded streams and in-flight requests.
-            limits: bangui_runtime::grpc::ServeLimits::default(),
+            // NODELAY, keepalive, bounded streams and in-flight requests.
+            limits: self.limits,
         };
         tracing::info!(%grpc_addr, %metrics_addr, "serving");
         let served = server.serve(shutdown, stopping.clone()).await;

@@ -1,26 +1,32 @@
-//! Answers the local databases could not give, remembered.
+//! The fallback's answers, remembered.
 //!
-//! Two bounded in-memory caches sit in front of the persistent store: one
-//! for answers (from the fallback), one for negatives (nobody could place
-//! the address; they expire after the negative TTL). Lookups only read:
-//! new rows and `last_seen` refreshes are collected in memory and written
-//! in one transaction per flush (periodically and at shutdown), so a lookup
-//! never waits on a SQL write. A store that is down degrades to misses and
-//! the pending writes wait, bounded, for the next flush.
+//! Bounded in-memory caches sit in front of the persistent store: one for
+//! places, one for negatives (the fallback was asked and could not place
+//! the address; they leave memory after the negative TTL), and a short memo
+//! of addresses the store has no row for, so a database miss asked about
+//! again does not cost a SQL read each time. That memo is not a negative: an
+//! address in it is still sent to the fallback when a request allows it.
+//! Lookups only read: new rows and `last_seen` refreshes are collected in
+//! memory and written in one transaction per flush (periodically and at
+//! shutdown), so a lookup never waits on a SQL write. A store that is down
+//! degrades to misses and the pending writes wait, bounded, for the next
+//! flush.
 
 use std::{
     collections::HashMap,
+    net::IpAddr,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use rustc_hash::FxBuildHasher;
 use tokio::time::Instant;
 
 use crate::{
+    clock::unix_now,
     metrics::Metrics,
     store::{CacheStore, CachedAnswer, StoreError, StoreStats},
 };
@@ -28,32 +34,41 @@ use crate::{
 /// What the cache knows of an address the local databases missed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheHit {
-    /// An earlier fallback answer.
+    /// The fallback placed it.
     Answer(Arc<CachedAnswer>),
-    /// Nobody could place it.
+    /// The fallback could not place it.
     Negative,
 }
 
-/// Sizes of the in-memory caches and how long negatives stay there.
+/// Sizes of the in-memory caches and how long entries stay there.
 #[derive(Debug, Clone, Copy)]
 pub struct CacheLimits {
     pub answers: usize,
     pub negatives: usize,
     pub negative_ttl: Duration,
+    /// How long "the store has no row for this address" is believed without
+    /// reading the store again (another replica may have written one).
+    pub absent_ttl: Duration,
     /// Most rows plus `last_seen` updates held for the next flush.
     pub max_pending: usize,
 }
 
 impl Default for CacheLimits {
     fn default() -> Self {
-        Self { answers: 100_000, negatives: 100_000, negative_ttl: Duration::from_secs(300), max_pending: 200_000 }
+        Self {
+            answers: 100_000,
+            negatives: 100_000,
+            negative_ttl: Duration::from_secs(300),
+            absent_ttl: Duration::from_secs(60),
+            max_pending: 200_000,
+        }
     }
 }
 
 #[derive(Debug, Default)]
 struct Pending {
-    rows: HashMap<String, CachedAnswer, FxBuildHasher>,
-    seen: HashMap<String, i64, FxBuildHasher>,
+    rows: HashMap<IpAddr, CachedAnswer, FxBuildHasher>,
+    seen: HashMap<IpAddr, i64, FxBuildHasher>,
 }
 
 impl Pending {
@@ -79,18 +94,15 @@ pub struct CacheSnapshot {
 #[derive(Debug)]
 pub struct AnswerCache {
     store: Arc<dyn CacheStore>,
-    answers: quick_cache::sync::Cache<String, Arc<CachedAnswer>>,
-    negatives: quick_cache::sync::Cache<String, Instant>,
+    answers: quick_cache::sync::Cache<IpAddr, Arc<CachedAnswer>>,
+    negatives: quick_cache::sync::Cache<IpAddr, Instant>,
+    /// Addresses the store had no row for, until when that is believed.
+    absent: quick_cache::sync::Cache<IpAddr, Instant>,
     limits: CacheLimits,
     pending: Mutex<Pending>,
     /// Writes dropped because the pending set was full.
     dropped_writes: AtomicU64,
     metrics: Metrics,
-}
-
-/// Unix seconds now.
-pub fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 impl AnswerCache {
@@ -99,6 +111,7 @@ impl AnswerCache {
             store,
             answers: quick_cache::sync::Cache::new(limits.answers.max(1)),
             negatives: quick_cache::sync::Cache::new(limits.negatives.max(1)),
+            absent: quick_cache::sync::Cache::new(limits.negatives.max(1)),
             limits,
             pending: Mutex::new(Pending::default()),
             dropped_writes: AtomicU64::new(0),
@@ -106,25 +119,34 @@ impl AnswerCache {
         }
     }
 
-    /// What the cache knows of each of `ips` (normalized addresses the
-    /// databases missed), in order. Reads memory, then the store for the
-    /// rest; every hit refreshes `last_seen` at the next flush.
-    pub async fn lookup(&self, ips: &[String]) -> Vec<Option<CacheHit>> {
+    /// What the cache knows of each of `ips` (addresses the databases
+    /// missed), in order; `None` when nothing is known. Reads memory, then
+    /// the store for the rest; every hit refreshes `last_seen` at the next
+    /// flush.
+    pub async fn lookup(&self, ips: &[IpAddr]) -> Vec<Option<CacheHit>> {
         let now = Instant::now();
-        let mut out: Vec<Option<CacheHit>> = ips.iter().map(|ip| self.in_memory(ip, now)).collect();
-        let unknown: Vec<String> =
-            ips.iter().zip(&out).filter(|(_, hit)| hit.is_none()).map(|(ip, _)| ip.clone()).collect();
-        if !unknown.is_empty() {
-            match self.store.get(&unknown).await {
+        let mut out: Vec<Option<CacheHit>> = Vec::with_capacity(ips.len());
+        // The addresses to read from the store, and where they stand in `ips`.
+        let (mut unread, mut texts) = (Vec::new(), Vec::new());
+        for (i, ip) in ips.iter().enumerate() {
+            let hit = self.in_memory(ip, now);
+            if hit.is_none() && !self.known_absent(ip, now) {
+                unread.push(i);
+                texts.push(ip.to_string());
+            }
+            out.push(hit);
+        }
+        if !unread.is_empty() {
+            match self.store.get(&texts).await {
                 Ok(rows) => {
-                    let rows: HashMap<String, Arc<CachedAnswer>> =
-                        rows.into_iter().map(|row| (row.ip.clone(), Arc::new(row))).collect();
-                    for (ip, slot) in ips.iter().zip(out.iter_mut()) {
-                        if slot.is_some() {
-                            continue;
-                        }
-                        if let Some(row) = rows.get(ip) {
-                            *slot = Some(self.remember(row.clone(), now));
+                    let mut rows: HashMap<String, CachedAnswer> =
+                        rows.into_iter().map(|row| (row.ip.clone(), row)).collect();
+                    for (i, text) in unread.into_iter().zip(texts) {
+                        match rows.remove(&text) {
+                            Some(row) => out[i] = Some(self.remember(ips[i], Arc::new(row), now)),
+                            None => {
+                                self.absent.insert(ips[i], now + self.limits.absent_ttl);
+                            }
                         }
                     }
                 }
@@ -140,7 +162,7 @@ impl AnswerCache {
                 None => misses += 1,
             }
             if hit.is_some() {
-                seen.push(ip.as_str());
+                seen.push(*ip);
             }
         }
         self.metrics.count_cache_lookups(hits, negative_hits, misses);
@@ -149,9 +171,7 @@ impl AnswerCache {
         out
     }
 
-    fn in_memory(&self, ip: &str, now: Instant) -> Option<CacheHit> {
-        // Negatives first: they are the common case. An address is never in
-        // both caches (`remember` keeps them apart).
+    fn in_memory(&self, ip: &IpAddr, now: Instant) -> Option<CacheHit> {
         match self.negatives.get(ip) {
             Some(expires) if expires > now => return Some(CacheHit::Negative),
             Some(_) => {
@@ -162,14 +182,27 @@ impl AnswerCache {
         self.answers.get(ip).map(CacheHit::Answer)
     }
 
-    fn remember(&self, row: Arc<CachedAnswer>, now: Instant) -> CacheHit {
+    fn known_absent(&self, ip: &IpAddr, now: Instant) -> bool {
+        match self.absent.get(ip) {
+            Some(until) if until > now => true,
+            Some(_) => {
+                self.absent.remove(ip);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Keeps `row` in memory; an address is in at most one of the caches.
+    fn remember(&self, ip: IpAddr, row: Arc<CachedAnswer>, now: Instant) -> CacheHit {
+        self.absent.remove(&ip);
         if row.is_negative() {
-            self.answers.remove(row.ip.as_str());
-            self.negatives.insert(row.ip.clone(), now + self.limits.negative_ttl);
+            self.answers.remove(&ip);
+            self.negatives.insert(ip, now + self.limits.negative_ttl);
             CacheHit::Negative
         } else {
-            self.negatives.remove(row.ip.as_str());
-            self.answers.insert(row.ip.clone(), row.clone());
+            self.negatives.remove(&ip);
+            self.answers.insert(ip, row.clone());
             CacheHit::Answer(row)
         }
     }
@@ -179,37 +212,36 @@ impl AnswerCache {
         self.metrics.set_cache_sizes(self.answers.len() as u64, self.negatives.len() as u64, pending as u64);
     }
 
-    fn touch(&self, ips: Vec<&str>) {
+    fn touch(&self, ips: Vec<IpAddr>) {
         if ips.is_empty() {
             return;
         }
         let at = unix_now();
         let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for ip in ips {
-            // An address seen again before the flush costs no allocation.
-            if let Some(last) = pending.seen.get_mut(ip) {
+            if let Some(last) = pending.seen.get_mut(&ip) {
                 *last = at;
             } else if pending.len() < self.limits.max_pending {
-                pending.seen.insert(ip.to_owned(), at);
+                pending.seen.insert(ip, at);
             } else {
                 self.dropped_writes.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
 
-    /// Remembers answers (fallback answers or negatives): in memory now, in
-    /// the store at the next flush.
-    pub fn record(&self, answers: Vec<CachedAnswer>) {
+    /// Remembers what the fallback said (places and negatives): in memory
+    /// now, in the store at the next flush.
+    pub fn record(&self, answers: Vec<(IpAddr, CachedAnswer)>) {
         let now = Instant::now();
         let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for answer in answers {
+        for (ip, answer) in answers {
             let answer = Arc::new(answer);
-            self.remember(answer.clone(), now);
-            if pending.len() >= self.limits.max_pending && !pending.rows.contains_key(&answer.ip) {
+            self.remember(ip, answer.clone(), now);
+            if pending.len() >= self.limits.max_pending && !pending.rows.contains_key(&ip) {
                 self.dropped_writes.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            pending.rows.insert(answer.ip.clone(), Arc::unwrap_or_clone(answer));
+            pending.rows.insert(ip, Arc::unwrap_or_clone(answer));
         }
         drop(pending);
         self.publish_sizes();
@@ -217,27 +249,29 @@ impl AnswerCache {
 
     /// Forgets `ips` in memory (a newer database places them) and deletes
     /// their rows.
-    pub async fn forget(&self, ips: &[String]) -> Result<u64, StoreError> {
+    pub async fn forget(&self, ips: &[IpAddr]) -> Result<u64, StoreError> {
         {
             let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             for ip in ips {
-                self.answers.remove(ip.as_str());
-                self.negatives.remove(ip.as_str());
+                self.answers.remove(ip);
+                self.negatives.remove(ip);
                 pending.rows.remove(ip);
                 pending.seen.remove(ip);
             }
         }
-        self.store.delete(ips).await
+        let texts: Vec<String> = ips.iter().map(ToString::to_string).collect();
+        self.store.delete(&texts).await
     }
 
-    /// Writes pending rows and `last_seen` refreshes in one transaction. On failure they are kept (bounded) for the next flush.
+    /// Writes pending rows and `last_seen` refreshes in one transaction. On
+    /// failure they are kept (bounded) for the next flush.
     pub async fn flush(&self) -> Result<usize, StoreError> {
         let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         if batch.len() == 0 {
             return Ok(0);
         }
         let rows: Vec<CachedAnswer> = batch.rows.values().cloned().collect();
-        let seen: Vec<(String, i64)> = batch.seen.iter().map(|(ip, at)| (ip.clone(), *at)).collect();
+        let seen: Vec<(String, i64)> = batch.seen.iter().map(|(ip, at)| (ip.to_string(), *at)).collect();
         let written = batch.len();
         let written_now = self.store.write(&rows, &seen).await;
         self.publish_sizes();
@@ -274,10 +308,21 @@ impl AnswerCache {
         Ok(deleted)
     }
 
-    /// Up to `limit` negatives, the longest-unresolved first.
-    pub async fn negatives(&self, limit: u32) -> Result<Vec<String>, StoreError> {
+    /// Up to `limit` negatives, the longest-unresolved first. A row whose
+    /// address does not parse (written by hand?) is skipped with a warning.
+    pub async fn negatives(&self, limit: u32) -> Result<Vec<IpAddr>, StoreError> {
         self.flush().await?;
-        self.store.negatives(limit).await
+        let rows = self.store.negatives(limit).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|text| match text.parse::<IpAddr>() {
+                Ok(ip) => Some(ip.to_canonical()),
+                Err(_) => {
+                    tracing::warn!(ip = %text, "a negative row holds no IP address; skipped");
+                    None
+                }
+            })
+            .collect())
     }
 
     /// Counts for `GetInfo`; the store's row counts are zero while it is
@@ -319,8 +364,16 @@ mod tests {
         (dir, AnswerCache::new(store, limits, Metrics::new()))
     }
 
-    fn ips(list: &[&str]) -> Vec<String> {
+    fn ips(list: &[&str]) -> Vec<IpAddr> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    fn texts(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn negative(ip: &str, now: i64) -> (IpAddr, CachedAnswer) {
+        (ip.parse().unwrap(), CachedAnswer::negative(ip.into(), now))
     }
 
     #[tokio::test]
@@ -328,7 +381,7 @@ mod tests {
         let (_dir, cache) = cache(CacheLimits::default()).await;
         let now = unix_now();
         assert_eq!(cache.lookup(&ips(&["203.0.113.5"])).await, vec![None]);
-        cache.record(vec![CachedAnswer::negative("203.0.113.5".into(), now)]);
+        cache.record(vec![negative("203.0.113.5", now)]);
         assert_eq!(cache.lookup(&ips(&["203.0.113.5"])).await, vec![Some(CacheHit::Negative)]);
         assert_eq!(cache.store.stats().await.unwrap().rows, 0, "nothing written before the flush");
         assert!(cache.flush().await.unwrap() > 0);
@@ -340,7 +393,7 @@ mod tests {
     async fn negatives_expire_from_memory_but_the_store_still_knows_them() {
         let limits = CacheLimits { negative_ttl: Duration::from_millis(1), ..CacheLimits::default() };
         let (_dir, cache) = cache(limits).await;
-        cache.record(vec![CachedAnswer::negative("198.51.100.9".into(), unix_now())]);
+        cache.record(vec![negative("198.51.100.9", unix_now())]);
         cache.flush().await.unwrap();
         // Past the TTL (a sleep longer than it can only make expiry surer).
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -358,23 +411,20 @@ mod tests {
         for _ in 0..5 {
             cache.lookup(&ips(&["192.0.2.77"])).await;
         }
-        assert_eq!(cache.store.get(&ips(&["192.0.2.77"])).await.unwrap()[0].last_seen, 10);
+        assert_eq!(cache.store.get(&texts(&["192.0.2.77"])).await.unwrap()[0].last_seen, 10);
         assert_eq!(cache.flush().await.unwrap(), 1, "five hits, one pending update");
-        assert!(cache.store.get(&ips(&["192.0.2.77"])).await.unwrap()[0].last_seen >= unix_now() - 5);
+        assert!(cache.store.get(&texts(&["192.0.2.77"])).await.unwrap()[0].last_seen >= unix_now() - 5);
     }
 
     #[tokio::test]
     async fn an_answer_replaces_a_negative_in_memory_and_back() {
         let (_dir, cache) = cache(CacheLimits::default()).await;
-        cache.record(vec![CachedAnswer::negative("192.0.2.60".into(), 1)]);
-        let placed = CachedAnswer {
-            country_code: Some("SE".into()),
-            source: crate::store::AnswerSource::Http,
-            ..CachedAnswer::negative("192.0.2.60".into(), 2)
-        };
-        cache.record(vec![placed.clone()]);
+        cache.record(vec![negative("192.0.2.60", 1)]);
+        let place = crate::resolve::Placed { country_code: "SE".into(), ..Default::default() };
+        let placed = CachedAnswer::placed("192.0.2.60".into(), place, 2);
+        cache.record(vec![("192.0.2.60".parse().unwrap(), placed.clone())]);
         assert_eq!(cache.lookup(&ips(&["192.0.2.60"])).await, vec![Some(CacheHit::Answer(Arc::new(placed)))]);
-        cache.record(vec![CachedAnswer::negative("192.0.2.60".into(), 3)]);
+        cache.record(vec![negative("192.0.2.60", 3)]);
         assert_eq!(cache.lookup(&ips(&["192.0.2.60"])).await, vec![Some(CacheHit::Negative)]);
     }
 
@@ -382,7 +432,7 @@ mod tests {
     async fn pending_writes_are_bounded() {
         let limits = CacheLimits { max_pending: 3, ..CacheLimits::default() };
         let (_dir, cache) = cache(limits).await;
-        let rows = (0..10).map(|i| CachedAnswer::negative(format!("192.0.2.{i}"), 1)).collect();
+        let rows = (0..10).map(|i| negative(&format!("192.0.2.{i}"), 1)).collect();
         cache.record(rows);
         assert_eq!(cache.snapshot().await.pending_writes, 3);
         assert_eq!(cache.dropped_writes.load(Ordering::Relaxed), 7);
@@ -391,10 +441,34 @@ mod tests {
     #[tokio::test]
     async fn a_failed_flush_keeps_the_batch_for_the_next_one() {
         let (_dir, cache) = cache(CacheLimits::default()).await;
-        cache.record(vec![CachedAnswer::negative("192.0.2.50".into(), 1)]);
+        cache.record(vec![negative("192.0.2.50", 1)]);
         cache.store.close().await;
         assert!(cache.flush().await.is_err());
         assert_eq!(cache.snapshot_pending(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_store_miss_is_remembered_briefly_and_is_not_a_negative() {
+        let (_dir, cache) = cache(CacheLimits::default()).await;
+        assert_eq!(cache.lookup(&ips(&["192.0.2.70"])).await, vec![None]);
+        // A row written behind the memo's back (another replica) is not read
+        // again while the memo holds; nothing was recorded either.
+        cache.store.put(&[CachedAnswer::negative("192.0.2.70".into(), 5)]).await.unwrap();
+        assert_eq!(cache.lookup(&ips(&["192.0.2.70"])).await, vec![None]);
+        assert_eq!(cache.snapshot_pending(), 0, "a miss writes nothing");
+        // What this replica records replaces the memo at once.
+        cache.record(vec![negative("192.0.2.70", 6)]);
+        assert_eq!(cache.lookup(&ips(&["192.0.2.70"])).await, vec![Some(CacheHit::Negative)]);
+    }
+
+    #[tokio::test]
+    async fn the_memo_expires_and_the_store_is_read_again() {
+        let limits = CacheLimits { absent_ttl: Duration::from_millis(1), ..CacheLimits::default() };
+        let (_dir, cache) = cache(limits).await;
+        assert_eq!(cache.lookup(&ips(&["192.0.2.71"])).await, vec![None]);
+        cache.store.put(&[CachedAnswer::negative("192.0.2.71".into(), 5)]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(cache.lookup(&ips(&["192.0.2.71"])).await, vec![Some(CacheHit::Negative)]);
     }
 
     impl AnswerCache {

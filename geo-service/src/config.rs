@@ -73,9 +73,15 @@ pub struct Config {
     #[arg(long, env = "GEO_HTTP_FALLBACK", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub http_fallback: bool,
 
-    /// The fallback API's base URL.
+    /// The fallback API's base URL; `https://pro.ip-api.com` with
+    /// `--fallback-api-key` for ip-api's paid plan over TLS.
     #[arg(long, env = "GEO_FALLBACK_URL", default_value = "http://ip-api.com", value_parser = parse_base_url)]
     pub fallback_url: String,
+
+    /// ip-api's paid-plan key, sent as `key=` on every fallback request
+    /// (never logged).
+    #[arg(long, env = "GEO_FALLBACK_API_KEY", hide_env_values = true)]
+    pub fallback_api_key: Option<secrecy::SecretString>,
 
     /// Batch requests (`POST /batch`, 100 addresses each) allowed a minute.
     #[arg(long, env = "GEO_FALLBACK_BATCH_PER_MINUTE", default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..))]
@@ -116,8 +122,39 @@ pub struct Config {
 
     /// When set, every geo RPC but health and reflection needs
     /// `authorization: Bearer <token>` (the control-service's `--geo-auth-token`).
+    /// Required unless `--listen` is a loopback address or
+    /// `--allow-unauthenticated` is given.
     #[arg(long, env = "GEO_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<secrecy::SecretString>,
+
+    /// Serve without `--auth-token` on an address other than loopback:
+    /// anyone who reaches the port may then purge the cache and reload the
+    /// databases.
+    #[arg(long, env = "GEO_ALLOW_UNAUTHENTICATED", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub allow_unauthenticated: bool,
+
+    /// LookupBatch calls decoded and answered at once; one more is refused
+    /// with RESOURCE_EXHAUSTED before its body is read. A full batch holds
+    /// about 13 MB while it is answered, and each already spreads over every
+    /// core, so more at once adds memory, not throughput.
+    #[arg(long, env = "GEO_MAX_CONCURRENT_BATCHES", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_concurrent_batches: u32,
+
+    /// LookupBatch calls that wait for a turn when `--max-concurrent-batches`
+    /// are being answered; one more is refused with RESOURCE_EXHAUSTED. A
+    /// waiting call is not decoded, but HTTP/2 may already hold its request
+    /// (at most the batch decode limit), so this bounds that memory too.
+    #[arg(long, env = "GEO_MAX_QUEUED_BATCHES", default_value_t = 16, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub max_queued_batches: u32,
+
+    /// HTTP/2 streams (RPCs) open at once on one connection.
+    #[arg(long, env = "GEO_GRPC_MAX_CONCURRENT_STREAMS", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    pub grpc_max_concurrent_streams: u32,
+
+    /// Requests handled at once in the process (health aside); one more is
+    /// refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "GEO_GRPC_MAX_IN_FLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub grpc_max_in_flight: u32,
 
     /// How long in-flight RPCs may take to finish after SIGTERM.
     #[arg(long, env = "GEO_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
@@ -139,11 +176,36 @@ impl Config {
     pub fn fallback(&self) -> Option<crate::fallback::FallbackConfig> {
         self.http_fallback.then(|| crate::fallback::FallbackConfig {
             base_url: self.fallback_url.clone(),
+            api_key: self.fallback_api_key.clone(),
             batch_per_minute: self.fallback_batch_per_minute,
             single_per_minute: self.fallback_single_per_minute,
             timeout: self.fallback_timeout,
             retries: self.fallback_retries,
         })
+    }
+
+    /// Checks across settings that clap cannot express; the message names
+    /// the settings (main exits 2 with it, as for any bad flag).
+    pub fn check(&self) -> Result<(), String> {
+        if self.auth_token.is_none() && !self.listen.ip().is_loopback() && !self.allow_unauthenticated {
+            return Err(format!(
+                "--listen {} is not a loopback address and no --auth-token (GEO_AUTH_TOKEN) is set: every geo RPC, \
+                 PurgeStale and ReloadDatabases included, would be open to anyone who reaches the port; set \
+                 GEO_AUTH_TOKEN (the control-service's --geo-auth-token), or pass --allow-unauthenticated to serve \
+                 open on purpose",
+                self.listen
+            ));
+        }
+        Ok(())
+    }
+
+    /// The transport limits this configuration asks for.
+    pub fn serve_limits(&self) -> bangui_runtime::grpc::ServeLimits {
+        bangui_runtime::grpc::ServeLimits {
+            max_concurrent_streams: self.grpc_max_concurrent_streams,
+            max_in_flight: usize::try_from(self.grpc_max_in_flight).unwrap_or(usize::MAX),
+            ..bangui_runtime::grpc::ServeLimits::default()
+        }
     }
 
     /// The server TLS configuration, if TLS is on.
@@ -210,5 +272,20 @@ mod tests {
         assert!(err.contains("--fallback-url") && err.contains("not an http"), "{err}");
         let err = Config::try_from_args(["geo-service", "--mmdb", "builtin:nope"]).unwrap_err().to_string();
         assert!(err.contains("unknown built-in database"), "{err}");
+    }
+
+    #[test]
+    fn off_loopback_a_token_or_an_explicit_opt_out_is_needed() {
+        let check = |args: &[&str]| {
+            let mut all = vec!["geo-service", "--mmdb", "builtin:sample"];
+            all.extend_from_slice(args);
+            Config::try_from_args(all).unwrap().check()
+        };
+        let err = check(&[]).unwrap_err();
+        assert!(err.contains("0.0.0.0:50051") && err.contains("GEO_AUTH_TOKEN"), "{err}");
+        assert!(check(&["--auth-token", "t"]).is_ok());
+        assert!(check(&["--allow-unauthenticated"]).is_ok());
+        assert!(check(&["--listen", "127.0.0.1:0"]).is_ok());
+        assert!(check(&["--listen", "[::1]:0"]).is_ok());
     }
 }

@@ -12,6 +12,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let config = Config::from_env_and_args();
+    if let Err(message) = config.check() {
+        // Exit 2 with clap's usage error, as for any other bad flag.
+        <Config as clap::CommandFactory>::command().error(clap::error::ErrorKind::ArgumentConflict, message).exit();
+    }
     if let Err(error) = telemetry::init(config.log_format, &config.log, "--log / GEO_LOG") {
         eprintln!("geo-service: {error:#}");
         return std::process::ExitCode::FAILURE;

@@ -84,6 +84,11 @@ impl Tally {
     pub fn add(&mut self, outcome: Outcome) {
         self.0[outcome as usize] += 1;
     }
+
+    /// Takes back one `outcome` (a later step changed the answer).
+    pub fn remove(&mut self, outcome: Outcome) {
+        self.0[outcome as usize] = self.0[outcome as usize].saturating_sub(1);
+    }
 }
 
 /// The service's metrics and the registry that exposes them.
@@ -230,7 +235,7 @@ impl Metrics {
     /// The Prometheus text exposition of every metric. Build ages are
     /// computed now, from the build timestamps.
     pub fn render(&self) -> String {
-        let now = crate::cache::unix_now();
+        let now = crate::clock::unix_now();
         self.inner.database_age.clear();
         let builds = self.inner.database_labels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for (labels, built) in builds.iter() {

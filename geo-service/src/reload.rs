@@ -20,6 +20,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    metrics::Metrics,
     mmdb::{DatabaseInfo, DatabaseSet, DatabaseSource, LoadError},
     resolve::Resolver,
 };
@@ -33,12 +34,13 @@ const SETTLE: Duration = Duration::from_millis(300);
 pub struct Reloader {
     sources: Arc<[DatabaseSource]>,
     resolver: Resolver,
+    metrics: Metrics,
     lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Reloader {
-    pub fn new(sources: Vec<DatabaseSource>, resolver: Resolver) -> Self {
-        Self { sources: sources.into(), resolver, lock: Arc::new(tokio::sync::Mutex::new(())) }
+    pub fn new(sources: Vec<DatabaseSource>, resolver: Resolver, metrics: Metrics) -> Self {
+        Self { sources: sources.into(), resolver, metrics, lock: Arc::new(tokio::sync::Mutex::new(())) }
     }
 
     /// Loads and verifies every source, then swaps the set in. On error the
@@ -51,12 +53,12 @@ impl Reloader {
         let set = match loaded {
             Ok(Ok(set)) => set,
             Ok(Err(error)) => {
-                self.resolver.metrics().count_reload(false);
+                self.metrics.count_reload(false);
                 tracing::error!(%error, "database reload refused; the previous databases keep serving");
                 return Err(error);
             }
             Err(join) => {
-                self.resolver.metrics().count_reload(false);
+                self.metrics.count_reload(false);
                 return Err(LoadError::Invalid {
                     path: "reload".into(),
                     source: maxminddb::MaxMindDbError::invalid_database(join.to_string()),
@@ -64,8 +66,9 @@ impl Reloader {
             }
         };
         let infos: Vec<DatabaseInfo> = set.databases().cloned().collect();
+        self.metrics.set_databases(&set);
         self.resolver.swap(set);
-        self.resolver.metrics().count_reload(true);
+        self.metrics.count_reload(true);
         for db in &infos {
             tracing::info!(database = %db.name, r#type = %db.database_type, build = ?db.build_time, "database reloaded");
         }

@@ -1,19 +1,23 @@
-//! The order of sources for one address, and the reserved ranges.
+//! The local step of a lookup and the answer types every step shares.
 //!
-//! An input is parsed and normalized first (IPv4-mapped IPv6 becomes IPv4);
-//! an address in a reserved range is answered here and never reaches a
-//! database or anything remote; everything else goes to the MMDB set.
+//! An input is bounded, parsed and normalized first (IPv4-mapped IPv6
+//! becomes IPv4); an address in a reserved range is answered here and never
+//! reaches a database or anything remote; everything else goes to the MMDB
+//! set. What the databases miss goes on to the cache and the fallback
+//! (`crate::lookup`).
 
 use std::{net::IpAddr, sync::Arc};
 
 use arc_swap::ArcSwap;
 
-use crate::{
-    metrics::Metrics,
-    mmdb::{DatabaseSet, Location},
-};
+use crate::mmdb::{DatabaseSet, Location};
 
-/// Longest input echoed back in an error; longer inputs are cut.
+/// Longest input accepted: the longest text of an address
+/// ("0000:0000:0000:0000:0000:ffff:255.255.255.255" is 45 bytes) with room
+/// for surrounding white space. Anything longer is not an address and is
+/// refused before it is parsed.
+pub const MAX_INPUT_BYTES: usize = 64;
+/// Longest input echoed back (in an error, or as a result's input).
 const MAX_ECHO: usize = 64;
 
 /// A reserved range: answered locally, never looked up.
@@ -86,6 +90,13 @@ fn prefix_match(addr: u128, net: u128, len: u8, width: u32) -> bool {
 /// Parses and normalizes one input. `Err` carries the reason it is not an
 /// IP address.
 pub fn parse_ip(input: &str) -> Result<IpAddr, String> {
+    if input.len() > MAX_INPUT_BYTES {
+        return Err(format!(
+            "{} bytes is longer than any IP address (at most {MAX_INPUT_BYTES}): {:?}…",
+            input.len(),
+            prefix(input, MAX_ECHO)
+        ));
+    }
     let trimmed = input.trim();
     if trimmed.is_empty() {
         return Err("empty input: expected an IPv4 or IPv6 address".into());
@@ -97,14 +108,68 @@ pub fn parse_ip(input: &str) -> Result<IpAddr, String> {
     })
 }
 
+/// The longest prefix of `text` of at most `max` bytes that ends on a
+/// character boundary.
+fn prefix(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// `input` as a result may echo it: whole when it is at most
+/// [`MAX_INPUT_BYTES`] long, else its first bytes and "…".
+pub fn echo(input: String) -> String {
+    if input.len() <= MAX_INPUT_BYTES {
+        return input;
+    }
+    let mut cut = prefix(&input, MAX_ECHO).to_owned();
+    cut.push('…');
+    cut
+}
+
+/// An address the online fallback placed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Placed {
+    pub country_code: String,
+    pub country_name: Option<String>,
+    pub continent_code: Option<String>,
+    pub asn: Option<u32>,
+    pub as_org: Option<String>,
+}
+
 /// The answer for one input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resolution<'a> {
-    Found { ip: IpAddr, location: Location<'a> },
-    NotFound { ip: IpAddr },
-    Reserved { ip: IpAddr, range: ReservedRange },
-    Invalid { reason: String },
-    UpstreamError { ip: IpAddr, error: String },
+    /// A local database placed it.
+    Found {
+        ip: IpAddr,
+        location: Location<'a>,
+    },
+    /// The online fallback placed it: just now (`fresh`) or earlier (from the cache).
+    Placed {
+        ip: IpAddr,
+        placed: Arc<Placed>,
+        resolved_at: i64,
+        fresh: bool,
+    },
+    /// Nobody placed it: the databases missed it and the fallback was not
+    /// asked, or was asked and could not place it.
+    NotFound {
+        ip: IpAddr,
+    },
+    Reserved {
+        ip: IpAddr,
+        range: ReservedRange,
+    },
+    Invalid {
+        reason: String,
+    },
+    UpstreamError {
+        ip: IpAddr,
+        error: String,
+    },
 }
 
 /// Outcome labels, for metrics and counters.
@@ -126,7 +191,7 @@ impl Outcome {
 impl Resolution<'_> {
     pub fn outcome(&self) -> Outcome {
         match self {
-            Resolution::Found { .. } => Outcome::Found,
+            Resolution::Found { .. } | Resolution::Placed { .. } => Outcome::Found,
             Resolution::NotFound { .. } => Outcome::NotFound,
             Resolution::Reserved { .. } => Outcome::Reserved,
             Resolution::Invalid { .. } => Outcome::Invalid,
@@ -140,12 +205,11 @@ impl Resolution<'_> {
 #[derive(Debug, Clone)]
 pub struct Resolver {
     databases: Arc<ArcSwap<DatabaseSet>>,
-    metrics: Metrics,
 }
 
 impl Resolver {
-    pub fn new(databases: DatabaseSet, metrics: Metrics) -> Self {
-        Self { databases: Arc::new(ArcSwap::from_pointee(databases)), metrics }
+    pub fn new(databases: DatabaseSet) -> Self {
+        Self { databases: Arc::new(ArcSwap::from_pointee(databases)) }
     }
 
     /// The database set in use now. Hold it for the length of one request
@@ -157,12 +221,7 @@ impl Resolver {
     /// Puts `set` in use for every lookup that starts from now on; lookups
     /// under way finish on the set they started with.
     pub fn swap(&self, set: DatabaseSet) {
-        self.metrics.set_databases(&set);
         self.databases.store(Arc::new(set));
-    }
-
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
     }
 
     /// Resolves every input against one snapshot of the databases, handing
@@ -183,13 +242,15 @@ impl Resolver {
         out
     }
 
-    /// Like [`Resolver::resolve_each`], spread over rayon's thread pool
-    /// (one thread per core). Results are written in place, in input order.
-    /// Blocks until done: call it from a rayon task, not the async runtime.
-    pub fn resolve_par<T, F>(&self, inputs: Vec<String>, each: F) -> Vec<T>
+    /// Like [`Resolver::resolve_each`] for a pair of results, spread over
+    /// rayon's thread pool (one thread per core); both halves are written in
+    /// place, in input order. Blocks until done: call it from a rayon task,
+    /// not the async runtime.
+    pub fn resolve_par<A, B, F>(&self, inputs: Vec<String>, each: F) -> (Vec<A>, Vec<B>)
     where
-        T: Send,
-        F: Fn(String, Resolution<'_>) -> T + Sync,
+        A: Send,
+        B: Send,
+        F: Fn(String, Resolution<'_>) -> (A, B) + Sync,
     {
         use rayon::prelude::*;
         let set = self.databases();
@@ -200,7 +261,7 @@ impl Resolver {
                 let resolution = resolve_in(&set, &input);
                 each(input, resolution)
             })
-            .collect()
+            .unzip()
     }
 }
 
@@ -300,5 +361,17 @@ mod tests {
         }
         let long = "x".repeat(10_000);
         assert!(parse_ip(&long).unwrap_err().len() < 200);
+        // Longer than any address: refused before parsing, named as such.
+        let padded = format!("{}8.8.8.8", " ".repeat(60));
+        assert!(parse_ip(&padded).unwrap_err().contains("longer than any IP address"));
+        assert!(parse_ip(&format!("{}8.8.8.8", " ".repeat(50))).is_ok());
+    }
+
+    #[test]
+    fn echoes_are_bounded_and_cut_on_a_character() {
+        assert_eq!(echo("8.8.8.8".into()), "8.8.8.8");
+        let long = "é".repeat(1_000);
+        let cut = echo(long);
+        assert!(cut.len() <= MAX_ECHO + '…'.len_utf8() && cut.ends_with('…'), "{cut}");
     }
 }

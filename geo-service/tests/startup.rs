@@ -111,3 +111,39 @@ fn database_url_errors_never_print_the_password() {
         assert!(!all.contains("SECRETPW") && !all.contains("SECRET@PW"), "{url}: the password leaked: {all}");
     }
 }
+
+/// Closed by default: off loopback, no token means no start (exit 2, the
+/// message names the way out), unless the operator opts out explicitly.
+#[test]
+fn off_loopback_without_a_token_it_refuses_to_start_unless_told_to() {
+    let base = ["--mmdb", "builtin:sample", "--metrics-listen", "127.0.0.1:0", "--database-url", "sqlite::memory:"];
+    let out = Command::new(env!("CARGO_BIN_EXE_geo-service"))
+        .args(base)
+        .args(["--listen", "0.0.0.0:0"])
+        .env_remove("GEO_AUTH_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("GEO_AUTH_TOKEN") && err.contains("--allow-unauthenticated"), "{err}");
+
+    for (flag, env) in [(Some("--allow-unauthenticated"), None), (None, Some(("GEO_AUTH_TOKEN", "s3cret")))] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_geo-service"))
+            .args(base)
+            .args(["--listen", "0.0.0.0:0", "--log-format", "json"])
+            .args(flag)
+            .envs(env)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        use std::io::BufRead;
+        let serving = std::io::BufReader::new(child.stdout.take().unwrap())
+            .lines()
+            .map_while(Result::ok)
+            .any(|line| line.contains("\"serving\""));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(serving, "{flag:?} {env:?}: did not serve");
+    }
+}

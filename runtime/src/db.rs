@@ -47,14 +47,20 @@ impl Backend {
 /// timeout, a few connections (one for `:memory:`, where each connection is
 /// a database of its own).
 pub async fn sqlite_pool(url: &str) -> Result<SqlitePool, StoreError> {
+    // 32 MiB of page cache (the default is 2): the archive's indexes stay in memory.
+    sqlite_pool_sized(url, 4, 32 * 1024).await
+}
+
+/// [`sqlite_pool`] with at most `connections` connections and a page cache
+/// of `cache_kib` KiB each (memory SQLite may keep per connection).
+pub async fn sqlite_pool_sized(url: &str, connections: u32, cache_kib: u32) -> Result<SqlitePool, StoreError> {
     let options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(5))
-        // 32 MiB of page cache (the default is 2): the archive's indexes stay in memory.
-        .pragma("cache_size", "-32768");
-    let connections = if url.contains(":memory:") { 1 } else { 4 };
+        .pragma("cache_size", format!("-{cache_kib}"));
+    let connections = if url.contains(":memory:") { 1 } else { connections.max(1) };
     Ok(SqlitePoolOptions::new().max_connections(connections).connect_with(options).await?)
 }
 

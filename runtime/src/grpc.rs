@@ -107,12 +107,30 @@ const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
 #[derive(Debug, Clone)]
 pub struct InFlightLimitLayer {
     permits: Arc<Semaphore>,
+    /// Places in the waiting line (none: shed at once).
+    queue: Arc<Semaphore>,
     limit: usize,
+    what: &'static str,
 }
 
 impl InFlightLimitLayer {
+    /// The process-wide limit on requests.
     pub fn new(limit: usize) -> Self {
-        Self { permits: Arc::new(Semaphore::new(limit)), limit }
+        Self::named(limit, "requests in flight (the process limit)")
+    }
+
+    /// A limit on one kind of request (`what` names it in the shed
+    /// message, e.g. "LookupBatch calls in flight").
+    pub fn named(limit: usize, what: &'static str) -> Self {
+        Self { permits: Arc::new(Semaphore::new(limit)), queue: Arc::new(Semaphore::new(0)), limit, what }
+    }
+
+    /// Lets up to `waiting` requests wait for a slot (in order, before their
+    /// bodies are read) instead of being shed at once; one more is shed.
+    /// The wait ends with the request's deadline.
+    pub fn with_queue(mut self, waiting: usize) -> Self {
+        self.queue = Arc::new(Semaphore::new(waiting));
+        self
     }
 }
 
@@ -120,7 +138,13 @@ impl<S> tower::Layer<S> for InFlightLimitLayer {
     type Service = InFlightLimit<S>;
 
     fn layer(&self, inner: S) -> InFlightLimit<S> {
-        InFlightLimit { inner, permits: self.permits.clone(), limit: self.limit }
+        InFlightLimit {
+            inner,
+            permits: self.permits.clone(),
+            queue: self.queue.clone(),
+            limit: self.limit,
+            what: self.what,
+        }
     }
 }
 
@@ -129,7 +153,9 @@ impl<S> tower::Layer<S> for InFlightLimitLayer {
 pub struct InFlightLimit<S> {
     inner: S,
     permits: Arc<Semaphore>,
+    queue: Arc<Semaphore>,
     limit: usize,
+    what: &'static str,
 }
 
 impl<S> tower::Service<http::Request<Body>> for InFlightLimit<S>
@@ -154,14 +180,29 @@ where
         if request.uri().path().starts_with(HEALTH_PREFIX) {
             return Box::pin(inner.call(request));
         }
-        match self.permits.clone().try_acquire_owned() {
-            Ok(permit) => Box::pin(async move {
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            return Box::pin(async move {
                 let response = inner.call(request).await;
                 drop(permit);
                 response
-            }),
+            });
+        }
+        match self.queue.clone().try_acquire_owned() {
+            Ok(place) => {
+                let permits = self.permits.clone();
+                Box::pin(async move {
+                    // The semaphore is never closed.
+                    let Ok(permit) = permits.acquire_owned().await else {
+                        return Ok(Status::unavailable("shutting down").into_http());
+                    };
+                    drop(place);
+                    let response = inner.call(request).await;
+                    drop(permit);
+                    response
+                })
+            }
             Err(_) => {
-                let status = shed_status(self.limit);
+                let status = shed_status(self.limit, self.what);
                 Box::pin(async move { Ok(status.into_http()) })
             }
         }
@@ -169,11 +210,11 @@ where
 }
 
 /// RESOURCE_EXHAUSTED for a shed request, with a RetryInfo of one second.
-fn shed_status(limit: usize) -> Status {
+fn shed_status(limit: usize, what: &str) -> Status {
     use tonic_types::{ErrorDetails, StatusExt};
     Status::with_error_details(
         Code::ResourceExhausted,
-        format!("server busy: {limit} requests in flight (the process limit); retry shortly"),
+        format!("server busy: {limit} {what}; retry shortly"),
         ErrorDetails::with_retry_info(Some(Duration::from_secs(1))),
     )
 }
@@ -327,6 +368,30 @@ mod tests {
         for _ in 0..3 {
             let again = service.ready().await.unwrap().call(request("/a.B/C")).await.unwrap();
             assert_eq!(grpc_status(&again), None);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_waiting_line_holds_its_places_then_sheds() {
+        let (release, released) = watch::channel(false);
+        let released = Arc::new(released);
+        let handler = tower::service_fn(move |_request: http::Request<Body>| {
+            let mut released = (*released).clone();
+            async move {
+                let _ = released.wait_for(|go| *go).await;
+                Ok::<_, Infallible>(http::Response::new(Body::empty()))
+            }
+        });
+        let mut service = InFlightLimitLayer::named(1, "calls").with_queue(2).layer(handler);
+        let request = || http::Request::builder().uri("/a.B/C").body(Body::empty()).unwrap();
+        // One runs, two wait, the fourth is shed.
+        let admitted: Vec<_> = (0..3).map(|_| tokio::spawn(service.clone().oneshot(request()))).collect();
+        tokio::task::yield_now().await;
+        let shed = service.ready().await.unwrap().call(request()).await.unwrap();
+        assert_eq!(grpc_status(&shed), Some("8"));
+        release.send(true).unwrap();
+        for task in admitted {
+            assert_eq!(grpc_status(&task.await.unwrap().unwrap()), None, "the waiting ones are answered");
         }
     }
 }

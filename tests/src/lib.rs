@@ -44,11 +44,18 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-/// Path of a workspace binary built beside the running test executable.
+/// Path of a workspace binary built beside the running test executable, or
+/// in `BANGUI_BIN_DIR` when set (e.g. `target/release`, to measure the
+/// release build with the debug-built tests).
 pub fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/<test> → target/<profile>/<name>
-    let path = exe.parent().and_then(Path::parent).unwrap().join(name);
+    let path = match std::env::var_os("BANGUI_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir).join(name),
+        None => {
+            let exe = std::env::current_exe().unwrap();
+            // target/<profile>/deps/<test> → target/<profile>/<name>
+            exe.parent().and_then(Path::parent).unwrap().join(name)
+        }
+    };
     assert!(
         path.exists(),
         "{} is missing: build it first (`cargo build --workspace --bins`, or run the whole suite with `cargo nextest run --workspace`)",
@@ -280,6 +287,17 @@ impl GeoService {
     /// Starts `geo-service` with `args` (see [`ServiceProcess::spawn`]).
     pub fn start(args: &[&str]) -> Self {
         Self(ServiceProcess::spawn("geo-service", &["GEO_MMDB"], args))
+    }
+
+    /// [`GeoService::start`] with environment variables set.
+    pub fn start_with_env(env: &[(&str, &str)], args: &[&str]) -> Self {
+        Self(ServiceProcess::spawn_with_env("geo-service", &["GEO_MMDB"], env, args))
+    }
+
+    /// [`GeoService::start`] with the allocator settings the deployment uses
+    /// (see deploy/): for memory figures.
+    pub fn start_as_deployed(args: &[&str]) -> Self {
+        Self::start_with_env(&[("MIMALLOC_ARENA_EAGER_COMMIT", "0"), ("MIMALLOC_PURGE_DELAY", "10")], args)
     }
 
     /// A connected generated client.

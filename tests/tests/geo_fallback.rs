@@ -190,15 +190,159 @@ async fn enabling_the_fallback_warns_that_addresses_leave_unencrypted() {
 async fn re_resolve_asks_the_fallback_for_negatives() {
     let fake = FakeIpApi::start().await;
     let geo = start(&fake, &[]);
-    // Looked up without allow_remote: remembered as negatives.
-    batch(&geo, &["3.7.7.7".to_string(), "5.7.7.7".to_string()], false).await;
-    assert!(fake.seen().is_empty());
+    // The fallback cannot place either today: both become negatives.
+    fake.set_unplaceable(&["3.7.7.7"]);
+    batch(&geo, &["3.7.7.7".to_string(), "5.7.7.7".to_string()], true).await;
+    assert_eq!(fake.seen().len(), 1);
+    // Later it knows 3.7.7.7.
+    fake.set_unplaceable(&[]);
     let mut client = geo.client().await;
     let reply = client.re_resolve(pb::ReResolveRequest { limit: 10 }).await.unwrap().into_inner();
     assert_eq!((reply.attempted, reply.resolved), (2, 1), "3.7.7.7 placed, 5.7.7.7 still unknown");
-    assert_eq!(fake.seen().len(), 1);
+    assert_eq!(fake.seen().len(), 2);
     let cache = client.get_info(pb::GetInfoRequest {}).await.unwrap().into_inner().cache.unwrap();
     assert_eq!((cache.persistent_rows, cache.persistent_negatives), (2, 1));
     let now = batch(&geo, &["3.7.7.7".to_string()], false).await;
     assert_eq!((now[0].country_code.as_str(), now[0].source), ("CA", pb::ResultSource::Cache as i32));
+}
+
+/// The defect of issue 12: a lookup that did not allow the fallback used
+/// to record a negative that then stopped every later lookup from asking.
+#[tokio::test]
+async fn a_lookup_without_allow_remote_does_not_stop_a_later_one_from_asking() {
+    let fake = FakeIpApi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("geo.db").display());
+    async fn lookup(geo: &GeoService, allow_remote: bool) -> pb::LookupResult {
+        let request = pb::LookupRequest { ip: "2a03:2880:f12f:83:face:b00c:0:25de".into(), allow_remote };
+        geo.client().await.lookup(request).await.unwrap().into_inner().result.unwrap()
+    }
+
+    let geo = start(&fake, &["--database-url", &db, "--flush-interval", "1h"]);
+    let first = lookup(&geo, false).await;
+    assert_eq!(status(&first), LookupStatus::NotFound);
+    assert!(fake.seen().is_empty());
+
+    let second = lookup(&geo, true).await;
+    assert_eq!((status(&second), second.country_code.as_str()), (LookupStatus::Found, "DE"));
+    assert_eq!(second.source, pb::ResultSource::Http as i32);
+    assert_eq!(fake.seen().len(), 1, "the fallback was asked once");
+
+    let third = lookup(&geo, true).await;
+    assert_eq!((third.source, third.country_code.as_str()), (pb::ResultSource::Cache as i32, "DE"));
+    assert_eq!(fake.seen().len(), 1, "the third call is served from the cache");
+    assert!(geo.shutdown().await.success());
+
+    let geo = start(&fake, &["--database-url", &db]);
+    let after_restart = lookup(&geo, true).await;
+    assert_eq!((after_restart.source, after_restart.country_code.as_str()), (pb::ResultSource::Cache as i32, "DE"));
+    assert_eq!(fake.seen().len(), 1, "after a restart the answer comes from the persistent cache");
+}
+
+/// A negative an older version wrote for a database miss (source 'none')
+/// says nothing: an older replica may still write one during a rollout.
+#[tokio::test]
+async fn negatives_of_an_older_version_do_not_block_the_fallback() {
+    let fake = FakeIpApi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("geo.db").display());
+    let geo = start(&fake, &["--database-url", &db]);
+    assert!(geo.shutdown().await.success());
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    sqlx::query(
+        "INSERT INTO geo_cache (ip, country_code, source, resolved_at, last_seen) VALUES ('3.4.5.6', NULL, 'none', 1, 1)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let geo = start(&fake, &["--database-url", &db]);
+    let results = batch(&geo, &["3.4.5.6".to_string(), "3.4.5.7".to_string()], true).await;
+    assert!(results.iter().all(|r| r.country_code == "CA" && r.source == pb::ResultSource::Http as i32));
+    assert_eq!(fake.seen()[0].ips, ["3.4.5.6", "3.4.5.7"]);
+}
+
+#[tokio::test]
+async fn a_huge_x_ttl_pauses_for_at_most_an_hour_and_nothing_panics() {
+    let fake = FakeIpApi::start().await;
+    fake.set_mode(Mode::HugeTtl);
+    let geo = start(&fake, &[]);
+    let first = batch(&geo, &unknown(3, 1), true).await;
+    assert!(first.iter().all(|r| status(r) == LookupStatus::UpstreamError && r.error.contains("429")), "{first:?}");
+    let info = geo.client().await.get_info(pb::GetInfoRequest {}).await.unwrap().into_inner();
+    let open = info.fallback.unwrap().breaker_open_seconds;
+    assert!(open > 3_500.0 && open <= 3_600.0, "{open}");
+    // Still serving: the database answers, the fallback is paused.
+    let again = batch(&geo, &["8.8.8.8".to_string(), "3.0.0.9".to_string()], true).await;
+    assert_eq!(status(&again[0]), LookupStatus::Found);
+    assert!(again[1].error.contains("paused"), "{:?}", again[1]);
+    assert!(geo.is_running());
+}
+
+#[tokio::test]
+async fn a_10_mb_reply_fails_the_request_without_being_read_whole() {
+    let fake = FakeIpApi::start().await;
+    fake.set_mode(Mode::HugeBody);
+    let geo = start(&fake, &["--fallback-retries", "0"]);
+    let before = geo.peak_rss_kib();
+    let results = batch(&geo, &unknown(3, 1), true).await;
+    assert!(results.iter().all(|r| status(r) == LookupStatus::UpstreamError && r.error.contains("larger than")));
+    let grown = geo.peak_rss_kib().saturating_sub(before);
+    assert!(grown < 8 * 1024, "peak RSS grew {grown} KiB reading a 10 MB reply");
+    // Nothing was cached: once the reply is sane the addresses are placed.
+    fake.set_mode(Mode::Normal);
+    assert!(batch(&geo, &unknown(3, 1), true).await.iter().all(|r| status(r) == LookupStatus::Found));
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let fake = FakeIpApi::start().await;
+    fake.set_mode(Mode::Redirect);
+    let geo = start(&fake, &[]);
+    let results = batch(&geo, &unknown(2, 1), true).await;
+    assert!(results.iter().all(|r| status(r) == LookupStatus::UpstreamError && r.error.contains("302")), "{results:?}");
+    assert_eq!(fake.seen().len(), 1, "the redirect target was never requested");
+}
+
+#[tokio::test]
+async fn the_api_key_is_sent_and_never_logged() {
+    let fake = FakeIpApi::start().await;
+    let geo = start(&fake, &["--fallback-api-key", "k3y-s3cr3t"]);
+    batch(&geo, &unknown(2, 1), true).await;
+    assert_eq!(fake.seen()[0].key.as_deref(), Some("k3y-s3cr3t"));
+    // A failing request's error (which names the request) does not carry it either.
+    fake.set_mode(Mode::Slow(std::time::Duration::from_secs(5)));
+    let geo_slow = start(&fake, &["--fallback-api-key", "k3y-s3cr3t", "--fallback-timeout", "200ms"]);
+    let failed = batch(&geo_slow, &unknown(2, 50), true).await;
+    assert!(failed.iter().all(|r| status(r) == LookupStatus::UpstreamError && !r.error.contains("k3y")));
+    for logs in [geo.logs(), geo_slow.logs()] {
+        assert!(logs.iter().any(|l| l.contains("--fallback-api-key goes over plain HTTP")));
+        assert!(!logs.iter().any(|l| l.contains("k3y-s3cr3t")), "{logs:?}");
+    }
+}
+
+/// ip-api's paid plan over TLS: the addresses and the key go over HTTPS to
+/// a server whose certificate the system trust store (here
+/// `SSL_CERT_FILE`, the test CA) vouches for.
+#[tokio::test]
+async fn the_paid_endpoint_is_reached_over_https_with_the_key() {
+    let pki = bangui_e2e::tls::Pki::new();
+    let fake = FakeIpApi::start_tls(&pki.path("server.pem"), &pki.path("server.key")).await;
+    let url = fake.url();
+    assert!(url.starts_with("https://"));
+    let ca = pki.arg("ca.pem");
+    let args = ["--mmdb", "builtin:sample", "--http-fallback", "true", "--fallback-url", &url];
+    let key = ["--fallback-api-key", "k3y-over-tls"];
+    let geo = GeoService::start_with_env(&[("SSL_CERT_FILE", &ca)], &[&args[..], &key[..]].concat());
+    let results = batch(&geo, &unknown(2, 1), true).await;
+    assert!(results.iter().all(|r| r.country_code == "CA" && r.source == pb::ResultSource::Http as i32), "{results:?}");
+    assert_eq!(fake.seen()[0].key.as_deref(), Some("k3y-over-tls"));
+    assert!(!geo.logs().iter().any(|l| l.contains("goes over plain HTTP")));
+
+    // Without the test CA in the trust store, the certificate is refused and nothing is sent.
+    let untrusted = GeoService::start(&[&args[..], &key[..]].concat());
+    let refused = batch(&untrusted, &unknown(2, 10), true).await;
+    assert!(refused.iter().all(|r| status(r) == LookupStatus::UpstreamError), "{refused:?}");
+    assert_eq!(fake.seen().len(), 1);
 }

@@ -58,7 +58,8 @@ impl Breaker {
     }
 
     pub fn open(&mut self, now: Instant, duration: Duration) {
-        let until = now + duration;
+        // Saturates rather than panics on a huge duration (callers cap it too).
+        let until = now.checked_add(duration).unwrap_or(now + Duration::from_secs(86_400 * 365));
         self.open_until = Some(self.open_until.map_or(until, |current| current.max(until)));
     }
 

@@ -13,16 +13,25 @@
 //! `X-Ttl` seconds and after repeated failures. Requests time out and are
 //! retried with jittered backoff. An address it cannot answer comes back as
 //! [`FallbackAnswer::Failed`]; a batch never fails whole.
+//!
+//! The upstream is not trusted: `X-Ttl` and `Retry-After` are capped at
+//! [`MAX_PAUSE`], a reply body over [`MAX_BODY_BYTES`] fails the request
+//! (read in chunks, never buffered past the cap), and redirects are not
+//! followed. With `--fallback-api-key` the key goes in the query string, as
+//! ip-api's paid endpoint (`https://pro.ip-api.com`) expects, so addresses
+//! and key travel over TLS.
 
 mod limits;
 
 use std::{net::IpAddr, sync::Mutex, time::Duration};
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::time::Instant;
 
 pub use self::limits::{Breaker, TokenBucket};
 use crate::metrics::Metrics;
+pub use crate::resolve::Placed;
 
 /// Most addresses ip-api takes in one batch request.
 pub const MAX_BATCH: usize = 100;
@@ -32,12 +41,20 @@ const FAILURES_TO_OPEN: u32 = 5;
 const OPEN_AFTER_FAILURES: Duration = Duration::from_secs(30);
 /// How long the breaker stays open after a 429 without an X-Ttl header.
 const DEFAULT_TTL: Duration = Duration::from_secs(60);
+/// The longest pause an `X-Ttl` or `Retry-After` header can impose: a
+/// larger value (or one near `u64::MAX`) is taken as this.
+pub const MAX_PAUSE: Duration = Duration::from_secs(3_600);
+/// The largest reply body read: a full batch reply of 100 addresses is
+/// about 20 KB.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// Fallback settings.
 #[derive(Debug, Clone)]
 pub struct FallbackConfig {
-    /// e.g. `http://ip-api.com`.
+    /// e.g. `http://ip-api.com`, or `https://pro.ip-api.com` with a key.
     pub base_url: String,
+    /// ip-api's paid-plan key, sent as `key=` in the query string.
+    pub api_key: Option<SecretString>,
     pub batch_per_minute: u32,
     pub single_per_minute: u32,
     pub timeout: Duration,
@@ -50,6 +67,7 @@ impl Default for FallbackConfig {
     fn default() -> Self {
         Self {
             base_url: "http://ip-api.com".into(),
+            api_key: None,
             batch_per_minute: 15,
             single_per_minute: 45,
             timeout: Duration::from_secs(3),
@@ -66,16 +84,6 @@ pub enum FallbackAnswer {
     NotFound,
     /// No answer: budget, breaker, timeout, bad reply.
     Failed(String),
-}
-
-/// A placed address.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Placed {
-    pub country_code: String,
-    pub country_name: Option<String>,
-    pub continent_code: Option<String>,
-    pub asn: Option<u32>,
-    pub as_org: Option<String>,
 }
 
 /// One element of ip-api's reply.
@@ -177,6 +185,8 @@ impl Fallback {
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
             .user_agent(concat!("bangui-geo-service/", env!("CARGO_PKG_VERSION")))
+            // A redirect could send the addresses (and the key) anywhere.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         let now = Instant::now();
         let state = State {
@@ -240,8 +250,8 @@ impl Fallback {
         if let Err(reason) = self.admit(false) {
             return FallbackAnswer::Failed(reason);
         }
-        let url = format!("{}/json/{ip}?fields={FIELDS}", self.config.base_url.trim_end_matches('/'));
-        match self.send(|| self.client.get(&url)).await {
+        let url = self.url(&format!("json/{ip}"));
+        match self.send(|| self.client.get(url.expose_secret())).await {
             Ok(body) => match serde_json::from_slice::<Reply>(&body) {
                 Ok(reply) => reply.answer(),
                 Err(error) => self.failed(format!("malformed reply from ip-api: {error}")),
@@ -254,9 +264,9 @@ impl Fallback {
         if let Err(reason) = self.admit(true) {
             return vec![FallbackAnswer::Failed(reason); ips.len()];
         }
-        let url = format!("{}/batch?fields={FIELDS}", self.config.base_url.trim_end_matches('/'));
+        let url = self.url("batch");
         let body: Vec<String> = ips.iter().map(ToString::to_string).collect();
-        let replies = match self.send(|| self.client.post(&url).json(&body)).await {
+        let replies = match self.send(|| self.client.post(url.expose_secret()).json(&body)).await {
             Ok(bytes) => match serde_json::from_slice::<Vec<Reply>>(&bytes) {
                 Ok(replies) => replies,
                 Err(error) => {
@@ -281,6 +291,17 @@ impl Fallback {
                 None => FallbackAnswer::Failed("ip-api's reply left this address out".into()),
             })
             .collect()
+    }
+
+    /// The URL of `path`, with the key when there is one (a secret: it is
+    /// never logged).
+    fn url(&self, path: &str) -> SecretString {
+        let base = self.config.base_url.trim_end_matches('/');
+        let key = match &self.config.api_key {
+            Some(key) => format!("&key={}", key.expose_secret()),
+            None => String::new(),
+        };
+        SecretString::from(format!("{base}/{path}?fields={FIELDS}{key}"))
     }
 
     fn failed(&self, reason: String) -> FallbackAnswer {
@@ -328,7 +349,9 @@ impl Fallback {
     }
 
     async fn send_once(&self, request: reqwest::RequestBuilder) -> Result<Vec<u8>, RequestError> {
-        let response = request.send().await.map_err(|e| {
+        let mut response = request.send().await.map_err(|e| {
+            // Without the URL: it may hold the key.
+            let e = e.without_url();
             if e.is_timeout() {
                 RequestError::Retryable(format!("ip-api did not answer within {:?}", self.config.timeout))
             } else {
@@ -336,7 +359,7 @@ impl Fallback {
             }
         })?;
         let header = |name: &str| -> Option<u64> { response.headers().get(name)?.to_str().ok()?.trim().parse().ok() };
-        let ttl = header("X-Ttl").map(Duration::from_secs);
+        let ttl = header("X-Ttl").or_else(|| header("Retry-After")).map(pause);
         let remaining = header("X-Rl");
         let status = response.status();
         if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
@@ -352,12 +375,31 @@ impl Fallback {
             return Err(RequestError::Retryable(format!("ip-api answered {status}")));
         }
         if !status.is_success() {
+            // Redirects land here too: they are not followed.
             return Err(RequestError::Fatal(format!("ip-api answered {status}")));
         }
-        let body =
-            response.bytes().await.map_err(|e| RequestError::Retryable(format!("reading ip-api's reply: {e}")))?;
-        Ok(body.to_vec())
+        let too_big = || RequestError::Fatal(format!("ip-api's reply is larger than {MAX_BODY_BYTES} bytes"));
+        if response.content_length().is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+            return Err(too_big());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| RequestError::Retryable(format!("reading ip-api's reply: {}", e.without_url())))?
+        {
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(too_big());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
+}
+
+/// A pause of `seconds` from an upstream header, at most [`MAX_PAUSE`].
+fn pause(seconds: u64) -> Duration {
+    Duration::from_secs(seconds).min(MAX_PAUSE)
 }
 
 #[cfg(test)]
@@ -366,6 +408,16 @@ mod tests {
 
     fn reply(json: &str) -> FallbackAnswer {
         serde_json::from_str::<Reply>(json).unwrap().answer()
+    }
+
+    #[test]
+    fn upstream_pauses_are_capped() {
+        assert_eq!(pause(30), Duration::from_secs(30));
+        assert_eq!(pause(u64::MAX), MAX_PAUSE);
+        // The capped pause can be added to any instant without overflow.
+        let mut breaker = Breaker::default();
+        breaker.open(Instant::now(), pause(u64::MAX));
+        assert!(breaker.open_for(Instant::now()) <= MAX_PAUSE);
     }
 
     #[test]

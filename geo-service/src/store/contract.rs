@@ -7,20 +7,20 @@ use std::sync::Arc;
 
 use bangui_testkit::postgres::PgSchema;
 
-use super::{AnswerSource, CacheStore, CachedAnswer, postgres::PgStore, sqlite::SqliteStore};
+use super::{CacheStore, CachedAnswer, postgres::PgStore, sqlite::SqliteStore};
+use crate::resolve::Placed;
 
 fn answer(ip: &str, country: Option<&str>, resolved_at: i64, last_seen: i64) -> CachedAnswer {
-    CachedAnswer {
-        ip: ip.into(),
-        country_code: country.map(Into::into),
-        country_name: country.map(|c| format!("Name of {c}")),
-        continent_code: country.map(|_| "EU".into()),
-        asn: country.map(|_| 64_512),
-        as_org: country.map(|_| "Example AS".into()),
-        source: if country.is_some() { AnswerSource::Http } else { AnswerSource::Nobody },
-        resolved_at,
-        last_seen,
-    }
+    let placed = country.map(|c| {
+        Arc::new(Placed {
+            country_code: c.into(),
+            country_name: Some(format!("Name of {c}")),
+            continent_code: Some("EU".into()),
+            asn: Some(64_512),
+            as_org: Some("Example AS".into()),
+        })
+    });
+    CachedAnswer { ip: ip.into(), placed, resolved_at, last_seen }
 }
 
 async fn sorted(store: &dyn CacheStore, ips: &[&str]) -> Vec<CachedAnswer> {
@@ -45,7 +45,7 @@ async fn put_replaces_the_answer_but_last_seen_never_goes_back(store: &dyn Cache
     // ReResolve found it later: the answer changes, last_seen stays at 500.
     store.put(&[answer("198.51.100.1", Some("FR"), 600, 300)]).await.unwrap();
     let got = sorted(store, &["198.51.100.1"]).await;
-    assert_eq!(got[0].country_code.as_deref(), Some("FR"));
+    assert_eq!(got[0].placed.as_ref().map(|p| p.country_code.as_str()), Some("FR"));
     assert_eq!((got[0].resolved_at, got[0].last_seen), (600, 500));
     assert_eq!(store.stats().await.unwrap().negatives, 0);
 }
@@ -90,7 +90,7 @@ async fn negatives_come_oldest_first_and_limited(store: &dyn CacheStore) {
 async fn a_failed_batch_writes_nothing(store: &dyn CacheStore) {
     // The same address twice in one batch is fine: the last one wins.
     store.put(&[answer("192.0.2.21", None, 1, 1), answer("192.0.2.21", Some("IT"), 2, 2)]).await.unwrap();
-    assert_eq!(sorted(store, &["192.0.2.21"]).await[0].country_code.as_deref(), Some("IT"));
+    assert_eq!(sorted(store, &["192.0.2.21"]).await[0].placed.as_ref().map(|p| p.country_code.as_str()), Some("IT"));
     // A row the schema refuses (an over-long address) fails the whole
     // batch: the valid row before it does not land either.
     let before = store.stats().await.unwrap();

@@ -2,9 +2,15 @@
 //!
 //! One repository trait, [`CacheStore`], with a SQLite ([`sqlite`]) and a
 //! PostgreSQL ([`postgres`]) implementation and migrations per backend under
-//! `migrations/geo/`. Rows are fallback answers and negatives (no country:
-//! nobody could place the address). The service writes them behind the
-//! lookups (see `crate::cache`), never while a caller waits.
+//! `migrations/geo/`. Rows are the online fallback's answers: a place, or a
+//! negative (no country: the fallback was asked and could not place the
+//! address). The service writes them behind the lookups (see
+//! `crate::cache`), never while a caller waits.
+//!
+//! Every row is written with `source = 'http'`. Rows of an older version
+//! (`source = 'none'`) recorded a database miss as a negative without asking
+//! the fallback; migration 0002 deletes them, and reads skip any that an
+//! older replica on the same PostgreSQL still writes during a rollout.
 
 pub mod postgres;
 pub mod sqlite;
@@ -13,44 +19,16 @@ use std::sync::Arc;
 
 use bangui_runtime::db::Backend;
 
-/// Where a cached answer came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AnswerSource {
-    /// The online fallback placed it.
-    Http,
-    /// No source could place it: a negative.
-    Nobody,
-}
+use crate::resolve::Placed;
 
-impl AnswerSource {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AnswerSource::Http => "http",
-            AnswerSource::Nobody => "none",
-        }
-    }
-
-    fn parse(text: &str) -> Result<Self, StoreError> {
-        match text {
-            "http" => Ok(AnswerSource::Http),
-            "none" => Ok(AnswerSource::Nobody),
-            other => Err(StoreError::Corrupt(format!("unknown source {other:?}"))),
-        }
-    }
-}
-
-/// One row of the cache. Times are Unix seconds.
+/// One row of the cache: what the fallback said of one address. Times are
+/// Unix seconds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CachedAnswer {
-    /// The normalized address.
+    /// The normalized address, as `IpAddr` formats it.
     pub ip: String,
     /// `None` for a negative.
-    pub country_code: Option<String>,
-    pub country_name: Option<String>,
-    pub continent_code: Option<String>,
-    pub asn: Option<u32>,
-    pub as_org: Option<String>,
-    pub source: AnswerSource,
+    pub placed: Option<Arc<Placed>>,
     pub resolved_at: i64,
     pub last_seen: i64,
 }
@@ -58,21 +36,16 @@ pub struct CachedAnswer {
 impl CachedAnswer {
     /// A negative for `ip`, resolved and seen at `now`.
     pub fn negative(ip: String, now: i64) -> Self {
-        Self {
-            ip,
-            country_code: None,
-            country_name: None,
-            continent_code: None,
-            asn: None,
-            as_org: None,
-            source: AnswerSource::Nobody,
-            resolved_at: now,
-            last_seen: now,
-        }
+        Self { ip, placed: None, resolved_at: now, last_seen: now }
+    }
+
+    /// A place for `ip`, resolved and seen at `now`.
+    pub fn placed(ip: String, placed: Placed, now: i64) -> Self {
+        Self { ip, placed: Some(Arc::new(placed)), resolved_at: now, last_seen: now }
     }
 
     pub fn is_negative(&self) -> bool {
-        self.country_code.is_none()
+        self.placed.is_none()
     }
 }
 
@@ -107,7 +80,7 @@ pub trait CacheStore: Send + Sync + std::fmt::Debug {
     }
     /// Deletes rows whose `last_seen` is before `cutoff`; returns how many.
     async fn purge_older_than(&self, cutoff: i64) -> Result<u64, StoreError>;
-    /// Up to `limit` negatives, the longest-unresolved first.
+    /// Up to `limit` negatives (of this version), the longest-unresolved first.
     async fn negatives(&self, limit: u32) -> Result<Vec<String>, StoreError>;
     /// Deletes the rows of `ips` (a negative a newer database now places).
     async fn delete(&self, ips: &[String]) -> Result<u64, StoreError>;
@@ -130,14 +103,22 @@ pub async fn connect(url: &str) -> Result<Arc<dyn CacheStore>, StoreError> {
 /// more, this keeps statements small.
 const CHUNK: usize = 500;
 
-/// `SELECT <every column> FROM geo_cache`, as a literal so each backend can
-/// append its own `WHERE` with `concat!`.
-macro_rules! select_rows {
-    () => {
-        "SELECT ip, country_code, country_name, continent_code, asn, as_org, source, resolved_at, last_seen FROM geo_cache"
-    };
+/// Every column of the rows this version reads; each backend appends its
+/// own list of addresses.
+const SELECT_ROWS: &str = "SELECT ip, country_code, country_name, continent_code, asn, as_org, resolved_at, last_seen \
+                           FROM geo_cache WHERE source = 'http' AND ip ";
+
+/// The columns of a place, for binding: all `None` for a negative.
+fn columns(answer: &CachedAnswer) -> [Option<&str>; 4] {
+    match answer.placed.as_deref() {
+        Some(p) => [Some(&p.country_code), p.country_name.as_deref(), p.continent_code.as_deref(), p.as_org.as_deref()],
+        None => [None; 4],
+    }
 }
-pub(crate) use select_rows;
+
+fn asn(answer: &CachedAnswer) -> Option<i64> {
+    answer.placed.as_ref().and_then(|p| p.asn).map(i64::from)
+}
 
 /// A `geo_cache` row as both backends return it.
 #[derive(Debug, sqlx::FromRow)]
@@ -148,7 +129,6 @@ struct DbRow {
     continent_code: Option<String>,
     asn: Option<i64>,
     as_org: Option<String>,
-    source: String,
     resolved_at: i64,
     last_seen: i64,
 }
@@ -161,17 +141,16 @@ impl TryFrom<DbRow> for CachedAnswer {
             .asn
             .map(|n| u32::try_from(n).map_err(|_| StoreError::Corrupt(format!("asn {n} out of range"))))
             .transpose()?;
-        Ok(CachedAnswer {
-            ip: row.ip,
-            country_code: row.country_code,
-            country_name: row.country_name,
-            continent_code: row.continent_code,
-            asn,
-            as_org: row.as_org,
-            source: AnswerSource::parse(&row.source)?,
-            resolved_at: row.resolved_at,
-            last_seen: row.last_seen,
-        })
+        let placed = row.country_code.map(|country_code| {
+            Arc::new(Placed {
+                country_code,
+                country_name: row.country_name,
+                continent_code: row.continent_code,
+                asn,
+                as_org: row.as_org,
+            })
+        });
+        Ok(CachedAnswer { ip: row.ip, placed, resolved_at: row.resolved_at, last_seen: row.last_seen })
     }
 }
 

@@ -1,9 +1,9 @@
 //! The PostgreSQL cache store, for several geo-service replicas sharing one
 //! cache.
 
-use sqlx::{PgPool, postgres::PgConnectOptions};
+use sqlx::{PgPool, Postgres, QueryBuilder, postgres::PgConnectOptions};
 
-use super::{CHUNK, CacheStore, CachedAnswer, DbRow, StoreError, StoreStats, select_rows};
+use super::{CHUNK, CacheStore, CachedAnswer, DbRow, SELECT_ROWS, StoreError, StoreStats, asn, columns};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/geo/postgres");
 
@@ -34,10 +34,9 @@ impl CacheStore for PgStore {
     async fn get(&self, ips: &[String]) -> Result<Vec<CachedAnswer>, StoreError> {
         let mut out = Vec::new();
         for chunk in ips.chunks(CHUNK) {
-            let rows = sqlx::query_as::<_, DbRow>(concat!(select_rows!(), " WHERE ip = ANY($1)"))
-                .bind(chunk)
-                .fetch_all(&self.pool)
-                .await?;
+            let mut query = QueryBuilder::<Postgres>::new(SELECT_ROWS);
+            query.push("= ANY(").push_bind(chunk).push(")");
+            let rows = query.build_query_as::<DbRow>().fetch_all(&self.pool).await?;
             for row in rows {
                 out.push(row.try_into()?);
             }
@@ -48,21 +47,21 @@ impl CacheStore for PgStore {
     async fn write(&self, answers: &[CachedAnswer], seen: &[(String, i64)]) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
         for a in answers {
+            let [country_code, country_name, continent_code, as_org] = columns(a);
             sqlx::query(
                 "INSERT INTO geo_cache (ip, country_code, country_name, continent_code, asn, as_org, source, resolved_at, last_seen) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'http', $7, $8) \
                  ON CONFLICT (ip) DO UPDATE SET country_code = excluded.country_code, country_name = excluded.country_name, \
                  continent_code = excluded.continent_code, asn = excluded.asn, as_org = excluded.as_org, \
                  source = excluded.source, resolved_at = excluded.resolved_at, \
                  last_seen = GREATEST(geo_cache.last_seen, excluded.last_seen)",
             )
             .bind(&a.ip)
-            .bind(&a.country_code)
-            .bind(&a.country_name)
-            .bind(&a.continent_code)
-            .bind(a.asn.map(i64::from))
-            .bind(&a.as_org)
-            .bind(a.source.as_str())
+            .bind(country_code)
+            .bind(country_name)
+            .bind(continent_code)
+            .bind(asn(a))
+            .bind(as_org)
             .bind(a.resolved_at)
             .bind(a.last_seen)
             .execute(&mut *tx)
@@ -92,11 +91,12 @@ impl CacheStore for PgStore {
     }
 
     async fn negatives(&self, limit: u32) -> Result<Vec<String>, StoreError> {
-        let rows =
-            sqlx::query_scalar("SELECT ip FROM geo_cache WHERE country_code IS NULL ORDER BY resolved_at, ip LIMIT $1")
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query_scalar(
+            "SELECT ip FROM geo_cache WHERE country_code IS NULL AND source = 'http' ORDER BY resolved_at, ip LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows)
     }
 

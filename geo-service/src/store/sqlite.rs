@@ -2,7 +2,7 @@
 
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
-use super::{CHUNK, CacheStore, CachedAnswer, DbRow, StoreError, StoreStats, select_rows};
+use super::{CHUNK, CacheStore, CachedAnswer, DbRow, SELECT_ROWS, StoreError, StoreStats, asn, columns};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/geo/sqlite");
 
@@ -15,7 +15,10 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if missing) the file in `url` and migrates it.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let pool = bangui_runtime::db::sqlite_pool(url).await?;
+        // The cache is one small table read in batches and written once a
+        // flush: two connections and SQLite's default 2 MiB page cache each
+        // keep its memory small (every connection holds its own cache).
+        let pool = bangui_runtime::db::sqlite_pool_sized(url, 2, 2 * 1024).await?;
         MIGRATOR.run(&pool).await?;
         Ok(Self { pool })
     }
@@ -26,7 +29,8 @@ impl CacheStore for SqliteStore {
     async fn get(&self, ips: &[String]) -> Result<Vec<CachedAnswer>, StoreError> {
         let mut out = Vec::new();
         for chunk in ips.chunks(CHUNK) {
-            let mut query = QueryBuilder::<Sqlite>::new(concat!(select_rows!(), " WHERE ip IN ("));
+            let mut query = QueryBuilder::<Sqlite>::new(SELECT_ROWS);
+            query.push("IN (");
             let mut list = query.separated(", ");
             for ip in chunk {
                 list.push_bind(ip);
@@ -42,21 +46,21 @@ impl CacheStore for SqliteStore {
     async fn write(&self, answers: &[CachedAnswer], seen: &[(String, i64)]) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
         for a in answers {
+            let [country_code, country_name, continent_code, as_org] = columns(a);
             sqlx::query(
                 "INSERT INTO geo_cache (ip, country_code, country_name, continent_code, asn, as_org, source, resolved_at, last_seen) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 VALUES (?, ?, ?, ?, ?, ?, 'http', ?, ?) \
                  ON CONFLICT (ip) DO UPDATE SET country_code = excluded.country_code, country_name = excluded.country_name, \
                  continent_code = excluded.continent_code, asn = excluded.asn, as_org = excluded.as_org, \
                  source = excluded.source, resolved_at = excluded.resolved_at, \
                  last_seen = max(geo_cache.last_seen, excluded.last_seen)",
             )
             .bind(&a.ip)
-            .bind(&a.country_code)
-            .bind(&a.country_name)
-            .bind(&a.continent_code)
-            .bind(a.asn.map(i64::from))
-            .bind(&a.as_org)
-            .bind(a.source.as_str())
+            .bind(country_code)
+            .bind(country_name)
+            .bind(continent_code)
+            .bind(asn(a))
+            .bind(as_org)
             .bind(a.resolved_at)
             .bind(a.last_seen)
             .execute(&mut *tx)
@@ -81,11 +85,12 @@ impl CacheStore for SqliteStore {
     }
 
     async fn negatives(&self, limit: u32) -> Result<Vec<String>, StoreError> {
-        let rows =
-            sqlx::query_scalar("SELECT ip FROM geo_cache WHERE country_code IS NULL ORDER BY resolved_at, ip LIMIT ?")
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query_scalar(
+            "SELECT ip FROM geo_cache WHERE country_code IS NULL AND source = 'http' ORDER BY resolved_at, ip LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows)
     }
 
