@@ -40,9 +40,10 @@ pub(crate) mod testing;
 use std::sync::Arc;
 
 use bangui_runtime::db::Backend;
-use sqlx::{Database, pool::PoolConnection};
+pub(crate) use bangui_runtime::sql::{Stmt, conn};
+use sqlx::Database;
 
-pub(crate) use self::dialect::{Dialect, Stmt};
+pub(crate) use self::dialect::Dialect;
 pub use self::{
     actions::ActionLog, auth::AuthStore, history::HistoryStore, lease::LeaseStore, lease::RunLedger, postgres::PgStore,
     settings::SettingsStore, sqlite::SqliteStore,
@@ -72,12 +73,6 @@ impl<DB: Database> Clone for Store<DB> {
     fn clone(&self) -> Self {
         Self { pool: self.pool.clone() }
     }
-}
-
-/// A connection from `pool`, for one statement (what running it on the
-/// pool does).
-async fn conn<DB: Dialect>(pool: &sqlx::Pool<DB>) -> Result<PoolConnection<DB>, StoreError> {
-    Ok(pool.acquire().await?)
 }
 
 #[async_trait::async_trait]

@@ -3,7 +3,7 @@
 
 use std::sync::LazyLock;
 
-use sqlx::{PgConnection, Postgres, postgres::PgConnectOptions};
+use sqlx::{Postgres, postgres::PgConnectOptions};
 
 use super::{Dialect, Store, StoreError, lease::Statements};
 
@@ -35,10 +35,6 @@ static LEASE: LazyLock<Statements> =
     LazyLock::new(|| Statements::new("(extract(epoch from now()) * 1000)::bigint", " FOR SHARE"));
 
 impl Dialect for Postgres {
-    type Exec<'c> = &'c mut PgConnection;
-
-    const BACKEND: &'static str = "postgres";
-
     /// PostgreSQL takes 65 535 parameters a statement.
     const ROWS_PER_INSERT: usize = 500;
 
@@ -48,10 +44,6 @@ impl Dialect for Postgres {
     /// concurrent count-then-insert statements would otherwise both see the
     /// limit not reached.
     const LOCK_CLIENT: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(7106407, hashtext($1))");
-
-    fn exec(conn: &mut PgConnection) -> &mut PgConnection {
-        conn
-    }
 
     fn lease_statements() -> &'static Statements {
         &LEASE

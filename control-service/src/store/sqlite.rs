@@ -3,7 +3,7 @@
 
 use std::sync::LazyLock;
 
-use sqlx::{Sqlite, SqliteConnection};
+use sqlx::Sqlite;
 
 use super::{Dialect, Store, StoreError, lease::Statements};
 
@@ -28,10 +28,6 @@ static LEASE: LazyLock<Statements> =
     LazyLock::new(|| Statements::new("CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)", ""));
 
 impl Dialect for Sqlite {
-    type Exec<'c> = &'c mut SqliteConnection;
-
-    const BACKEND: &'static str = "sqlite";
-
     /// Binding gets slower with the square of a statement's parameters on
     /// SQLite (measured: 500-row inserts 6 600 rows/s, 50-row inserts
     /// 28 000).
@@ -41,10 +37,6 @@ impl Dialect for Sqlite {
     /// database's write lock before it counts, so concurrent reservations
     /// wait for each other.
     const LOCK_CLIENT: Option<&'static str> = None;
-
-    fn exec(conn: &mut SqliteConnection) -> &mut SqliteConnection {
-        conn
-    }
 
     fn lease_statements() -> &'static Statements {
         &LEASE
