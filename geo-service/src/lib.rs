@@ -18,8 +18,9 @@
 //!   the local database step and the answer types.
 //! * [`cache`]: the fallback's answers in memory in front of [`store`],
 //!   written behind the lookups.
-//! * [`store`]: the persistent cache, one trait with a SQLite and a
-//!   PostgreSQL implementation.
+//! * [`store`]: the persistent cache, one trait with one implementation
+//!   generic over SQLite and PostgreSQL, the dialects' differences in one
+//!   trait (as in the control-service).
 //! * [`fallback`]: the ip-api client, its budget, breaker and bounds.
 //! * [`mmdb`]: loading, verifying and merging databases of every schema.
 //! * [`reload`]: hot reload of the database files.

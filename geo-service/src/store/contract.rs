@@ -59,6 +59,13 @@ async fn touch_moves_last_seen_forward_only(store: &dyn CacheStore) {
     assert_eq!(got.iter().map(|r| r.last_seen).collect::<Vec<_>>(), vec![250, 100]);
 }
 
+async fn touch_of_an_address_named_twice_takes_the_later_time(store: &dyn CacheStore) {
+    store.put(&[answer("192.0.2.5", None, 10, 100)]).await.unwrap();
+    let touched = store.touch(&[("192.0.2.5".into(), 300), ("192.0.2.5".into(), 200)]).await.unwrap();
+    assert_eq!(touched, 1, "one row");
+    assert_eq!(sorted(store, &["192.0.2.5"]).await[0].last_seen, 300);
+}
+
 async fn purge_deletes_only_rows_older_than_the_cutoff(store: &dyn CacheStore) {
     let rows: Vec<CachedAnswer> = (0..1_200)
         .map(|i| answer(&format!("10.0.{}.{}", i / 250, i % 250), (i % 3 == 0).then_some("US"), 1, 1_000 + i))
@@ -154,6 +161,7 @@ contract!(
     put_then_get_round_trips_every_field,
     put_replaces_the_answer_but_last_seen_never_goes_back,
     touch_moves_last_seen_forward_only,
+    touch_of_an_address_named_twice_takes_the_later_time,
     purge_deletes_only_rows_older_than_the_cutoff,
     negatives_come_oldest_first_and_limited,
     a_failed_batch_writes_nothing,

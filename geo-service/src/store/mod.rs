@@ -1,8 +1,17 @@
 //! The persistent cache: what the local databases could not answer.
 //!
-//! One repository trait, [`CacheStore`], with a SQLite ([`sqlite`]) and a
-//! PostgreSQL ([`postgres`]) implementation and migrations per backend under
-//! `migrations/geo/`. Rows are the online fallback's answers: a place, or a
+//! One repository trait, [`CacheStore`], in the control-service's shape:
+//! one implementation generic over the backend (`sql.rs`,
+//! `impl<DB: GeoDialect> CacheStore for Store<DB>`), binding and running the
+//! statements below (the same text on both backends: numbered `$n`
+//! parameters, which SQLite takes too) through the statement runner both
+//! services share ([`bangui_runtime::sql`]). `GeoDialect` (in `dialect.rs`)
+//! carries what that generic code needs of a backend and what differs
+//! between the two: the name of the larger-of-two function in the upsert
+//! and the `last_seen` refresh. Each backend's side of it is in [`sqlite`]
+//! ([`SqliteStore`], the default) and [`postgres`] ([`PgStore`], for
+//! several replicas), next to its migrations (under `migrations/geo/`) and
+//! pool. Rows are the online fallback's answers: a place, or a
 //! negative (no country: the fallback was asked and could not place the
 //! address). The service writes them behind the lookups (see
 //! `crate::cache`), never while a caller waits.
@@ -12,12 +21,18 @@
 //! the fallback; migration 0002 deletes them, and reads skip any that an
 //! older replica on the same PostgreSQL still writes during a rollout.
 
+mod dialect;
 pub mod postgres;
+mod sql;
 pub mod sqlite;
 
 use std::sync::Arc;
 
 use bangui_runtime::db::Backend;
+use sqlx::Database;
+
+pub(crate) use self::dialect::GeoDialect;
+pub use self::{postgres::PgStore, sqlite::SqliteStore};
 
 use crate::resolve::Placed;
 
@@ -91,22 +106,62 @@ pub trait CacheStore: Send + Sync + std::fmt::Debug {
     async fn close(&self);
 }
 
+/// The cache on backend `DB`: one pool; [`CacheStore`] is implemented for
+/// it once, generic over `GeoDialect`.
+#[derive(Debug)]
+pub struct Store<DB: Database> {
+    pub(in crate::store) pool: sqlx::Pool<DB>,
+}
+
+impl<DB: Database> Clone for Store<DB> {
+    fn clone(&self) -> Self {
+        Self { pool: self.pool.clone() }
+    }
+}
+
 /// Opens the store named by `url` and applies its migrations.
 pub async fn connect(url: &str) -> Result<Arc<dyn CacheStore>, StoreError> {
     Ok(match Backend::of(url)? {
-        Backend::Sqlite => Arc::new(sqlite::SqliteStore::connect(url).await?),
-        Backend::Postgres => Arc::new(postgres::PgStore::connect(url).await?),
+        Backend::Sqlite => Arc::new(SqliteStore::connect(url).await?),
+        Backend::Postgres => Arc::new(PgStore::connect(url).await?),
     })
 }
 
-/// The most bound parameters one statement uses: both backends take far
-/// more, this keeps statements small.
+/// The most addresses one statement binds: both backends take far more
+/// parameters, this keeps statements small.
 const CHUNK: usize = 500;
 
-/// Every column of the rows this version reads; each backend appends its
-/// own list of addresses.
+/// Every column of the rows this version reads, for the addresses in the
+/// list appended to it (`IN ($1, …)`).
 const SELECT_ROWS: &str = "SELECT ip, country_code, country_name, continent_code, asn, as_org, resolved_at, last_seen \
                            FROM geo_cache WHERE source = 'http' AND ip ";
+
+/// Inserts or replaces one answer; `last_seen` never goes back. `{greatest}`
+/// is the dialect's larger-of-two function ([`GeoDialect::GREATEST`]).
+const UPSERT: &str = "INSERT INTO geo_cache (ip, country_code, country_name, continent_code, asn, as_org, source, resolved_at, last_seen) \
+                      VALUES ($1, $2, $3, $4, $5, $6, 'http', $7, $8) \
+                      ON CONFLICT (ip) DO UPDATE SET country_code = excluded.country_code, country_name = excluded.country_name, \
+                      continent_code = excluded.continent_code, asn = excluded.asn, as_org = excluded.as_org, \
+                      source = excluded.source, resolved_at = excluded.resolved_at, \
+                      last_seen = {greatest}(geo_cache.last_seen, excluded.last_seen)";
+
+/// Moves `last_seen` forward for the cached ones of the `(ip, at)` pairs in
+/// `{rows}` (`($1, $2), …`), in one statement. An address named twice is
+/// grouped first: a row joined to several source rows is updated with one
+/// of them, not with each in turn.
+const TOUCH: &str = "WITH v (ip, at) AS (VALUES {rows}), s AS (SELECT ip, max(at) AS at FROM v GROUP BY ip) \
+                     UPDATE geo_cache SET last_seen = {greatest}(geo_cache.last_seen, s.at) \
+                     FROM s WHERE geo_cache.ip = s.ip";
+
+/// Deletes the rows of the addresses in the list appended to it.
+const DELETE_ROWS: &str = "DELETE FROM geo_cache WHERE ip ";
+
+const PURGE_OLDER_THAN: &str = "DELETE FROM geo_cache WHERE last_seen < $1";
+
+const SELECT_NEGATIVES: &str =
+    "SELECT ip FROM geo_cache WHERE country_code IS NULL AND source = 'http' ORDER BY resolved_at, ip LIMIT $1";
+
+const SELECT_STATS: &str = "SELECT count(*), count(*) - count(country_code) FROM geo_cache";
 
 /// The columns of a place, for binding: all `None` for a negative.
 fn columns(answer: &CachedAnswer) -> [Option<&str>; 4] {
@@ -122,7 +177,7 @@ fn asn(answer: &CachedAnswer) -> Option<i64> {
 
 /// A `geo_cache` row as both backends return it.
 #[derive(Debug, sqlx::FromRow)]
-struct DbRow {
+pub(crate) struct DbRow {
     ip: String,
     country_code: Option<String>,
     country_name: Option<String>,
