@@ -335,11 +335,10 @@ mod tests {
         response.headers().get("grpc-status").and_then(|v| v.to_str().ok())
     }
 
-    #[tokio::test]
-    async fn requests_beyond_the_limit_are_shed_and_health_passes() {
+    /// A handler that answers once the sender says `true`.
+    fn held_handler() -> (watch::Sender<bool>, Handler) {
         let (release, released) = watch::channel(false);
         let released = Arc::new(released);
-        // A handler that answers once released.
         let handler = tower::service_fn(move |_request: http::Request<Body>| {
             let mut released = (*released).clone();
             async move {
@@ -347,6 +346,14 @@ mod tests {
                 Ok::<_, Infallible>(http::Response::new(Body::empty()))
             }
         });
+        (release, tower::util::BoxCloneService::new(handler))
+    }
+
+    type Handler = tower::util::BoxCloneService<http::Request<Body>, http::Response<Body>, Infallible>;
+
+    #[tokio::test]
+    async fn requests_beyond_the_limit_are_shed_and_health_passes() {
+        let (release, handler) = held_handler();
         let layer = InFlightLimitLayer::new(2);
         let request = |path: &str| http::Request::builder().uri(path).body(Body::empty()).unwrap();
         let mut service = layer.layer(handler);
@@ -373,15 +380,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiting_line_holds_its_places_then_sheds() {
-        let (release, released) = watch::channel(false);
-        let released = Arc::new(released);
-        let handler = tower::service_fn(move |_request: http::Request<Body>| {
-            let mut released = (*released).clone();
-            async move {
-                let _ = released.wait_for(|go| *go).await;
-                Ok::<_, Infallible>(http::Response::new(Body::empty()))
-            }
-        });
+        let (release, handler) = held_handler();
         let mut service = InFlightLimitLayer::named(1, "calls").with_queue(2).layer(handler);
         let request = || http::Request::builder().uri("/a.B/C").body(Body::empty()).unwrap();
         // One runs, two wait, the fourth is shed.
