@@ -26,7 +26,10 @@ use bangui_runtime::grpc::{InFlightLimit, InFlightLimitLayer};
 use tonic::{Code, Status, body::Body, server::NamedService};
 use tower::{Layer, Service};
 
-use crate::{api::GeoApi, resolve::MAX_INPUT_BYTES};
+use crate::{
+    api::{GeoApi, ONE_ADDRESS_HINT, oversized_as_exhausted},
+    resolve::MAX_INPUT_BYTES,
+};
 
 /// Decode limit of every request but LookupBatch: one address (refused
 /// past [`MAX_INPUT_BYTES`] with a clear message) and a flag fit many times.
@@ -40,8 +43,6 @@ const BATCH_HEADROOM: usize = 16 * 1024;
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 const BATCH_PATH: &str = "/bangui.geo.v1.GeoService/LookupBatch";
-/// What an oversized request of one address is told.
-const SMALL_HINT: &str = "a request carries one address of at most 64 bytes";
 
 /// The decode limit of a LookupBatch of `max_batch` addresses: 10 000 (the
 /// default) gives 686 KiB.
@@ -96,7 +97,7 @@ impl Service<http::Request<Body>> for GeoRoutes {
         let (response, hint) = if request.uri().path() == BATCH_PATH {
             (self.batch.call(request), self.batch_hint.clone())
         } else {
-            (self.other.call(request), Arc::from(SMALL_HINT))
+            (self.other.call(request), Arc::from(ONE_ADDRESS_HINT))
         };
         Box::pin(async move {
             let response = response.await?;
@@ -104,7 +105,7 @@ impl Service<http::Request<Body>> for GeoRoutes {
             // response: its status is in the headers.
             match Status::from_header_map(response.headers()) {
                 Some(status) if status.code() == Code::OutOfRange => {
-                    Ok(Status::resource_exhausted(format!("{}; {hint}", status.message())).into_http())
+                    Ok(oversized_as_exhausted(status, &hint).into_http())
                 }
                 _ => Ok(response),
             }

@@ -143,7 +143,7 @@ impl pb::geo_service_server::GeoService for GeoApi {
                         .await
                         .map(|result| pb::LookupStreamResponse { result: Some(result) })
                         .map_err(Status::from),
-                    Err(status) => Err(oversized_as_exhausted(status)),
+                    Err(status) => Err(oversized_as_exhausted(status, ONE_ADDRESS_HINT)),
                 };
                 let failed = reply.is_err();
                 if tx.send(reply).await.is_err() || failed {
@@ -207,8 +207,18 @@ impl pb::geo_service_server::GeoService for GeoApi {
     }
 }
 
-/// tonic's OUT_OF_RANGE for an oversized message, as RESOURCE_EXHAUSTED
-/// (for streamed requests, whose errors reach the handler).
-pub fn oversized_as_exhausted(status: Status) -> Status {
-    if status.code() == Code::OutOfRange { Status::resource_exhausted(status.message().to_owned()) } else { status }
+/// What a request of one address over its decode limit is told.
+pub const ONE_ADDRESS_HINT: &str = "a request carries one address of at most 64 bytes";
+
+/// tonic's OUT_OF_RANGE for a message over its decode limit, as
+/// RESOURCE_EXHAUSTED (what gRPC's status table says for a received message
+/// larger than the limit) with `hint`; any other status as it is. Unary
+/// requests reach it through `transport` (their error is the response),
+/// streamed ones here in the handler (their error is an item).
+pub fn oversized_as_exhausted(status: Status, hint: &str) -> Status {
+    if status.code() == Code::OutOfRange {
+        Status::resource_exhausted(format!("{}; {hint}", status.message()))
+    } else {
+        status
+    }
 }
