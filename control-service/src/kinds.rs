@@ -1,7 +1,8 @@
 //! The closed vocabularies this service stores as text, each with its one
 //! string mapping (the words in the database and on the API): where a ban
 //! came from ([`Origin`]), what an archived event is ([`Event`]), what a
-//! change to fail2ban was ([`ActionKind`]).
+//! change to fail2ban was ([`ActionKind`]), what a blocklist import does with
+//! networks ([`CidrPolicy`]) and how it ended ([`ImportStatus`]).
 
 use std::{fmt, str::FromStr};
 
@@ -113,6 +114,61 @@ impl Word for ActionKind {
     }
 }
 
+/// What an import does with a network (CIDR) entry of a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum CidrPolicy {
+    /// Networks are not banned (counted as `cidr_skipped`).
+    #[default]
+    Skip,
+    /// The network is banned as it is (fail2ban bans networks).
+    Ban,
+    /// Networks up to /24 (IPv6: /120) are banned address by address,
+    /// larger ones skipped; the addresses count against the entry cap.
+    Expand,
+}
+
+impl Word for CidrPolicy {
+    const KIND: &'static str = "cidr policy";
+    const ALL: &'static [Self] = &[CidrPolicy::Skip, CidrPolicy::Ban, CidrPolicy::Expand];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            CidrPolicy::Skip => "skip",
+            CidrPolicy::Ban => "ban",
+            CidrPolicy::Expand => "expand",
+        }
+    }
+}
+
+/// How a blocklist import ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ImportStatus {
+    /// The list is mirrored into the jail.
+    Ok,
+    /// Not modified (304) or the same body as the last import: nothing sent
+    /// to fail2ban.
+    Unchanged,
+    /// Some bans or unbans failed; the rest were applied.
+    Partial,
+    /// Nothing applied: the download, the parse or fail2ban failed.
+    Failed,
+}
+
+impl Word for ImportStatus {
+    const KIND: &'static str = "import status";
+    const ALL: &'static [Self] =
+        &[ImportStatus::Ok, ImportStatus::Unchanged, ImportStatus::Partial, ImportStatus::Failed];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            ImportStatus::Ok => "ok",
+            ImportStatus::Unchanged => "unchanged",
+            ImportStatus::Partial => "partial",
+            ImportStatus::Failed => "failed",
+        }
+    }
+}
+
 // The same conversions for every vocabulary: `as_str` as an inherent
 // method (callers need not import `Word`), `FromStr`, `TryFrom<String>`
 // (what sqlx reads a column with), `Display`.
@@ -193,6 +249,62 @@ impl fmt::Display for ActionKind {
     }
 }
 
+impl CidrPolicy {
+    pub fn as_str(self) -> &'static str {
+        Word::as_str(self)
+    }
+}
+
+impl FromStr for CidrPolicy {
+    type Err = UnknownWord;
+
+    fn from_str(text: &str) -> Result<Self, UnknownWord> {
+        Self::parse_word(text)
+    }
+}
+
+impl TryFrom<String> for CidrPolicy {
+    type Error = UnknownWord;
+
+    fn try_from(text: String) -> Result<Self, UnknownWord> {
+        Self::parse_word(&text)
+    }
+}
+
+impl fmt::Display for CidrPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl ImportStatus {
+    pub fn as_str(self) -> &'static str {
+        Word::as_str(self)
+    }
+}
+
+impl FromStr for ImportStatus {
+    type Err = UnknownWord;
+
+    fn from_str(text: &str) -> Result<Self, UnknownWord> {
+        Self::parse_word(text)
+    }
+}
+
+impl TryFrom<String> for ImportStatus {
+    type Error = UnknownWord;
+
+    fn try_from(text: String) -> Result<Self, UnknownWord> {
+        Self::parse_word(&text)
+    }
+}
+
+impl fmt::Display for ImportStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,6 +320,8 @@ mod tests {
         reads_back::<Origin>();
         reads_back::<Event>();
         reads_back::<ActionKind>();
+        reads_back::<CidrPolicy>();
+        reads_back::<ImportStatus>();
         assert_eq!("reload".parse::<ActionKind>().unwrap_err().to_string(), "unknown action \"reload\"");
         assert_eq!(Origin::try_from("Manual".to_owned()).unwrap_err().kind, "origin");
         assert!("".parse::<Event>().is_err());

@@ -22,6 +22,8 @@
 //!   session gate in front of every control service.
 //! * [`settings`]: runtime settings, typed and validated.
 //! * [`jails`]: the jail operations behind JailService, each logged.
+//! * [`blocklist`]: blocklist sources, their download, parsing and import
+//!   into a jail.
 //! * [`history`]: the ban archive's sync from fail2ban's database;
 //!   [`history::queries`], the dashboard's questions over it.
 //! * [`cluster`]: who leads, the jobs and "run now", behind ClusterService.
@@ -41,6 +43,7 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod blocklist;
 pub mod clock;
 pub mod cluster;
 pub mod config;

@@ -1,0 +1,1 @@
+//! List download (being written).
