@@ -7,12 +7,14 @@
 //! * [`grpc`]: serving with health, reflection and a SIGTERM drain.
 //! * [`db`]: SQLite and PostgreSQL pools, and the stores' error type.
 //! * [`sql`]: statements written once for both backends ([`sql::Stmt`], [`sql::SqlBackend`]).
+//! * [`reserved`]: the reserved address ranges (not public addresses).
 //! * [`guard`]: gates (bearer token, sessions) wrapped around a gRPC service.
 //! * [`ConfigExt`]: parsing a service's clap configuration.
 
 pub mod db;
 pub mod grpc;
 pub mod guard;
+pub mod reserved;
 pub mod sql;
 pub mod telemetry;
 
