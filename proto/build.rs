@@ -14,6 +14,7 @@ const PACKAGES: &[(&[&str], &str)] = &[
             "bangui/control/v1/settings.proto",
             "bangui/control/v1/cluster.proto",
             "bangui/control/v1/history.proto",
+            "bangui/control/v1/blocklist.proto",
         ],
         "bangui_control_v1_descriptor.bin",
     ),

@@ -117,6 +117,7 @@ pub fn synthetic_bans(n: usize, now: i64, seed: u64) -> Vec<ArchivedBan> {
                 asn: Some(i64::from(rng.random_range(1000u32..65000))),
                 as_org: Some("Example AS".into()),
                 archived_at: now - age + 60,
+                source: None,
             }
         })
         .collect()

@@ -14,9 +14,9 @@ use std::{fmt, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use bangui_proto::control::v1::{
-    FILE_DESCRIPTOR_SET, auth_service_server::AuthServiceServer, cluster_service_server::ClusterServiceServer,
-    history_service_server::HistoryServiceServer, jail_service_server::JailServiceServer,
-    settings_service_server::SettingsServiceServer,
+    FILE_DESCRIPTOR_SET, auth_service_server::AuthServiceServer, blocklist_service_server::BlocklistServiceServer,
+    cluster_service_server::ClusterServiceServer, history_service_server::HistoryServiceServer,
+    jail_service_server::JailServiceServer, settings_service_server::SettingsServiceServer,
 };
 use bangui_runtime::{
     StageContext,
@@ -32,12 +32,14 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use crate::{
     api::{
         auth::{AuthApi, OPEN_METHODS},
+        blocklist::BlocklistApi,
         cluster::ClusterApi,
         history::HistoryApi,
         jail::JailApi,
         settings::SettingsApi,
     },
     auth::{Auth, SessionGate},
+    blocklist::{Blocklists, fetch::Fetcher},
     clock::{Clock, SystemClock},
     cluster::Cluster,
     config::Config,
@@ -96,6 +98,7 @@ pub type StartupError = bangui_runtime::StartupError<Stage>;
 pub struct Application {
     jails: Jails,
     auth: Auth,
+    blocklists: Blocklists,
     settings: RuntimeSettings,
     tls: Option<tonic::transport::ServerTlsConfig>,
     queries: HistoryQueries,
@@ -190,17 +193,43 @@ impl Application {
         tracing::info!(replica = %elector_settings.replica, ttl = ?elector_settings.ttl, "replica identity");
         let lease_retry = elector_settings.retry;
         let (elector, leadership) = Elector::new(stores.lease.clone(), elector_settings, metrics.clone());
-        let context =
-            JobContext { auth: auth.clone(), history: history.clone(), geo: geo.clone(), settings: settings.clone() };
+        let fetcher = Fetcher::new(config.fetch_settings()).stage(Stage::Clients)?;
+        let blocklists = Blocklists::new(
+            stores.blocklists.clone(),
+            stores.ledger.clone(),
+            elector_settings.replica.clone(),
+            fail2ban.clone(),
+            fetcher,
+            history.clone(),
+            settings.clone(),
+            clock.clone(),
+            config.blocklist_settings(),
+        );
+        let context = JobContext {
+            auth: auth.clone(),
+            blocklists: blocklists.clone(),
+            history: history.clone(),
+            geo: geo.clone(),
+            settings: settings.clone(),
+        };
         // Refuse schedules the scheduler could not read before anything runs.
         let schedules = settings.get().await.stage(Stage::Scheduler)?.schedules;
         for kind in JobKind::ALL {
-            crate::settings::check_cron(kind.name(), kind.schedule(&schedules)).stage(Stage::Scheduler)?;
+            if let Some(schedule) = kind.schedule(&schedules) {
+                crate::settings::check_cron(kind.family(), schedule).stage(Stage::Scheduler)?;
+            }
         }
         let scheduler =
             Scheduler::new(stores.ledger.clone(), leadership.clone(), clock.clone(), context, metrics.clone());
         let queries = HistoryQueries::new(stores.history.clone(), clock.clone());
-        let cluster = Cluster::new(stores.lease.clone(), stores.ledger.clone(), leadership, settings.clone(), clock);
+        let cluster = Cluster::new(
+            stores.lease.clone(),
+            stores.ledger.clone(),
+            leadership,
+            settings.clone(),
+            blocklists.clone(),
+            clock,
+        );
 
         let metrics_listener = TcpListener::bind(config.metrics_listen)
             .await
@@ -217,6 +246,7 @@ impl Application {
         Ok(Self {
             jails,
             auth,
+            blocklists,
             settings,
             tls,
             queries,
@@ -281,6 +311,10 @@ impl Application {
             gate.clone(),
         ))
         .add_service(Gated::new(
+            BlocklistServiceServer::new(BlocklistApi::new(self.blocklists)).max_decoding_message_size(max),
+            gate.clone(),
+        ))
+        .add_service(Gated::new(
             HistoryServiceServer::new(HistoryApi::new(self.queries)).max_decoding_message_size(max),
             gate,
         ));
@@ -330,6 +364,7 @@ impl Application {
                 service_name::<SettingsServiceServer<SettingsApi>>(),
                 service_name::<ClusterServiceServer<ClusterApi>>(),
                 service_name::<HistoryServiceServer<HistoryApi>>(),
+                service_name::<BlocklistServiceServer<BlocklistApi>>(),
             ],
             grace: self.shutdown_grace,
             tls: self.tls,

@@ -6,9 +6,10 @@ use std::{collections::HashMap, sync::Arc};
 
 pub use crate::store::lease::{JobRun, Lease};
 use crate::{
+    blocklist::Blocklists,
     clock::Clock,
     error::{InvalidArgument, StoreError},
-    jobs::{JobKind, next_run},
+    jobs::{JobKind, next_run, planned},
     leader::{Leadership, SCHEDULER_LEASE},
     settings::RuntimeSettings,
     store::{LeaseStore, RunLedger},
@@ -26,7 +27,7 @@ pub struct LeaderInfo {
 /// A job: its schedule, when it runs next, and its latest run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobInfo {
-    pub name: &'static str,
+    pub name: String,
     pub schedule: String,
     /// Unix seconds.
     pub next_run: Option<i64>,
@@ -50,6 +51,7 @@ pub struct Cluster {
     ledger: Arc<dyn RunLedger>,
     leadership: Leadership,
     settings: RuntimeSettings,
+    blocklists: Blocklists,
     clock: Arc<dyn Clock>,
 }
 
@@ -59,9 +61,10 @@ impl Cluster {
         ledger: Arc<dyn RunLedger>,
         leadership: Leadership,
         settings: RuntimeSettings,
+        blocklists: Blocklists,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self { lease, ledger, leadership, settings, clock }
+        Self { lease, ledger, leadership, settings, blocklists, clock }
     }
 
     pub async fn leader(&self) -> Result<LeaderInfo, ClusterError> {
@@ -73,22 +76,18 @@ impl Cluster {
         })
     }
 
-    /// Every job, in [`JobKind::ALL`]'s order.
+    /// Every job: the fixed ones in [`JobKind::ALL`]'s order, then one
+    /// import per enabled blocklist source.
     pub async fn jobs(&self) -> Result<Vec<JobInfo>, ClusterError> {
-        let schedules = self.settings.get().await?.schedules;
+        let jobs = planned(&self.settings, &self.blocklists).await?;
         let mut last: HashMap<String, JobRun> =
             self.ledger.last_runs().await?.into_iter().map(|run| (run.job.clone(), run)).collect();
         let now = self.clock.now();
-        Ok(JobKind::ALL
+        Ok(jobs
             .into_iter()
-            .map(|kind| {
-                let schedule = kind.schedule(&schedules).to_owned();
-                JobInfo {
-                    name: kind.name(),
-                    next_run: next_run(&schedule, now),
-                    schedule,
-                    last_run: last.remove(kind.name()),
-                }
+            .map(|(kind, schedule)| {
+                let name = kind.name();
+                JobInfo { next_run: next_run(&schedule, now), schedule, last_run: last.remove(&name), name }
             })
             .collect())
     }
@@ -98,12 +97,19 @@ impl Cluster {
         if name.is_empty() {
             return Err(InvalidArgument::new("job", "a job name is required").into());
         }
-        let Some(kind) = JobKind::parse(name) else {
-            let known: Vec<&str> = JobKind::ALL.iter().map(|k| k.name()).collect();
-            return Err(ClusterError::UnknownJob { name: name.to_owned(), known: known.join(", ") });
+        let unknown = || {
+            let mut known: Vec<&str> = JobKind::ALL.iter().map(|k| k.family()).collect();
+            known.push("blocklist_import:<source id>");
+            ClusterError::UnknownJob { name: name.to_owned(), known: known.join(", ") }
         };
-        let request_id = self.ledger.request_run(kind.name(), self.leadership.replica()).await?;
-        tracing::info!(job = kind.name(), request_id, "run requested");
+        let kind = JobKind::parse(name).ok_or_else(unknown)?;
+        if let JobKind::BlocklistImport(id) = kind
+            && !self.blocklists.exists(id).await?
+        {
+            return Err(unknown());
+        }
+        let request_id = self.ledger.request_run(&kind.name(), self.leadership.replica()).await?;
+        tracing::info!(job = %kind, request_id, "run requested");
         Ok(request_id)
     }
 }

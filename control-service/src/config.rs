@@ -268,6 +268,30 @@ pub struct Config {
     /// How long in-flight RPCs may take to finish after SIGTERM.
     #[arg(long, env = "CONTROL_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+
+    /// Let blocklist sources download from private, loopback and other
+    /// non-public addresses. Off: every hop of a download must resolve to
+    /// public addresses only (no SSRF into the cluster).
+    #[arg(long, env = "CONTROL_BLOCKLIST_ALLOW_PRIVATE")]
+    pub blocklist_allow_private: bool,
+
+    /// Deadline of one attempt at downloading a blocklist.
+    #[arg(long, env = "CONTROL_BLOCKLIST_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
+    pub blocklist_timeout: Duration,
+
+    /// Networks never banned by a blocklist import, whatever a list says
+    /// (comma-separated addresses or CIDRs, e.g. your own ranges).
+    #[arg(long, env = "CONTROL_NEVER_BAN", value_delimiter = ',', value_parser = parse_network)]
+    pub never_ban: Vec<ipnet::IpNet>,
+}
+
+/// An address (as a /32 or /128) or a network.
+fn parse_network(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    if let Ok(ip) = text.parse::<std::net::IpAddr>() {
+        return Ok(ipnet::IpNet::from(ip));
+    }
+    text.parse::<ipnet::IpNet>().map(|net| net.trunc()).map_err(|_| format!("{text:?} is not an address or a network"))
 }
 
 impl Config {
@@ -409,6 +433,18 @@ impl Config {
             reply_timeout: self.fail2ban_timeout,
             max_in_flight: usize::from(self.fail2ban_max_in_flight),
         }
+    }
+
+    pub fn fetch_settings(&self) -> crate::blocklist::fetch::FetchSettings {
+        crate::blocklist::fetch::FetchSettings {
+            allow_private: self.blocklist_allow_private,
+            timeout: self.blocklist_timeout,
+            ..Default::default()
+        }
+    }
+
+    pub fn blocklist_settings(&self) -> crate::blocklist::BlocklistSettings {
+        crate::blocklist::BlocklistSettings { never_ban: self.never_ban.clone() }
     }
 
     pub fn start_settings(&self) -> StartSettings {

@@ -23,6 +23,8 @@ pub struct Schedules {
     pub history_sync: String,
     pub history_geo_backfill: String,
     pub history_retention: String,
+    /// A blocklist source's schedule when it names none.
+    pub blocklist_import: String,
 }
 
 /// Every runtime setting.
@@ -49,6 +51,7 @@ impl Default for Settings {
                 history_sync: "0 * * * * *".into(),
                 history_geo_backfill: "0 5-55/10 * * * *".into(),
                 history_retention: "0 0 4 * * *".into(),
+                blocklist_import: "0 15 */6 * * *".into(),
             },
         }
     }
@@ -67,6 +70,7 @@ pub struct SettingsUpdate {
     pub history_sync_schedule: Option<String>,
     pub history_geo_backfill_schedule: Option<String>,
     pub history_retention_schedule: Option<String>,
+    pub blocklist_import_schedule: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +133,7 @@ impl SettingsUpdate {
             ("history_sync_schedule", &self.history_sync_schedule),
             ("history_geo_backfill_schedule", &self.history_geo_backfill_schedule),
             ("history_retention_schedule", &self.history_retention_schedule),
+            ("blocklist_import_schedule", &self.blocklist_import_schedule),
         ] {
             if let Some(pattern) = value {
                 check_cron(field, pattern)?;
@@ -164,6 +169,7 @@ impl Settings {
                 "history_sync_schedule" => settings.schedules.history_sync = value.clone(),
                 "history_geo_backfill_schedule" => settings.schedules.history_geo_backfill = value.clone(),
                 "history_retention_schedule" => settings.schedules.history_retention = value.clone(),
+                "blocklist_import_schedule" => settings.schedules.blocklist_import = value.clone(),
                 // Written by a newer version: not ours to judge.
                 _ => {}
             }

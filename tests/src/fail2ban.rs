@@ -24,7 +24,15 @@ pub struct Fail2banOptions {
     pub extra_jails: Vec<String>,
     /// fail2ban's `dbfile` (e.g. `:memory:`) instead of `run/f2b.sqlite3`.
     pub dbfile: Option<String>,
+    /// Also run the `blocklist-import` jail from the deploy file
+    /// (`deploy/fail2ban/jail.d/blocklist-import.conf`, as shipped), with a
+    /// `.local` that gives it the test filter and a log
+    /// (`blocklist-import.log`), so a log ban can land in it too.
+    pub blocklist_jail: bool,
 }
+
+/// The blocklist jail's name (see [`Fail2banOptions::blocklist_jail`]).
+pub const BLOCKLIST_JAIL: &str = "blocklist-import";
 
 /// A running fail2ban-server. Stopped when dropped.
 #[derive(Debug)]
@@ -32,6 +40,8 @@ pub struct Fail2banServer {
     dir: tempfile::TempDir,
     child: Option<Child>,
     env: Vec<(String, String)>,
+    /// The jail list `status` shows once the server is up.
+    wanted: &'static str,
 }
 
 impl Fail2banServer {
@@ -56,7 +66,7 @@ impl Fail2banServer {
         );
         let dir = tempfile::Builder::new().prefix("f2b").tempdir().unwrap();
         let root = dir.path();
-        for sub in ["conf/filter.d", "conf/action.d", "run"] {
+        for sub in ["conf/filter.d", "conf/action.d", "conf/jail.d", "run"] {
             std::fs::create_dir_all(root.join(sub)).unwrap();
         }
         std::fs::copy("/etc/fail2ban/action.d/dummy.conf", root.join("conf/action.d/dummy.conf")).unwrap();
@@ -93,7 +103,21 @@ impl Fail2banServer {
             ));
         }
         std::fs::write(root.join("conf/jail.conf"), jails).unwrap();
-        let mut server = Self { dir, child: None, env: options.env.clone() };
+        if options.blocklist_jail {
+            let shipped = crate::workspace_root().join("deploy/fail2ban/jail.d/blocklist-import.conf");
+            std::fs::copy(&shipped, root.join("conf/jail.d/blocklist-import.conf")).unwrap();
+            std::fs::write(root.join("blocklist-import.log"), "").unwrap();
+            std::fs::write(
+                root.join("conf/jail.d/blocklist-import.local"),
+                format!(
+                    "[{BLOCKLIST_JAIL}]\nfilter = bangui-test\nlogpath = {}/blocklist-import.log\n",
+                    root.display()
+                ),
+            )
+            .unwrap();
+        }
+        let wanted = if options.blocklist_jail { "alpha, beta, blocklist-import" } else { "alpha, beta" };
+        let mut server = Self { dir, child: None, env: options.env.clone(), wanted };
         server.restart();
         server
     }
@@ -121,7 +145,7 @@ impl Fail2banServer {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let out = self.client(&["status"]);
-            if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("alpha, beta") {
+            if out.status.success() && String::from_utf8_lossy(&out.stdout).contains(self.wanted) {
                 return;
             }
             assert!(Instant::now() < deadline, "fail2ban-server did not come up:\n{}", self.log());

@@ -70,6 +70,7 @@ impl From<ArchivedBan> for pb::ArchivedBan {
             country_name: b.country_name.unwrap_or_default(),
             asn: b.asn.and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
             as_org: b.as_org.unwrap_or_default(),
+            source: b.source.unwrap_or_default(),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! exhaustive mapping per error type.
 
 pub mod auth;
+pub mod blocklist;
 pub mod cluster;
 pub mod history;
 pub mod jail;
@@ -14,6 +15,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::{
     auth::AuthError,
+    blocklist::BlocklistError,
     cluster::ClusterError,
     error::{InvalidArgument, StoreError},
     fail2ban::Fail2banError,
@@ -110,6 +112,24 @@ impl From<QueryError> for Status {
         match error {
             QueryError::Invalid(e) => invalid(e),
             QueryError::Store(e) => store_unavailable(&e),
+        }
+    }
+}
+
+impl From<BlocklistError> for Status {
+    fn from(error: BlocklistError) -> Self {
+        match error {
+            BlocklistError::Invalid(e) => invalid(e),
+            e @ BlocklistError::NameTaken(_) => Status::already_exists(e.to_string()),
+            e @ BlocklistError::NotFound(_) => Status::not_found(e.to_string()),
+            e @ (BlocklistError::Busy(_) | BlocklistError::MissingJail(_)) => {
+                Status::failed_precondition(e.to_string())
+            }
+            e @ BlocklistError::PreviewsBusy(_) => Status::resource_exhausted(e.to_string()),
+            BlocklistError::Fail2ban(e) => e.into(),
+            // The list's server is another party: its failure is not ours.
+            e @ (BlocklistError::Fetch(_) | BlocklistError::Parse(_)) => Status::failed_precondition(e.to_string()),
+            BlocklistError::Store(e) => store_unavailable(&e),
         }
     }
 }

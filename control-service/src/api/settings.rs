@@ -62,6 +62,7 @@ impl From<Settings> for pb::Settings {
                 history_sync: s.schedules.history_sync,
                 history_geo_backfill: s.schedules.history_geo_backfill,
                 history_retention: s.schedules.history_retention,
+                blocklist_import: s.schedules.blocklist_import,
             }),
         }
     }
@@ -82,6 +83,7 @@ impl TryFrom<UpdateSettingsRequest> for SettingsUpdate {
             history_sync_schedule: r.history_sync_schedule,
             history_geo_backfill_schedule: r.history_geo_backfill_schedule,
             history_retention_schedule: r.history_retention_schedule,
+            blocklist_import_schedule: r.blocklist_import_schedule,
         })
     }
 }

@@ -50,3 +50,460 @@ pub struct ImportCounts {
     /// Bans or unbans fail2ban did not carry out.
     pub failed: u64,
 }
+
+mod import;
+
+use std::{sync::Arc, time::Duration};
+
+use ipnet::IpNet;
+use tokio::sync::{Mutex, Semaphore};
+
+use self::{
+    fetch::{FetchError, Fetched, Fetcher, Validators},
+    parse::{Exclusions, ParseError, ParseLimits, entry_text},
+};
+use crate::{
+    clock::Clock,
+    error::{InvalidArgument, StoreError},
+    fail2ban::{Fail2ban, Fail2banError, JailName},
+    history::History,
+    kinds::{CidrPolicy, RunTrigger},
+    settings::{RuntimeSettings, Schedules, check_cron},
+    store::{
+        RunLedger,
+        blocklist::{BlocklistStore, ImportCommit, ImportRun, SeenBody, Source, SourceSpec, SourceWriteError},
+    },
+};
+
+/// The jail a source is mirrored into when it names none.
+pub const DEFAULT_JAIL: &str = "blocklist-import";
+/// Largest body accepted when a source names no limit.
+pub const DEFAULT_MAX_BYTES: u64 = 16 * 1024 * 1024;
+/// The largest limit a source may set.
+pub const MAX_MAX_BYTES: u64 = 256 * 1024 * 1024;
+/// Most entries accepted when a source names no limit.
+pub const DEFAULT_MAX_ENTRIES: u64 = 500_000;
+/// The largest entry limit a source may set.
+pub const MAX_MAX_ENTRIES: u64 = 2_000_000;
+/// Longest source name.
+pub const MAX_NAME_LEN: usize = 64;
+/// Longest URL.
+const MAX_URL_LEN: usize = 2048;
+/// Runs kept per source.
+pub const KEEP_RUNS: u32 = 100;
+/// Previews downloading at once in this process; more are refused.
+const PREVIEWS_AT_ONCE: usize = 2;
+/// A hold older than this was left by a replica that died mid-import.
+const STALE_HOLD: i64 = 3 * 3600;
+
+/// What the operator configured for every source.
+#[derive(Debug, Clone, Default)]
+pub struct BlocklistSettings {
+    /// Networks never banned whatever a list says (`--never-ban`).
+    pub never_ban: Vec<IpNet>,
+}
+
+/// What can go wrong with sources and imports.
+#[derive(Debug, thiserror::Error)]
+pub enum BlocklistError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidArgument),
+    #[error("a source named {0:?} exists")]
+    NameTaken(String),
+    #[error("no blocklist source {0}")]
+    NotFound(i64),
+    #[error("an import of source {0} is running; try again when it ended")]
+    Busy(i64),
+    #[error("jail {0:?} does not exist in fail2ban: add it (see deploy/fail2ban/jail.d/blocklist-import.conf)")]
+    MissingJail(String),
+    #[error("{0} previews are already running; try again shortly")]
+    PreviewsBusy(usize),
+    #[error(transparent)]
+    Fail2ban(Fail2banError),
+    #[error("download failed: {0}")]
+    Fetch(#[from] FetchError),
+    #[error("not a usable list: {0}")]
+    Parse(#[from] ParseError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<Fail2banError> for BlocklistError {
+    fn from(error: Fail2banError) -> Self {
+        match error {
+            Fail2banError::UnknownJail(jail) => BlocklistError::MissingJail(jail),
+            other => BlocklistError::Fail2ban(other),
+        }
+    }
+}
+
+impl From<SourceWriteError> for BlocklistError {
+    fn from(error: SourceWriteError) -> Self {
+        match error {
+            SourceWriteError::NameTaken(name) => BlocklistError::NameTaken(name),
+            SourceWriteError::NotFound(id) => BlocklistError::NotFound(id),
+            SourceWriteError::Store(e) => BlocklistError::Store(e),
+        }
+    }
+}
+
+/// A source as an operator writes it: empty and zero fields take their
+/// defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceInput {
+    pub name: String,
+    pub url: String,
+    pub enabled: bool,
+    pub jail: String,
+    pub schedule: String,
+    pub cidr_policy: String,
+    pub max_bytes: u64,
+    pub max_entries: u64,
+}
+
+/// What a preview looks at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PreviewTarget {
+    Source(i64),
+    Url { url: String, cidr_policy: String },
+}
+
+/// A list downloaded and read, nothing banned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preview {
+    pub http_status: u16,
+    pub bytes: u64,
+    pub sha256: String,
+    pub counts: ImportCounts,
+    pub entries: Vec<String>,
+    pub bad_lines: Vec<BadLine>,
+}
+
+/// Blocklist sources and their imports, behind `BlocklistService` and the
+/// leader's import jobs.
+#[derive(Debug, Clone)]
+pub struct Blocklists {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<dyn BlocklistStore>,
+    ledger: Arc<dyn RunLedger>,
+    /// This replica (who asked for a run).
+    replica: String,
+    fail2ban: Fail2ban,
+    fetcher: Fetcher,
+    history: History,
+    settings: RuntimeSettings,
+    clock: Arc<dyn Clock>,
+    never_ban: Vec<IpNet>,
+    /// One import at a time in this process: sources share the jail's
+    /// bans, and fail2ban serves one command at a time anyway.
+    importing: Mutex<()>,
+    previews: Semaphore,
+}
+
+impl Blocklists {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Arc<dyn BlocklistStore>,
+        ledger: Arc<dyn RunLedger>,
+        replica: String,
+        fail2ban: Fail2ban,
+        fetcher: Fetcher,
+        history: History,
+        settings: RuntimeSettings,
+        clock: Arc<dyn Clock>,
+        config: BlocklistSettings,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                ledger,
+                replica,
+                fail2ban,
+                fetcher,
+                history,
+                settings,
+                clock,
+                never_ban: config.never_ban,
+                importing: Mutex::new(()),
+                previews: Semaphore::new(PREVIEWS_AT_ONCE),
+            }),
+        }
+    }
+
+    /// Checks `input` and fills in its defaults.
+    async fn spec(&self, input: &SourceInput) -> Result<SourceSpec, BlocklistError> {
+        let name = input.name.trim();
+        if name.is_empty() || name.chars().count() > MAX_NAME_LEN {
+            return Err(InvalidArgument::new("name", format!("must be 1 to {MAX_NAME_LEN} characters")).into());
+        }
+        if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || "._-".contains(*c))) {
+            return Err(InvalidArgument::new(
+                "name",
+                format!("character {bad:?} is not allowed (letters, digits, . _ -)"),
+            )
+            .into());
+        }
+        if input.url.len() > MAX_URL_LEN {
+            return Err(InvalidArgument::new("url", format!("longer than {MAX_URL_LEN} characters")).into());
+        }
+        let url = self.inner.fetcher.check_target(input.url.trim()).await.map_err(|e| match e {
+            FetchError::Forbidden { host, addr } => InvalidArgument::new(
+                "url",
+                format!(
+                    "{host} resolves to {addr}, not a public address (start the service with \
+                     --blocklist-allow-private to allow private targets)"
+                ),
+            ),
+            other => InvalidArgument::new("url", other.to_string()),
+        })?;
+        let jail = if input.jail.trim().is_empty() { DEFAULT_JAIL } else { input.jail.trim() };
+        let jail = JailName::parse("jail", jail)?;
+        let schedule = input.schedule.trim().to_owned();
+        if !schedule.is_empty() {
+            check_cron("schedule", &schedule)?;
+        }
+        let cidr_policy = policy(&input.cidr_policy)?;
+        let max_bytes = limit("max_bytes", input.max_bytes, DEFAULT_MAX_BYTES, MAX_MAX_BYTES)?;
+        let max_entries = limit("max_entries", input.max_entries, DEFAULT_MAX_ENTRIES, MAX_MAX_ENTRIES)?;
+        // The jail must exist: an import into a missing jail would fail at
+        // every run.
+        if !self.inner.fail2ban.jail_names().await?.iter().any(|j| j == jail.as_str()) {
+            return Err(BlocklistError::MissingJail(jail.to_string()));
+        }
+        Ok(SourceSpec {
+            name: name.to_owned(),
+            url: url.to_string(),
+            enabled: input.enabled,
+            jail: jail.to_string(),
+            schedule,
+            cidr_policy,
+            max_bytes,
+            max_entries,
+        })
+    }
+
+    pub async fn create(&self, input: &SourceInput) -> Result<Source, BlocklistError> {
+        let spec = self.spec(input).await?;
+        let source = self.inner.store.create_source(&spec, self.inner.clock.now()).await?;
+        tracing::info!(id = source.id, name = %source.spec.name, "blocklist source created");
+        Ok(source)
+    }
+
+    pub async fn update(&self, id: i64, input: &SourceInput) -> Result<Source, BlocklistError> {
+        let spec = self.spec(input).await?;
+        let source = self.inner.store.update_source(id, &spec, self.inner.clock.now()).await?;
+        tracing::info!(id, name = %source.spec.name, "blocklist source updated");
+        Ok(source)
+    }
+
+    pub async fn get(&self, id: i64) -> Result<Source, BlocklistError> {
+        self.inner.store.source(id).await?.ok_or(BlocklistError::NotFound(id))
+    }
+
+    pub async fn exists(&self, id: i64) -> Result<bool, StoreError> {
+        Ok(self.inner.store.source(id).await?.is_some())
+    }
+
+    pub async fn list(&self) -> Result<Vec<Source>, BlocklistError> {
+        Ok(self.inner.store.sources().await?)
+    }
+
+    /// The enabled sources and the schedule each runs on.
+    pub async fn scheduled(&self, schedules: &Schedules) -> Result<Vec<(i64, String)>, StoreError> {
+        Ok(self
+            .inner
+            .store
+            .sources()
+            .await?
+            .into_iter()
+            .filter(|s| s.spec.enabled)
+            .map(|s| (s.id, effective_schedule(&s.spec, schedules).to_owned()))
+            .collect())
+    }
+
+    /// The default schedule now (for showing a source's effective one).
+    pub async fn schedules(&self) -> Result<Schedules, StoreError> {
+        Ok(self.inner.settings.get().await?.schedules)
+    }
+
+    /// Deletes source `id`: first unbans what only it listed and an import
+    /// banned, then forgets it. Returns how many were unbanned.
+    pub async fn delete(&self, id: i64) -> Result<u64, BlocklistError> {
+        let source = self.get(id).await?;
+        let now = self.inner.clock.now();
+        if !self.inner.store.hold_source(id, now, now - STALE_HOLD).await? {
+            return Err(BlocklistError::Busy(id));
+        }
+        let outcome = self.delete_held(&source).await;
+        if outcome.is_err()
+            && let Err(error) = self.inner.store.release_source(id).await
+        {
+            tracing::warn!(%error, id, "cannot release the source after a failed delete");
+        }
+        outcome
+    }
+
+    async fn delete_held(&self, source: &Source) -> Result<u64, BlocklistError> {
+        let jail = JailName::parse("jail", &source.spec.jail)?;
+        let exclusive = self.inner.store.exclusively_owned(source.id).await?;
+        let mut unbanned = 0;
+        for chunk in exclusive.chunks(import::CHUNK) {
+            unbanned += self.inner.fail2ban.unban_many(&jail, chunk).await?;
+        }
+        self.inner.store.delete_source(source.id, &exclusive).await?;
+        self.inner
+            .history
+            .record_blocklist(
+                &source.spec.jail,
+                &source.spec.name,
+                &exclusive,
+                self.inner.clock.now(),
+                0,
+                crate::kinds::Event::Unban,
+            )
+            .await;
+        tracing::info!(id = source.id, name = %source.spec.name, unbanned, "blocklist source deleted");
+        Ok(unbanned)
+    }
+
+    /// Downloads and reads a list; bans nothing, stores nothing.
+    pub async fn preview(&self, target: &PreviewTarget, limit: usize) -> Result<Preview, BlocklistError> {
+        let _slot = self.inner.previews.try_acquire().map_err(|_| BlocklistError::PreviewsBusy(PREVIEWS_AT_ONCE))?;
+        let (url, policy, max_bytes, max_entries, ignore) = match target {
+            PreviewTarget::Source(id) => {
+                let source = self.get(*id).await?;
+                let jail = JailName::parse("jail", &source.spec.jail)?;
+                // The jail's ignoreip when fail2ban answers; the preview
+                // still works without it.
+                let ignore = self.inner.fail2ban.ignore_list(&jail).await.unwrap_or_default();
+                let s = source.spec;
+                (s.url, s.cidr_policy, s.max_bytes, s.max_entries, ignore)
+            }
+            PreviewTarget::Url { url, cidr_policy } => {
+                let url = self
+                    .inner
+                    .fetcher
+                    .check_target(url.trim())
+                    .await
+                    .map_err(|e| InvalidArgument::new("url", e.to_string()))?;
+                (url.to_string(), policy(cidr_policy)?, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, Vec::new())
+            }
+        };
+        let download = match self.inner.fetcher.fetch(&url, max_bytes, &Validators::default()).await? {
+            Fetched::Body(download) => download,
+            // Nothing was sent to make it conditional.
+            Fetched::NotModified { status } => return Err(FetchError::Status { status }.into()),
+        };
+        let limits = ParseLimits { policy, max_entries: usize::try_from(max_entries).unwrap_or(usize::MAX) };
+        let parsed = parse::parse(&download.body, &limits)?;
+        let mut counts = parsed.counts;
+        let entries = Exclusions::new(&ignore, &self.inner.never_ban).apply(parsed.entries, &mut counts);
+        Ok(Preview {
+            http_status: download.status,
+            bytes: download.body.len() as u64,
+            sha256: download.sha256,
+            counts,
+            entries: entries.iter().take(limit).map(entry_text).collect(),
+            bad_lines: parsed.bad_lines,
+        })
+    }
+
+    /// Asks the leader for an import of `id`, or of every enabled source;
+    /// returns the sources asked for.
+    pub async fn import_now(&self, id: Option<i64>) -> Result<Vec<i64>, BlocklistError> {
+        let ids = match id {
+            Some(id) => vec![self.get(id).await?.id],
+            None => self.inner.store.sources().await?.into_iter().filter(|s| s.spec.enabled).map(|s| s.id).collect(),
+        };
+        for id in &ids {
+            let job = import_job(*id);
+            let request = self.inner.ledger.request_run(&job, &self.inner.replica).await?;
+            tracing::info!(%job, request, "import requested");
+        }
+        Ok(ids)
+    }
+
+    /// The newest run of each of `ids` (`None`: it never ran).
+    pub async fn latest_runs(&self, ids: &[i64]) -> Result<Vec<Option<ImportRun>>, BlocklistError> {
+        let mut latest = Vec::with_capacity(ids.len());
+        for id in ids {
+            latest.push(self.inner.store.runs(*id, None, 1).await?.into_iter().next());
+        }
+        Ok(latest)
+    }
+
+    /// Waits until each of `ids` has a run newer than `after` (its newest
+    /// run id when asked, 0 for none), for at most `timeout`; returns the
+    /// new runs found.
+    pub async fn wait_runs(
+        &self,
+        ids: &[i64],
+        after: &[i64],
+        timeout: Duration,
+    ) -> Result<Vec<ImportRun>, BlocklistError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let latest = self.latest_runs(ids).await?;
+            let done: Vec<ImportRun> =
+                latest.into_iter().zip(after).filter_map(|(run, after)| run.filter(|r| r.id > *after)).collect();
+            if done.len() == ids.len() || tokio::time::Instant::now() >= deadline {
+                return Ok(done);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// A source's runs, newest first: those with an id below `before`.
+    pub async fn runs(
+        &self,
+        source_id: i64,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<ImportRun>, BlocklistError> {
+        self.get(source_id).await?;
+        Ok(self.inner.store.runs(source_id, before, limit).await?)
+    }
+
+    pub async fn run(&self, id: i64) -> Result<ImportRun, BlocklistError> {
+        self.inner.store.run(id).await?.ok_or(BlocklistError::NotFound(id))
+    }
+
+    /// Imports source `id` now, in this process (the leader's import
+    /// job): one run, recorded.
+    pub async fn import_source(&self, id: i64, trigger: RunTrigger) -> Result<ImportRun, BlocklistError> {
+        self.import(id, trigger).await
+    }
+}
+
+/// The run ledger's name of source `id`'s import job.
+pub fn import_job(id: i64) -> String {
+    format!("{IMPORT_JOB}:{id}")
+}
+
+/// The prefix of an import job's name.
+pub const IMPORT_JOB: &str = "blocklist_import";
+
+/// The schedule `spec` runs on: its own, or the runtime setting's.
+pub fn effective_schedule<'a>(spec: &'a SourceSpec, schedules: &'a Schedules) -> &'a str {
+    if spec.schedule.is_empty() { &schedules.blocklist_import } else { &spec.schedule }
+}
+
+fn policy(text: &str) -> Result<CidrPolicy, InvalidArgument> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(CidrPolicy::default());
+    }
+    text.parse().map_err(|_| InvalidArgument::new("cidr_policy", format!("{text:?} is not skip, ban or expand")))
+}
+
+fn limit(field: &'static str, value: u64, default: u64, max: u64) -> Result<i64, InvalidArgument> {
+    let value = if value == 0 { default } else { value };
+    if value > max {
+        return Err(InvalidArgument::new(field, format!("at most {max}")));
+    }
+    i64::try_from(value).map_err(|_| InvalidArgument::new(field, format!("at most {max}")))
+}

@@ -51,10 +51,15 @@ impl SocketClient {
     /// Sends one command and returns its value; an exception reply becomes
     /// the matching [`Fail2banError`].
     pub async fn call(&self, args: &[&str]) -> Result<PyValue, Fail2banError> {
+        self.call_within(args, self.settings.reply_timeout).await
+    }
+
+    /// [`SocketClient::call`] with its own deadline, for commands that
+    /// carry many addresses (fail2ban runs the jail's actions for each).
+    pub async fn call_within(&self, args: &[&str], deadline: Duration) -> Result<PyValue, Fail2banError> {
         check_framing(args)?;
         let command = args.first().copied().unwrap_or_default();
         let started = tokio::time::Instant::now();
-        let deadline = self.settings.reply_timeout;
         let outcome = match tokio::time::timeout(deadline, self.exchange(args)).await {
             Ok(result) => result,
             Err(_) => Err(Fail2banError::Timeout { after: deadline, command: args.join(" ") }),

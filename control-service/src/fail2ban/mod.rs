@@ -532,6 +532,90 @@ impl Fail2ban {
     }
 }
 
+/// How long one command carrying many addresses may take: fail2ban runs
+/// the jail's ban action once per address (a process each, for most
+/// actions), so a chunk takes far longer than a query.
+pub const BULK_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Commands on many addresses at once, for blocklist imports. Entries are
+/// addresses or networks in canonical text (`1.2.3.4`, `1.2.3.0/24`),
+/// checked here again before they reach the socket.
+impl Fail2ban {
+    /// The jail's ban length in seconds (-1: for good).
+    pub async fn bantime(&self, jail: &JailName) -> Result<i64, Fail2banError> {
+        self.get_int(jail, "bantime").await
+    }
+
+    /// The jail's ignoreip list (addresses, networks, and whatever else
+    /// fail2ban accepts there, e.g. host names).
+    pub async fn ignore_list(&self, jail: &JailName) -> Result<Vec<String>, Fail2banError> {
+        self.get_strings(jail, "ignoreip").await
+    }
+
+    /// Which of `entries` are banned in `jail` (`get <jail> banned <ip> …`),
+    /// in order.
+    pub async fn banned_among(&self, jail: &JailName, entries: &[String]) -> Result<Vec<bool>, Fail2banError> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let args = bulk_args(&["get", jail.as_str(), "banned"], entries)?;
+        let value = self.socket.call_within(&args, BULK_TIMEOUT).await?;
+        // One address: a bare 0/1; several: a list of them.
+        let flags = match &value {
+            PyValue::Int(n) if entries.len() == 1 => vec![*n != 0],
+            PyValue::Bool(b) if entries.len() == 1 => vec![*b],
+            PyValue::List(items) => items
+                .iter()
+                .map(|item| match item {
+                    PyValue::Int(n) => Some(*n != 0),
+                    PyValue::Bool(b) => Some(*b),
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| shape("get banned", &value))?,
+            _ => return Err(shape("get banned", &value)),
+        };
+        if flags.len() != entries.len() {
+            return Err(shape("get banned (count)", &value));
+        }
+        Ok(flags)
+    }
+
+    /// Bans `entries` in `jail` with one command; returns how many fail2ban
+    /// newly banned (those already banned are not counted).
+    pub async fn ban_many(&self, jail: &JailName, entries: &[String]) -> Result<u64, Fail2banError> {
+        self.bulk_count(&["set", jail.as_str(), "banip"], entries, "banip").await
+    }
+
+    /// Unbans `entries` from `jail` with one command (those not banned are
+    /// passed over); returns how many were unbanned.
+    pub async fn unban_many(&self, jail: &JailName, entries: &[String]) -> Result<u64, Fail2banError> {
+        self.bulk_count(&["set", jail.as_str(), "unbanip"], entries, "unbanip").await
+    }
+
+    async fn bulk_count(&self, head: &[&str], entries: &[String], what: &str) -> Result<u64, Fail2banError> {
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        let args = bulk_args(head, entries)?;
+        let value = self.socket.call_within(&args, BULK_TIMEOUT).await?;
+        value.as_int().and_then(|n| u64::try_from(n).ok()).ok_or_else(|| shape(what, &value))
+    }
+}
+
+/// `head` followed by `entries`, each checked to be an address or a
+/// network (nothing else reaches the socket).
+fn bulk_args<'a>(head: &[&'a str], entries: &'a [String]) -> Result<Vec<&'a str>, Fail2banError> {
+    let mut args = head.to_vec();
+    for entry in entries {
+        if entry.parse::<IpAddr>().is_err() && entry.parse::<ipnet::IpNet>().is_err() {
+            return Err(InvalidArgument::new("entry", format!("{entry:?} is not an address or a network")).into());
+        }
+        args.push(entry.as_str());
+    }
+    Ok(args)
+}
+
 /// fail2ban's `[(name, value), …]` lists as a map.
 fn pairs(value: &PyValue) -> Option<HashMap<&str, &PyValue>> {
     value

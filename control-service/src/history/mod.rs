@@ -31,7 +31,8 @@
 //! * fail2ban without a database (`dbfile = :memory:`): said once in the
 //!   log; the job's runs are recorded as `skipped`.
 //! * Bans and unbans made through JailService are archived at once with
-//!   origin `manual`.
+//!   origin `manual`; those of blocklist imports with origin `blocklist`
+//!   and the source's name. The sync does not archive them again.
 //! * Retention: `history_retention` (the `history_retention` job).
 //! * The dashboard's questions: [`queries`].
 
@@ -476,6 +477,7 @@ impl History {
                 asn: None,
                 as_org: None,
                 archived_at: now,
+                source: None,
             });
         }
         // A ban made through JailService is archived at once as `manual`,
@@ -529,14 +531,49 @@ impl History {
 
     /// Archives a ban or unban made through JailService, at once.
     pub async fn record_manual(&self, jail: &str, ip: &str, at: i64, ban_seconds: i64, event: Event) {
-        let mut row = ArchivedBan {
+        let mut row = self.own_row(jail, ip, at, ban_seconds, event, Origin::Manual);
+        self.locate(std::slice::from_mut(&mut row)).await;
+        if let Err(error) = self.store.archive(&[row]).await {
+            tracing::error!(%error, jail, ip, event = event.as_str(), "cannot archive the manual ban");
+        }
+    }
+
+    /// Archives the bans or unbans a blocklist import made (`entries`, all
+    /// at `at`), at once, with origin `blocklist` and the source's name.
+    pub async fn record_blocklist(
+        &self,
+        jail: &str,
+        source: &str,
+        entries: &[String],
+        at: i64,
+        ban_seconds: i64,
+        event: Event,
+    ) {
+        for chunk in entries.chunks(BLOCKLIST_ARCHIVE_CHUNK) {
+            let mut rows: Vec<ArchivedBan> = chunk
+                .iter()
+                .map(|ip| ArchivedBan {
+                    source: Some(source.to_owned()),
+                    ..self.own_row(jail, ip, at, ban_seconds, event, Origin::Blocklist)
+                })
+                .collect();
+            self.locate(&mut rows).await;
+            if let Err(error) = self.store.archive(&rows).await {
+                tracing::error!(%error, jail, source, event = event.as_str(), "cannot archive the blocklist's bans");
+            }
+        }
+    }
+
+    /// A row for a ban or unban made through this service.
+    fn own_row(&self, jail: &str, ip: &str, at: i64, ban_seconds: i64, event: Event, origin: Origin) -> ArchivedBan {
+        ArchivedBan {
             id: 0,
             jail: jail.to_owned(),
             ip: ip.to_owned(),
             banned_at: at,
             ban_seconds,
             ban_count: 1,
-            origin: Origin::Manual,
+            origin,
             event,
             failures: 0,
             matches: "[]".into(),
@@ -545,13 +582,13 @@ impl History {
             asn: None,
             as_org: None,
             archived_at: self.clock.now(),
-        };
-        self.locate(std::slice::from_mut(&mut row)).await;
-        if let Err(error) = self.store.archive(&[row]).await {
-            tracing::error!(%error, jail, ip, event = event.as_str(), "cannot archive the manual ban");
+            source: None,
         }
     }
 }
+
+/// Rows a blocklist import archives (and places) at a time.
+const BLOCKLIST_ARCHIVE_CHUNK: usize = 5_000;
 
 #[cfg(test)]
 mod sync_tests;

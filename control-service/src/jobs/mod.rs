@@ -40,14 +40,16 @@ use uuid::Uuid;
 
 use crate::{
     auth::Auth,
+    blocklist::{Blocklists, IMPORT_JOB, import_job},
     clock::Clock,
     geo_client::{GeoClient, GeoError},
     history::{History, SyncOutcome},
+    kinds::{ImportStatus, RunTrigger},
     leader::{Leadership, SCHEDULER_LEASE},
     metrics::Metrics,
     settings::{RuntimeSettings, Schedules, parse_cron},
     store::{
-        RunLedger,
+        RunLedger, StoreError,
         lease::{NewRun, RequestedRun},
     },
 };
@@ -57,7 +59,7 @@ const RE_RESOLVE_LIMIT: u32 = 500;
 /// Archived bans the country back-fill places per run.
 const HISTORY_GEO_BACKFILL_LIMIT: u32 = 10_000;
 
-/// The jobs.
+/// The jobs: the fixed ones, and one import per blocklist source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum JobKind {
     SessionCleanup,
@@ -66,9 +68,13 @@ pub enum JobKind {
     HistorySync,
     HistoryGeoBackfill,
     HistoryRetention,
+    /// The import of blocklist source `id` (`blocklist_import:<id>`).
+    BlocklistImport(i64),
 }
 
 impl JobKind {
+    /// The jobs every replica has (blocklist imports come and go with
+    /// their sources).
     pub const ALL: [JobKind; 6] = [
         JobKind::SessionCleanup,
         JobKind::GeoCachePurge,
@@ -78,7 +84,9 @@ impl JobKind {
         JobKind::HistoryRetention,
     ];
 
-    pub fn name(self) -> &'static str {
+    /// The job's family: its name, or `blocklist_import` for every import
+    /// (the metrics' label: one series per family, whatever the sources).
+    pub fn family(self) -> &'static str {
         match self {
             JobKind::SessionCleanup => "session_cleanup",
             JobKind::GeoCachePurge => "geo_cache_purge",
@@ -86,29 +94,72 @@ impl JobKind {
             JobKind::HistorySync => "history_sync",
             JobKind::HistoryGeoBackfill => "history_geo_backfill",
             JobKind::HistoryRetention => "history_retention",
+            JobKind::BlocklistImport(_) => IMPORT_JOB,
+        }
+    }
+
+    /// The job's name in the run ledger and on the API.
+    pub fn name(self) -> String {
+        match self {
+            JobKind::BlocklistImport(id) => import_job(id),
+            fixed => fixed.family().to_owned(),
         }
     }
 
     pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.name() == name)
+        if let Some(id) = name.strip_prefix(IMPORT_JOB).and_then(|rest| rest.strip_prefix(':')) {
+            // Digits only: "+7" or "07" would name the same source twice.
+            return (!id.starts_with(['0', '+']) && id.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| id.parse().ok())
+                .flatten()
+                .map(JobKind::BlocklistImport);
+        }
+        Self::ALL.into_iter().find(|k| k.family() == name)
     }
 
-    pub fn schedule(self, schedules: &Schedules) -> &str {
-        match self {
+    /// The schedule of a fixed job (`None` for an import: its source has it).
+    pub fn schedule(self, schedules: &Schedules) -> Option<&str> {
+        Some(match self {
             JobKind::SessionCleanup => &schedules.session_cleanup,
             JobKind::GeoCachePurge => &schedules.geo_cache_purge,
             JobKind::GeoReResolve => &schedules.geo_re_resolve,
             JobKind::HistorySync => &schedules.history_sync,
             JobKind::HistoryGeoBackfill => &schedules.history_geo_backfill,
             JobKind::HistoryRetention => &schedules.history_retention,
+            JobKind::BlocklistImport(_) => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for JobKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JobKind::BlocklistImport(id) => f.write_str(&import_job(*id)),
+            fixed => f.write_str(fixed.family()),
         }
     }
+}
+
+/// Every job with its schedule now: the fixed ones (from the settings),
+/// then one import per enabled blocklist source.
+pub async fn planned(
+    settings: &RuntimeSettings,
+    blocklists: &Blocklists,
+) -> Result<Vec<(JobKind, String)>, StoreError> {
+    let schedules = settings.get().await?.schedules;
+    let mut jobs: Vec<(JobKind, String)> =
+        JobKind::ALL.into_iter().filter_map(|kind| kind.schedule(&schedules).map(|s| (kind, s.to_owned()))).collect();
+    for (id, schedule) in blocklists.scheduled(&schedules).await? {
+        jobs.push((JobKind::BlocklistImport(id), schedule));
+    }
+    Ok(jobs)
 }
 
 /// What the job bodies use.
 #[derive(Debug, Clone)]
 pub struct JobContext {
     pub auth: Auth,
+    pub blocklists: Blocklists,
     pub history: History,
     pub geo: GeoClient,
     pub settings: RuntimeSettings,
@@ -137,8 +188,9 @@ impl From<&str> for RunOutcome {
     }
 }
 
-/// One run of `kind`: its outcome, or the error for the ledger.
-async fn body(kind: JobKind, ctx: JobContext) -> Result<RunOutcome, String> {
+/// One run of `kind` (`trigger`: schedule or manual): its outcome, or the
+/// error for the ledger.
+async fn body(kind: JobKind, trigger: &'static str, ctx: JobContext) -> Result<RunOutcome, String> {
     let geo_error = |e: GeoError| e.to_string();
     let summary = match kind {
         JobKind::SessionCleanup => {
@@ -177,12 +229,33 @@ async fn body(kind: JobKind, ctx: JobContext) -> Result<RunOutcome, String> {
         JobKind::HistoryRetention => {
             ctx.history.apply_retention().await.map(|n| format!("{n} old bans deleted")).map_err(|e| e.to_string())
         }
+        JobKind::BlocklistImport(id) => return import(&ctx.blocklists, id, trigger).await,
     };
     summary.map(RunOutcome::Done)
 }
 
+/// One import of blocklist source `id`: a partial or failed import fails
+/// the job's run too (the import's own run row has the details).
+async fn import(blocklists: &Blocklists, id: i64, trigger: &str) -> Result<RunOutcome, String> {
+    let trigger = trigger.parse::<RunTrigger>().unwrap_or(RunTrigger::Manual);
+    let run = blocklists.import_source(id, trigger).await.map_err(|e| e.to_string())?;
+    let c = &run.counts;
+    let summary = format!(
+        "{}: {} valid, {} newly banned, {} already banned, {} unbanned, {} failed, {} invalid lines",
+        run.status, c.valid, c.newly_banned, c.already_banned, c.unbanned, c.failed, c.invalid
+    );
+    match run.status {
+        ImportStatus::Ok | ImportStatus::Unchanged => Ok(RunOutcome::Done(summary)),
+        ImportStatus::Partial | ImportStatus::Failed => Err(match run.error {
+            Some(error) => format!("{summary}: {error}"),
+            None => summary,
+        }),
+    }
+}
+
 /// What a run executes (the real [`body`], or a test's).
-type Runner = dyn Fn(JobKind) -> Pin<Box<dyn Future<Output = Result<RunOutcome, String>> + Send>> + Send + Sync;
+type Runner =
+    dyn Fn(JobKind, &'static str) -> Pin<Box<dyn Future<Output = Result<RunOutcome, String>> + Send>> + Send + Sync;
 
 struct Inner {
     runner: Arc<Runner>,
@@ -190,6 +263,9 @@ struct Inner {
     leadership: Leadership,
     /// Where the schedules come from.
     settings: RuntimeSettings,
+    /// Where the blocklist sources' schedules come from (`None` in tests
+    /// of the fixed jobs).
+    blocklists: Option<Blocklists>,
     /// What time a cron firing is for.
     clock: Arc<dyn Clock>,
     metrics: Metrics,
@@ -226,8 +302,9 @@ impl Scheduler {
         metrics: Metrics,
     ) -> Self {
         let settings = ctx.settings.clone();
-        let runner: Arc<Runner> = Arc::new(move |kind| Box::pin(body(kind, ctx.clone())));
-        Self::with_runner(ledger, leadership, settings, clock, metrics, runner)
+        let blocklists = ctx.blocklists.clone();
+        let runner: Arc<Runner> = Arc::new(move |kind, trigger| Box::pin(body(kind, trigger, ctx.clone())));
+        Self::assemble(ledger, leadership, settings, Some(blocklists), clock, metrics, runner)
     }
 
     fn with_runner(
@@ -238,12 +315,25 @@ impl Scheduler {
         metrics: Metrics,
         runner: Arc<Runner>,
     ) -> Self {
+        Self::assemble(ledger, leadership, settings, None, clock, metrics, runner)
+    }
+
+    fn assemble(
+        ledger: Arc<dyn RunLedger>,
+        leadership: Leadership,
+        settings: RuntimeSettings,
+        blocklists: Option<Blocklists>,
+        clock: Arc<dyn Clock>,
+        metrics: Metrics,
+        runner: Arc<Runner>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 runner,
                 ledger,
                 leadership,
                 settings,
+                blocklists,
                 clock,
                 metrics,
                 running: Mutex::default(),
@@ -292,7 +382,7 @@ impl Scheduler {
     async fn unregister_all(cron: &JobScheduler, registered: &mut HashMap<JobKind, (Uuid, String)>) {
         for (kind, (id, _)) in registered.drain() {
             if let Err(error) = cron.remove(&id).await {
-                tracing::warn!(%error, job = kind.name(), "cannot unschedule");
+                tracing::warn!(%error, job = %kind, "cannot unschedule");
             }
         }
         tracing::debug!("jobs unscheduled");
@@ -303,9 +393,26 @@ impl Scheduler {
         cron: &JobScheduler,
         registered: &mut HashMap<JobKind, (Uuid, String)>,
     ) -> anyhow::Result<()> {
-        let schedules = self.inner.settings.get().await?.schedules;
-        for kind in JobKind::ALL {
-            let schedule = kind.schedule(&schedules).to_owned();
+        let jobs = match &self.inner.blocklists {
+            Some(blocklists) => planned(&self.inner.settings, blocklists).await?,
+            None => {
+                let schedules = self.inner.settings.get().await?.schedules;
+                JobKind::ALL
+                    .into_iter()
+                    .filter_map(|kind| kind.schedule(&schedules).map(|s| (kind, s.to_owned())))
+                    .collect()
+            }
+        };
+        // Imports of deleted or disabled sources leave the schedule.
+        let gone: Vec<JobKind> =
+            registered.keys().filter(|kind| !jobs.iter().any(|(k, _)| k == *kind)).copied().collect();
+        for kind in gone {
+            if let Some((old, _)) = registered.remove(&kind) {
+                cron.remove(&old).await?;
+                tracing::info!(job = %kind, "unscheduled");
+            }
+        }
+        for (kind, schedule) in jobs {
             if registered.get(&kind).is_some_and(|(_, s)| *s == schedule) {
                 continue;
             }
@@ -320,7 +427,7 @@ impl Scheduler {
                 Box::pin(async move { this.fire_scheduled(kind, &schedule).await })
             })?;
             let id = cron.add(job).await?;
-            tracing::info!(job = kind.name(), %schedule, "scheduled");
+            tracing::info!(job = %kind, %schedule, "scheduled");
             registered.insert(kind, (id, schedule));
         }
         Ok(())
@@ -371,24 +478,25 @@ impl Scheduler {
             // Under the `running` lock, so the run's end cannot slip between.
             let mut running = inner.running.lock().unwrap_or_else(PoisonError::into_inner);
             if !running.insert(kind) {
-                tracing::debug!(job = kind.name(), "still running: the run-now request waits for the run to end");
+                tracing::debug!(job = %kind, "still running: the run-now request waits for the run to end");
                 inner.waiting.lock().unwrap_or_else(PoisonError::into_inner).insert(kind);
                 return;
             }
         }
-        let run = RequestedRun { job: kind.name(), term, replica: inner.leadership.replica(), lease: SCHEDULER_LEASE };
+        let job = kind.name();
+        let run = RequestedRun { job: &job, term, replica: inner.leadership.replica(), lease: SCHEDULER_LEASE };
         match inner.ledger.start_requested_run(&run).await {
             Ok(Some(started)) => {
                 let this = self.clone();
                 let (id, slot) = (started.id, started.scheduled_for);
-                inner.tasks.spawn(async move { this.execute(kind, id, slot, term).await });
+                inner.tasks.spawn(async move { this.execute(kind, "manual", id, slot, term).await });
             }
             Ok(None) => {
-                tracing::debug!(job = kind.name(), term, "no open request, or the term is no longer current");
+                tracing::debug!(job = %kind, term, "no open request, or the term is no longer current");
                 self.release(kind);
             }
             Err(error) => {
-                tracing::warn!(%error, job = kind.name(), "cannot record the requested run; it stays requested");
+                tracing::warn!(%error, job = %kind, "cannot record the requested run; it stays requested");
                 self.release(kind);
             }
         }
@@ -403,12 +511,13 @@ impl Scheduler {
         }
         let Some(term) = inner.leadership.term() else { return };
         if !inner.running.lock().unwrap_or_else(PoisonError::into_inner).insert(kind) {
-            tracing::warn!(job = kind.name(), slot, "still running: this slot is skipped");
-            inner.metrics.job_run(kind.name(), "skipped", None);
+            tracing::warn!(job = %kind, slot, "still running: this slot is skipped");
+            inner.metrics.job_run(kind.family(), "skipped", None);
             return;
         }
+        let job = kind.name();
         let run = NewRun {
-            job: kind.name(),
+            job: &job,
             scheduled_for: slot,
             term,
             replica: inner.leadership.replica(),
@@ -418,53 +527,53 @@ impl Scheduler {
         let id = match inner.ledger.start_run(&run).await {
             Ok(Some(id)) => id,
             Ok(None) => {
-                tracing::debug!(job = kind.name(), slot, term, "slot already run, or the term is no longer current");
+                tracing::debug!(job = %kind, slot, term, "slot already run, or the term is no longer current");
                 inner.running.lock().unwrap_or_else(PoisonError::into_inner).remove(&kind);
                 return;
             }
             Err(error) => {
-                tracing::warn!(%error, job = kind.name(), "cannot record the run; not running it");
+                tracing::warn!(%error, job = %kind, "cannot record the run; not running it");
                 inner.running.lock().unwrap_or_else(PoisonError::into_inner).remove(&kind);
                 return;
             }
         };
         let this = self.clone();
-        inner.tasks.spawn(async move { this.execute(kind, id, slot, term).await });
+        inner.tasks.spawn(async move { this.execute(kind, trigger, id, slot, term).await });
     }
 
-    async fn execute(&self, kind: JobKind, id: i64, slot: i64, term: i64) {
+    async fn execute(&self, kind: JobKind, trigger: &'static str, id: i64, slot: i64, term: i64) {
         let inner = &self.inner;
         let started = Instant::now();
-        tracing::info!(job = kind.name(), slot, term, "job started");
-        let mut handle = tokio::spawn((inner.runner)(kind));
+        tracing::info!(job = %kind, slot, term, "job started");
+        let mut handle = tokio::spawn((inner.runner)(kind, trigger));
         let (status, error) = tokio::select! {
             joined = &mut handle => match joined {
                 Ok(Ok(RunOutcome::Done(summary))) => {
-                    tracing::info!(job = kind.name(), %summary, "job finished");
+                    tracing::info!(job = %kind, %summary, "job finished");
                     ("ok", None)
                 }
                 Ok(Ok(RunOutcome::Skipped(why))) => {
-                    tracing::debug!(job = kind.name(), %why, "job skipped");
+                    tracing::debug!(job = %kind, %why, "job skipped");
                     ("skipped", Some(why))
                 }
                 Ok(Err(error)) => {
-                    tracing::warn!(job = kind.name(), %error, "job failed");
+                    tracing::warn!(job = %kind, %error, "job failed");
                     ("failed", Some(error))
                 }
                 Err(join) => {
                     let error = if join.is_panic() { "the job panicked".to_owned() } else { join.to_string() };
-                    tracing::error!(job = kind.name(), %error, "job failed");
+                    tracing::error!(job = %kind, %error, "job failed");
                     ("failed", Some(error))
                 }
             },
             () = inner.cancel.cancelled() => {
                 handle.abort();
-                tracing::warn!(job = kind.name(), "job cancelled at shutdown");
+                tracing::warn!(job = %kind, "job cancelled at shutdown");
                 ("cancelled", Some("cancelled at shutdown".to_owned()))
             }
         };
         record_end(inner, kind, id, status, error.as_deref()).await;
-        inner.metrics.job_run(kind.name(), status, Some(started.elapsed()));
+        inner.metrics.job_run(kind.family(), status, Some(started.elapsed()));
         let waited = {
             let mut running = inner.running.lock().unwrap_or_else(PoisonError::into_inner);
             running.remove(&kind);
@@ -519,12 +628,12 @@ async fn record_end(inner: &Inner, kind: JobKind, id: i64, status: &str, error: 
         match inner.ledger.finish_run(id, status, error).await {
             Ok(()) => return,
             Err(e) if tokio::time::Instant::now() + pause < deadline => {
-                tracing::debug!(error = %e, job = kind.name(), "cannot record the end of the run yet; retrying");
+                tracing::debug!(error = %e, job = %kind, "cannot record the end of the run yet; retrying");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(2));
             }
             Err(e) => {
-                tracing::warn!(error = %e, job = kind.name(), "cannot record the end of the run");
+                tracing::warn!(error = %e, job = %kind, "cannot record the end of the run");
                 return;
             }
         }

@@ -35,7 +35,7 @@ async fn runs(store: &Arc<dyn RunLedger>) -> Vec<JobRun> {
 
 #[tokio::test]
 async fn a_panicking_job_is_recorded_as_failed_and_the_scheduler_lives_on() {
-    let runner: Arc<Runner> = Arc::new(|kind| {
+    let runner: Arc<Runner> = Arc::new(|kind, _| {
         Box::pin(async move {
             assert!(kind != JobKind::HistorySync, "boom");
             Ok("fine".into())
@@ -55,7 +55,7 @@ async fn a_panicking_job_is_recorded_as_failed_and_the_scheduler_lives_on() {
 async fn a_job_never_overlaps_itself_and_a_slot_runs_once() {
     let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let count = started.clone();
-    let runner: Arc<Runner> = Arc::new(move |_| {
+    let runner: Arc<Runner> = Arc::new(move |_, _| {
         count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Box::pin(async {
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -79,7 +79,7 @@ async fn a_job_never_overlaps_itself_and_a_slot_runs_once() {
 
 #[tokio::test]
 async fn a_follower_runs_nothing() {
-    let runner: Arc<Runner> = Arc::new(|_| Box::pin(async { Ok("ran".into()) }));
+    let runner: Arc<Runner> = Arc::new(|_, _| Box::pin(async { Ok("ran".into()) }));
     let (scheduler, store, _dir) = setup(runner, false).await;
     scheduler.fire(JobKind::SessionCleanup, 1_000, "schedule").await;
     scheduler.drain(Duration::from_secs(1)).await;
@@ -88,7 +88,7 @@ async fn a_follower_runs_nothing() {
 
 #[tokio::test]
 async fn shutdown_cancels_what_does_not_finish_in_time() {
-    let runner: Arc<Runner> = Arc::new(|_| {
+    let runner: Arc<Runner> = Arc::new(|_, _| {
         Box::pin(async {
             tokio::time::sleep(Duration::from_secs(30)).await;
             Ok("never".into())
@@ -124,7 +124,7 @@ async fn run_now_asked_while_the_job_runs_runs_once_afterwards() {
     let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let runner_gate = gate.clone();
-    let runner: Arc<Runner> = Arc::new(move |kind| {
+    let runner: Arc<Runner> = Arc::new(move |kind, _| {
         started_tx.send(kind).unwrap();
         let gate = runner_gate.clone();
         Box::pin(async move {
@@ -166,7 +166,7 @@ async fn run_now_asked_while_the_job_runs_runs_once_afterwards() {
 
 #[tokio::test]
 async fn a_follower_leaves_run_now_requests_for_the_leader() {
-    let runner: Arc<Runner> = Arc::new(|_| Box::pin(async { Ok("ran".into()) }));
+    let runner: Arc<Runner> = Arc::new(|_, _| Box::pin(async { Ok("ran".into()) }));
     let (scheduler, store, _dir) = setup(runner, false).await;
     store.request_run("session_cleanup", "r2").await.unwrap();
     scheduler.take_requests().await;
@@ -178,7 +178,7 @@ async fn a_follower_leaves_run_now_requests_for_the_leader() {
 #[tokio::test]
 async fn a_run_with_nothing_to_do_is_recorded_as_skipped_with_its_reason() {
     let runner: Arc<Runner> =
-        Arc::new(|_| Box::pin(async { Ok(RunOutcome::Skipped("fail2ban keeps no database".into())) }));
+        Arc::new(|_, _| Box::pin(async { Ok(RunOutcome::Skipped("fail2ban keeps no database".into())) }));
     let (scheduler, store, _dir) = setup(runner, true).await;
     scheduler.fire(JobKind::HistorySync, 1_000, "schedule").await;
     scheduler.drain(Duration::from_secs(5)).await;
@@ -215,7 +215,7 @@ async fn quiet_settings(clock: Arc<dyn Clock>) -> RuntimeSettings {
 /// A runner that reports each run's job and start time.
 fn reporting_runner() -> (Arc<Runner>, mpsc::UnboundedReceiver<(JobKind, Instant)>) {
     let (started_tx, started) = mpsc::unbounded_channel();
-    let runner: Arc<Runner> = Arc::new(move |kind| {
+    let runner: Arc<Runner> = Arc::new(move |kind, _| {
         started_tx.send((kind, Instant::now())).unwrap();
         Box::pin(async { Ok("ran".into()) })
     });

@@ -24,6 +24,7 @@ fn ban(jail: &str, ip: &str, at: i64, origin: &str, country: Option<&str>) -> Ar
         asn: None,
         as_org: None,
         archived_at: at + 60,
+        source: None,
     }
 }
 

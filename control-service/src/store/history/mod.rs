@@ -40,6 +40,9 @@ pub struct ArchivedBan {
     pub asn: Option<i64>,
     pub as_org: Option<String>,
     pub archived_at: i64,
+    /// The blocklist source of a ban of origin `blocklist`.
+    #[sqlx(default)]
+    pub source: Option<String>,
 }
 
 /// Which rows a query looks at. `from` is inclusive, `to` exclusive.
@@ -216,7 +219,8 @@ pub trait HistoryStore: Send + Sync + std::fmt::Debug {
     async fn missing_geo(&self, limit: u32) -> Result<Vec<(i64, String)>, StoreError>;
     /// One transaction.
     async fn fill_geo(&self, fills: &[GeoFill]) -> Result<(), StoreError>;
-    /// Manual bans banned between `from` and `to` (inclusive): (jail, ip, banned_at).
+    /// Bans made through this service (manual or blocklist) between `from`
+    /// and `to` (inclusive): (jail, ip, banned_at).
     async fn manual_bans(&self, from: i64, to: i64) -> Result<Vec<(String, String, i64)>, StoreError>;
     /// `jail`'s archived bans (any origin) banned between `from` and `to`
     /// (inclusive): (ip, banned_at, origin). A range of the (jail,
@@ -230,7 +234,7 @@ pub trait HistoryStore: Send + Sync + std::fmt::Debug {
 
 /// The columns of an archived row, in [`ArchivedBan`]'s order.
 const COLUMNS: &str = "id, jail, ip, banned_at, ban_seconds, ban_count, origin, event, failures, matches, \
-                       country_code, country_name, asn, as_org, archived_at";
+                       country_code, country_name, asn, as_org, archived_at, source";
 
 /// Every event of $1, oldest first.
 const IP_EVENTS: &str = "SELECT id, jail, ip, banned_at, ban_seconds, ban_count, origin, event, failures, matches, \
@@ -261,9 +265,10 @@ const IP_PLACE: &str = "SELECT country_code, country_name, asn, as_org FROM ban_
 const MISSING_GEO: &str = "SELECT id, ip FROM ban_history WHERE country_code IS NULL ORDER BY id LIMIT $1";
 const FILL_GEO: &str =
     "UPDATE ban_history SET country_code = $1, country_name = $2, asn = $3, as_org = $4 WHERE id = $5";
-/// Bans ($4 [`Event::Ban`]) of origin $3 ([`Origin::Manual`]) from $1 to $2.
+/// Bans ($4 [`Event::Ban`]) not of origin $3 ([`Origin::Fail2ban`]: made
+/// through this service, by hand or by a blocklist import) from $1 to $2.
 const MANUAL_BANS: &str = "SELECT jail, ip, banned_at FROM ban_history \
-                           WHERE banned_at >= $1 AND banned_at <= $2 AND origin = $3 AND event = $4";
+                           WHERE banned_at >= $1 AND banned_at <= $2 AND origin <> $3 AND event = $4";
 /// Bans ($4 [`Event::Ban`]) of jail $1 from $2 to $3.
 const JAIL_BANS: &str = "SELECT ip, banned_at, origin FROM ban_history \
                          WHERE jail = $1 AND banned_at >= $2 AND banned_at <= $3 AND event = $4";
@@ -288,7 +293,7 @@ const UPSERT_CURSOR: &str = "INSERT INTO history_cursors (source, position, upda
      ON CONFLICT (source) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at";
 
 /// Parameters an archived row binds.
-const PARAMS_PER_ROW: usize = 14;
+const PARAMS_PER_ROW: usize = 15;
 
 /// One multi-row insert of `rows`; rows already archived are skipped.
 fn archive_insert(rows: &[ArchivedBan]) -> Built {
@@ -311,13 +316,14 @@ fn archive_insert(rows: &[ArchivedBan]) -> Built {
             r.asn.map_or(Param::NullInt, Param::Int),
             text(&r.as_org),
             Param::Int(r.archived_at),
+            text(&r.source),
         ];
         let placeholders: Vec<String> = cells.into_iter().map(|c| built.param(c)).collect();
         values.push(format!("({})", placeholders.join(", ")));
     }
     built.sql = format!(
         "INSERT INTO ban_history (jail, ip, banned_at, ban_seconds, ban_count, origin, event, failures, \
-         matches, country_code, country_name, asn, as_org, archived_at) VALUES {} \
+         matches, country_code, country_name, asn, as_org, archived_at, source) VALUES {} \
          ON CONFLICT (jail, ip, banned_at, event) DO NOTHING",
         values.join(", ")
     );

@@ -115,7 +115,7 @@ impl<DB: Dialect> HistoryStore for Store<DB> {
         Stmt::<DB>::new(MANUAL_BANS)
             .bind(from)
             .bind(to)
-            .bind(Origin::Manual.as_str())
+            .bind(Origin::Fail2ban.as_str())
             .bind(Event::Ban.as_str())
             .fetch_all(&mut *conn(&self.pool).await?)
             .await

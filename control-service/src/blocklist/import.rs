@@ -1,0 +1,357 @@
+//! One import: download, read, filter, then mirror the list into the jail.
+//!
+//! The jail is meant to hold the list. What is listed and not banned is
+//! banned; what the source listed before and no longer does is unbanned,
+//! unless another source of the same jail lists it, and only if a
+//! blocklist import banned it (`blocklist_bans`): a ban fail2ban made from
+//! logs, or an operator made by hand, is never lifted here.
+//!
+//! Order of writes, so a crash at any point leaves nothing wrong that the
+//! next import does not mend:
+//! 1. a ban is claimed (`own`) before `banip` is sent: a crash between
+//!    leaves a claim on an address that is not banned (unbanning it later
+//!    is a no-op);
+//! 2. an unban is sent before its claim is dropped;
+//! 3. the source's entries, the body it saw and the run row are written
+//!    last, in one transaction. A run that did not finish leaves the old
+//!    entries and no "seen body", so the next run downloads and applies the
+//!    whole list again.
+//!
+//! Bans go many addresses per `banip` command ([`CHUNK`]); fail2ban
+//! answers how many it banned, and when that is not every address sent,
+//! the chunk is asked again (`get <jail> banned …`) to learn which.
+
+use std::cmp::Ordering;
+
+use super::*;
+use crate::kinds::Event;
+
+/// Addresses per fail2ban command.
+pub(super) const CHUNK: usize = 500;
+
+/// How a list is applied: what it asked and what fail2ban did.
+struct Mirror<'a> {
+    blocklists: &'a Blocklists,
+    source: &'a Source,
+    jail: JailName,
+    counts: ImportCounts,
+    /// Set when fail2ban stopped answering: the rest is not tried.
+    stopped: Option<String>,
+}
+
+impl Blocklists {
+    /// Imports source `id` once and records the run. Only one import runs
+    /// at a time in this process; the source is held in the database for
+    /// the run (a delete waits for it).
+    pub(super) async fn import(&self, id: i64, trigger: RunTrigger) -> Result<ImportRun, BlocklistError> {
+        let _one_at_a_time = self.inner.importing.lock().await;
+        let source = self.get(id).await?;
+        let started_at = self.inner.clock.now();
+        if !self.inner.store.hold_source(id, started_at, started_at - STALE_HOLD).await? {
+            return Err(BlocklistError::Busy(id));
+        }
+        let mut run = ImportRun {
+            id: 0,
+            source_id: id,
+            source_name: source.spec.name.clone(),
+            trigger,
+            started_at,
+            finished_at: started_at,
+            status: ImportStatus::Failed,
+            http_status: None,
+            bytes: 0,
+            sha256: None,
+            counts: ImportCounts::default(),
+            bad_lines: Vec::new(),
+            error: None,
+        };
+        let applied = self.import_held(&source, &mut run).await;
+        run.finished_at = self.inner.clock.now();
+        let (added, removed, seen) = match applied {
+            Ok(Applied::Mirrored { added, removed, seen }) => (added, removed, Some(seen)),
+            Ok(Applied::Unchanged) => (Vec::new(), Vec::new(), None),
+            Err(error) => {
+                run.status = ImportStatus::Failed;
+                run.error = Some(error);
+                (Vec::new(), Vec::new(), None)
+            }
+        };
+        let commit = ImportCommit { run: &run, added: &added, removed: &removed, seen };
+        match self.inner.store.finish_import(&commit, KEEP_RUNS).await {
+            Ok(run_id) => run.id = run_id,
+            Err(error) => {
+                if let Err(e) = self.inner.store.release_source(id).await {
+                    tracing::warn!(error = %e, id, "cannot release the source");
+                }
+                return Err(error.into());
+            }
+        }
+        let c = &run.counts;
+        tracing::info!(
+            source = %source.spec.name, status = %run.status, valid = c.valid, newly_banned = c.newly_banned,
+            unbanned = c.unbanned, failed = c.failed, invalid = c.invalid, "blocklist import"
+        );
+        Ok(run)
+    }
+
+    /// The import's work on a held source; fills `run` as it goes. `Err`:
+    /// nothing was applied, the reason.
+    async fn import_held(&self, source: &Source, run: &mut ImportRun) -> Result<Applied, String> {
+        let spec = &source.spec;
+        let jail = JailName::parse("jail", &spec.jail).map_err(|e| e.to_string())?;
+        let validators = Validators { etag: source.etag.clone(), last_modified: source.last_modified.clone() };
+        let max_bytes = u64::try_from(spec.max_bytes).unwrap_or(DEFAULT_MAX_BYTES);
+        let download = match self.inner.fetcher.fetch(&spec.url, max_bytes, &validators).await {
+            Ok(Fetched::NotModified { status }) => {
+                run.http_status = Some(status);
+                run.status = ImportStatus::Unchanged;
+                return Ok(Applied::Unchanged);
+            }
+            Ok(Fetched::Body(download)) => download,
+            Err(error) => {
+                run.http_status = error.http_status();
+                return Err(format!("download failed: {error}"));
+            }
+        };
+        run.http_status = Some(download.status);
+        run.bytes = download.body.len() as u64;
+        run.sha256 = Some(download.sha256.clone());
+        if download
+            .content_type
+            .as_deref()
+            .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("text/html"))
+        {
+            return Err("the server sent an HTML page, not a list".into());
+        }
+        if source.sha256.as_deref() == Some(download.sha256.as_str()) {
+            run.status = ImportStatus::Unchanged;
+            return Ok(Applied::Unchanged);
+        }
+        // The first command to fail2ban: down, or the jail missing, and
+        // nothing is applied.
+        let ignore = self.inner.fail2ban.ignore_list(&jail).await.map_err(|e| BlocklistError::from(e).to_string())?;
+        let limits =
+            ParseLimits { policy: spec.cidr_policy, max_entries: usize::try_from(spec.max_entries).unwrap_or(0) };
+        let parsed = match parse::parse(&download.body, &limits) {
+            Ok(parsed) => parsed,
+            Err(error) => {
+                if let ParseError::NotAList { valid, invalid, first_bad } = &error {
+                    run.counts.valid = *valid;
+                    run.counts.invalid = *invalid;
+                    run.bad_lines = first_bad.iter().cloned().collect();
+                }
+                return Err(format!("not a usable list: {error}"));
+            }
+        };
+        let seen = SeenBody {
+            etag: download.validators.etag,
+            last_modified: download.validators.last_modified,
+            sha256: Some(download.sha256),
+        };
+        drop(download.body);
+        run.bad_lines = parsed.bad_lines;
+        run.counts = parsed.counts;
+        let kept = Exclusions::new(&ignore, &self.inner.never_ban).apply(parsed.entries, &mut run.counts);
+        let mut listed: Vec<String> = kept.iter().map(entry_text).collect();
+        drop(kept);
+        listed.sort_unstable();
+        listed.dedup();
+
+        let mut before = self.inner.store.entries(source.id).await.map_err(|e| e.to_string())?;
+        before.sort_unstable();
+        let (added, removed) = diff(&before, &listed);
+        drop(before);
+
+        let mut mirror = Mirror { blocklists: self, source, jail, counts: run.counts, stopped: None };
+        let outcome = mirror.apply(&listed, &removed).await;
+        run.counts = mirror.counts;
+        outcome?;
+        run.status = match (&mirror.stopped, run.counts.failed) {
+            (None, 0) => ImportStatus::Ok,
+            _ => ImportStatus::Partial,
+        };
+        run.error = mirror.stopped.clone().or_else(|| {
+            (run.counts.failed > 0).then(|| format!("fail2ban did not carry out {} bans or unbans", run.counts.failed))
+        });
+        // A partial import forgets the body it saw: the next run applies the
+        // whole list again, retrying what failed.
+        let seen = if run.status == ImportStatus::Ok { seen } else { SeenBody::default() };
+        Ok(Applied::Mirrored { added, removed, seen })
+    }
+}
+
+/// What an import applied.
+enum Applied {
+    /// 304, or the same body as the last import: nothing sent to fail2ban.
+    Unchanged,
+    /// The list was mirrored (perhaps partly).
+    Mirrored { added: Vec<String>, removed: Vec<String>, seen: SeenBody },
+}
+
+impl Mirror<'_> {
+    /// Bans what `listed` has and the jail lacks, unbans what `removed`
+    /// has that no other source lists and an import banned. `Err` only when
+    /// nothing could be done at all (fail2ban down at the first command).
+    async fn apply(&mut self, listed: &[String], removed: &[String]) -> Result<(), String> {
+        for (i, chunk) in listed.chunks(CHUNK).enumerate() {
+            self.ban_chunk(chunk).await?;
+            if self.stopped.is_some() {
+                // What was not tried counts as failed.
+                self.counts.failed += listed.len().saturating_sub((i + 1) * CHUNK) as u64;
+                break;
+            }
+        }
+        if self.stopped.is_none() {
+            self.unban_removed(removed).await;
+        }
+        Ok(())
+    }
+
+    fn inner(&self) -> &Inner {
+        &self.blocklists.inner
+    }
+
+    /// Bans the addresses of `chunk` the jail does not hold yet.
+    async fn ban_chunk(&mut self, chunk: &[String]) -> Result<(), String> {
+        let flags = match self.inner().fail2ban.banned_among(&self.jail, chunk).await {
+            Ok(flags) => flags,
+            Err(error) => return self.stop(&error, chunk.len()),
+        };
+        let new: Vec<String> =
+            chunk.iter().zip(&flags).filter(|(_, banned)| !**banned).map(|(e, _)| e.clone()).collect();
+        self.counts.already_banned += (chunk.len() - new.len()) as u64;
+        if new.is_empty() {
+            return Ok(());
+        }
+        let store = &self.inner().store;
+        if let Err(error) = store.own(&self.jail.to_string(), self.source.id, &new, self.inner().clock.now()).await {
+            // Nothing sent: without the claim an unban could never follow.
+            self.counts.failed += new.len() as u64;
+            self.stopped = Some(format!("cannot record the bans: {error}"));
+            return Ok(());
+        }
+        // fail2ban stamps every ban of one command with the moment it took
+        // it: this moment, to the second (the history sync knows the ban
+        // by it and does not archive it again).
+        let at = self.inner().clock.now();
+        let banned = match self.inner().fail2ban.ban_many(&self.jail, &new).await {
+            Ok(n) if n == new.len() as u64 => new,
+            // Fewer than sent, or no answer: ask which are banned now.
+            Ok(_) | Err(_) => match self.inner().fail2ban.banned_among(&self.jail, &new).await {
+                Ok(flags) => {
+                    let (banned, missed): (Vec<_>, Vec<_>) = new.into_iter().zip(flags).partition(|(_, b)| *b);
+                    let missed: Vec<String> = missed.into_iter().map(|(e, _)| e).collect();
+                    self.counts.failed += missed.len() as u64;
+                    if let Err(error) = store.disown(&self.jail.to_string(), &missed).await {
+                        tracing::warn!(%error, "cannot drop the claims of failed bans (harmless)");
+                    }
+                    banned.into_iter().map(|(e, _)| e).collect()
+                }
+                Err(error) => return self.stop(&error, new.len()),
+            },
+        };
+        self.counts.newly_banned += banned.len() as u64;
+        let bantime = self.bantime().await;
+        self.inner()
+            .history
+            .record_blocklist(self.jail.as_str(), &self.source.spec.name, &banned, at, bantime, Event::Ban)
+            .await;
+        Ok(())
+    }
+
+    /// Unbans what left the list, where no other source lists it and an
+    /// import banned it.
+    async fn unban_removed(&mut self, removed: &[String]) {
+        let store = &self.inner().store;
+        let jail = self.jail.to_string();
+        for chunk in removed.chunks(CHUNK) {
+            let elsewhere = match store.listed_elsewhere(self.source.id, &jail, chunk).await {
+                Ok(found) => found,
+                Err(error) => {
+                    self.stopped = Some(format!("cannot read the other sources: {error}"));
+                    return;
+                }
+            };
+            let candidates: Vec<String> = chunk.iter().filter(|e| !elsewhere.contains(e)).cloned().collect();
+            let owned = match store.owned(&jail, &candidates).await {
+                Ok(owned) => owned,
+                Err(error) => {
+                    self.stopped = Some(format!("cannot read which bans imports made: {error}"));
+                    return;
+                }
+            };
+            if owned.is_empty() {
+                continue;
+            }
+            match self.inner().fail2ban.unban_many(&self.jail, &owned).await {
+                Ok(n) => self.counts.unbanned += n,
+                Err(error) => {
+                    self.counts.failed += owned.len() as u64;
+                    self.stopped = Some(format!("fail2ban: {error}"));
+                    return;
+                }
+            }
+            if let Err(error) = store.disown(&jail, &owned).await {
+                tracing::warn!(%error, "cannot drop the claims of lifted bans; the next import retries");
+            }
+            let at = self.inner().clock.now();
+            self.inner().history.record_blocklist(&jail, &self.source.spec.name, &owned, at, 0, Event::Unban).await;
+        }
+    }
+
+    /// fail2ban stopped answering: the first time, nothing was done and the
+    /// run fails; later, the run is partial.
+    fn stop(&mut self, error: &Fail2banError, untried: usize) -> Result<(), String> {
+        if self.counts.newly_banned == 0 && self.counts.already_banned == 0 {
+            return Err(format!("fail2ban: {error}"));
+        }
+        self.counts.failed += untried as u64;
+        self.stopped = Some(format!("fail2ban: {error}"));
+        Ok(())
+    }
+
+    /// The jail's ban length, for the archive (-1 when it cannot be read:
+    /// the jail is meant to ban for good).
+    async fn bantime(&self) -> i64 {
+        self.inner().fail2ban.bantime(&self.jail).await.unwrap_or(-1)
+    }
+}
+
+/// What `after` has that `before` lacks, and the reverse; both sorted.
+fn diff(before: &[String], after: &[String]) -> (Vec<String>, Vec<String>) {
+    let (mut added, mut removed) = (Vec::new(), Vec::new());
+    let (mut b, mut a) = (before.iter().peekable(), after.iter().peekable());
+    loop {
+        match (b.peek(), a.peek()) {
+            (Some(x), Some(y)) => match x.cmp(y) {
+                Ordering::Less => removed.push(b.next().cloned().unwrap_or_default()),
+                Ordering::Greater => added.push(a.next().cloned().unwrap_or_default()),
+                Ordering::Equal => {
+                    b.next();
+                    a.next();
+                }
+            },
+            (Some(_), None) => removed.extend(b.by_ref().cloned()),
+            (None, Some(_)) => added.extend(a.by_ref().cloned()),
+            (None, None) => return (added, removed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn the_difference_of_two_sorted_lists() {
+        let (added, removed) = diff(&strings(&["a", "c", "d"]), &strings(&["b", "c", "e", "f"]));
+        assert_eq!(added, strings(&["b", "e", "f"]));
+        assert_eq!(removed, strings(&["a", "d"]));
+        assert_eq!(diff(&[], &strings(&["x"])), (strings(&["x"]), vec![]));
+        assert_eq!(diff(&strings(&["x"]), &[]), (vec![], strings(&["x"])));
+    }
+}

@@ -1,0 +1,414 @@
+//! Blocklist imports end to end: a local HTTP server the test owns serves
+//! lists in every common format, a real fail2ban-server runs the
+//! `blocklist-import` jail from the deploy file, and the real
+//! control-service imports through BlocklistService. After an import the
+//! jail holds exactly the list's valid public addresses; an unchanged list
+//! sends fail2ban nothing; a changed one bans the new and unbans the
+//! removed, never a log ban nor an address another source lists; every
+//! failure bans nothing; bad input changes nothing; two replicas on
+//! PostgreSQL import once per slot.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{collections::BTreeSet, time::Duration};
+
+use bangui_e2e::{
+    Authed, ControlService, PgSchema, eventually,
+    fail2ban::{BLOCKLIST_JAIL, Fail2banOptions, Fail2banServer},
+};
+use bangui_proto::control::v1::{
+    self as pb, blocklist_service_client::BlocklistServiceClient, history_service_client::HistoryServiceClient,
+};
+use bangui_testkit::list_server::ListServer;
+use tonic::Code;
+
+fn fail2ban() -> Fail2banServer {
+    Fail2banServer::start_with(&Fail2banOptions { blocklist_jail: true, ..Fail2banOptions::default() })
+}
+
+/// A control-service for `f2b` that may download from the test's loopback
+/// server, never bans 9.9.9.9, and takes run-now requests quickly.
+fn control(f2b: &Fail2banServer, extra: &[&str]) -> ControlService {
+    let mut args = vec![
+        "--fail2ban-socket",
+        f2b.socket_str().leak(),
+        "--blocklist-allow-private",
+        "--never-ban",
+        "9.9.9.9",
+        "--lease-ttl",
+        "2s",
+        "--lease-retry",
+        "200ms",
+    ];
+    args.extend_from_slice(extra);
+    ControlService::start(&args)
+}
+
+async fn client(control: &ControlService) -> BlocklistServiceClient<Authed> {
+    BlocklistServiceClient::new(control.authed().await)
+}
+
+fn spec(name: &str, url: &str) -> pb::SourceSpec {
+    pb::SourceSpec { name: name.into(), url: url.into(), enabled: true, ..Default::default() }
+}
+
+async fn create(client: &mut BlocklistServiceClient<Authed>, name: &str, url: &str) -> i64 {
+    let created = client.create_source(pb::CreateSourceRequest { spec: Some(spec(name, url)) }).await.unwrap();
+    created.into_inner().source.unwrap().id
+}
+
+/// Imports source `id` now and returns its run.
+async fn import(client: &mut BlocklistServiceClient<Authed>, id: i64) -> pb::ImportRun {
+    let response = client.import_now(pb::ImportNowRequest { id, wait: true }).await.unwrap().into_inner();
+    assert_eq!(response.source_ids, vec![id]);
+    response.runs.into_iter().next().expect("the import ended within the wait")
+}
+
+fn counts(run: &pb::ImportRun) -> pb::ImportCounts {
+    run.counts.unwrap()
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn banned(f2b: &Fail2banServer) -> BTreeSet<String> {
+    f2b.banned(BLOCKLIST_JAIL).into_iter().collect()
+}
+
+/// Commands this control-service sent fail2ban that read or change jails
+/// (`get`/`set`; the health probe's `ping` is not counted).
+async fn jail_commands(control: &ControlService) -> f64 {
+    let text = control.metrics_text().await;
+    text.lines()
+        .filter(|l| {
+            l.starts_with("control_fail2ban_commands_total{")
+                && (l.contains("command=\"set\"") || l.contains("command=\"get\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A blocklist.de-style list with what must never be banned mixed in.
+const FIRST: &str = "\u{feff}# blocklist.de all.txt, with strays\r\n\
+    1.10.16.1\r\n\
+    45.13.0.2\r\n\
+    2a01:4f8::1\r\n\
+    5.5.5.5\r\n\
+    10.0.0.1\r\n\
+    127.0.0.1\r\n\
+    8.8.8.8\r\n\
+    9.9.9.9\r\n\
+    45.13.0.2\r\n\
+    not-an-address\r\n\
+    185.220.0.0/16 ; a network, skipped by default\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_mirrors_the_list_and_never_touches_other_bans() {
+    let f2b = fail2ban();
+    // The jail's own ignoreip, and a ban fail2ban makes from a log line.
+    f2b.client_ok(&["set", BLOCKLIST_JAIL, "addignoreip", "8.8.8.0/24"]);
+    f2b.fail_logins(BLOCKLIST_JAIL, "5.5.5.5", 1);
+    f2b.fail_logins(BLOCKLIST_JAIL, "6.6.6.6", 1);
+    let log_bans = set(&["5.5.5.5", "6.6.6.6"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while banned(&f2b) != log_bans {
+        assert!(std::time::Instant::now() < deadline, "log bans: {:?}", banned(&f2b));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let lists = ListServer::start().await;
+    lists.set("all.txt", FIRST);
+    let control = control(&f2b, &[]);
+    let mut client = client(&control).await;
+    let id = create(&mut client, "blocklist-de", &lists.url("all.txt")).await;
+
+    let run = import(&mut client, id).await;
+    assert_eq!((run.status.as_str(), run.http_status, run.trigger.as_str()), ("ok", 200, "manual"), "{run:?}");
+    let c = counts(&run);
+    assert_eq!(
+        (c.valid, c.invalid, c.duplicate, c.reserved, c.ignored, c.never_ban, c.cidr_skipped),
+        (8, 1, 1, 2, 1, 1, 1),
+        "{c:?}"
+    );
+    assert_eq!((c.newly_banned, c.already_banned, c.unbanned, c.failed), (3, 1, 0, 0), "{c:?}");
+    assert_eq!(run.bad_lines, vec![pb::BadLine { line: 11, text: "not-an-address".into() }]);
+    assert_eq!(banned(&f2b), set(&["1.10.16.1", "45.13.0.2", "2a01:4f8::1", "5.5.5.5", "6.6.6.6"]));
+
+    // The same list again: a 304, and not one command reaches fail2ban.
+    let before = jail_commands(&control).await;
+    let run = import(&mut client, id).await;
+    assert_eq!((run.status.as_str(), run.http_status), ("unchanged", 304), "{run:?}");
+    assert_eq!(jail_commands(&control).await, before, "an unchanged list sends fail2ban nothing");
+    let seen = lists.requests("all.txt");
+    assert!(seen.last().unwrap().if_none_match.is_some(), "the second download was conditional: {seen:?}");
+
+    // Another source lists 45.13.0.2 too.
+    lists.set("other.txt", "45.13.0.2\n203.0.114.9\n");
+    let other = create(&mut client, "other", &lists.url("other.txt")).await;
+    let run = import(&mut client, other).await;
+    assert_eq!((counts(&run).newly_banned, counts(&run).already_banned), (1, 1), "{run:?}");
+
+    // The list changes: 1.10.16.1, 45.13.0.2 (listed by `other`) and 5.5.5.5
+    // (a log ban) leave it, 77.88.8.8 comes in.
+    lists.set("all.txt", "2a01:4f8::1\n77.88.8.8\n");
+    let run = import(&mut client, id).await;
+    assert_eq!(run.status, "ok", "{run:?}");
+    assert_eq!((counts(&run).newly_banned, counts(&run).unbanned), (1, 1), "{run:?}");
+    assert_eq!(banned(&f2b), set(&["2a01:4f8::1", "77.88.8.8", "45.13.0.2", "203.0.114.9", "5.5.5.5", "6.6.6.6"]));
+
+    // Deleting `other` unbans what only it listed (45.13.0.2 no longer listed
+    // anywhere, 203.0.114.9) and nothing else.
+    let deleted = client.delete_source(pb::DeleteSourceRequest { id: other }).await.unwrap().into_inner();
+    assert_eq!(deleted.unbanned, 2);
+    assert_eq!(banned(&f2b), set(&["2a01:4f8::1", "77.88.8.8", "5.5.5.5", "6.6.6.6"]));
+    let gone = client.get_source(pb::GetSourceRequest { id: other }).await.unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+
+    // Every ban and unban reached the history, origin blocklist, with the source.
+    let mut history = HistoryServiceClient::new(control.authed().await);
+    let filter =
+        pb::HistoryFilter { window: pb::Window::Window24h.into(), origin: "blocklist".into(), ..Default::default() };
+    let page = history
+        .list_bans(pb::ListBansRequest { filter: Some(filter), page_size: 100, page_token: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    let bans: BTreeSet<(String, String, String)> =
+        page.bans.iter().map(|b| (b.ip.clone(), b.event.clone(), b.source.clone())).collect();
+    for ip in ["1.10.16.1", "45.13.0.2", "2a01:4f8::1", "77.88.8.8"] {
+        assert!(bans.contains(&(ip.into(), "ban".into(), "blocklist-de".into())), "{ip}: {bans:?}");
+    }
+    assert!(bans.contains(&("1.10.16.1".into(), "unban".into(), "blocklist-de".into())), "{bans:?}");
+    assert!(!bans.iter().any(|(ip, _, _)| ip == "5.5.5.5" || ip == "6.6.6.6"), "log bans are not blocklist bans");
+
+    // The runs, newest first, paged.
+    let first = client
+        .list_import_runs(pb::ListImportRunsRequest { source_id: id, page_size: 2, page_token: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.runs.iter().map(|r| r.status.as_str()).collect::<Vec<_>>(), ["ok", "unchanged"]);
+    let rest = client
+        .list_import_runs(pb::ListImportRunsRequest { source_id: id, page_size: 2, page_token: first.next_page_token })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rest.runs.len(), 1);
+    let one = client.get_import_run(pb::GetImportRunRequest { id: rest.runs[0].id }).await.unwrap().into_inner();
+    assert_eq!(one.run.unwrap(), rest.runs[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_format_is_read() {
+    let f2b = fail2ban();
+    let lists = ListServer::start().await;
+    let control = control(&f2b, &[]);
+    let mut client = client(&control).await;
+    let formats: [(&str, &str, &[&str]); 5] = [
+        (
+            "drop.txt",
+            "; Spamhaus DROP List 2026/12/01 - (c) 2026 The Spamhaus Project\n\
+             ; Last-Modified: Mon, 30 Nov 2026 12:00:00 GMT\n\
+             1.10.16.0/20 ; SBL256894\n2.56.192.0/22 ; SBL459831\n",
+            &["1.10.16.0/20", "2.56.192.0/22"],
+        ),
+        (
+            "drop_v4.json",
+            "{\"cidr\":\"1.10.16.0/20\",\"sblid\":\"SBL256894\",\"rir\":\"apnic\"}\n\
+             {\"cidr\":\"2.56.192.0/22\",\"sblid\":\"SBL459831\",\"rir\":\"ripencc\"}\n\
+             {\"type\":\"metadata\",\"timestamp\":1764590000,\"size\":120,\"records\":2,\"copyright\":\"(c) 2026 The Spamhaus Project SLU\",\"terms\":\"https://www.spamhaus.org/drop/terms/\"}\n",
+            &["1.10.16.0/20", "2.56.192.0/22"],
+        ),
+        (
+            "firehol_level1.netset",
+            "#\n# firehol_level1\n#\n# ipv4 hash:net ipset\n#\n0.0.0.0/8\n1.10.16.0/20\n10.0.0.0/8\n\
+             31.14.65.0/24\n192.168.0.0/16\n",
+            &["1.10.16.0/20", "31.14.65.0/24"],
+        ),
+        (
+            "ipblocklist.txt",
+            "################################################################\n\
+             # abuse.ch Feodo Tracker Botnet C2 IP Blocklist                #\n\
+             ################################################################\n\
+             #\n# DstIP\n50.16.16.211\n162.243.103.246\n# END 2 entries\n",
+            &["50.16.16.211", "162.243.103.246"],
+        ),
+        (
+            "ipsum.txt",
+            "# IPsum Threat Intelligence Feed\n#\n185.224.128.17\t10\n45.148.10.81\t9\n",
+            &["185.224.128.17", "45.148.10.81"],
+        ),
+    ];
+    for (i, (file, body, want)) in formats.iter().enumerate() {
+        lists.set(file, *body);
+        let mut s = spec(&format!("list-{i}"), &lists.url(file));
+        // Networks banned as they are, so DROP and netsets land in the jail.
+        s.cidr_policy = "ban".into();
+        s.enabled = false;
+        let created = client.create_source(pb::CreateSourceRequest { spec: Some(s) }).await.unwrap().into_inner();
+        let id = created.source.unwrap().id;
+        let preview =
+            client.preview_source(pb::PreviewSourceRequest { id, ..Default::default() }).await.unwrap().into_inner();
+        let mut entries = preview.entries.clone();
+        entries.sort();
+        let mut expected: Vec<String> = want.iter().map(|s| (*s).to_owned()).collect();
+        expected.sort();
+        assert_eq!(entries, expected, "{file}: {preview:?}");
+        assert_eq!(preview.counts.unwrap().invalid, 0, "{file}: {preview:?}");
+        let run = import(&mut client, id).await;
+        assert_eq!(run.status, "ok", "{file}: {run:?}");
+        let jail = banned(&f2b);
+        for entry in *want {
+            assert!(jail.contains(*entry), "{file}: {entry} not in {jail:?}");
+        }
+    }
+    assert!(!banned(&f2b).iter().any(|e| e.starts_with("10.") || e.starts_with("0.") || e.starts_with("192.168.")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_downloads_and_unusable_lists_ban_nothing() {
+    let mut f2b = fail2ban();
+    let lists = ListServer::start().await;
+    lists.set_html("html");
+    lists.set_oversize("big", 20 * 1024 * 1024, false);
+    lists.set_redirects("hops", 4, "good.txt");
+    lists.set("good.txt", "1.10.16.1\n45.13.0.2\n");
+    lists.set_failures("gone", vec![404]);
+    let control = control(&f2b, &["--blocklist-timeout", "5s"]);
+    let mut client = client(&control).await;
+    for (name, path, error) in
+        [("html", "html", "HTML"), ("big", "big", "16777216"), ("hops", "hops", "redirect"), ("gone", "gone", "404")]
+    {
+        let id = create(&mut client, name, &lists.url(path)).await;
+        let run = import(&mut client, id).await;
+        assert_eq!(run.status, "failed", "{name}: {run:?}");
+        assert!(run.error.contains(error), "{name}: {}", run.error);
+        assert_eq!(counts(&run).newly_banned, 0);
+        assert!(banned(&f2b).is_empty(), "{name}: {:?}", banned(&f2b));
+    }
+
+    // fail2ban down: failed, and nothing is recorded as banned: once it is
+    // back, the same list bans everything.
+    let good = create(&mut client, "good", &lists.url("good.txt")).await;
+    f2b.stop();
+    let run = import(&mut client, good).await;
+    assert_eq!(run.status, "failed", "{run:?}");
+    assert!(run.error.contains("fail2ban"), "{}", run.error);
+    f2b.restart();
+    let run = import(&mut client, good).await;
+    assert_eq!((run.status.as_str(), counts(&run).newly_banned), ("ok", 2), "{run:?}");
+    assert_eq!(banned(&f2b), set(&["1.10.16.1", "45.13.0.2"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_and_stores_nothing() {
+    let f2b = fail2ban();
+    let lists = ListServer::start().await;
+    lists.set("a.txt", "1.10.16.1\n");
+    let control = control(&f2b, &[]);
+    let mut client = client(&control).await;
+    let id = create(&mut client, "taken", &lists.url("a.txt")).await;
+    let url = lists.url("a.txt");
+    let long = "n".repeat(65);
+    let cases: Vec<(pb::SourceSpec, Code, &str)> = vec![
+        (spec("ftp", "ftp://example.org/list.txt"), Code::InvalidArgument, "url"),
+        (spec("", &url), Code::InvalidArgument, "name"),
+        (spec(&long, &url), Code::InvalidArgument, "name"),
+        (spec("sp ace", &url), Code::InvalidArgument, "name"),
+        (pb::SourceSpec { schedule: "every day".into(), ..spec("cron", &url) }, Code::InvalidArgument, "schedule"),
+        (pb::SourceSpec { schedule: "0 0 * * *".into(), ..spec("cron5", &url) }, Code::InvalidArgument, "schedule"),
+        (pb::SourceSpec { cidr_policy: "maybe".into(), ..spec("policy", &url) }, Code::InvalidArgument, "cidr_policy"),
+        (pb::SourceSpec { max_bytes: 1 << 40, ..spec("huge", &url) }, Code::InvalidArgument, "max_bytes"),
+        (
+            pb::SourceSpec { jail: "no-such-jail".into(), ..spec("jail", &url) },
+            Code::FailedPrecondition,
+            "no-such-jail",
+        ),
+        (spec("taken", &url), Code::AlreadyExists, "taken"),
+    ];
+    for (spec, code, says) in cases {
+        let error = client.create_source(pb::CreateSourceRequest { spec: Some(spec.clone()) }).await.unwrap_err();
+        assert_eq!(error.code(), code, "{spec:?}: {error:?}");
+        assert!(error.message().contains(says), "{spec:?}: {}", error.message());
+    }
+    let listed = client.list_sources(pb::ListSourcesRequest {}).await.unwrap().into_inner().sources;
+    assert_eq!(listed.iter().map(|s| s.id).collect::<Vec<_>>(), vec![id], "nothing else was stored");
+    // An update with a bad field changes nothing either.
+    let bad = pb::SourceSpec { cidr_policy: "maybe".into(), ..spec("taken", &url) };
+    let error = client.update_source(pb::UpdateSourceRequest { id, spec: Some(bad) }).await.unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    let kept = client.get_source(pb::GetSourceRequest { id }).await.unwrap().into_inner().source.unwrap();
+    assert_eq!(kept.spec.unwrap().cidr_policy, "skip");
+
+    for missing in [
+        client.get_source(pb::GetSourceRequest { id: 999 }).await.unwrap_err(),
+        client.delete_source(pb::DeleteSourceRequest { id: 999 }).await.unwrap_err(),
+        client.import_now(pb::ImportNowRequest { id: 999, wait: false }).await.unwrap_err(),
+        client.get_import_run(pb::GetImportRunRequest { id: 999 }).await.unwrap_err(),
+        client.list_import_runs(pb::ListImportRunsRequest { source_id: 999, ..Default::default() }).await.unwrap_err(),
+    ] {
+        assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
+    }
+
+    // Without --blocklist-allow-private, a loopback target is refused.
+    let closed = ControlService::start(&["--fail2ban-socket", &f2b.socket_str()]);
+    let mut closed_client = BlocklistServiceClient::new(closed.authed().await);
+    let error =
+        closed_client.create_source(pb::CreateSourceRequest { spec: Some(spec("private", &url)) }).await.unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    assert!(error.message().contains("--blocklist-allow-private"), "{}", error.message());
+    assert_eq!(lists.total_hits(), 0, "nothing was downloaded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_postgres_import_once_per_slot() {
+    let f2b = fail2ban();
+    let lists = ListServer::start().await;
+    lists.set("slots.txt", "1.10.16.1\n");
+    let schema = PgSchema::create("control_blocklist").await;
+    let url = schema.url();
+    let args = ["--database-url", url.as_str()];
+    let replicas = [control(&f2b, &args), control(&f2b, &args)];
+    let mut client = client(&replicas[0]).await;
+    // Every 2 seconds; each import of an unchanged list is a 304.
+    let s = pb::SourceSpec { schedule: "*/2 * * * * *".into(), ..spec("slots", &lists.url("slots.txt")) };
+    let id =
+        client.create_source(pb::CreateSourceRequest { spec: Some(s) }).await.unwrap().into_inner().source.unwrap().id;
+    let runs = || async {
+        let mut client = BlocklistServiceClient::new(replicas[1].authed().await);
+        client
+            .list_import_runs(pb::ListImportRunsRequest { source_id: id, page_size: 100, ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner()
+            .runs
+    };
+    eventually(30, "five scheduled imports", || async { runs().await.len() >= 5 }).await;
+    let runs = runs().await;
+    assert!(runs.iter().all(|r| r.trigger == "schedule"), "{runs:?}");
+    // One download per run: no slot was run by both replicas.
+    let hits = lists.hits("slots.txt");
+    assert!(hits == runs.len() || hits == runs.len() + 1, "{hits} downloads for {} runs", runs.len());
+    // Each run is for a different slot (the ledger's rows, one per slot).
+    let pool = sqlx::PgPool::connect_with(schema.options()).await.unwrap();
+    let slots: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT scheduled_for, count(*) FROM job_runs WHERE job = $1 GROUP BY scheduled_for ORDER BY scheduled_for",
+    )
+    .bind(format!("blocklist_import:{id}"))
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(slots.len() >= 5 && slots.iter().all(|(_, n)| *n == 1), "{slots:?}");
+    let imports: i64 = sqlx::query_scalar("SELECT count(*) FROM blocklist_runs WHERE source_id = $1")
+        .bind(id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let ledger: i64 = sqlx::query_scalar("SELECT count(*) FROM job_runs WHERE job = $1 AND status <> 'running'")
+        .bind(format!("blocklist_import:{id}"))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(imports == ledger || imports == ledger + 1, "{imports} import runs, {ledger} ledger runs");
+    assert_eq!(banned(&f2b), set(&["1.10.16.1"]));
+}
