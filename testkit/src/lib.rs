@@ -11,6 +11,10 @@
 //! this crate fails when the committed file drifts from this code).
 //!
 //! [`postgres::PgSchema`] gives each PostgreSQL test a schema of its own.
+//!
+//! [`list_server::ListServer`] serves blocklists over HTTP for download
+//! tests: conditional answers, gzip, oversized and stalled bodies,
+//! redirect chains and scripted failures.
 
 use std::{
     collections::BTreeMap,
@@ -19,6 +23,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+pub mod list_server;
 pub mod postgres;
 
 use ipnet::IpNet;
