@@ -2,7 +2,8 @@
 //! string mapping (the words in the database and on the API): where a ban
 //! came from ([`Origin`]), what an archived event is ([`Event`]), what a
 //! change to fail2ban was ([`ActionKind`]), what a blocklist import does with
-//! networks ([`CidrPolicy`]) and how it ended ([`ImportStatus`]).
+//! networks ([`CidrPolicy`]), how it ended ([`ImportStatus`]) and what started
+//! it ([`RunTrigger`]).
 
 use std::{fmt, str::FromStr};
 
@@ -169,6 +170,27 @@ impl Word for ImportStatus {
     }
 }
 
+/// What started a blocklist import.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RunTrigger {
+    /// The source's schedule.
+    Schedule,
+    /// An operator asked for it.
+    Manual,
+}
+
+impl Word for RunTrigger {
+    const KIND: &'static str = "run trigger";
+    const ALL: &'static [Self] = &[RunTrigger::Schedule, RunTrigger::Manual];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            RunTrigger::Schedule => "schedule",
+            RunTrigger::Manual => "manual",
+        }
+    }
+}
+
 // The same conversions for every vocabulary: `as_str` as an inherent
 // method (callers need not import `Word`), `FromStr`, `TryFrom<String>`
 // (what sqlx reads a column with), `Display`.
@@ -305,6 +327,34 @@ impl fmt::Display for ImportStatus {
     }
 }
 
+impl RunTrigger {
+    pub fn as_str(self) -> &'static str {
+        Word::as_str(self)
+    }
+}
+
+impl FromStr for RunTrigger {
+    type Err = UnknownWord;
+
+    fn from_str(text: &str) -> Result<Self, UnknownWord> {
+        Self::parse_word(text)
+    }
+}
+
+impl TryFrom<String> for RunTrigger {
+    type Error = UnknownWord;
+
+    fn try_from(text: String) -> Result<Self, UnknownWord> {
+        Self::parse_word(&text)
+    }
+}
+
+impl fmt::Display for RunTrigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,6 +372,7 @@ mod tests {
         reads_back::<ActionKind>();
         reads_back::<CidrPolicy>();
         reads_back::<ImportStatus>();
+        reads_back::<RunTrigger>();
         assert_eq!("reload".parse::<ActionKind>().unwrap_err().to_string(), "unknown action \"reload\"");
         assert_eq!(Origin::try_from("Manual".to_owned()).unwrap_err().kind, "origin");
         assert!("".parse::<Event>().is_err());

@@ -17,6 +17,7 @@ use sqlx::Database;
 use super::{
     actions::ActionRow,
     auth::SessionRow,
+    blocklist::{RunRow, SourceRow},
     history::{ArchivedBan, CountryCount, IpCount, IpPlace, JailBanRow, JailCount},
     lease::{JobRun, Lease, LeaseGrant, Statements},
 };
@@ -60,8 +61,11 @@ pub(crate) trait Dialect:
                  + Decode<JobRun>
                  // settings,
                  + Decode<(String, String)>
-                 // actions.
-                 + Decode<ActionRow>,
+                 // actions,
+                 + Decode<ActionRow>
+                 // blocklists.
+                 + Decode<SourceRow>
+                 + Decode<RunRow>,
     >
 {
     /// Rows per archive insert (14 parameters each).

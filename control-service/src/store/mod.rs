@@ -8,6 +8,7 @@
 //! | [`actions`] | [`ActionLog`] | `jail_actions` |
 //! | [`lease`] | [`LeaseStore`], [`RunLedger`] | `leases`, `job_runs`, `job_requests` |
 //! | [`history`] | [`HistoryStore`] | `ban_history`, `history_cursors` |
+//! | [`blocklist`] | [`BlocklistStore`] | `blocklist_sources`, `blocklist_entries`, `blocklist_bans`, `blocklist_runs` |
 //!
 //! Each aggregate is a folder: `mod.rs` holds its trait, row types and
 //! statements (the same text on both backends: numbered `$n` parameters,
@@ -27,6 +28,7 @@
 
 pub mod actions;
 pub mod auth;
+pub mod blocklist;
 mod dialect;
 pub mod history;
 pub mod lease;
@@ -45,8 +47,8 @@ use sqlx::Database;
 
 pub(crate) use self::dialect::Dialect;
 pub use self::{
-    actions::ActionLog, auth::AuthStore, history::HistoryStore, lease::LeaseStore, lease::RunLedger, postgres::PgStore,
-    settings::SettingsStore, sqlite::SqliteStore,
+    actions::ActionLog, auth::AuthStore, blocklist::BlocklistStore, history::HistoryStore, lease::LeaseStore,
+    lease::RunLedger, postgres::PgStore, settings::SettingsStore, sqlite::SqliteStore,
 };
 /// Errors of the store (shared with the other service).
 pub use crate::error::StoreError;
@@ -92,9 +94,15 @@ impl<DB: Dialect> Pool for Store<DB> {
 }
 
 /// One backend, seen through each repository trait.
-pub trait ControlDb: Pool + AuthStore + SettingsStore + ActionLog + LeaseStore + RunLedger + HistoryStore {}
+pub trait ControlDb:
+    Pool + AuthStore + SettingsStore + ActionLog + LeaseStore + RunLedger + HistoryStore + BlocklistStore
+{
+}
 
-impl<T> ControlDb for T where T: Pool + AuthStore + SettingsStore + ActionLog + LeaseStore + RunLedger + HistoryStore {}
+impl<T> ControlDb for T where
+    T: Pool + AuthStore + SettingsStore + ActionLog + LeaseStore + RunLedger + HistoryStore + BlocklistStore
+{
+}
 
 /// The control database, once per repository trait (one pool behind all).
 #[derive(Debug, Clone)]
@@ -106,6 +114,7 @@ pub struct Stores {
     pub lease: Arc<dyn LeaseStore>,
     pub ledger: Arc<dyn RunLedger>,
     pub history: Arc<dyn HistoryStore>,
+    pub blocklists: Arc<dyn BlocklistStore>,
 }
 
 impl Stores {
@@ -119,7 +128,8 @@ impl Stores {
             actions: db.clone(),
             lease: db.clone(),
             ledger: db.clone(),
-            history: db,
+            history: db.clone(),
+            blocklists: db,
         }
     }
 }

@@ -1,0 +1,410 @@
+//! Blocklist sources, what each lists, which bans of a jail imports made,
+//! and the record of every import (`blocklist_sources`,
+//! `blocklist_entries`, `blocklist_bans`, `blocklist_runs`). The same
+//! statements on both backends, bound and run once in `sql.rs`.
+//!
+//! A list can hold hundreds of thousands of entries: every statement that
+//! takes a list is built here for at most [`LIST_CHUNK`] of its values
+//! ([`in_list`], [`values_rows`]) and run once per chunk, inside one
+//! transaction where it writes.
+
+mod sql;
+
+#[cfg(test)]
+mod contract;
+
+use super::StoreError;
+use crate::{
+    blocklist::{BadLine, ImportCounts},
+    kinds::{CidrPolicy, ImportStatus, RunTrigger},
+};
+
+/// What the operator says about a source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceSpec {
+    /// Unique among sources.
+    pub name: String,
+    pub url: String,
+    pub enabled: bool,
+    /// The jail the list is mirrored into.
+    pub jail: String,
+    /// Six-field cron; empty: the runtime setting's default.
+    pub schedule: String,
+    pub cidr_policy: CidrPolicy,
+    /// The largest body an import downloads.
+    pub max_bytes: i64,
+    /// The most entries an import keeps.
+    pub max_entries: i64,
+}
+
+/// A stored source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub id: i64,
+    pub spec: SourceSpec,
+    /// What the last successful import saw of the body.
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    pub sha256: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+}
+
+/// What an import saw of the body, kept for the next conditional GET.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeenBody {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    pub sha256: Option<String>,
+}
+
+/// One import of a source, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportRun {
+    /// 0 when new (the store assigns it).
+    pub id: i64,
+    pub source_id: i64,
+    /// The source's name when it ran (kept if it is renamed).
+    pub source_name: String,
+    pub trigger: RunTrigger,
+    /// Unix seconds.
+    pub started_at: i64,
+    /// Unix seconds.
+    pub finished_at: i64,
+    pub status: ImportStatus,
+    /// `None`: no answer (the request failed before one).
+    pub http_status: Option<u16>,
+    /// Body bytes read.
+    pub bytes: u64,
+    pub sha256: Option<String>,
+    pub counts: ImportCounts,
+    /// The first lines that could not be read (at most `MAX_BAD_LINES`).
+    pub bad_lines: Vec<BadLine>,
+    pub error: Option<String>,
+}
+
+/// Why a source could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceWriteError {
+    #[error("a source named {0:?} exists")]
+    NameTaken(String),
+    #[error("no source {0}")]
+    NotFound(i64),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The end of an import, written in one transaction.
+#[derive(Debug, Clone)]
+pub struct ImportCommit<'a> {
+    pub run: &'a ImportRun,
+    /// Entries the source now lists that it did not, and those it no
+    /// longer lists (both empty when the list was not applied, e.g. a
+    /// failed run: the entries stay as they were).
+    pub added: &'a [String],
+    pub removed: &'a [String],
+    /// Replaces the source's etag/last_modified/sha256 (`None`: keep them;
+    /// `Some` with all `None`: clear them).
+    pub seen: Option<SeenBody>,
+}
+
+/// The blocklist aggregate.
+#[async_trait::async_trait]
+pub trait BlocklistStore: Send + Sync + std::fmt::Debug {
+    /// Stores a new source; `NameTaken` if its name is.
+    async fn create_source(&self, spec: &SourceSpec, now: i64) -> Result<Source, SourceWriteError>;
+    /// Replaces the spec; a changed URL clears etag/last_modified/sha256
+    /// (the new URL is downloaded in full).
+    async fn update_source(&self, id: i64, spec: &SourceSpec, now: i64) -> Result<Source, SourceWriteError>;
+    async fn source(&self, id: i64) -> Result<Option<Source>, StoreError>;
+    async fn source_by_name(&self, name: &str) -> Result<Option<Source>, StoreError>;
+    /// Every source, by name.
+    async fn sources(&self) -> Result<Vec<Source>, StoreError>;
+    /// Takes the source for an import or a delete: true if nobody holds
+    /// it, or the holder took it before `stale_before` (a crashed
+    /// replica). One conditional UPDATE.
+    async fn hold_source(&self, id: i64, now: i64, stale_before: i64) -> Result<bool, StoreError>;
+    async fn release_source(&self, id: i64) -> Result<(), StoreError>;
+    /// The entries the source lists, sorted.
+    async fn entries(&self, source_id: i64) -> Result<Vec<String>, StoreError>;
+    /// Of `candidates`, those another source with the same jail lists.
+    async fn listed_elsewhere(
+        &self,
+        source_id: i64,
+        jail: &str,
+        candidates: &[String],
+    ) -> Result<Vec<String>, StoreError>;
+    /// Of `candidates`, those a blocklist import banned in `jail`.
+    async fn owned(&self, jail: &str, candidates: &[String]) -> Result<Vec<String>, StoreError>;
+    /// Records that imports banned `entries` in `jail` (written BEFORE the
+    /// ban is sent: a crash between leaves a harmless claim). Existing rows
+    /// are kept.
+    async fn own(&self, jail: &str, source_id: i64, entries: &[String], at: i64) -> Result<(), StoreError>;
+    /// Forgets `entries` of `jail` (after they were unbanned, or a ban failed).
+    async fn disown(&self, jail: &str, entries: &[String]) -> Result<(), StoreError>;
+    /// The source's entries no other source of its jail lists and an
+    /// import banned: what deleting it unbans. Sorted.
+    async fn exclusively_owned(&self, source_id: i64) -> Result<Vec<String>, StoreError>;
+    /// Ends an import in one transaction: the entry changes, the seen
+    /// body, the run row, the release of the hold, and run retention (keep
+    /// the newest `keep_runs` runs of the source; at least the one written).
+    /// Returns the run's id.
+    async fn finish_import(&self, commit: &ImportCommit<'_>, keep_runs: u32) -> Result<i64, StoreError>;
+    /// Deletes the source with its entries and runs, and disowns
+    /// `unbanned` in its jail, in one transaction. `NotFound` if it does
+    /// not exist.
+    async fn delete_source(&self, id: i64, unbanned: &[String]) -> Result<(), SourceWriteError>;
+    /// The source's runs, newest first, those with id < `before` (`None`:
+    /// from the newest), at most `limit`.
+    async fn runs(&self, source_id: i64, before: Option<i64>, limit: u32) -> Result<Vec<ImportRun>, StoreError>;
+    async fn run(&self, id: i64) -> Result<Option<ImportRun>, StoreError>;
+}
+
+/// Values one list statement binds at most. Both backends take far more
+/// (SQLite 32 766, PostgreSQL 65 535), but SQLite's cost of binding grows
+/// faster than the parameters (see `Dialect::ROWS_PER_INSERT`).
+pub(crate) const LIST_CHUNK: usize = 500;
+
+/// Inserts a source ($1 name … $8 max_entries, $9 created_at = updated_at).
+const INSERT_SOURCE: &str = "INSERT INTO blocklist_sources \
+     (name, url, enabled, jail, schedule, cidr_policy, max_bytes, max_entries, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
+     RETURNING id, name, url, enabled, jail, schedule, cidr_policy, max_bytes, max_entries, \
+     etag, last_modified, sha256, created_at, updated_at";
+/// Replaces source $1's spec ($2 … $9, $10 updated_at). The old URL is read
+/// on the right-hand side: the seen body is kept only if $3 is the same.
+const UPDATE_SOURCE: &str = "UPDATE blocklist_sources SET name = $2, url = $3, enabled = $4, jail = $5, \
+     schedule = $6, cidr_policy = $7, max_bytes = $8, max_entries = $9, updated_at = $10, \
+     etag = CASE WHEN url = $3 THEN etag END, \
+     last_modified = CASE WHEN url = $3 THEN last_modified END, \
+     sha256 = CASE WHEN url = $3 THEN sha256 END \
+     WHERE id = $1 \
+     RETURNING id, name, url, enabled, jail, schedule, cidr_policy, max_bytes, max_entries, \
+     etag, last_modified, sha256, created_at, updated_at";
+const SOURCE_BY_ID: &str = "SELECT id, name, url, enabled, jail, schedule, cidr_policy, max_bytes, max_entries, \
+     etag, last_modified, sha256, created_at, updated_at FROM blocklist_sources WHERE id = $1";
+const SOURCE_BY_NAME: &str = "SELECT id, name, url, enabled, jail, schedule, cidr_policy, max_bytes, max_entries, \
+     etag, last_modified, sha256, created_at, updated_at FROM blocklist_sources WHERE name = $1";
+const ALL_SOURCES: &str = "SELECT id, name, url, enabled, jail, schedule, cidr_policy, max_bytes, max_entries, \
+     etag, last_modified, sha256, created_at, updated_at FROM blocklist_sources ORDER BY name";
+/// Holds source $1 from $2 if free or held since before $3.
+const HOLD: &str = "UPDATE blocklist_sources SET importing_since = $2 \
+     WHERE id = $1 AND (importing_since IS NULL OR importing_since < $3)";
+const RELEASE: &str = "UPDATE blocklist_sources SET importing_since = NULL WHERE id = $1";
+/// Replaces source $1's seen body ($2 etag, $3 last_modified, $4 sha256).
+const SET_SEEN: &str = "UPDATE blocklist_sources SET etag = $2, last_modified = $3, sha256 = $4 WHERE id = $1";
+/// Deletes source $1; returns its jail.
+const DELETE_SOURCE: &str = "DELETE FROM blocklist_sources WHERE id = $1 RETURNING jail";
+const DELETE_ENTRIES: &str = "DELETE FROM blocklist_entries WHERE source_id = $1";
+const DELETE_RUNS: &str = "DELETE FROM blocklist_runs WHERE source_id = $1";
+const ENTRIES: &str = "SELECT entry FROM blocklist_entries WHERE source_id = $1 ORDER BY entry";
+/// Source $1's entries that an import banned in its jail and no other
+/// source of that jail lists.
+const EXCLUSIVELY_OWNED: &str = "SELECT e.entry FROM blocklist_entries e \
+     JOIN blocklist_sources s ON s.id = e.source_id \
+     JOIN blocklist_bans b ON b.jail = s.jail AND b.entry = e.entry \
+     WHERE e.source_id = $1 AND NOT EXISTS (\
+         SELECT 1 FROM blocklist_entries o JOIN blocklist_sources os ON os.id = o.source_id \
+         WHERE o.entry = e.entry AND o.source_id <> e.source_id AND os.jail = s.jail) \
+     ORDER BY e.entry";
+/// Appends a run ($1 … $24 in [`ImportRun`]'s order, without the id).
+const INSERT_RUN: &str = "INSERT INTO blocklist_runs (source_id, source_name, trigger, started_at, finished_at, \
+     status, http_status, bytes, sha256, valid, invalid, duplicate, reserved, ignored, never_ban, cidr_skipped, \
+     already_banned, newly_banned, unbanned, failed, bad_lines, error) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22) \
+     RETURNING id";
+/// Deletes source $1's runs older than its newest $2 (a range of the
+/// (source_id, id) index; nothing when it has no more than $2).
+const TRIM_RUNS: &str = "DELETE FROM blocklist_runs WHERE source_id = $1 AND id <= (\
+     SELECT id FROM blocklist_runs WHERE source_id = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)";
+/// The $3 runs of source $1 with id < $2, newest first.
+const RUNS_BEFORE: &str = "SELECT id, source_id, source_name, trigger, started_at, finished_at, status, \
+     http_status, bytes, sha256, valid, invalid, duplicate, reserved, ignored, never_ban, cidr_skipped, \
+     already_banned, newly_banned, unbanned, failed, bad_lines, error \
+     FROM blocklist_runs WHERE source_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3";
+const RUN_BY_ID: &str = "SELECT id, source_id, source_name, trigger, started_at, finished_at, status, \
+     http_status, bytes, sha256, valid, invalid, duplicate, reserved, ignored, never_ban, cidr_skipped, \
+     already_banned, newly_banned, unbanned, failed, bad_lines, error \
+     FROM blocklist_runs WHERE id = $1";
+
+/// Of a chunk ($3 …), those another source ($1 excluded) of jail $2 lists.
+const LISTED_ELSEWHERE: &str = "SELECT DISTINCT e.entry FROM blocklist_entries e \
+     JOIN blocklist_sources s ON s.id = e.source_id \
+     WHERE e.source_id <> $1 AND s.jail = $2 AND e.entry IN ";
+/// Of a chunk ($2 …), those an import banned in jail $1.
+const OWNED: &str = "SELECT entry FROM blocklist_bans WHERE jail = $1 AND entry IN ";
+/// Forgets a chunk ($2 …) of jail $1's import bans.
+const DISOWN: &str = "DELETE FROM blocklist_bans WHERE jail = $1 AND entry IN ";
+/// Removes a chunk ($2 …) of source $1's entries.
+const REMOVE_ENTRIES: &str = "DELETE FROM blocklist_entries WHERE source_id = $1 AND entry IN ";
+/// Adds rows `($1 source_id, $n entry)`.
+const ADD_ENTRIES: &str = "INSERT INTO blocklist_entries (source_id, entry) VALUES ";
+/// Adds rows `($1 jail, $n entry, $2 source_id, $3 banned_at)`.
+const OWN: &str = "INSERT INTO blocklist_bans (jail, entry, source_id, banned_at) VALUES ";
+/// After [`ADD_ENTRIES`] and [`OWN`]: rows already there are kept.
+const KEEP_EXISTING: &str = " ON CONFLICT DO NOTHING";
+
+/// `head` followed by `($first, …)` for `n` values.
+fn in_list(head: &str, first: usize, n: usize) -> String {
+    let numbers: Vec<String> = (first..first + n).map(|i| format!("${i}")).collect();
+    format!("{head}({})", numbers.join(", "))
+}
+
+/// `head`, then one row per value `n` of the chunk (numbered from
+/// `first`), each `row(placeholder)`, then `tail`.
+fn values_rows(head: &str, first: usize, n: usize, row: impl Fn(&str) -> String, tail: &str) -> String {
+    let rows: Vec<String> = (first..first + n).map(|i| row(&format!("${i}"))).collect();
+    format!("{head}{}{tail}", rows.join(", "))
+}
+
+/// A stored count: the columns are signed.
+fn count(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// A `blocklist_sources` row as both backends return it.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct SourceRow {
+    id: i64,
+    name: String,
+    url: String,
+    enabled: bool,
+    jail: String,
+    schedule: String,
+    #[sqlx(try_from = "String")]
+    cidr_policy: CidrPolicy,
+    max_bytes: i64,
+    max_entries: i64,
+    etag: Option<String>,
+    last_modified: Option<String>,
+    sha256: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl From<SourceRow> for Source {
+    fn from(row: SourceRow) -> Self {
+        Source {
+            id: row.id,
+            spec: SourceSpec {
+                name: row.name,
+                url: row.url,
+                enabled: row.enabled,
+                jail: row.jail,
+                schedule: row.schedule,
+                cidr_policy: row.cidr_policy,
+                max_bytes: row.max_bytes,
+                max_entries: row.max_entries,
+            },
+            etag: row.etag,
+            last_modified: row.last_modified,
+            sha256: row.sha256,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+/// A `blocklist_runs` row as both backends return it.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct RunRow {
+    id: i64,
+    source_id: i64,
+    source_name: String,
+    #[sqlx(try_from = "String")]
+    trigger: RunTrigger,
+    started_at: i64,
+    finished_at: i64,
+    #[sqlx(try_from = "String")]
+    status: ImportStatus,
+    http_status: Option<i32>,
+    bytes: i64,
+    sha256: Option<String>,
+    valid: i64,
+    invalid: i64,
+    duplicate: i64,
+    reserved: i64,
+    ignored: i64,
+    never_ban: i64,
+    cidr_skipped: i64,
+    already_banned: i64,
+    newly_banned: i64,
+    unbanned: i64,
+    failed: i64,
+    bad_lines: String,
+    error: Option<String>,
+}
+
+/// A stored count read back (never negative unless the row was edited).
+fn unsigned(column: &str, value: i64) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("negative {column} {value}")))
+}
+
+impl TryFrom<RunRow> for ImportRun {
+    type Error = StoreError;
+
+    fn try_from(row: RunRow) -> Result<Self, StoreError> {
+        let http_status = row
+            .http_status
+            .map(|s| u16::try_from(s).map_err(|_| StoreError::Corrupt(format!("HTTP status {s}"))))
+            .transpose()?;
+        let bad_lines = serde_json::from_str(&row.bad_lines)
+            .map_err(|e| StoreError::Corrupt(format!("bad_lines of run {}: {e}", row.id)))?;
+        let counts = ImportCounts {
+            valid: unsigned("valid", row.valid)?,
+            invalid: unsigned("invalid", row.invalid)?,
+            duplicate: unsigned("duplicate", row.duplicate)?,
+            reserved: unsigned("reserved", row.reserved)?,
+            ignored: unsigned("ignored", row.ignored)?,
+            never_ban: unsigned("never_ban", row.never_ban)?,
+            cidr_skipped: unsigned("cidr_skipped", row.cidr_skipped)?,
+            already_banned: unsigned("already_banned", row.already_banned)?,
+            newly_banned: unsigned("newly_banned", row.newly_banned)?,
+            unbanned: unsigned("unbanned", row.unbanned)?,
+            failed: unsigned("failed", row.failed)?,
+        };
+        Ok(ImportRun {
+            id: row.id,
+            source_id: row.source_id,
+            source_name: row.source_name,
+            trigger: row.trigger,
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+            status: row.status,
+            http_status,
+            bytes: unsigned("bytes", row.bytes)?,
+            sha256: row.sha256,
+            counts,
+            bad_lines,
+            error: row.error,
+        })
+    }
+}
+
+/// `error` as [`SourceWriteError::NameTaken`] if it is the unique
+/// violation of the source's name (the only unique key a source write can
+/// break).
+fn name_taken(error: StoreError, name: &str) -> SourceWriteError {
+    match &error {
+        StoreError::Database(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+            SourceWriteError::NameTaken(name.to_owned())
+        }
+        _ => SourceWriteError::Store(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_statements_number_after_the_fixed_parameters() {
+        assert_eq!(in_list(OWNED, 2, 3), format!("{OWNED}($2, $3, $4)"));
+        assert_eq!(
+            values_rows(ADD_ENTRIES, 2, 2, |p| format!("($1, {p})"), KEEP_EXISTING),
+            format!("{ADD_ENTRIES}($1, $2), ($1, $3){KEEP_EXISTING}")
+        );
+    }
+}
