@@ -37,8 +37,11 @@ const OVERSIZE_CHUNK: usize = 64 * 1024;
 /// What the server saw of one request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SeenRequest {
+    /// The `If-None-Match` header.
     pub if_none_match: Option<String>,
+    /// The `If-Modified-Since` header.
     pub if_modified_since: Option<String>,
+    /// The `Accept-Encoding` header.
     pub accept_encoding: Option<String>,
 }
 

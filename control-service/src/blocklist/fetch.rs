@@ -729,8 +729,18 @@ mod tests {
         let strict = Fetcher::new(FetchSettings { allow_private: false, ..settings() }).unwrap();
         let error = strict.check_target("http://localhost:1/").await.unwrap_err();
         assert!(matches!(&error, FetchError::Forbidden { host, .. } if host == "localhost"), "{error:?}");
-        let error = strict.check_target("http://[::1]/list").await.unwrap_err();
-        assert!(matches!(error, FetchError::Forbidden { .. }), "{error:?}");
+        // Literal forms, however spelled, are checked as the address they are.
+        for url in [
+            "http://[::1]/list",
+            "http://[::ffff:127.0.0.1]/",
+            "http://2130706433/",
+            "http://0.0.0.0/",
+            "http://10.1.2.3/",
+        ] {
+            let error = strict.check_target(url).await.unwrap_err();
+            assert!(matches!(error, FetchError::Forbidden { .. }), "{url}: {error:?}");
+        }
+        assert!(strict.check_target("http://8.8.8.8/list").await.is_ok());
         let url = fetcher().check_target("http://localhost:1/list?key=x").await.unwrap();
         assert_eq!(loggable(&url), "localhost/list");
     }
