@@ -37,8 +37,11 @@ const OVERSIZE_CHUNK: usize = 64 * 1024;
 /// What the server saw of one request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SeenRequest {
+    /// The `If-None-Match` header.
     pub if_none_match: Option<String>,
+    /// The `If-Modified-Since` header.
     pub if_modified_since: Option<String>,
+    /// The `Accept-Encoding` header.
     pub accept_encoding: Option<String>,
 }
 
@@ -260,9 +263,7 @@ async fn answer(State(shared): State<Arc<Shared>>, request: Request) -> Response
         Some(Entry::List { body, etag, modified, gzip }) => list(&seen, body, &etag, modified, gzip),
         Some(Entry::Html) => html(),
         Some(Entry::Oversize { bytes, with_length }) => oversize(bytes, with_length),
-        Some(Entry::Redirect { location }) => {
-            (StatusCode::FOUND, [(header::LOCATION, location)]).into_response()
-        }
+        Some(Entry::Redirect { location }) => (StatusCode::FOUND, [(header::LOCATION, location)]).into_response(),
         Some(Entry::Stall) => {
             let mut stop = shared.stop.clone();
             let _ = stop.wait_for(|stopped| *stopped).await;
@@ -285,7 +286,10 @@ fn not_modified(seen: &SeenRequest, etag: &str, modified: SystemTime) -> bool {
     if let Some(tags) = &seen.if_none_match {
         return tags.split(',').map(str::trim).any(|tag| tag == etag || tag == "*");
     }
-    seen.if_modified_since.as_deref().and_then(|since| httpdate::parse_http_date(since).ok()).is_some_and(|since| modified <= since)
+    seen.if_modified_since
+        .as_deref()
+        .and_then(|since| httpdate::parse_http_date(since).ok())
+        .is_some_and(|since| modified <= since)
 }
 
 fn list(seen: &SeenRequest, body: Bytes, etag: &str, modified: SystemTime, gzip: bool) -> Response {
@@ -312,7 +316,8 @@ fn list(seen: &SeenRequest, body: Bytes, etag: &str, modified: SystemTime, gzip:
 }
 
 fn html() -> Response {
-    let page = "<!DOCTYPE html>\n<html><head><title>Error</title></head><body><h1>Service unavailable</h1></body></html>\n";
+    let page =
+        "<!DOCTYPE html>\n<html><head><title>Error</title></head><body><h1>Service unavailable</h1></body></html>\n";
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()
 }
 
@@ -345,7 +350,8 @@ mod tests {
     #[test]
     fn modified_since_compares_dates() {
         let modified = UNIX_EPOCH + Duration::from_secs(FIRST_MODIFIED_EPOCH);
-        let at = |t: SystemTime| SeenRequest { if_modified_since: Some(httpdate::fmt_http_date(t)), ..Default::default() };
+        let at =
+            |t: SystemTime| SeenRequest { if_modified_since: Some(httpdate::fmt_http_date(t)), ..Default::default() };
         assert!(not_modified(&at(modified), "\"x\"", modified));
         assert!(!not_modified(&at(modified - Duration::from_secs(60)), "\"x\"", modified));
         let tag = SeenRequest { if_none_match: Some("\"y\", \"x\"".into()), ..Default::default() };

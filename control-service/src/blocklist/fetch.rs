@@ -200,7 +200,7 @@ impl From<Refusal> for FetchError {
 }
 
 /// Which addresses may be reached.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct Guard {
     allow_private: bool,
     /// Test seam: every address reachable in tests is loopback, so a test
@@ -210,6 +210,14 @@ struct Guard {
 }
 
 impl Guard {
+    fn new(allow_private: bool) -> Self {
+        Self {
+            allow_private,
+            #[cfg(test)]
+            also_public: None,
+        }
+    }
+
     fn is_allowed(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         #[cfg(test)]
@@ -256,10 +264,7 @@ impl Resolve for GuardedResolver {
     }
 }
 
-async fn resolve_checked(
-    guard: &Guard,
-    host: &str,
-) -> Result<Vec<SocketAddr>, Box<dyn StdError + Send + Sync>> {
+async fn resolve_checked(guard: &Guard, host: &str) -> Result<Vec<SocketAddr>, Box<dyn StdError + Send + Sync>> {
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, 0)).await?.collect();
     if addrs.is_empty() {
         return Err(format!("{host} has no address").into());
@@ -299,7 +304,7 @@ pub struct Fetcher {
 impl Fetcher {
     /// Builds the HTTP client. Fails only if the TLS stack cannot start.
     pub fn new(settings: FetchSettings) -> Result<Self, FetchError> {
-        let guard = Guard { allow_private: settings.allow_private, ..Guard::default() };
+        let guard = Guard::new(settings.allow_private);
         Self::with_guard(settings, guard)
     }
 
@@ -468,4 +473,275 @@ fn chain(error: &reqwest::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use bangui_testkit::list_server::ListServer;
+
+    use super::*;
+
+    const LIST: &str = "1.2.3.4\n5.6.7.0/24\n";
+    const MB: u64 = 1024 * 1024;
+
+    fn settings() -> FetchSettings {
+        FetchSettings {
+            connect_timeout: Duration::from_secs(2),
+            timeout: Duration::from_secs(10),
+            attempts: 3,
+            backoff: Duration::from_millis(10),
+            allow_private: true,
+        }
+    }
+
+    fn fetcher() -> Fetcher {
+        Fetcher::new(settings()).unwrap()
+    }
+
+    fn body(fetched: Fetched) -> Download {
+        match fetched {
+            Fetched::Body(download) => download,
+            other => panic!("expected a body, got {other:?}"),
+        }
+    }
+
+    fn hex_sha256(bytes: &[u8]) -> String {
+        Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[tokio::test]
+    async fn plain_body_comes_with_its_hash_and_validators() {
+        let server = ListServer::start().await;
+        server.set("list", LIST);
+        let download = body(fetcher().fetch(&server.url("list"), MB, &Validators::default()).await.unwrap());
+        assert_eq!(download.status, 200);
+        assert_eq!(download.body, LIST.as_bytes());
+        assert_eq!(download.sha256, hex_sha256(LIST.as_bytes()));
+        assert!(download.validators.etag.is_some());
+        assert!(download.validators.last_modified.is_some());
+        assert_eq!(download.content_type.as_deref(), Some("text/plain; charset=utf-8"));
+        let seen = server.requests("list");
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].if_none_match, None);
+    }
+
+    #[tokio::test]
+    async fn etag_is_sent_back_and_an_unchanged_list_is_not_modified() {
+        let server = ListServer::start().await;
+        server.set("list", LIST);
+        let fetcher = fetcher();
+        let first = body(fetcher.fetch(&server.url("list"), MB, &Validators::default()).await.unwrap());
+        let etag_only = Validators { etag: first.validators.etag.clone(), last_modified: None };
+        let second = fetcher.fetch(&server.url("list"), MB, &etag_only).await.unwrap();
+        assert!(matches!(second, Fetched::NotModified { status: 304 }), "{second:?}");
+        assert_eq!(server.requests("list")[1].if_none_match, first.validators.etag);
+
+        server.set("list", "9.9.9.9\n");
+        let third = body(fetcher.fetch(&server.url("list"), MB, &etag_only).await.unwrap());
+        assert_eq!(third.body, b"9.9.9.9\n");
+        assert_ne!(third.validators, first.validators);
+    }
+
+    #[tokio::test]
+    async fn last_modified_is_sent_back_as_if_modified_since() {
+        let server = ListServer::start().await;
+        server.set("list", LIST);
+        let fetcher = fetcher();
+        let first = body(fetcher.fetch(&server.url("list"), MB, &Validators::default()).await.unwrap());
+        let date_only = Validators { etag: None, last_modified: first.validators.last_modified.clone() };
+        let second = fetcher.fetch(&server.url("list"), MB, &date_only).await.unwrap();
+        assert!(matches!(second, Fetched::NotModified { status: 304 }), "{second:?}");
+        let seen = server.requests("list");
+        assert_eq!(seen[1].if_modified_since, first.validators.last_modified);
+        assert_eq!(seen[1].if_none_match, None);
+    }
+
+    #[tokio::test]
+    async fn gzip_body_is_decoded_and_hashed_decoded() {
+        let server = ListServer::start().await;
+        server.set_gzip("list.gz", LIST);
+        let download = body(fetcher().fetch(&server.url("list.gz"), MB, &Validators::default()).await.unwrap());
+        assert_eq!(download.body, LIST.as_bytes());
+        assert_eq!(download.sha256, hex_sha256(LIST.as_bytes()));
+        let accept = server.requests("list.gz")[0].accept_encoding.clone().unwrap_or_default();
+        assert!(accept.contains("gzip"), "{accept}");
+    }
+
+    #[tokio::test]
+    async fn the_cap_applies_to_the_decoded_size() {
+        let server = ListServer::start().await;
+        // About 20 KB on the wire, 8 MB decoded.
+        let bomb = "1.2.3.4\n".repeat(1024 * 1024);
+        server.set_gzip("bomb", bomb);
+        let error = fetcher().fetch(&server.url("bomb"), MB, &Validators::default()).await.unwrap_err();
+        assert!(matches!(error, FetchError::TooLarge { limit: MB }), "{error:?}");
+        assert_eq!(server.hits("bomb"), 1, "too large is not retried");
+    }
+
+    #[tokio::test]
+    async fn an_announced_oversize_body_fails_at_once() {
+        let server = ListServer::start().await;
+        server.set_oversize("huge", 10 * 1024 * MB, true);
+        let started = Instant::now();
+        let error = fetcher().fetch(&server.url("huge"), MB, &Validators::default()).await.unwrap_err();
+        assert!(matches!(error, FetchError::TooLarge { limit: MB }), "{error:?}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        assert_eq!(server.hits("huge"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_streamed_oversize_body_stops_at_the_cap() {
+        let server = ListServer::start().await;
+        // 10 GB without a length: only stopping at the cap ends this quickly.
+        server.set_oversize("endless", 10 * 1024 * MB, false);
+        let started = Instant::now();
+        let error = fetcher().fetch(&server.url("endless"), MB, &Validators::default()).await.unwrap_err();
+        assert!(matches!(error, FetchError::TooLarge { limit: MB }), "{error:?}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        assert_eq!(server.hits("endless"), 1);
+    }
+
+    #[tokio::test]
+    async fn three_redirects_are_followed_and_four_are_refused() {
+        let server = ListServer::start().await;
+        server.set("target", LIST);
+        server.set_redirects("three", 3, "target");
+        server.set_redirects("four", 4, "target");
+        let fetcher = fetcher();
+        let download = body(fetcher.fetch(&server.url("three"), MB, &Validators::default()).await.unwrap());
+        assert_eq!(download.body, LIST.as_bytes());
+        assert_eq!(server.hits("target"), 1);
+
+        let error = fetcher.fetch(&server.url("four"), MB, &Validators::default()).await.unwrap_err();
+        assert!(matches!(error, FetchError::TooManyRedirects { limit: 3 }), "{error:?}");
+        assert_eq!(server.hits("target"), 1, "the fourth hop is not followed");
+        assert_eq!(server.hits("four/3"), 1);
+    }
+
+    #[tokio::test]
+    async fn server_errors_are_retried_until_an_answer() {
+        let server = ListServer::start().await;
+        server.set("list", LIST);
+        server.set_failures("list", vec![500, 500]);
+        let download = body(fetcher().fetch(&server.url("list"), MB, &Validators::default()).await.unwrap());
+        assert_eq!(download.body, LIST.as_bytes());
+        assert_eq!(server.hits("list"), 3);
+    }
+
+    #[tokio::test]
+    async fn server_errors_past_the_attempts_give_the_last_status() {
+        let server = ListServer::start().await;
+        server.set("list", LIST);
+        server.set_failures("list", vec![503, 502, 500]);
+        let error = fetcher().fetch(&server.url("list"), MB, &Validators::default()).await.unwrap_err();
+        assert!(matches!(error, FetchError::Status { status: 500 }), "{error:?}");
+        assert_eq!(error.http_status(), Some(500));
+        assert_eq!(server.hits("list"), 3);
+    }
+
+    #[tokio::test]
+    async fn not_found_is_not_retried() {
+        let server = ListServer::start().await;
+        let error = fetcher().fetch(&server.url("missing"), MB, &Validators::default()).await.unwrap_err();
+        assert!(matches!(error, FetchError::Status { status: 404 }), "{error:?}");
+        assert_eq!(error.http_status(), Some(404));
+        assert_eq!(server.hits("missing"), 1);
+    }
+
+    #[tokio::test]
+    async fn retry_after_is_honoured() {
+        let server = ListServer::start().await;
+        server.set("list", LIST);
+        server.set_retry_after("list", 1);
+        let started = Instant::now();
+        let download = body(fetcher().fetch(&server.url("list"), MB, &Validators::default()).await.unwrap());
+        assert_eq!(download.body, LIST.as_bytes());
+        assert!(started.elapsed() >= Duration::from_secs(1), "{:?}", started.elapsed());
+        assert_eq!(server.hits("list"), 2);
+    }
+
+    #[tokio::test]
+    async fn a_stalled_server_times_out_after_every_attempt() {
+        let server = ListServer::start().await;
+        server.set_stall("stall");
+        let settings = FetchSettings { timeout: Duration::from_millis(300), attempts: 2, ..settings() };
+        let fetcher = Fetcher::new(settings).unwrap();
+        let error = fetcher.fetch(&server.url("stall"), MB, &Validators::default()).await.unwrap_err();
+        assert!(matches!(error, FetchError::Timeout), "{error:?}");
+        assert_eq!(server.hits("stall"), 2);
+    }
+
+    #[tokio::test]
+    async fn private_targets_are_refused_before_any_request() {
+        let server = ListServer::start().await;
+        server.set("list", LIST);
+        let fetcher = Fetcher::new(FetchSettings { allow_private: false, ..settings() }).unwrap();
+        let literal = fetcher.fetch(&server.url("list"), MB, &Validators::default()).await.unwrap_err();
+        assert!(
+            matches!(literal, FetchError::Forbidden { addr, .. } if addr == IpAddr::from([127, 0, 0, 1])),
+            "{literal:?}"
+        );
+        // A name goes through the resolver, which refuses it at connect time.
+        let name = format!("http://localhost:{}/list", server.addr().port());
+        let named = fetcher.fetch(&name, MB, &Validators::default()).await.unwrap_err();
+        assert!(matches!(&named, FetchError::Forbidden { host, .. } if host == "localhost"), "{named:?}");
+        assert_eq!(server.total_hits(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_redirect_to_a_private_address_is_refused() {
+        let server = ListServer::start().await;
+        server.set("list", LIST);
+        let port = server.addr().port();
+        server.set_redirect_to("hop", &format!("http://127.0.0.2:{port}/list"));
+        server.set_redirect_to("ftp-hop", "ftp://example.com/list");
+        let guard = Guard { allow_private: false, also_public: Some(IpAddr::from([127, 0, 0, 1])) };
+        let fetcher = Fetcher::with_guard(FetchSettings { allow_private: false, ..settings() }, guard).unwrap();
+        // The seam lets the first hop through …
+        body(fetcher.fetch(&server.url("list"), MB, &Validators::default()).await.unwrap());
+        // … and the guard stops the next one.
+        let error = fetcher.fetch(&server.url("hop"), MB, &Validators::default()).await.unwrap_err();
+        assert!(
+            matches!(error, FetchError::Forbidden { addr, .. } if addr == IpAddr::from([127, 0, 0, 2])),
+            "{error:?}"
+        );
+        let error = fetcher.fetch(&server.url("ftp-hop"), MB, &Validators::default()).await.unwrap_err();
+        assert!(matches!(error, FetchError::BadUrl(_)), "{error:?}");
+        assert_eq!(server.hits("list"), 1);
+        assert_eq!(server.hits("hop"), 1);
+    }
+
+    #[tokio::test]
+    async fn other_schemes_and_credentials_are_bad_urls() {
+        let fetcher = fetcher();
+        for url in ["ftp://example.com/list", "http://user:pw@example.com/list", "not a url", "file:///etc/passwd"] {
+            let error = fetcher.fetch(url, MB, &Validators::default()).await.unwrap_err();
+            assert!(matches!(error, FetchError::BadUrl(_)), "{url}: {error:?}");
+            let error = fetcher.check_target(url).await.unwrap_err();
+            assert!(matches!(error, FetchError::BadUrl(_)), "{url}: {error:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn check_target_refuses_names_of_private_addresses() {
+        let strict = Fetcher::new(FetchSettings { allow_private: false, ..settings() }).unwrap();
+        let error = strict.check_target("http://localhost:1/").await.unwrap_err();
+        assert!(matches!(&error, FetchError::Forbidden { host, .. } if host == "localhost"), "{error:?}");
+        // Literal forms, however spelled, are checked as the address they are.
+        for url in [
+            "http://[::1]/list",
+            "http://[::ffff:127.0.0.1]/",
+            "http://2130706433/",
+            "http://0.0.0.0/",
+            "http://10.1.2.3/",
+        ] {
+            let error = strict.check_target(url).await.unwrap_err();
+            assert!(matches!(error, FetchError::Forbidden { .. }), "{url}: {error:?}");
+        }
+        assert!(strict.check_target("http://8.8.8.8/list").await.is_ok());
+        let url = fetcher().check_target("http://localhost:1/list?key=x").await.unwrap();
+        assert_eq!(loggable(&url), "localhost/list");
+    }
 }
