@@ -192,12 +192,13 @@ impl Application {
         let elector_settings = config.elector().stage(Stage::Leader)?;
         tracing::info!(replica = %elector_settings.replica, ttl = ?elector_settings.ttl, "replica identity");
         let lease_retry = elector_settings.retry;
+        let replica = elector_settings.replica.clone();
         let (elector, leadership) = Elector::new(stores.lease.clone(), elector_settings, metrics.clone());
         let fetcher = Fetcher::new(config.fetch_settings()).stage(Stage::Clients)?;
         let blocklists = Blocklists::new(
             stores.blocklists.clone(),
             stores.ledger.clone(),
-            elector_settings.replica.clone(),
+            replica,
             fail2ban.clone(),
             fetcher,
             history.clone(),

@@ -31,7 +31,7 @@ pub(super) const CHUNK: usize = 500;
 
 /// How a list is applied: what it asked and what fail2ban did.
 struct Mirror<'a> {
-    blocklists: &'a Blocklists,
+    inner: &'a Inner,
     source: &'a Source,
     jail: JailName,
     counts: ImportCounts,
@@ -162,7 +162,7 @@ impl Blocklists {
         let (added, removed) = diff(&before, &listed);
         drop(before);
 
-        let mut mirror = Mirror { blocklists: self, source, jail, counts: run.counts, stopped: None };
+        let mut mirror = Mirror { inner: &self.inner, source, jail, counts: run.counts, stopped: None };
         let outcome = mirror.apply(&listed, &removed).await;
         run.counts = mirror.counts;
         outcome?;
@@ -207,13 +207,10 @@ impl Mirror<'_> {
         Ok(())
     }
 
-    fn inner(&self) -> &Inner {
-        &self.blocklists.inner
-    }
-
     /// Bans the addresses of `chunk` the jail does not hold yet.
     async fn ban_chunk(&mut self, chunk: &[String]) -> Result<(), String> {
-        let flags = match self.inner().fail2ban.banned_among(&self.jail, chunk).await {
+        let inner = self.inner;
+        let flags = match inner.fail2ban.banned_among(&self.jail, chunk).await {
             Ok(flags) => flags,
             Err(error) => return self.stop(&error, chunk.len()),
         };
@@ -223,8 +220,8 @@ impl Mirror<'_> {
         if new.is_empty() {
             return Ok(());
         }
-        let store = &self.inner().store;
-        if let Err(error) = store.own(&self.jail.to_string(), self.source.id, &new, self.inner().clock.now()).await {
+        let store = &inner.store;
+        if let Err(error) = store.own(&self.jail.to_string(), self.source.id, &new, inner.clock.now()).await {
             // Nothing sent: without the claim an unban could never follow.
             self.counts.failed += new.len() as u64;
             self.stopped = Some(format!("cannot record the bans: {error}"));
@@ -233,11 +230,11 @@ impl Mirror<'_> {
         // fail2ban stamps every ban of one command with the moment it took
         // it: this moment, to the second (the history sync knows the ban
         // by it and does not archive it again).
-        let at = self.inner().clock.now();
-        let banned = match self.inner().fail2ban.ban_many(&self.jail, &new).await {
+        let at = inner.clock.now();
+        let banned = match inner.fail2ban.ban_many(&self.jail, &new).await {
             Ok(n) if n == new.len() as u64 => new,
             // Fewer than sent, or no answer: ask which are banned now.
-            Ok(_) | Err(_) => match self.inner().fail2ban.banned_among(&self.jail, &new).await {
+            Ok(_) | Err(_) => match inner.fail2ban.banned_among(&self.jail, &new).await {
                 Ok(flags) => {
                     let (banned, missed): (Vec<_>, Vec<_>) = new.into_iter().zip(flags).partition(|(_, b)| *b);
                     let missed: Vec<String> = missed.into_iter().map(|(e, _)| e).collect();
@@ -252,7 +249,7 @@ impl Mirror<'_> {
         };
         self.counts.newly_banned += banned.len() as u64;
         let bantime = self.bantime().await;
-        self.inner()
+        inner
             .history
             .record_blocklist(self.jail.as_str(), &self.source.spec.name, &banned, at, bantime, Event::Ban)
             .await;
@@ -262,7 +259,8 @@ impl Mirror<'_> {
     /// Unbans what left the list, where no other source lists it and an
     /// import banned it.
     async fn unban_removed(&mut self, removed: &[String]) {
-        let store = &self.inner().store;
+        let inner = self.inner;
+        let store = &inner.store;
         let jail = self.jail.to_string();
         for chunk in removed.chunks(CHUNK) {
             let elsewhere = match store.listed_elsewhere(self.source.id, &jail, chunk).await {
@@ -283,7 +281,7 @@ impl Mirror<'_> {
             if owned.is_empty() {
                 continue;
             }
-            match self.inner().fail2ban.unban_many(&self.jail, &owned).await {
+            match inner.fail2ban.unban_many(&self.jail, &owned).await {
                 Ok(n) => self.counts.unbanned += n,
                 Err(error) => {
                     self.counts.failed += owned.len() as u64;
@@ -294,8 +292,8 @@ impl Mirror<'_> {
             if let Err(error) = store.disown(&jail, &owned).await {
                 tracing::warn!(%error, "cannot drop the claims of lifted bans; the next import retries");
             }
-            let at = self.inner().clock.now();
-            self.inner().history.record_blocklist(&jail, &self.source.spec.name, &owned, at, 0, Event::Unban).await;
+            let at = inner.clock.now();
+            inner.history.record_blocklist(&jail, &self.source.spec.name, &owned, at, 0, Event::Unban).await;
         }
     }
 
@@ -313,7 +311,8 @@ impl Mirror<'_> {
     /// The jail's ban length, for the archive (-1 when it cannot be read:
     /// the jail is meant to ban for good).
     async fn bantime(&self) -> i64 {
-        self.inner().fail2ban.bantime(&self.jail).await.unwrap_or(-1)
+        let inner = self.inner;
+        inner.fail2ban.bantime(&self.jail).await.unwrap_or(-1)
     }
 }
 

@@ -67,7 +67,7 @@ use crate::{
     error::{InvalidArgument, StoreError},
     fail2ban::{Fail2ban, Fail2banError, JailName},
     history::History,
-    kinds::{CidrPolicy, RunTrigger},
+    kinds::{CidrPolicy, ImportStatus, RunTrigger},
     settings::{RuntimeSettings, Schedules, check_cron},
     store::{
         RunLedger,
@@ -381,7 +381,8 @@ impl Blocklists {
                 // still works without it.
                 let ignore = self.inner.fail2ban.ignore_list(&jail).await.unwrap_or_default();
                 let s = source.spec;
-                (s.url, s.cidr_policy, s.max_bytes, s.max_entries, ignore)
+                let (bytes, entries) = (u64::try_from(s.max_bytes), u64::try_from(s.max_entries));
+                (s.url, s.cidr_policy, bytes.unwrap_or(0), entries.unwrap_or(0), ignore)
             }
             PreviewTarget::Url { url, cidr_policy } => {
                 let url = self

@@ -307,6 +307,7 @@ impl Scheduler {
         Self::assemble(ledger, leadership, settings, Some(blocklists), clock, metrics, runner)
     }
 
+    #[cfg(test)]
     fn with_runner(
         ledger: Arc<dyn RunLedger>,
         leadership: Leadership,
