@@ -17,7 +17,8 @@
 //! `Dialect` (in `dialect.rs`) carries what that generic code needs of a
 //! backend and what really differs between the two: the database's clock
 //! and row lock in the lease statements, the advisory lock before an
-//! attempt reservation, rows per archive insert. Each backend's side of it
+//! attempt reservation, rows per archive insert, the statistics refresh
+//! after a large blocklist import. Each backend's side of it
 //! is in `sqlite.rs` and `postgres.rs`, next to its migrations and pool.
 //! One pool per backend, [`SqliteStore`] (the default, one replica) and
 //! [`PgStore`] (several replicas), implements every trait; [`connect`]

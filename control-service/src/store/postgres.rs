@@ -45,6 +45,10 @@ impl Dialect for Postgres {
     /// limit not reached.
     const LOCK_CLIENT: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(7106407, hashtext($1))");
 
+    /// Samples the table (at most 30 000 rows by default): tens of
+    /// milliseconds, against seconds of full scans over the next import.
+    const ANALYZE_ENTRIES: Option<&'static str> = Some("ANALYZE blocklist_entries");
+
     fn lease_statements() -> &'static Statements {
         &LEASE
     }

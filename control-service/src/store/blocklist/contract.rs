@@ -125,6 +125,18 @@ async fn hold_and_release(store: &impl BlocklistStore) {
     // finish_import releases the hold.
     import(store, &s, &[], &[]).await;
     assert!(store.hold_source(s.id, 400, 0).await.unwrap());
+
+    // Replicas racing for a free source: one takes it (each call on a
+    // connection of its own).
+    store.release_source(s.id).await.unwrap();
+    let (a, b, c, d) = tokio::join!(
+        store.hold_source(s.id, 500, 0),
+        store.hold_source(s.id, 500, 0),
+        store.hold_source(s.id, 500, 0),
+        store.hold_source(s.id, 500, 0),
+    );
+    let taken = [a, b, c, d].into_iter().filter(|held| *held.as_ref().unwrap()).count();
+    assert_eq!(taken, 1);
 }
 
 async fn finish_import_applies_and_records(store: &impl BlocklistStore) {

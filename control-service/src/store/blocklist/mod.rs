@@ -4,9 +4,11 @@
 //! statements on both backends, bound and run once in `sql.rs`.
 //!
 //! A list can hold hundreds of thousands of entries: every statement that
-//! takes a list is built here for at most [`LIST_CHUNK`] of its values
-//! ([`in_list`], [`values_rows`]) and run once per chunk, inside one
-//! transaction where it writes.
+//! takes a list is built here for at most `LIST_CHUNK` of its values
+//! (`in_list`, `values_rows`) and run once per chunk, inside one
+//! transaction where it writes. After an import that changed many entries,
+//! the backend's statistics are refreshed where its planner needs them
+//! (`Dialect::ANALYZE_ENTRIES`).
 
 mod sql;
 
@@ -24,7 +26,10 @@ use crate::{
 pub struct SourceSpec {
     /// Unique among sources.
     pub name: String,
+    /// Where the list is downloaded from.
     pub url: String,
+    /// Imported on its schedule (a disabled source is imported only when
+    /// asked).
     pub enabled: bool,
     /// The jail the list is mirrored into.
     pub jail: String,
@@ -40,11 +45,17 @@ pub struct SourceSpec {
 /// A stored source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Source {
+    /// Assigned by the store.
     pub id: i64,
+    /// What the operator said.
     pub spec: SourceSpec,
-    /// What the last successful import saw of the body.
+    /// What the last successful import saw of the body (the validators of
+    /// the next conditional GET, and the hash that makes an unchanged body
+    /// send nothing to fail2ban).
     pub etag: Option<String>,
+    /// See `etag`.
     pub last_modified: Option<String>,
+    /// See `etag`: hex SHA-256 of the body.
     pub sha256: Option<String>,
     /// Unix seconds.
     pub created_at: i64,
@@ -55,8 +66,11 @@ pub struct Source {
 /// What an import saw of the body, kept for the next conditional GET.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SeenBody {
+    /// The `ETag` header.
     pub etag: Option<String>,
+    /// The `Last-Modified` header.
     pub last_modified: Option<String>,
+    /// Hex SHA-256 of the body.
     pub sha256: Option<String>,
 }
 
@@ -65,33 +79,42 @@ pub struct SeenBody {
 pub struct ImportRun {
     /// 0 when new (the store assigns it).
     pub id: i64,
+    /// The source imported (its runs go when it does).
     pub source_id: i64,
     /// The source's name when it ran (kept if it is renamed).
     pub source_name: String,
+    /// Its schedule or an operator.
     pub trigger: RunTrigger,
     /// Unix seconds.
     pub started_at: i64,
     /// Unix seconds.
     pub finished_at: i64,
+    /// How it ended.
     pub status: ImportStatus,
     /// `None`: no answer (the request failed before one).
     pub http_status: Option<u16>,
     /// Body bytes read.
     pub bytes: u64,
+    /// Hex SHA-256 of the body, when one was read in full.
     pub sha256: Option<String>,
+    /// What it saw and did, entry by entry.
     pub counts: ImportCounts,
     /// The first lines that could not be read (at most `MAX_BAD_LINES`).
     pub bad_lines: Vec<BadLine>,
+    /// Why it failed or was partial.
     pub error: Option<String>,
 }
 
 /// Why a source could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceWriteError {
+    /// Names are unique.
     #[error("a source named {0:?} exists")]
     NameTaken(String),
+    /// No source has this id.
     #[error("no source {0}")]
     NotFound(i64),
+    /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -99,11 +122,13 @@ pub enum SourceWriteError {
 /// The end of an import, written in one transaction.
 #[derive(Debug, Clone)]
 pub struct ImportCommit<'a> {
+    /// The run to record (its id is ignored).
     pub run: &'a ImportRun,
     /// Entries the source now lists that it did not, and those it no
     /// longer lists (both empty when the list was not applied, e.g. a
     /// failed run: the entries stay as they were).
     pub added: &'a [String],
+    /// See `added`.
     pub removed: &'a [String],
     /// Replaces the source's etag/last_modified/sha256 (`None`: keep them;
     /// `Some` with all `None`: clear them).
@@ -118,7 +143,9 @@ pub trait BlocklistStore: Send + Sync + std::fmt::Debug {
     /// Replaces the spec; a changed URL clears etag/last_modified/sha256
     /// (the new URL is downloaded in full).
     async fn update_source(&self, id: i64, spec: &SourceSpec, now: i64) -> Result<Source, SourceWriteError>;
+    /// The source with this id.
     async fn source(&self, id: i64) -> Result<Option<Source>, StoreError>;
+    /// The source with this name.
     async fn source_by_name(&self, name: &str) -> Result<Option<Source>, StoreError>;
     /// Every source, by name.
     async fn sources(&self) -> Result<Vec<Source>, StoreError>;
@@ -126,6 +153,7 @@ pub trait BlocklistStore: Send + Sync + std::fmt::Debug {
     /// it, or the holder took it before `stale_before` (a crashed
     /// replica). One conditional UPDATE.
     async fn hold_source(&self, id: i64, now: i64, stale_before: i64) -> Result<bool, StoreError>;
+    /// Lets the source go (an import that ends without `finish_import`).
     async fn release_source(&self, id: i64) -> Result<(), StoreError>;
     /// The entries the source lists, sorted.
     async fn entries(&self, source_id: i64) -> Result<Vec<String>, StoreError>;
@@ -159,6 +187,7 @@ pub trait BlocklistStore: Send + Sync + std::fmt::Debug {
     /// The source's runs, newest first, those with id < `before` (`None`:
     /// from the newest), at most `limit`.
     async fn runs(&self, source_id: i64, before: Option<i64>, limit: u32) -> Result<Vec<ImportRun>, StoreError>;
+    /// One run.
     async fn run(&self, id: i64) -> Result<Option<ImportRun>, StoreError>;
 }
 
@@ -166,6 +195,10 @@ pub trait BlocklistStore: Send + Sync + std::fmt::Debug {
 /// (SQLite 32 766, PostgreSQL 65 535), but SQLite's cost of binding grows
 /// faster than the parameters (see `Dialect::ROWS_PER_INSERT`).
 pub(crate) const LIST_CHUNK: usize = 500;
+
+/// Entries an import adds or removes from which the backend's statistics
+/// are refreshed (`Dialect::ANALYZE_ENTRIES`).
+pub(crate) const ANALYZE_AFTER: usize = 10_000;
 
 /// Inserts a source ($1 name … $8 max_entries, $9 created_at = updated_at).
 const INSERT_SOURCE: &str = "INSERT INTO blocklist_sources \
@@ -229,8 +262,10 @@ const RUN_BY_ID: &str = "SELECT id, source_id, source_name, trigger, started_at,
      already_banned, newly_banned, unbanned, failed, bad_lines, error \
      FROM blocklist_runs WHERE id = $1";
 
-/// Of a chunk ($3 …), those another source ($1 excluded) of jail $2 lists.
-const LISTED_ELSEWHERE: &str = "SELECT DISTINCT e.entry FROM blocklist_entries e \
+/// Of a chunk ($3 …), those another source ($1 excluded) of jail $2 lists,
+/// once per such source (no DISTINCT: PostgreSQL sorted each chunk in the
+/// column's collation for it; the caller drops the repeats).
+const LISTED_ELSEWHERE: &str = "SELECT e.entry FROM blocklist_entries e \
      JOIN blocklist_sources s ON s.id = e.source_id \
      WHERE e.source_id <> $1 AND s.jail = $2 AND e.entry IN ";
 /// Of a chunk ($2 …), those an import banned in jail $1.

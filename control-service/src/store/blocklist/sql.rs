@@ -103,6 +103,19 @@ fn insert_run<DB: Dialect>(run: &ImportRun) -> Result<Stmt<DB>, StoreError> {
     Ok(stmt.bind(bad_lines.as_str()).bind(run.error.as_deref()))
 }
 
+/// Refreshes the entry statistics where the backend needs it. The import
+/// is committed by then: a failure here is logged, not returned.
+async fn analyze_entries<DB: Dialect>(pool: &sqlx::Pool<DB>) {
+    let Some(analyze) = DB::ANALYZE_ENTRIES else { return };
+    let analyzed = match conn(pool).await {
+        Ok(mut conn) => Stmt::<DB>::new(analyze).execute(&mut conn).await,
+        Err(e) => Err(e),
+    };
+    if let Err(error) = analyzed {
+        tracing::warn!(%error, "refreshing the blocklist entry statistics failed");
+    }
+}
+
 #[async_trait::async_trait]
 impl<DB: Dialect> BlocklistStore for Store<DB> {
     async fn create_source(&self, spec: &SourceSpec, now: i64) -> Result<Source, SourceWriteError> {
@@ -162,7 +175,10 @@ impl<DB: Dialect> BlocklistStore for Store<DB> {
         candidates: &[String],
     ) -> Result<Vec<String>, StoreError> {
         let fixed = |stmt: Stmt<DB>| stmt.bind(source_id).bind(jail);
-        select_in(&mut *conn(&self.pool).await?, LISTED_ELSEWHERE, 2, fixed, candidates).await
+        let mut listed = select_in(&mut *conn(&self.pool).await?, LISTED_ELSEWHERE, 2, fixed, candidates).await?;
+        listed.sort_unstable();
+        listed.dedup();
+        Ok(listed)
     }
 
     async fn owned(&self, jail: &str, candidates: &[String]) -> Result<Vec<String>, StoreError> {
@@ -210,6 +226,9 @@ impl<DB: Dialect> BlocklistStore for Store<DB> {
         let keep = i64::from(keep_runs.max(1));
         Stmt::<DB>::new(TRIM_RUNS).bind(source_id).bind(keep).execute(&mut tx).await?;
         tx.commit().await?;
+        if commit.added.len() + commit.removed.len() >= ANALYZE_AFTER {
+            analyze_entries::<DB>(&self.pool).await;
+        }
         Ok(id)
     }
 
