@@ -412,3 +412,63 @@ async fn two_replicas_on_postgres_import_once_per_slot() {
     assert!(imports == ledger || imports == ledger + 1, "{imports} import runs, {ledger} ledger runs");
     assert_eq!(banned(&f2b), set(&["1.10.16.1"]));
 }
+
+/// The `gc …` commands of the README's Blocklists section, continuation
+/// lines joined.
+fn readme_commands() -> Vec<String> {
+    let readme = std::fs::read_to_string(bangui_e2e::workspace_root().join("README.md")).unwrap();
+    let section = &readme[readme.find("\n## Blocklists\n").expect("a Blocklists section")..];
+    let block = &section[section.find("```sh\n").unwrap() + 6..];
+    let block = &block[..block.find("```").unwrap()];
+    block.replace("\\\n", " ").lines().filter(|l| l.starts_with("gc ")).map(str::to_owned).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readmes_grpcurl_forms_work_as_written() {
+    let f2b = fail2ban();
+    let lists = ListServer::start().await;
+    lists.set("all.txt", "# blocklist.de\n1.10.16.1\n45.13.0.2\n");
+    lists.set("drop_v4.json", "{\"cidr\":\"2.56.192.0/22\",\"sblid\":\"SBL459831\",\"rir\":\"ripencc\"}\n{\"type\":\"metadata\",\"records\":1}\n");
+    let control = control(&f2b, &[]);
+    let token = control.token().await;
+    let addr = control.grpc_addr.to_string();
+    let commands = readme_commands();
+
+    // Every RPC of the service has its example.
+    let listed = bangui_e2e::grpcurl(&["-plaintext", &addr, "list", "bangui.control.v1.BlocklistService"]);
+    let methods: Vec<String> = String::from_utf8_lossy(&listed.stdout).lines().map(str::to_owned).collect();
+    assert_eq!(methods.len(), 9, "{methods:?}");
+    for method in &methods {
+        let rpc = format!("BlocklistService/{}", method.rsplit('.').next().unwrap());
+        assert!(commands.iter().any(|c| c.contains(&rpc)), "no README example of {rpc}");
+    }
+
+    let mut outputs = Vec::new();
+    for command in &commands {
+        // The README's targets, pointed at this test's servers.
+        let command = command
+            .replace("127.0.0.1:50052", &addr)
+            .replace("https://lists.blocklist.de/lists/all.txt", &lists.url("all.txt"))
+            .replace("https://www.spamhaus.org/drop/drop_v4.json", &lists.url("drop_v4.json"));
+        let script = format!("gc() {{ grpcurl -plaintext -H \"authorization: Bearer $TOKEN\" \"$@\"; }}\n{command}");
+        let out = std::process::Command::new("bash").arg("-c").arg(&script).env("TOKEN", &token).output().unwrap();
+        assert!(out.status.success(), "{command}\n{}", String::from_utf8_lossy(&out.stderr));
+        outputs.push((command, String::from_utf8_lossy(&out.stdout).into_owned()));
+    }
+    let answer = |rpc: &str| -> serde_json::Value {
+        let (_, out) = outputs.iter().find(|(c, _)| c.contains(rpc)).unwrap();
+        serde_json::from_str(out).unwrap()
+    };
+    assert_eq!(answer("/ImportNow")["runs"][0]["status"], "ok");
+    assert_eq!(answer("/ImportNow")["runs"][0]["counts"]["newlyBanned"], "2", "uint64 is a JSON string");
+    assert_eq!(answer("/ListSources")["sources"].as_array().unwrap().len(), 2);
+    assert_eq!(answer("/PreviewSource")["entries"][0], "2.56.192.0/22");
+    assert_eq!(answer("/DeleteSource")["unbanned"], serde_json::Value::Null, "spamhaus-drop never ran: 0, omitted");
+    assert_eq!(banned(&f2b), set(&["1.10.16.1", "45.13.0.2"]));
+    // The enabled source is a job of the leader, on the default schedule.
+    let jobs = control.cluster_with(&token).await.list_jobs(pb::ListJobsRequest {}).await.unwrap().into_inner().jobs;
+    let job = jobs.iter().find(|j| j.name == "blocklist_import:1").expect("the import job is listed");
+    assert_eq!(job.schedule, "0 15 */6 * * *");
+    assert_eq!(job.last_run.as_ref().map(|r| r.trigger.as_str()), Some("manual"));
+    assert!(!jobs.iter().any(|j| j.name == "blocklist_import:2"), "a deleted source has no job");
+}
