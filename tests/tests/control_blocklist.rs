@@ -181,6 +181,30 @@ async fn an_import_mirrors_the_list_and_never_touches_other_bans() {
     assert!(bans.contains(&("1.10.16.1".into(), "unban".into(), "blocklist-de".into())), "{bans:?}");
     assert!(!bans.iter().any(|(ip, _, _)| ip == "5.5.5.5" || ip == "6.6.6.6"), "log bans are not blocklist bans");
 
+    // The history sync copies fail2ban's own rows: the log bans come in as
+    // origin fail2ban, the imports' bans are not archived a second time.
+    control.set_history_sync_schedule("* * * * * *").await;
+    let fail2ban_bans = || {
+        let mut history = history.clone();
+        async move {
+            let filter = pb::HistoryFilter {
+                window: pb::Window::Window24h.into(),
+                origin: "fail2ban".into(),
+                ..Default::default()
+            };
+            let request = pb::ListBansRequest { filter: Some(filter), page_size: 100, page_token: String::new() };
+            let bans = history.list_bans(request).await.unwrap().into_inner().bans;
+            bans.into_iter().map(|b| b.ip).collect::<BTreeSet<String>>()
+        }
+    };
+    eventually(20, "the log bans archived by the sync", || async {
+        fail2ban_bans().await == set(&["5.5.5.5", "6.6.6.6"])
+    })
+    .await;
+    // Two more syncs: still nothing of the imports as origin fail2ban.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(fail2ban_bans().await, set(&["5.5.5.5", "6.6.6.6"]));
+
     // The runs, newest first, paged.
     let first = client
         .list_import_runs(pb::ListImportRunsRequest { source_id: id, page_size: 2, page_token: String::new() })

@@ -31,6 +31,7 @@ pub(super) const CHUNK: usize = 500;
 
 /// How a list is applied: what it asked and what fail2ban did.
 struct Mirror<'a> {
+    blocklists: &'a Blocklists,
     inner: &'a Inner,
     source: &'a Source,
     jail: JailName,
@@ -143,6 +144,7 @@ impl Blocklists {
                 return Err(format!("not a usable list: {error}"));
             }
         };
+        self.refresh_hold(source.id).await;
         let seen = SeenBody {
             etag: download.validators.etag,
             last_modified: download.validators.last_modified,
@@ -162,7 +164,8 @@ impl Blocklists {
         let (added, removed) = diff(&before, &listed);
         drop(before);
 
-        let mut mirror = Mirror { inner: &self.inner, source, jail, counts: run.counts, stopped: None };
+        let mut mirror =
+            Mirror { blocklists: self, inner: &self.inner, source, jail, counts: run.counts, stopped: None };
         let outcome = mirror.apply(&listed, &removed).await;
         run.counts = mirror.counts;
         outcome?;
@@ -180,6 +183,18 @@ impl Blocklists {
     }
 }
 
+impl Blocklists {
+    /// Marks the held source as still being imported (a delete elsewhere
+    /// takes a hold only once it went stale).
+    async fn refresh_hold(&self, id: i64) {
+        let now = self.inner.clock.now();
+        // Taken whatever its age: this import holds it.
+        if let Err(error) = self.inner.store.hold_source(id, now, i64::MAX).await {
+            tracing::warn!(%error, id, "cannot refresh the import's hold on its source");
+        }
+    }
+}
+
 /// What an import applied.
 enum Applied {
     /// 304, or the same body as the last import: nothing sent to fail2ban.
@@ -194,6 +209,7 @@ impl Mirror<'_> {
     /// nothing could be done at all (fail2ban down at the first command).
     async fn apply(&mut self, listed: &[String], removed: &[String]) -> Result<(), String> {
         for (i, chunk) in listed.chunks(CHUNK).enumerate() {
+            self.blocklists.refresh_hold(self.source.id).await;
             self.ban_chunk(chunk).await?;
             if self.stopped.is_some() {
                 // What was not tried counts as failed.
@@ -227,10 +243,7 @@ impl Mirror<'_> {
             self.stopped = Some(format!("cannot record the bans: {error}"));
             return Ok(());
         }
-        // fail2ban stamps every ban of one command with the moment it took
-        // it: this moment, to the second (the history sync knows the ban
-        // by it and does not archive it again).
-        let at = inner.clock.now();
+        let sent = inner.clock.now();
         let banned = match inner.fail2ban.ban_many(&self.jail, &new).await {
             Ok(n) if n == new.len() as u64 => new,
             // Fewer than sent, or no answer: ask which are banned now.
@@ -248,7 +261,19 @@ impl Mirror<'_> {
             },
         };
         self.counts.newly_banned += banned.len() as u64;
-        let bantime = self.bantime().await;
+        // fail2ban stamps every ban of one command with the same moment, as
+        // its database has it: the archive uses that stamp, so the history
+        // sync knows these bans and does not archive them a second time.
+        let answered = inner.clock.now();
+        let stamp = match banned.first() {
+            Some(first) => inner.fail2ban.ban_row(&self.jail, first, sent - 1, answered + 1).await,
+            None => None,
+        };
+        let at = stamp.map_or(sent, |(at, _)| at);
+        let bantime = match stamp {
+            Some((_, seconds)) => seconds,
+            None => self.bantime().await,
+        };
         inner
             .history
             .record_blocklist(self.jail.as_str(), &self.source.spec.name, &banned, at, bantime, Event::Ban)
@@ -263,6 +288,7 @@ impl Mirror<'_> {
         let store = &inner.store;
         let jail = self.jail.to_string();
         for chunk in removed.chunks(CHUNK) {
+            self.blocklists.refresh_hold(self.source.id).await;
             let elsewhere = match store.listed_elsewhere(self.source.id, &jail, chunk).await {
                 Ok(found) => found,
                 Err(error) => {

@@ -80,11 +80,11 @@ pub const DEFAULT_JAIL: &str = "blocklist-import";
 /// Largest body accepted when a source names no limit.
 pub const DEFAULT_MAX_BYTES: u64 = 16 * 1024 * 1024;
 /// The largest limit a source may set.
-pub const MAX_MAX_BYTES: u64 = 256 * 1024 * 1024;
+pub const MAX_MAX_BYTES: u64 = 64 * 1024 * 1024;
 /// Most entries accepted when a source names no limit.
 pub const DEFAULT_MAX_ENTRIES: u64 = 500_000;
 /// The largest entry limit a source may set.
-pub const MAX_MAX_ENTRIES: u64 = 2_000_000;
+pub const MAX_MAX_ENTRIES: u64 = 1_000_000;
 /// Longest source name.
 pub const MAX_NAME_LEN: usize = 64;
 /// Longest URL.
@@ -93,8 +93,11 @@ const MAX_URL_LEN: usize = 2048;
 pub const KEEP_RUNS: u32 = 100;
 /// Previews downloading at once in this process; more are refused.
 const PREVIEWS_AT_ONCE: usize = 2;
-/// A hold older than this was left by a replica that died mid-import.
-const STALE_HOLD: i64 = 3 * 3600;
+/// A hold not refreshed for this long was left by a replica that died
+/// mid-import (an import refreshes its hold after the download and at
+/// every chunk sent to fail2ban; three download attempts take at most 6
+/// minutes at the default --blocklist-timeout).
+const STALE_HOLD: i64 = 15 * 60;
 
 /// What the operator configured for every source.
 #[derive(Debug, Clone, Default)]

@@ -496,26 +496,35 @@ impl Fail2ban {
         }
         // fail2ban stamped the ban between `sent` and `answered`.
         let (from, to) = (sent.floor() as i64 - 1, answered.ceil() as i64 + 1);
-        if let Some(pool) = self.times_db().await {
-            let deadline = tokio::time::Instant::now() + BAN_ROW_WAIT;
-            loop {
-                match pool.ban_time(jail.as_str(), &ip, from, to).await {
-                    Ok(Some(row)) => return Ok(Some(row)),
-                    Ok(None) if tokio::time::Instant::now() < deadline => {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                    Ok(None) => break,
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot read the ban's time from fail2ban's database");
-                        self.times.reset().await;
-                        break;
-                    }
-                }
-            }
+        if let Some(row) = self.ban_row(jail, &ip, from, to).await {
+            return Ok(Some(row));
         }
         let at = ((sent + answered) / 2.0).round() as i64;
         let seconds = self.get_int(jail, "bantime").await?;
         Ok(Some((at, seconds)))
+    }
+
+    /// The time and length of the ban of `ip` in `jail` stamped between
+    /// `from` and `to` (Unix seconds), from fail2ban's database, waited for
+    /// a moment (fail2ban writes the row from another thread). `None`
+    /// without a readable database.
+    pub async fn ban_row(&self, jail: &JailName, ip: &str, from: i64, to: i64) -> Option<(i64, i64)> {
+        let pool = self.times_db().await?;
+        let deadline = tokio::time::Instant::now() + BAN_ROW_WAIT;
+        loop {
+            match pool.ban_time(jail.as_str(), ip, from, to).await {
+                Ok(Some(row)) => return Some(row),
+                Ok(None) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Ok(None) => return None,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read the ban's time from fail2ban's database");
+                    self.times.reset().await;
+                    return None;
+                }
+            }
+        }
     }
 
     /// Unbans `ip` from `jail`, or from every jail; returns the bans lifted.

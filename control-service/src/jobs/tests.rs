@@ -313,3 +313,21 @@ async fn the_end_of_a_run_is_retried_with_backoff_while_the_ledger_is_away() {
     assert_eq!(ledger.finish_calls.load(std::sync::atomic::Ordering::SeqCst), 4);
     assert_eq!(ledger.runs()[0].status, "ok");
 }
+
+#[test]
+fn job_names_read_back_and_imports_are_named_by_source() {
+    for kind in JobKind::ALL.into_iter().chain([JobKind::BlocklistImport(7)]) {
+        assert_eq!(JobKind::parse(&kind.name()), Some(kind), "{kind}");
+        assert_eq!(kind.to_string(), kind.name());
+    }
+    assert_eq!(JobKind::BlocklistImport(7).name(), "blocklist_import:7");
+    assert_eq!(JobKind::BlocklistImport(7).family(), "blocklist_import");
+    assert_eq!(JobKind::BlocklistImport(7).schedule(&crate::settings::Settings::default().schedules), None);
+    // One spelling per source: no sign, no leading zero, digits only.
+    for bad in
+        ["blocklist_import", "blocklist_import:", "blocklist_import:+7", "blocklist_import:07", "blocklist_import:x"]
+    {
+        assert_eq!(JobKind::parse(bad), None, "{bad}");
+    }
+    assert_eq!(JobKind::parse("blocklist_import:99999999999999999999"), None, "out of range");
+}
