@@ -496,3 +496,57 @@ async fn the_readmes_grpcurl_forms_work_as_written() {
     assert_eq!(job.last_run.as_ref().map(|r| r.trigger.as_str()), Some("manual"));
     assert!(!jobs.iter().any(|j| j.name == "blocklist_import:2"), "a deleted source has no job");
 }
+
+/// `count` distinct public addresses from 11.0.0.0 up, one a line.
+fn addresses(count: u32) -> String {
+    let mut list = String::with_capacity(count as usize * 12);
+    for i in 0..count {
+        list.push_str(&std::net::Ipv4Addr::from(0x0b00_0000 + i).to_string());
+        list.push('\n');
+    }
+    list
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_largest_and_most_hostile_lists_keep_memory_bounded() {
+    let f2b = fail2ban();
+    let lists = ListServer::start().await;
+    // The largest list the defaults accept: 500 000 entries (6.9 MB).
+    lists.set("full.txt", addresses(500_000));
+    // One entry too many.
+    lists.set("over.txt", addresses(500_001));
+    // 64 MB that gzip makes 64 KB of (a bomb for a 16 MiB cap).
+    lists.set_gzip("bomb.txt", "1.2.3.4\n".repeat(8 << 20));
+    // 1 GiB streamed without a length.
+    lists.set_oversize("endless.txt", 1 << 30, false);
+    let control = control(&f2b, &[]);
+    let mut client = client(&control).await;
+    let preview = |path: &str| pb::PreviewSourceRequest { url: lists.url(path), limit: 5, ..Default::default() };
+
+    // Two at once (the most a process runs), twice.
+    for _ in 0..2 {
+        let (mut one, mut two) = (client.clone(), client.clone());
+        let (a, b) = tokio::join!(one.preview_source(preview("full.txt")), two.preview_source(preview("full.txt")));
+        for answer in [a, b] {
+            let answer = answer.unwrap().into_inner();
+            assert_eq!((answer.counts.unwrap().valid, answer.entries.len()), (500_000, 5));
+        }
+    }
+    let error = client.preview_source(preview("over.txt")).await.unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition);
+    assert!(error.message().contains("500000"), "{}", error.message());
+    for path in ["bomb.txt", "endless.txt"] {
+        let error = client.preview_source(preview(path)).await.unwrap_err();
+        assert_eq!(error.code(), Code::FailedPrecondition, "{path}");
+        assert!(error.message().contains("16777216"), "{path}: {}", error.message());
+    }
+    // The same through an import: fails, bans nothing.
+    let id = create(&mut client, "bomb", &lists.url("bomb.txt")).await;
+    let run = import(&mut client, id).await;
+    assert_eq!((run.status.as_str(), counts(&run).newly_banned), ("failed", 0), "{run:?}");
+
+    let peak_kib = control.peak_rss_kib();
+    eprintln!("control-service peak RSS after the hostile lists: {} MiB", peak_kib / 1024);
+    assert!(peak_kib < 128 * 1024, "peak RSS {peak_kib} KiB is over 128 MiB");
+    assert!(banned(&f2b).is_empty());
+}

@@ -6,20 +6,23 @@
 //! blocklist import banned it (`blocklist_bans`): a ban fail2ban made from
 //! logs, or an operator made by hand, is never lifted here.
 //!
-//! Order of writes, so a crash at any point leaves nothing wrong that the
-//! next import does not mend:
-//! 1. a ban is claimed (`own`) before `banip` is sent: a crash between
-//!    leaves a claim on an address that is not banned (unbanning it later
-//!    is a no-op);
-//! 2. an unban is sent before its claim is dropped;
+//! Bans go many addresses per `banip` command ([`CHUNK`]), only for
+//! addresses no import banned yet; fail2ban answers how many it newly
+//! banned. When that is not all and not none, fail2ban's database says
+//! which (every ban of one command carries the same stamp). fail2ban's own
+//! `get <jail> banned <ip>…` is not used: it scans the jail's whole ban
+//! list once per address asked about.
+//!
+//! Order of writes: a failure at any point never makes an import lift a
+//! ban it did not make.
+//! 1. a ban is claimed (`own`) after fail2ban made it: a crash between
+//!    leaves a ban no import claims, which imports then leave alone;
+//! 2. an unban is sent before its claim is dropped (a crash between leaves
+//!    a claim on an address that is not banned: lifting it is a no-op);
 //! 3. the source's entries, the body it saw and the run row are written
 //!    last, in one transaction. A run that did not finish leaves the old
 //!    entries and no "seen body", so the next run downloads and applies the
 //!    whole list again.
-//!
-//! Bans go many addresses per `banip` command ([`CHUNK`]); fail2ban
-//! answers how many it banned, and when that is not every address sent,
-//! the chunk is asked again (`get <jail> banned …`) to learn which.
 
 use std::cmp::Ordering;
 
@@ -38,6 +41,8 @@ struct Mirror<'a> {
     counts: ImportCounts,
     /// Set when fail2ban stopped answering: the rest is not tried.
     stopped: Option<String>,
+    /// A command changed fail2ban (a failure after it makes the run partial).
+    sent_any: bool,
 }
 
 impl Blocklists {
@@ -164,8 +169,15 @@ impl Blocklists {
         let (added, removed) = diff(&before, &listed);
         drop(before);
 
-        let mut mirror =
-            Mirror { blocklists: self, inner: &self.inner, source, jail, counts: run.counts, stopped: None };
+        let mut mirror = Mirror {
+            blocklists: self,
+            inner: &self.inner,
+            source,
+            jail,
+            counts: run.counts,
+            stopped: None,
+            sent_any: false,
+        };
         let outcome = mirror.apply(&listed, &removed).await;
         run.counts = mirror.counts;
         outcome?;
@@ -223,52 +235,68 @@ impl Mirror<'_> {
         Ok(())
     }
 
-    /// Bans the addresses of `chunk` the jail does not hold yet.
+    /// Bans the addresses of `chunk` no import banned yet.
+    ///
+    /// fail2ban answers how many of a `banip` command's addresses it newly
+    /// banned. All of them: every one is this import's. None: every one was
+    /// banned already (from a log, by hand). Some: fail2ban's database
+    /// tells which, by the stamp it gives every ban of one command. Asking
+    /// fail2ban first (`get <jail> banned <ip>…`) would cost it a scan of
+    /// the jail's whole ban list per address.
     async fn ban_chunk(&mut self, chunk: &[String]) -> Result<(), String> {
         let inner = self.inner;
-        let flags = match inner.fail2ban.banned_among(&self.jail, chunk).await {
-            Ok(flags) => flags,
-            Err(error) => return self.stop(&error, chunk.len()),
+        let jail = self.jail.to_string();
+        let owned = match inner.store.owned(&jail, chunk).await {
+            Ok(owned) => owned.into_iter().collect::<std::collections::HashSet<String>>(),
+            Err(error) => {
+                self.counts.failed += chunk.len() as u64;
+                self.stopped = Some(format!("cannot read which bans imports made: {error}"));
+                return Ok(());
+            }
         };
-        let new: Vec<String> =
-            chunk.iter().zip(&flags).filter(|(_, banned)| !**banned).map(|(e, _)| e.clone()).collect();
-        self.counts.already_banned += (chunk.len() - new.len()) as u64;
-        if new.is_empty() {
-            return Ok(());
-        }
-        let store = &inner.store;
-        if let Err(error) = store.own(&self.jail.to_string(), self.source.id, &new, inner.clock.now()).await {
-            // Nothing sent: without the claim an unban could never follow.
-            self.counts.failed += new.len() as u64;
-            self.stopped = Some(format!("cannot record the bans: {error}"));
+        // Banned by an import before: still banned (the jail's bans are permanent).
+        self.counts.already_banned += owned.len() as u64;
+        let candidates: Vec<String> = chunk.iter().filter(|e| !owned.contains(*e)).cloned().collect();
+        drop(owned);
+        if candidates.is_empty() {
             return Ok(());
         }
         let sent = inner.clock.now();
-        let banned = match inner.fail2ban.ban_many(&self.jail, &new).await {
-            Ok(n) if n == new.len() as u64 => new,
-            // Fewer than sent, or no answer: ask which are banned now.
-            Ok(_) | Err(_) => match inner.fail2ban.banned_among(&self.jail, &new).await {
-                Ok(flags) => {
-                    let (banned, missed): (Vec<_>, Vec<_>) = new.into_iter().zip(flags).partition(|(_, b)| *b);
-                    let missed: Vec<String> = missed.into_iter().map(|(e, _)| e).collect();
-                    self.counts.failed += missed.len() as u64;
-                    if let Err(error) = store.disown(&self.jail.to_string(), &missed).await {
-                        tracing::warn!(%error, "cannot drop the claims of failed bans (harmless)");
-                    }
-                    banned.into_iter().map(|(e, _)| e).collect()
-                }
-                Err(error) => return self.stop(&error, new.len()),
-            },
+        let newly = match inner.fail2ban.ban_many(&self.jail, &candidates).await {
+            Ok(n) => usize::try_from(n).unwrap_or(usize::MAX).min(candidates.len()),
+            Err(error) => return self.stop(&error, candidates.len()),
         };
-        self.counts.newly_banned += banned.len() as u64;
+        self.sent_any = true;
+        let answered = inner.clock.now();
+        self.counts.newly_banned += newly as u64;
+        self.counts.already_banned += (candidates.len() - newly) as u64;
+        let ours = if newly == candidates.len() {
+            candidates
+        } else if newly == 0 {
+            Vec::new()
+        } else {
+            match inner.fail2ban.banned_between(&self.jail, &candidates, sent - 1, answered + 1, newly).await {
+                Some(found) => found,
+                None => {
+                    // No database to tell: claim none (a ban left behind is
+                    // safer than lifting one fail2ban made).
+                    tracing::warn!(newly, jail, "cannot tell which bans are new without fail2ban's database");
+                    Vec::new()
+                }
+            }
+        };
+        if ours.is_empty() {
+            return Ok(());
+        }
+        if let Err(error) = inner.store.own(&jail, self.source.id, &ours, answered).await {
+            // Banned but unclaimed: the next import sees them as banned by
+            // someone else and leaves them; never unbanned by an import.
+            tracing::warn!(%error, bans = ours.len(), "cannot record the bans this import made");
+        }
         // fail2ban stamps every ban of one command with the same moment, as
         // its database has it: the archive uses that stamp, so the history
         // sync knows these bans and does not archive them a second time.
-        let answered = inner.clock.now();
-        let stamp = match banned.first() {
-            Some(first) => inner.fail2ban.ban_row(&self.jail, first, sent - 1, answered + 1).await,
-            None => None,
-        };
+        let stamp = inner.fail2ban.ban_row(&self.jail, &ours[0], sent - 1, answered + 1).await;
         let at = stamp.map_or(sent, |(at, _)| at);
         let bantime = match stamp {
             Some((_, seconds)) => seconds,
@@ -276,7 +304,7 @@ impl Mirror<'_> {
         };
         inner
             .history
-            .record_blocklist(self.jail.as_str(), &self.source.spec.name, &banned, at, bantime, Event::Ban)
+            .record_blocklist(self.jail.as_str(), &self.source.spec.name, &ours, at, bantime, Event::Ban)
             .await;
         Ok(())
     }
@@ -323,10 +351,10 @@ impl Mirror<'_> {
         }
     }
 
-    /// fail2ban stopped answering: the first time, nothing was done and the
-    /// run fails; later, the run is partial.
+    /// fail2ban stopped answering: at the first command, nothing was done
+    /// and the run fails; later, the run is partial.
     fn stop(&mut self, error: &Fail2banError, untried: usize) -> Result<(), String> {
-        if self.counts.newly_banned == 0 && self.counts.already_banned == 0 {
+        if !self.sent_any {
             return Err(format!("fail2ban: {error}"));
         }
         self.counts.failed += untried as u64;

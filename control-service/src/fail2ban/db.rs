@@ -274,6 +274,17 @@ impl Fail2banDb {
         Ok(by_ip)
     }
 
+    /// The addresses banned in `jail` within `from..=to` (fail2ban's
+    /// `bans(jail, timeofban)` index).
+    pub async fn banned_between(&self, jail: &str, from: i64, to: i64) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT ip FROM bans WHERE jail = ?1 AND timeofban BETWEEN ?2 AND ?3 AND ip IS NOT NULL")
+            .bind(jail)
+            .bind(from)
+            .bind(to)
+            .fetch_all(&self.pool)
+            .await
+    }
+
     /// The database's row for one ban of `ip` in `jail` banned within
     /// `from..=to`: its time and ban length.
     pub async fn ban_time(&self, jail: &str, ip: &str, from: i64, to: i64) -> Result<Option<(i64, i64)>, sqlx::Error> {

@@ -527,6 +527,41 @@ impl Fail2ban {
         }
     }
 
+    /// Which of `ips` fail2ban's database has banned in `jail` between
+    /// `from` and `to` (Unix seconds), waited for until `expected` are
+    /// found (fail2ban writes the rows a moment after the bans) or a moment
+    /// passed. `None` without a readable database.
+    pub async fn banned_between(
+        &self,
+        jail: &JailName,
+        ips: &[String],
+        from: i64,
+        to: i64,
+        expected: usize,
+    ) -> Option<Vec<String>> {
+        let pool = self.times_db().await?;
+        let wanted: std::collections::HashSet<&str> = ips.iter().map(String::as_str).collect();
+        let deadline = tokio::time::Instant::now() + BULK_ROW_WAIT;
+        loop {
+            match pool.banned_between(jail.as_str(), from, to).await {
+                Ok(rows) => {
+                    let mut found: Vec<String> = rows.into_iter().filter(|ip| wanted.contains(ip.as_str())).collect();
+                    found.sort_unstable();
+                    found.dedup();
+                    if found.len() >= expected || tokio::time::Instant::now() >= deadline {
+                        return Some(found);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read bans from fail2ban's database");
+                    self.times.reset().await;
+                    return None;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Unbans `ip` from `jail`, or from every jail; returns the bans lifted.
     pub async fn unban(&self, ip: IpAddr, jail: Option<&JailName>) -> Result<u32, Fail2banError> {
         let ip = ip.to_string();
@@ -546,6 +581,9 @@ impl Fail2ban {
 /// actions), so a chunk takes far longer than a query.
 pub const BULK_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// How long the database rows of a many-address ban are waited for.
+const BULK_ROW_WAIT: Duration = Duration::from_secs(5);
+
 /// Commands on many addresses at once, for blocklist imports. Entries are
 /// addresses or networks in canonical text (`1.2.3.4`, `1.2.3.0/24`),
 /// checked here again before they reach the socket.
@@ -559,35 +597,6 @@ impl Fail2ban {
     /// fail2ban accepts there, e.g. host names).
     pub async fn ignore_list(&self, jail: &JailName) -> Result<Vec<String>, Fail2banError> {
         self.get_strings(jail, "ignoreip").await
-    }
-
-    /// Which of `entries` are banned in `jail` (`get <jail> banned <ip> …`),
-    /// in order.
-    pub async fn banned_among(&self, jail: &JailName, entries: &[String]) -> Result<Vec<bool>, Fail2banError> {
-        if entries.is_empty() {
-            return Ok(Vec::new());
-        }
-        let args = bulk_args(&["get", jail.as_str(), "banned"], entries)?;
-        let value = self.socket.call_within(&args, BULK_TIMEOUT).await?;
-        // One address: a bare 0/1; several: a list of them.
-        let flags = match &value {
-            PyValue::Int(n) if entries.len() == 1 => vec![*n != 0],
-            PyValue::Bool(b) if entries.len() == 1 => vec![*b],
-            PyValue::List(items) => items
-                .iter()
-                .map(|item| match item {
-                    PyValue::Int(n) => Some(*n != 0),
-                    PyValue::Bool(b) => Some(*b),
-                    _ => None,
-                })
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| shape("get banned", &value))?,
-            _ => return Err(shape("get banned", &value)),
-        };
-        if flags.len() != entries.len() {
-            return Err(shape("get banned (count)", &value));
-        }
-        Ok(flags)
     }
 
     /// Bans `entries` in `jail` with one command; returns how many fail2ban
