@@ -15,7 +15,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use bangui_runtime::reserved::reserved_overlap;
+use bangui_runtime::reserved::{reserved_overlap, reserved_range};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::{BadLine, ImportCounts, MAX_BAD_LINES};
@@ -361,7 +361,7 @@ impl Exclusions {
         let mut entries = entries;
         entries.retain(|entry| {
             let entry = canonical(*entry);
-            if reserved_overlap(&entry).is_some() {
+            if is_reserved(&entry) {
                 counts.reserved += 1;
             } else if overlaps_any(&entry, &self.ignore) {
                 counts.ignored += 1;
@@ -374,6 +374,12 @@ impl Exclusions {
         });
         entries
     }
+}
+
+/// A host is reserved when its address is in a range; only a network can
+/// also contain one (the second, costlier half of `reserved_overlap`).
+fn is_reserved(entry: &IpNet) -> bool {
+    if is_host(entry) { reserved_range(entry.addr()).is_some() } else { reserved_overlap(entry).is_some() }
 }
 
 fn overlaps_any(entry: &IpNet, nets: &[IpNet]) -> bool {
