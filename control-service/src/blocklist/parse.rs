@@ -383,7 +383,26 @@ fn is_reserved(entry: &IpNet) -> bool {
 }
 
 fn overlaps_any(entry: &IpNet, nets: &[IpNet]) -> bool {
-    nets.iter().any(|net| net.contains(entry) || entry.contains(net))
+    nets.iter().any(|net| overlaps(entry, net))
+}
+
+/// One net contains the other: prefixes nest or are disjoint, so they
+/// overlap exactly when they agree on the shorter prefix's bits (one
+/// comparison instead of two `contains`, each bounds on both sides).
+fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    let len = a.prefix_len().min(b.prefix_len());
+    match (a, b) {
+        (IpNet::V4(a), IpNet::V4(b)) => {
+            agree(u128::from(u32::from(a.addr())), u128::from(u32::from(b.addr())), len, 32)
+        }
+        (IpNet::V6(a), IpNet::V6(b)) => agree(u128::from(a.addr()), u128::from(b.addr()), len, 128),
+        _ => false,
+    }
+}
+
+/// `a` and `b` (`width` bits wide) have the same first `len` bits.
+fn agree(a: u128, b: u128, len: u8, width: u32) -> bool {
+    (a ^ b).checked_shr(width - u32::from(len)).unwrap_or(0) == 0
 }
 
 /// An ignoreip word as a network: what [`parse_entry`] takes, and also
