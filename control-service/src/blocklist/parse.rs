@@ -61,6 +61,10 @@ pub enum ParseError {
         limit: usize,
     },
     /// No entry at all, or more invalid lines than valid entries: an HTML page, an error page, the wrong file. Nothing may be applied from it.
+    ///
+    /// Networks left out by the CIDR policy count as entries read here: a
+    /// network-only list (Spamhaus DROP) under `skip` is an empty list, not
+    /// the wrong file.
     #[error("not a list: {valid} entries, {invalid} invalid lines{}", first_bad_suffix(.first_bad))]
     NotAList {
         /// Entries read (after the CIDR policy).
