@@ -15,7 +15,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use bangui_runtime::reserved::reserved_overlap;
+use bangui_runtime::reserved::{reserved_overlap, reserved_range};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::{BadLine, ImportCounts, MAX_BAD_LINES};
@@ -61,6 +61,10 @@ pub enum ParseError {
         limit: usize,
     },
     /// No entry at all, or more invalid lines than valid entries: an HTML page, an error page, the wrong file. Nothing may be applied from it.
+    ///
+    /// Networks left out by the CIDR policy count as entries read here: a
+    /// network-only list (Spamhaus DROP) under `skip` is an empty list, not
+    /// the wrong file.
     #[error("not a list: {valid} entries, {invalid} invalid lines{}", first_bad_suffix(.first_bad))]
     NotAList {
         /// Entries read (after the CIDR policy).
@@ -361,7 +365,7 @@ impl Exclusions {
         let mut entries = entries;
         entries.retain(|entry| {
             let entry = canonical(*entry);
-            if reserved_overlap(&entry).is_some() {
+            if is_reserved(&entry) {
                 counts.reserved += 1;
             } else if overlaps_any(&entry, &self.ignore) {
                 counts.ignored += 1;
@@ -376,8 +380,33 @@ impl Exclusions {
     }
 }
 
+/// A host is reserved when its address is in a range; only a network can
+/// also contain one (the second, costlier half of `reserved_overlap`).
+fn is_reserved(entry: &IpNet) -> bool {
+    if is_host(entry) { reserved_range(entry.addr()).is_some() } else { reserved_overlap(entry).is_some() }
+}
+
 fn overlaps_any(entry: &IpNet, nets: &[IpNet]) -> bool {
-    nets.iter().any(|net| net.contains(entry) || entry.contains(net))
+    nets.iter().any(|net| overlaps(entry, net))
+}
+
+/// One net contains the other: prefixes nest or are disjoint, so they
+/// overlap exactly when they agree on the shorter prefix's bits (one
+/// comparison instead of two `contains`, each bounds on both sides).
+fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    let len = a.prefix_len().min(b.prefix_len());
+    match (a, b) {
+        (IpNet::V4(a), IpNet::V4(b)) => {
+            agree(u128::from(u32::from(a.addr())), u128::from(u32::from(b.addr())), len, 32)
+        }
+        (IpNet::V6(a), IpNet::V6(b)) => agree(u128::from(a.addr()), u128::from(b.addr()), len, 128),
+        _ => false,
+    }
+}
+
+/// `a` and `b` (`width` bits wide) have the same first `len` bits.
+fn agree(a: u128, b: u128, len: u8, width: u32) -> bool {
+    (a ^ b).checked_shr(width - u32::from(len)).unwrap_or(0) == 0
 }
 
 /// An ignoreip word as a network: what [`parse_entry`] takes, and also

@@ -499,6 +499,20 @@ proptest! {
     }
 
     #[test]
+    fn overlap_is_containment_either_way(
+        (a, la, b, lb) in (any::<u32>(), 0u8..=32, any::<u32>(), 0u8..=32),
+        (c, lc, d, ld) in (any::<u128>(), 0u8..=128, any::<u128>(), 0u8..=128),
+    ) {
+        let v4 = |bits: u32, len| IpNet::V4(Ipv4Net::new(Ipv4Addr::from(bits), len).unwrap());
+        let v6 = |bits: u128, len| IpNet::V6(Ipv6Net::new(Ipv6Addr::from(bits), len).unwrap());
+        // Close addresses as well, or random pairs would almost never overlap.
+        for (x, y) in [(v4(a, la), v4(b, lb)), (v4(a, la), v4(a ^ (b & 0xff), lb)), (v6(c, lc), v6(d, ld)),
+                       (v6(c, lc), v6(c ^ (d & 0xffff), ld)), (v4(a, la), v6(c, lc))] {
+            prop_assert_eq!(overlaps(&x, &y), x.contains(&y) || y.contains(&x), "{} {}", x, y);
+        }
+    }
+
+    #[test]
     fn list_like_bodies_give_sorted_unique_entries_within_the_limit(
         lines in proptest::collection::vec(line_strategy(), 0..300),
         max in 0usize..600,
