@@ -9,7 +9,7 @@
 //! Bans go many addresses per `banip` command ([`CHUNK`]), only for
 //! addresses no import banned yet; fail2ban answers how many it newly
 //! banned. When that is not all and not none, fail2ban's database says
-//! which (every ban of one command carries the same stamp). fail2ban's own
+//! which: the rows written after the command was sent. fail2ban's own
 //! `get <jail> banned <ip>…` is not used: it scans the jail's whole ban
 //! list once per address asked about.
 //!
@@ -240,7 +240,7 @@ impl Mirror<'_> {
     /// fail2ban answers how many of a `banip` command's addresses it newly
     /// banned. All of them: every one is this import's. None: every one was
     /// banned already (from a log, by hand). Some: fail2ban's database
-    /// tells which, by the stamp it gives every ban of one command. Asking
+    /// tells which, by the rows written after the command was sent. Asking
     /// fail2ban first (`get <jail> banned <ip>…`) would cost it a scan of
     /// the jail's whole ban list per address.
     async fn ban_chunk(&mut self, chunk: &[String]) -> Result<(), String> {
@@ -261,6 +261,7 @@ impl Mirror<'_> {
         if candidates.is_empty() {
             return Ok(());
         }
+        let mark = inner.fail2ban.bans_mark().await;
         let sent = inner.clock.now();
         let newly = match inner.fail2ban.ban_many(&self.jail, &candidates).await {
             Ok(n) => usize::try_from(n).unwrap_or(usize::MAX).min(candidates.len()),
@@ -275,7 +276,11 @@ impl Mirror<'_> {
         } else if newly == 0 {
             Vec::new()
         } else {
-            match inner.fail2ban.banned_between(&self.jail, &candidates, sent - 1, answered + 1, newly).await {
+            let found = match mark {
+                Some(mark) => inner.fail2ban.banned_after(&self.jail, &candidates, mark, newly).await,
+                None => None,
+            };
+            match found {
                 Some(found) => found,
                 None => {
                     // No database to tell: claim none (a ban left behind is

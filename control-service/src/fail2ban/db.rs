@@ -274,13 +274,12 @@ impl Fail2banDb {
         Ok(by_ip)
     }
 
-    /// The addresses banned in `jail` within `from..=to` (fail2ban's
-    /// `bans(jail, timeofban)` index).
-    pub async fn banned_between(&self, jail: &str, from: i64, to: i64) -> Result<Vec<String>, sqlx::Error> {
-        sqlx::query_scalar("SELECT ip FROM bans WHERE jail = ?1 AND timeofban BETWEEN ?2 AND ?3 AND ip IS NOT NULL")
+    /// The addresses of `jail`'s rows written after row `mark` (a new
+    /// row always takes a rowid above the largest there is).
+    pub async fn banned_after(&self, jail: &str, mark: i64) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT ip FROM bans WHERE rowid > ?2 AND jail = ?1 AND ip IS NOT NULL")
             .bind(jail)
-            .bind(from)
-            .bind(to)
+            .bind(mark)
             .fetch_all(&self.pool)
             .await
     }

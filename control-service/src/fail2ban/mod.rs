@@ -527,23 +527,37 @@ impl Fail2ban {
         }
     }
 
-    /// Which of `ips` fail2ban's database has banned in `jail` between
-    /// `from` and `to` (Unix seconds), waited for until `expected` are
+    /// Where fail2ban's database ends now (its largest rowid), to tell
+    /// later which bans came after ([`Fail2ban::banned_after`]). `None`
+    /// without a readable database.
+    pub async fn bans_mark(&self) -> Option<i64> {
+        let pool = self.times_db().await?;
+        match pool.max_rowid().await {
+            Ok(mark) => Some(mark),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read fail2ban's database");
+                self.times.reset().await;
+                None
+            }
+        }
+    }
+
+    /// Which of `ips` fail2ban's database has as banned in `jail` after
+    /// `mark` ([`Fail2ban::bans_mark`]), waited for until `expected` are
     /// found (fail2ban writes the rows a moment after the bans) or a moment
     /// passed. `None` without a readable database.
-    pub async fn banned_between(
+    pub async fn banned_after(
         &self,
         jail: &JailName,
         ips: &[String],
-        from: i64,
-        to: i64,
+        mark: i64,
         expected: usize,
     ) -> Option<Vec<String>> {
         let pool = self.times_db().await?;
         let wanted: std::collections::HashSet<&str> = ips.iter().map(String::as_str).collect();
         let deadline = tokio::time::Instant::now() + BULK_ROW_WAIT;
         loop {
-            match pool.banned_between(jail.as_str(), from, to).await {
+            match pool.banned_after(jail.as_str(), mark).await {
                 Ok(rows) => {
                     let mut found: Vec<String> = rows.into_iter().filter(|ip| wanted.contains(ip.as_str())).collect();
                     found.sort_unstable();
