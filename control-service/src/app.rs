@@ -39,7 +39,7 @@ use crate::{
         settings::SettingsApi,
     },
     auth::{Auth, SessionGate},
-    blocklist::{Blocklists, fetch::Fetcher},
+    blocklist::{BlocklistDeps, Blocklists, fetch::Fetcher},
     clock::{Clock, SystemClock},
     cluster::Cluster,
     config::Config,
@@ -195,17 +195,17 @@ impl Application {
         let replica = elector_settings.replica.clone();
         let (elector, leadership) = Elector::new(stores.lease.clone(), elector_settings, metrics.clone());
         let fetcher = Fetcher::new(config.fetch_settings()).stage(Stage::Clients)?;
-        let blocklists = Blocklists::new(
-            stores.blocklists.clone(),
-            stores.ledger.clone(),
+        let blocklists = Blocklists::new(BlocklistDeps {
+            store: stores.blocklists.clone(),
+            ledger: stores.ledger.clone(),
             replica,
-            fail2ban.clone(),
+            fail2ban: fail2ban.clone(),
             fetcher,
-            history.clone(),
-            settings.clone(),
-            clock.clone(),
-            config.blocklist_settings(),
-        );
+            history: history.clone(),
+            settings: settings.clone(),
+            clock: clock.clone(),
+            config: config.blocklist_settings(),
+        });
         let context = JobContext {
             auth: auth.clone(),
             blocklists: blocklists.clone(),

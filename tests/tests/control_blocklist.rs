@@ -298,7 +298,7 @@ async fn failed_downloads_and_unusable_lists_ban_nothing() {
     lists.set_redirects("hops", 4, "good.txt");
     lists.set("good.txt", "1.10.16.1\n45.13.0.2\n");
     lists.set_failures("gone", vec![404]);
-    let control = control(&f2b, &["--blocklist-timeout", "5s"]);
+    let control = control(&f2b, &["--blocklist-timeout", "2s"]);
     let mut client = client(&control).await;
     for (name, path, error) in
         [("html", "html", "HTML"), ("big", "big", "16777216"), ("hops", "hops", "redirect"), ("gone", "gone", "404")]
@@ -310,6 +310,28 @@ async fn failed_downloads_and_unusable_lists_ban_nothing() {
         assert_eq!(counts(&run).newly_banned, 0);
         assert!(banned(&f2b).is_empty(), "{name}: {:?}", banned(&f2b));
     }
+
+    // A source is not deleted while its import runs (here: a download that
+    // stalls until the timeout, three attempts).
+    lists.set_stall("stall");
+    let stalled = create(&mut client, "stall", &lists.url("stall")).await;
+    client.import_now(pb::ImportNowRequest { id: stalled, wait: false }).await.unwrap();
+    eventually(10, "the stalled download started", || async { lists.hits("stall") > 0 }).await;
+    let busy = client.delete_source(pb::DeleteSourceRequest { id: stalled }).await.unwrap_err();
+    assert_eq!(busy.code(), Code::FailedPrecondition, "{busy:?}");
+    assert!(busy.message().contains("running"), "{}", busy.message());
+    eventually(40, "the stalled import ended", || async {
+        let mut client = client.clone();
+        let runs = client
+            .list_import_runs(pb::ListImportRunsRequest { source_id: stalled, ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner()
+            .runs;
+        runs.first().is_some_and(|r| r.status == "failed")
+    })
+    .await;
+    client.delete_source(pb::DeleteSourceRequest { id: stalled }).await.unwrap();
 
     // fail2ban down: failed, and nothing is recorded as banned: once it is
     // back, the same list bans everything.

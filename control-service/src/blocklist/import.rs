@@ -158,7 +158,7 @@ impl Blocklists {
         drop(download.body);
         run.bad_lines = parsed.bad_lines;
         run.counts = parsed.counts;
-        let kept = Exclusions::new(&ignore, &self.inner.never_ban).apply(parsed.entries, &mut run.counts);
+        let kept = Exclusions::new(&ignore, &self.inner.config.never_ban).apply(parsed.entries, &mut run.counts);
         let mut listed: Vec<String> = kept.iter().map(entry_text).collect();
         drop(kept);
         listed.sort_unstable();

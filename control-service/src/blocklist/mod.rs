@@ -6,6 +6,14 @@
 //!   jail's ignoreip and the operator's networks out.
 //! * [`fetch`]: the download (conditional GET, size cap while streaming,
 //!   retries, public targets only).
+//! * `import`: one import, mirroring a list into its jail (ban what is new,
+//!   unban what left the list and only an import banned), and its run row.
+//! * here: [`Blocklists`], the sources (checked, stored), previews, "import
+//!   now" requests to the leader, and the runs; the types runs share.
+//!
+//! Imports are the leader's jobs (`blocklist_import:<id>`, see
+//! [`crate::jobs`]), so a scheduled slot runs once however many replicas
+//! there are; in a process they run one at a time.
 
 pub mod fetch;
 pub mod parse;
@@ -189,52 +197,42 @@ pub struct Blocklists {
     inner: Arc<Inner>,
 }
 
+/// What [`Blocklists`] works with.
+#[derive(Debug)]
+pub struct BlocklistDeps {
+    pub store: Arc<dyn BlocklistStore>,
+    /// Where "import now" requests go (the leader takes them).
+    pub ledger: Arc<dyn RunLedger>,
+    /// This replica (who asked for a run).
+    pub replica: String,
+    pub fail2ban: Fail2ban,
+    pub fetcher: Fetcher,
+    pub history: History,
+    pub settings: RuntimeSettings,
+    pub clock: Arc<dyn Clock>,
+    pub config: BlocklistSettings,
+}
+
 #[derive(Debug)]
 struct Inner {
-    store: Arc<dyn BlocklistStore>,
-    ledger: Arc<dyn RunLedger>,
-    /// This replica (who asked for a run).
-    replica: String,
-    fail2ban: Fail2ban,
-    fetcher: Fetcher,
-    history: History,
-    settings: RuntimeSettings,
-    clock: Arc<dyn Clock>,
-    never_ban: Vec<IpNet>,
+    deps: BlocklistDeps,
     /// One import at a time in this process: sources share the jail's
     /// bans, and fail2ban serves one command at a time anyway.
     importing: Mutex<()>,
     previews: Semaphore,
 }
 
+impl std::ops::Deref for Inner {
+    type Target = BlocklistDeps;
+
+    fn deref(&self) -> &BlocklistDeps {
+        &self.deps
+    }
+}
+
 impl Blocklists {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        store: Arc<dyn BlocklistStore>,
-        ledger: Arc<dyn RunLedger>,
-        replica: String,
-        fail2ban: Fail2ban,
-        fetcher: Fetcher,
-        history: History,
-        settings: RuntimeSettings,
-        clock: Arc<dyn Clock>,
-        config: BlocklistSettings,
-    ) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                store,
-                ledger,
-                replica,
-                fail2ban,
-                fetcher,
-                history,
-                settings,
-                clock,
-                never_ban: config.never_ban,
-                importing: Mutex::new(()),
-                previews: Semaphore::new(PREVIEWS_AT_ONCE),
-            }),
-        }
+    pub fn new(deps: BlocklistDeps) -> Self {
+        Self { inner: Arc::new(Inner { deps, importing: Mutex::new(()), previews: Semaphore::new(PREVIEWS_AT_ONCE) }) }
     }
 
     /// Checks `input` and fills in its defaults.
@@ -405,7 +403,7 @@ impl Blocklists {
         let limits = ParseLimits { policy, max_entries: usize::try_from(max_entries).unwrap_or(usize::MAX) };
         let parsed = parse::parse(&download.body, &limits)?;
         let mut counts = parsed.counts;
-        let entries = Exclusions::new(&ignore, &self.inner.never_ban).apply(parsed.entries, &mut counts);
+        let entries = Exclusions::new(&ignore, &self.inner.config.never_ban).apply(parsed.entries, &mut counts);
         Ok(Preview {
             http_status: download.status,
             bytes: download.body.len() as u64,
