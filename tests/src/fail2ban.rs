@@ -29,6 +29,10 @@ pub struct Fail2banOptions {
     /// `.local` that gives it the test filter and a log
     /// (`blocklist-import.log`), so a log ban can land in it too.
     pub blocklist_jail: bool,
+    /// The `blocklist-import` jail runs no ban action (fail2ban only keeps
+    /// the ban): for imports of many addresses, where the per-address
+    /// action (a shell each, with `dummy`) would dominate.
+    pub blocklist_without_action: bool,
 }
 
 /// The blocklist jail's name (see [`Fail2banOptions::blocklist_jail`]).
@@ -110,8 +114,9 @@ impl Fail2banServer {
             std::fs::write(
                 root.join("conf/jail.d/blocklist-import.local"),
                 format!(
-                    "[{BLOCKLIST_JAIL}]\nfilter = bangui-test\nlogpath = {}/blocklist-import.log\n",
-                    root.display()
+                    "[{BLOCKLIST_JAIL}]\nfilter = bangui-test\nlogpath = {}/blocklist-import.log\n{}",
+                    root.display(),
+                    if options.blocklist_without_action { "action =\n" } else { "" }
                 ),
             )
             .unwrap();

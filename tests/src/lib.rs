@@ -362,6 +362,8 @@ impl ControlService {
     }
 
     /// [`ControlService::start`] with environment variables set (e.g. `TZ`).
+    /// `MALLOC_ARENA_MAX` is 1, as the deployment sets it, unless `env`
+    /// names it.
     pub fn start_with_env(env: &[(&str, &str)], args: &[&str]) -> Self {
         let clear = [
             "CONTROL_FAIL2BAN_SOCKET",
@@ -379,7 +381,12 @@ impl ControlService {
             dir
         });
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let process = ServiceProcess::spawn_with_env("control-service", &clear, env, &refs);
+        // As deployed (deploy/control-service.Dockerfile): one malloc arena.
+        let mut env = env.to_vec();
+        if !env.iter().any(|(k, _)| *k == "MALLOC_ARENA_MAX") {
+            env.push(("MALLOC_ARENA_MAX", "1"));
+        }
+        let process = ServiceProcess::spawn_with_env("control-service", &clear, &env, &refs);
         let setup_token_file = named
             .or_else(|| token_dir.as_ref().map(|d| d.path().join("setup-token")))
             .unwrap_or_else(|| process.data_dir().unwrap().join("setup-token"));

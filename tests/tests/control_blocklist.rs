@@ -572,3 +572,47 @@ async fn the_largest_and_most_hostile_lists_keep_memory_bounded() {
     assert!(peak_kib < 128 * 1024, "peak RSS {peak_kib} KiB is over 128 MiB");
     assert!(banned(&f2b).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_import_and_its_replacement_stay_in_bounded_memory() {
+    let f2b = Fail2banServer::start_with(&Fail2banOptions {
+        blocklist_jail: true,
+        blocklist_without_action: true,
+        ..Fail2banOptions::default()
+    });
+    let count: u32 = std::env::var("BANGUI_LARGE_IMPORT").ok().and_then(|n| n.parse().ok()).unwrap_or(100_000);
+    let lists = ListServer::start().await;
+    lists.set("large.txt", addresses(count));
+    let control = control(&f2b, &[]);
+    let mut client = client(&control).await;
+    let id = create(&mut client, "large", &lists.url("large.txt")).await;
+    let started = std::time::Instant::now();
+    let run = import(&mut client, id).await;
+    eprintln!(
+        "import of {count}: {:?}, {:?}, peak {} MiB",
+        started.elapsed(),
+        counts(&run),
+        control.peak_rss_kib() / 1024
+    );
+    assert_eq!((run.status.as_str(), counts(&run).newly_banned), ("ok", u64::from(count)), "{run:?}");
+    // The list moves on by half: half unbanned, half new.
+    let half = count / 2;
+    let mut next = String::new();
+    for i in half..count + half {
+        next.push_str(&std::net::Ipv4Addr::from(0x0b00_0000 + i).to_string());
+        next.push('\n');
+    }
+    lists.set("large.txt", next);
+    let started = std::time::Instant::now();
+    let run = import(&mut client, id).await;
+    eprintln!("replacement: {:?}, {:?}", started.elapsed(), counts(&run));
+    let c = counts(&run);
+    assert_eq!(
+        (run.status.as_str(), c.newly_banned, c.unbanned, c.already_banned),
+        ("ok", u64::from(half), u64::from(half), u64::from(count - half))
+    );
+    assert_eq!(f2b.banned(BLOCKLIST_JAIL).len(), count as usize);
+    let peak_kib = control.peak_rss_kib();
+    eprintln!("control-service peak RSS, {count} addresses imported and half replaced: {} MiB", peak_kib / 1024);
+    assert!(peak_kib < 128 * 1024, "peak RSS {peak_kib} KiB is over 128 MiB");
+}

@@ -73,16 +73,18 @@ impl Blocklists {
         };
         let applied = self.import_held(&source, &mut run).await;
         run.finished_at = self.inner.clock.now();
-        let (added, removed, seen) = match applied {
-            Ok(Applied::Mirrored { added, removed, seen }) => (added, removed, Some(seen)),
-            Ok(Applied::Unchanged) => (Vec::new(), Vec::new(), None),
+        let (listed, added, removed, seen) = match applied {
+            Ok(Applied::Mirrored { listed, added, removed, seen }) => (listed, added, removed, Some(seen)),
+            Ok(Applied::Unchanged) => (Vec::new(), None, Vec::new(), None),
             Err(error) => {
                 run.status = ImportStatus::Failed;
                 run.error = Some(error);
-                (Vec::new(), Vec::new(), None)
+                (Vec::new(), None, Vec::new(), None)
             }
         };
-        let commit = ImportCommit { run: &run, added: &added, removed: &removed, seen };
+        // A first import adds the whole list: no copy of it is made.
+        let added = added.as_deref().unwrap_or(&listed);
+        let commit = ImportCommit { run: &run, added, removed: &removed, seen };
         match self.inner.store.finish_import(&commit, KEEP_RUNS).await {
             Ok(run_id) => run.id = run_id,
             Err(error) => {
@@ -165,9 +167,14 @@ impl Blocklists {
         listed.dedup();
 
         let mut before = self.inner.store.entries(source.id).await.map_err(|e| e.to_string())?;
-        before.sort_unstable();
-        let (added, removed) = diff(&before, &listed);
-        drop(before);
+        let (added, removed) = if before.is_empty() {
+            (None, Vec::new())
+        } else {
+            // Byte order, whatever the database's collation.
+            before.sort_unstable();
+            let (added, removed) = diff(before, &listed);
+            (Some(added), removed)
+        };
 
         let mut mirror = Mirror {
             blocklists: self,
@@ -191,7 +198,7 @@ impl Blocklists {
         // A partial import forgets the body it saw: the next run applies the
         // whole list again, retrying what failed.
         let seen = if run.status == ImportStatus::Ok { seen } else { SeenBody::default() };
-        Ok(Applied::Mirrored { added, removed, seen })
+        Ok(Applied::Mirrored { listed, added, removed, seen })
     }
 }
 
@@ -211,8 +218,10 @@ impl Blocklists {
 enum Applied {
     /// 304, or the same body as the last import: nothing sent to fail2ban.
     Unchanged,
-    /// The list was mirrored (perhaps partly).
-    Mirrored { added: Vec<String>, removed: Vec<String>, seen: SeenBody },
+    /// The list was mirrored (perhaps partly): what it lists, what it
+    /// added (`None`: all of it, the source listed nothing before) and
+    /// removed.
+    Mirrored { listed: Vec<String>, added: Option<Vec<String>>, removed: Vec<String>, seen: SeenBody },
 }
 
 impl Mirror<'_> {
@@ -375,21 +384,22 @@ impl Mirror<'_> {
     }
 }
 
-/// What `after` has that `before` lacks, and the reverse; both sorted.
-fn diff(before: &[String], after: &[String]) -> (Vec<String>, Vec<String>) {
+/// What `after` has that `before` lacks (copied), and the reverse (moved
+/// out of `before`); both sorted.
+fn diff(before: Vec<String>, after: &[String]) -> (Vec<String>, Vec<String>) {
     let (mut added, mut removed) = (Vec::new(), Vec::new());
-    let (mut b, mut a) = (before.iter().peekable(), after.iter().peekable());
+    let (mut b, mut a) = (before.into_iter().peekable(), after.iter().peekable());
     loop {
         match (b.peek(), a.peek()) {
-            (Some(x), Some(y)) => match x.cmp(y) {
-                Ordering::Less => removed.push(b.next().cloned().unwrap_or_default()),
-                Ordering::Greater => added.push(a.next().cloned().unwrap_or_default()),
+            (Some(x), Some(y)) => match x.as_str().cmp(y.as_str()) {
+                Ordering::Less => removed.extend(b.next()),
+                Ordering::Greater => added.extend(a.next().cloned()),
                 Ordering::Equal => {
                     b.next();
                     a.next();
                 }
             },
-            (Some(_), None) => removed.extend(b.by_ref().cloned()),
+            (Some(_), None) => removed.extend(b.by_ref()),
             (None, Some(_)) => added.extend(a.by_ref().cloned()),
             (None, None) => return (added, removed),
         }
@@ -406,10 +416,10 @@ mod tests {
 
     #[test]
     fn the_difference_of_two_sorted_lists() {
-        let (added, removed) = diff(&strings(&["a", "c", "d"]), &strings(&["b", "c", "e", "f"]));
+        let (added, removed) = diff(strings(&["a", "c", "d"]), &strings(&["b", "c", "e", "f"]));
         assert_eq!(added, strings(&["b", "e", "f"]));
         assert_eq!(removed, strings(&["a", "d"]));
-        assert_eq!(diff(&[], &strings(&["x"])), (strings(&["x"]), vec![]));
-        assert_eq!(diff(&strings(&["x"]), &[]), (vec![], strings(&["x"])));
+        assert_eq!(diff(vec![], &strings(&["x"])), (strings(&["x"]), vec![]));
+        assert_eq!(diff(strings(&["x"]), &[]), (vec![], strings(&["x"])));
     }
 }
