@@ -105,7 +105,10 @@ async fn run(n: usize) {
     let import = import_end_to_end(&control, &lists.url("bench.txt"), n).await;
     assert_eq!(jail_count(&f2b), n, "the jail holds every address after the import");
 
-    f2b.client_ok(&["set", BLOCKLIST_JAIL, "unbanip", "--all"]);
+    // `set <jail> unbanip --all` reads `--all` as an address in fail2ban
+    // 1.0.2 and unbans nothing; `unban --all` empties every jail (only this
+    // one holds bans here).
+    f2b.client_ok(&["unban", "--all"]);
     assert_eq!(jail_count(&f2b), 0, "the jail is empty before the one-at-a-time bans");
 
     let one_by_one = one_at_a_time(&f2b, &addresses).await;
@@ -141,14 +144,20 @@ async fn import_end_to_end(control: &ControlService, url: &str, n: usize) -> Dur
 
     let counts = run.counts.unwrap_or_default();
     println!("import run: status {}, http {}, {} bytes", run.status, run.http_status, run.bytes);
-    println!("import run: server time (finished_at - started_at) {:.3} s", server_seconds(&run));
+    println!(
+        "import run: server time (finished_at - started_at) {:.3} s ({:?} .. {:?})",
+        server_seconds(&run),
+        run.started_at,
+        run.finished_at
+    );
     println!("import run: counts {counts:?}");
     assert_eq!(run.status, "ok", "{run:?}");
     assert_eq!(counts.newly_banned, n as u64, "{counts:?}");
     elapsed
 }
 
-/// The run's own duration from its timestamps.
+/// The run's own duration from its timestamps (whole seconds: the store
+/// keeps seconds).
 fn server_seconds(run: &pb::ImportRun) -> f64 {
     let seconds = |t: &Option<bangui_proto::prost_types::Timestamp>| {
         t.as_ref().map_or(f64::NAN, |t| t.seconds as f64 + f64::from(t.nanos) / 1e9)
