@@ -103,6 +103,7 @@ async fn run(n: usize) {
     ]);
 
     let import = import_end_to_end(&control, &lists.url("bench.txt"), n).await;
+    print_fail2ban_time(&control.metrics_text().await);
     assert_eq!(jail_count(&f2b), n, "the jail holds every address after the import");
 
     // `set <jail> unbanip --all` reads `--all` as an address in fail2ban
@@ -181,6 +182,21 @@ async fn one_at_a_time(f2b: &Fail2banServer, addresses: &[Ipv4Addr]) -> Duration
         client.call(&["set", BLOCKLIST_JAIL, "banip", &ip]).await.unwrap_or_else(|e| panic!("banip {ip}: {e}"));
     }
     started.elapsed()
+}
+
+/// Where the import's time went on fail2ban's side: the service's own
+/// totals per command (`get`: which of a chunk are banned already, plus the
+/// ignore list and ban time; `set`: the `banip` chunks).
+fn print_fail2ban_time(metrics: &str) {
+    for command in ["get", "set"] {
+        let value = |series: &str| {
+            let prefix = format!("control_fail2ban_command_duration_seconds_{series}{{command=\"{command}\"}} ");
+            metrics.lines().find_map(|l| l.strip_prefix(prefix.as_str())?.trim().parse::<f64>().ok())
+        };
+        if let (Some(sum), Some(count)) = (value("sum"), value("count")) {
+            println!("import run: fail2ban `{command}` commands: {count} taking {sum:.3} s in all");
+        }
+    }
 }
 
 /// `fail2ban-client get blocklist-import banip`, counted.
