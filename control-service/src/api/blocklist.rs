@@ -17,10 +17,10 @@ use tracing::instrument;
 
 use super::invalid;
 use crate::{
-    blocklist::{BadLine, Blocklists, ImportCounts, Preview, PreviewTarget, SourceInput, effective_schedule},
+    blocklist::{
+        BadLine, Blocklists, ImportCounts, ImportRun, Preview, PreviewTarget, Source, SourceInput, SourceView,
+    },
     error::InvalidArgument,
-    settings::Schedules,
-    store::blocklist::{ImportRun, Source},
 };
 
 /// Longest an `ImportNow` with `wait` waits (under the default RPC
@@ -42,13 +42,15 @@ impl BlocklistApi {
         Self { blocklists }
     }
 
-    /// `source` as the API shows it, with its latest run.
-    async fn shown(&self, source: Source, schedules: &Schedules) -> Result<pb::Source, Status> {
-        let last_run = self.blocklists.latest_runs(&[source.id]).await?.into_iter().next().flatten();
-        let schedule = effective_schedule(&source.spec, schedules).to_owned();
-        let next_run =
-            source.spec.enabled.then(|| crate::jobs::next_run(&schedule, chrono_now())).flatten().map(seconds);
-        Ok(pb::Source {
+    async fn shown(&self, source: Source) -> Result<pb::Source, Status> {
+        Ok(self.blocklists.view(source).await?.into())
+    }
+}
+
+impl From<SourceView> for pb::Source {
+    fn from(view: SourceView) -> Self {
+        let SourceView { source, schedule, next_run, last_run } = view;
+        pb::Source {
             id: source.id,
             effective_schedule: schedule,
             etag: source.etag.unwrap_or_default(),
@@ -57,7 +59,7 @@ impl BlocklistApi {
             created_at: Some(seconds(source.created_at)),
             updated_at: Some(seconds(source.updated_at)),
             last_run: last_run.map(Into::into),
-            next_run,
+            next_run: next_run.map(seconds),
             spec: Some(pb::SourceSpec {
                 name: source.spec.name,
                 url: source.spec.url,
@@ -68,18 +70,8 @@ impl BlocklistApi {
                 max_bytes: u64::try_from(source.spec.max_bytes).unwrap_or(0),
                 max_entries: u64::try_from(source.spec.max_entries).unwrap_or(0),
             }),
-        })
+        }
     }
-
-    async fn shown_one(&self, source: Source) -> Result<pb::Source, Status> {
-        let schedules = self.blocklists.schedules().await.map_err(|e| super::store_unavailable(&e))?;
-        self.shown(source, &schedules).await
-    }
-}
-
-/// Wall time now, Unix seconds (for the next run of a schedule).
-fn chrono_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 fn seconds(seconds: i64) -> Timestamp {
@@ -176,7 +168,7 @@ impl BlocklistService for BlocklistApi {
         request: Request<CreateSourceRequest>,
     ) -> Result<Response<CreateSourceResponse>, Status> {
         let source = self.blocklists.create(&input(request.into_inner().spec)?).await?;
-        Ok(Response::new(CreateSourceResponse { source: Some(self.shown_one(source).await?) }))
+        Ok(Response::new(CreateSourceResponse { source: Some(self.shown(source).await?) }))
     }
 
     #[instrument(skip_all, fields(rpc = "UpdateSource", id = request.get_ref().id))]
@@ -186,7 +178,7 @@ impl BlocklistService for BlocklistApi {
     ) -> Result<Response<UpdateSourceResponse>, Status> {
         let request = request.into_inner();
         let source = self.blocklists.update(id("id", request.id)?, &input(request.spec)?).await?;
-        Ok(Response::new(UpdateSourceResponse { source: Some(self.shown_one(source).await?) }))
+        Ok(Response::new(UpdateSourceResponse { source: Some(self.shown(source).await?) }))
     }
 
     #[instrument(skip_all, fields(rpc = "DeleteSource", id = request.get_ref().id))]
@@ -201,7 +193,7 @@ impl BlocklistService for BlocklistApi {
     #[instrument(skip_all, fields(rpc = "GetSource", id = request.get_ref().id))]
     async fn get_source(&self, request: Request<GetSourceRequest>) -> Result<Response<GetSourceResponse>, Status> {
         let source = self.blocklists.get(id("id", request.into_inner().id)?).await?;
-        Ok(Response::new(GetSourceResponse { source: Some(self.shown_one(source).await?) }))
+        Ok(Response::new(GetSourceResponse { source: Some(self.shown(source).await?) }))
     }
 
     #[instrument(skip_all, fields(rpc = "ListSources"))]
@@ -209,12 +201,8 @@ impl BlocklistService for BlocklistApi {
         &self,
         _request: Request<ListSourcesRequest>,
     ) -> Result<Response<ListSourcesResponse>, Status> {
-        let schedules = self.blocklists.schedules().await.map_err(|e| super::store_unavailable(&e))?;
-        let mut sources = Vec::new();
-        for source in self.blocklists.list().await? {
-            sources.push(self.shown(source, &schedules).await?);
-        }
-        Ok(Response::new(ListSourcesResponse { sources }))
+        let views = self.blocklists.views(self.blocklists.list().await?).await?;
+        Ok(Response::new(ListSourcesResponse { sources: views.into_iter().map(Into::into).collect() }))
     }
 
     #[instrument(skip_all, fields(rpc = "PreviewSource"))]

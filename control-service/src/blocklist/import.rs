@@ -195,9 +195,12 @@ impl Blocklists {
         run.error = mirror.stopped.clone().or_else(|| {
             (run.counts.failed > 0).then(|| format!("fail2ban did not carry out {} bans or unbans", run.counts.failed))
         });
-        // A partial import forgets the body it saw: the next run applies the
-        // whole list again, retrying what failed.
-        let seen = if run.status == ImportStatus::Ok { seen } else { SeenBody::default() };
+        // A partial import forgets the body it saw, so the next run applies
+        // the whole list again and retries what failed; and it keeps the
+        // entries that left the list (their unbans may not have been sent),
+        // so the next run unbans them.
+        let (seen, removed) =
+            if run.status == ImportStatus::Ok { (seen, removed) } else { (SeenBody::default(), Vec::new()) };
         Ok(Applied::Mirrored { listed, added, removed, seen })
     }
 }

@@ -70,6 +70,8 @@ use self::{
     fetch::{FetchError, Fetched, Fetcher, Validators},
     parse::{Exclusions, ParseError, ParseLimits, entry_text},
 };
+/// The stored shapes of sources and runs, as the rest of the service sees them.
+pub use crate::store::blocklist::{ImportRun, Source, SourceSpec};
 use crate::{
     clock::Clock,
     error::{InvalidArgument, StoreError},
@@ -79,7 +81,7 @@ use crate::{
     settings::{RuntimeSettings, Schedules, check_cron},
     store::{
         RunLedger,
-        blocklist::{BlocklistStore, ImportCommit, ImportRun, SeenBody, Source, SourceSpec, SourceWriteError},
+        blocklist::{BlocklistStore, ImportCommit, SeenBody, SourceWriteError},
     },
 };
 
@@ -170,6 +172,17 @@ pub struct SourceInput {
     pub cidr_policy: String,
     pub max_bytes: u64,
     pub max_entries: u64,
+}
+
+/// A source with what is known of its runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceView {
+    pub source: Source,
+    /// The schedule in effect (its own, or the default setting).
+    pub schedule: String,
+    /// Unix seconds; `None` when disabled.
+    pub next_run: Option<i64>,
+    pub last_run: Option<ImportRun>,
 }
 
 /// What a preview looks at.
@@ -296,6 +309,19 @@ impl Blocklists {
 
     pub async fn update(&self, id: i64, input: &SourceInput) -> Result<Source, BlocklistError> {
         let spec = self.spec(input).await?;
+        let current = self.get(id).await?;
+        // Its claims on bans belong to the jail it imported into.
+        if current.spec.jail != spec.jail && !self.inner.store.entries(id).await?.is_empty() {
+            return Err(InvalidArgument::new(
+                "jail",
+                format!(
+                    "the source imported into {:?}: delete it (which unbans what only it listed) and create it \
+                     again for another jail",
+                    current.spec.jail
+                ),
+            )
+            .into());
+        }
         let source = self.inner.store.update_source(id, &spec, self.inner.clock.now()).await?;
         tracing::info!(id, name = %source.spec.name, "blocklist source updated");
         Ok(source)
@@ -326,9 +352,25 @@ impl Blocklists {
             .collect())
     }
 
-    /// The default schedule now (for showing a source's effective one).
-    pub async fn schedules(&self) -> Result<Schedules, StoreError> {
-        Ok(self.inner.settings.get().await?.schedules)
+    /// `sources` as the API shows them: with the schedule in effect, the
+    /// next run of an enabled one, and the latest run.
+    pub async fn views(&self, sources: Vec<Source>) -> Result<Vec<SourceView>, BlocklistError> {
+        let schedules = self.inner.settings.get().await?.schedules;
+        let now = self.inner.clock.now();
+        let mut views = Vec::with_capacity(sources.len());
+        for source in sources {
+            let schedule = effective_schedule(&source.spec, &schedules).to_owned();
+            let next_run = if source.spec.enabled { crate::jobs::next_run(&schedule, now) } else { None };
+            let last_run = self.inner.store.runs(source.id, None, 1).await?.into_iter().next();
+            views.push(SourceView { source, schedule, next_run, last_run });
+        }
+        Ok(views)
+    }
+
+    /// One source as the API shows it ([`Blocklists::views`]).
+    pub async fn view(&self, source: Source) -> Result<SourceView, BlocklistError> {
+        let mut views = self.views(vec![source]).await?;
+        views.pop().ok_or(BlocklistError::Store(StoreError::Corrupt("a view went missing".into())))
     }
 
     /// Deletes source `id`: first unbans what only it listed and an import
