@@ -6,6 +6,7 @@
 //! cargo bench -p control-service --bench blocklist_import
 //! # another list size (default 20 000):
 //! BENCH_ADDRESSES=2000 cargo bench -p control-service --bench blocklist_import
+//! BENCH_NO_ACTION=1 cargo bench -p control-service --bench blocklist_import   # the jail without a ban action
 //! ```
 //!
 //! Both sides run against the same fail2ban-server (the `blocklist-import`
@@ -88,7 +89,15 @@ async fn run(n: usize) {
         std::env::var("BANGUI_BIN_DIR").unwrap_or_default()
     );
 
-    let f2b = Fail2banServer::start_with(&Fail2banOptions { blocklist_jail: true, ..Fail2banOptions::default() });
+    // BENCH_NO_ACTION=1: the jail runs no ban action, so what is left is
+    // fail2ban's own work per ban and the socket round trips.
+    let without_action = std::env::var_os("BENCH_NO_ACTION").is_some();
+    println!("ban action: {}", if without_action { "none" } else { "dummy (a shell per address)" });
+    let f2b = Fail2banServer::start_with(&Fail2banOptions {
+        blocklist_jail: true,
+        blocklist_without_action: without_action,
+        ..Fail2banOptions::default()
+    });
     let lists = ListServer::start().await;
     lists.set("bench.txt", body);
     let socket = f2b.socket_str();
