@@ -191,169 +191,42 @@ impl Word for RunTrigger {
     }
 }
 
-// The same conversions for every vocabulary: `as_str` as an inherent
-// method (callers need not import `Word`), `FromStr`, `TryFrom<String>`
-// (what sqlx reads a column with), `Display`.
+/// The same conversions for every vocabulary: `as_str` as an inherent
+/// method (callers need not import `Word`), `FromStr`, `TryFrom<String>`
+/// (what sqlx reads a column with), `Display`.
+macro_rules! conversions {
+    ($($word:ty),+ $(,)?) => {$(
+        impl $word {
+            pub fn as_str(self) -> &'static str {
+                Word::as_str(self)
+            }
+        }
 
-impl Origin {
-    pub fn as_str(self) -> &'static str {
-        Word::as_str(self)
-    }
+        impl FromStr for $word {
+            type Err = UnknownWord;
+
+            fn from_str(text: &str) -> Result<Self, UnknownWord> {
+                Self::parse_word(text)
+            }
+        }
+
+        impl TryFrom<String> for $word {
+            type Error = UnknownWord;
+
+            fn try_from(text: String) -> Result<Self, UnknownWord> {
+                Self::parse_word(&text)
+            }
+        }
+
+        impl fmt::Display for $word {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    )+};
 }
 
-impl Event {
-    pub fn as_str(self) -> &'static str {
-        Word::as_str(self)
-    }
-}
-
-impl ActionKind {
-    pub fn as_str(self) -> &'static str {
-        Word::as_str(self)
-    }
-}
-
-impl FromStr for Origin {
-    type Err = UnknownWord;
-
-    fn from_str(text: &str) -> Result<Self, UnknownWord> {
-        Self::parse_word(text)
-    }
-}
-
-impl FromStr for Event {
-    type Err = UnknownWord;
-
-    fn from_str(text: &str) -> Result<Self, UnknownWord> {
-        Self::parse_word(text)
-    }
-}
-
-impl FromStr for ActionKind {
-    type Err = UnknownWord;
-
-    fn from_str(text: &str) -> Result<Self, UnknownWord> {
-        Self::parse_word(text)
-    }
-}
-
-impl TryFrom<String> for Origin {
-    type Error = UnknownWord;
-
-    fn try_from(text: String) -> Result<Self, UnknownWord> {
-        Self::parse_word(&text)
-    }
-}
-
-impl TryFrom<String> for Event {
-    type Error = UnknownWord;
-
-    fn try_from(text: String) -> Result<Self, UnknownWord> {
-        Self::parse_word(&text)
-    }
-}
-
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl fmt::Display for Event {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl fmt::Display for ActionKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl CidrPolicy {
-    pub fn as_str(self) -> &'static str {
-        Word::as_str(self)
-    }
-}
-
-impl FromStr for CidrPolicy {
-    type Err = UnknownWord;
-
-    fn from_str(text: &str) -> Result<Self, UnknownWord> {
-        Self::parse_word(text)
-    }
-}
-
-impl TryFrom<String> for CidrPolicy {
-    type Error = UnknownWord;
-
-    fn try_from(text: String) -> Result<Self, UnknownWord> {
-        Self::parse_word(&text)
-    }
-}
-
-impl fmt::Display for CidrPolicy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl ImportStatus {
-    pub fn as_str(self) -> &'static str {
-        Word::as_str(self)
-    }
-}
-
-impl FromStr for ImportStatus {
-    type Err = UnknownWord;
-
-    fn from_str(text: &str) -> Result<Self, UnknownWord> {
-        Self::parse_word(text)
-    }
-}
-
-impl TryFrom<String> for ImportStatus {
-    type Error = UnknownWord;
-
-    fn try_from(text: String) -> Result<Self, UnknownWord> {
-        Self::parse_word(&text)
-    }
-}
-
-impl fmt::Display for ImportStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl RunTrigger {
-    pub fn as_str(self) -> &'static str {
-        Word::as_str(self)
-    }
-}
-
-impl FromStr for RunTrigger {
-    type Err = UnknownWord;
-
-    fn from_str(text: &str) -> Result<Self, UnknownWord> {
-        Self::parse_word(text)
-    }
-}
-
-impl TryFrom<String> for RunTrigger {
-    type Error = UnknownWord;
-
-    fn try_from(text: String) -> Result<Self, UnknownWord> {
-        Self::parse_word(&text)
-    }
-}
-
-impl fmt::Display for RunTrigger {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+conversions!(Origin, Event, ActionKind, CidrPolicy, ImportStatus, RunTrigger);
 
 #[cfg(test)]
 mod tests {
