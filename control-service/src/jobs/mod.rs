@@ -1,8 +1,10 @@
 //! The scheduled jobs: exactly one replica runs them, each slot at most once.
 //!
-//! tokio-cron-scheduler (UTC, six-field cron, async jobs) fires the jobs,
-//! which are registered only while this replica leads and removed when it
-//! stops (followers schedule nothing). A firing runs only if:
+//! tokio-cron-scheduler (UTC, six-field cron, async jobs) fires the jobs
+//! (the fixed ones and one `blocklist_import:<id>` per enabled blocklist
+//! source, [`planned`]), which are registered only while this replica
+//! leads and removed when it stops, or when their source goes (followers
+//! schedule nothing). A firing runs only if:
 //! * this replica still leads (inside its renew deadline),
 //! * the job is not still running (no overlap: the firing is skipped),
 //! * its ledger row `(job, scheduled_for)` can be inserted under this
@@ -140,6 +142,11 @@ impl std::fmt::Display for JobKind {
     }
 }
 
+/// The fixed jobs with their schedules.
+fn fixed_jobs(schedules: &Schedules) -> Vec<(JobKind, String)> {
+    JobKind::ALL.into_iter().filter_map(|kind| kind.schedule(schedules).map(|s| (kind, s.to_owned()))).collect()
+}
+
 /// Every job with its schedule now: the fixed ones (from the settings),
 /// then one import per enabled blocklist source.
 pub async fn planned(
@@ -147,8 +154,7 @@ pub async fn planned(
     blocklists: &Blocklists,
 ) -> Result<Vec<(JobKind, String)>, StoreError> {
     let schedules = settings.get().await?.schedules;
-    let mut jobs: Vec<(JobKind, String)> =
-        JobKind::ALL.into_iter().filter_map(|kind| kind.schedule(&schedules).map(|s| (kind, s.to_owned()))).collect();
+    let mut jobs = fixed_jobs(&schedules);
     for (id, schedule) in blocklists.scheduled(&schedules).await? {
         jobs.push((JobKind::BlocklistImport(id), schedule));
     }
@@ -396,13 +402,7 @@ impl Scheduler {
     ) -> anyhow::Result<()> {
         let jobs = match &self.inner.blocklists {
             Some(blocklists) => planned(&self.inner.settings, blocklists).await?,
-            None => {
-                let schedules = self.inner.settings.get().await?.schedules;
-                JobKind::ALL
-                    .into_iter()
-                    .filter_map(|kind| kind.schedule(&schedules).map(|s| (kind, s.to_owned())))
-                    .collect()
-            }
+            None => fixed_jobs(&self.inner.settings.get().await?.schedules),
         };
         // Imports of deleted or disabled sources leave the schedule.
         let gone: Vec<JobKind> =
