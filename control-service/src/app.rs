@@ -111,6 +111,8 @@ pub struct Application {
     pool: Arc<dyn Pool>,
     metrics: Metrics,
     grpc: TcpListener,
+    /// The plaintext health-only port (`--health-listen`), if any.
+    health_listener: Option<TcpListener>,
     metrics_listener: TcpListener,
     probe_interval: Duration,
     shutdown_grace: Duration,
@@ -242,6 +244,15 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {} (--listen)", config.listen))
             .stage(Stage::Grpc)?;
+        let health_listener = match config.health_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (--health-listen)"))
+                    .stage(Stage::Grpc)?,
+            ),
+            None => None,
+        };
         // Last, so a start that fails leaves no token behind.
         auth.prepare_setup(&config.setup_token_path()).await.stage(Stage::Auth)?;
         Ok(Self {
@@ -260,6 +271,7 @@ impl Application {
             pool: stores.pool,
             metrics,
             grpc,
+            health_listener,
             metrics_listener,
             probe_interval: config.probe_interval,
             shutdown_grace: config.shutdown_grace,
@@ -273,6 +285,11 @@ impl Application {
         self.grpc.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
+    /// The address of the plaintext health-only port, if there is one.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_listener.as_ref().and_then(|listener| listener.local_addr().ok())
+    }
+
     /// The address the metrics endpoint listens on.
     pub fn metrics_addr(&self) -> SocketAddr {
         self.metrics_listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
@@ -280,6 +297,7 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then drains and stops.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let health_addr = self.health_addr().map(tracing::field::display);
         let (health, health_service) = tonic_health::server::health_reporter();
         // The elector renews until the jobs have drained (its own token); the
         // scheduler stops taking slots as soon as shutdown starts.
@@ -369,9 +387,10 @@ impl Application {
             ],
             grace: self.shutdown_grace,
             tls: self.tls,
+            health_listener: self.health_listener,
             limits: self.limits,
         };
-        tracing::info!(%grpc_addr, %metrics_addr, "serving");
+        tracing::info!(%grpc_addr, %metrics_addr, health_addr, "serving");
         let scheduler_task = tokio::spawn(self.scheduler.clone().run(stopping.clone(), self.lease_retry));
         let served = server.serve(shutdown, stopping.clone()).await;
         // Shutdown: no new runs, running jobs finish (or are cancelled), then

@@ -61,6 +61,13 @@ pub struct Config {
     #[arg(long, env = "CONTROL_METRICS_LISTEN", default_value = "0.0.0.0:9465")]
     pub metrics_listen: SocketAddr,
 
+    /// Address of a second, plaintext gRPC port serving only
+    /// `grpc.health.v1` (no auth, no reflection): the kubelet's gRPC probe
+    /// speaks plaintext, so with --tls-cert it needs a port of its own.
+    /// Unset: no health port.
+    #[arg(long, env = "CONTROL_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+
     /// The control database: `sqlite://PATH` (created if missing; one
     /// replica) or `postgres://USER:PASSWORD@HOST/DB` (several replicas).
     #[arg(long, env = "CONTROL_DATABASE_URL", default_value = "sqlite://control.db", hide_env_values = true)]
@@ -298,6 +305,16 @@ impl Config {
     /// Checks across settings that clap cannot express; the message names
     /// the settings (main exits 2 with it, as for any bad flag).
     pub fn check(&self) -> Result<(), String> {
+        if let Some(health) = self.health_listen
+            && health == self.listen
+            && health.port() != 0
+        {
+            return Err(format!(
+                "--health-listen {health} is the same address as --listen {}: the health port must be a port of its \
+                 own (it serves plaintext beside a main port that may use TLS)",
+                self.listen
+            ));
+        }
         if let Some(endpoint) = &self.geo_endpoint {
             let tls_flag = [("--geo-tls-ca", &self.geo_tls_ca), ("--geo-tls-cert", &self.geo_tls_cert)]
                 .into_iter()
@@ -491,6 +508,17 @@ mod tests {
         assert!(parse(&["--geo-endpoint", "HTTPS://geo:50051", "--geo-tls-ca", &ca]).check().is_ok());
         assert!(parse(&["--geo-endpoint", "http://geo:50051"]).check().is_ok());
         assert!(parse(&["--geo-tls-ca", &ca]).check().is_ok(), "no endpoint: TLS settings unused");
+    }
+
+    #[test]
+    fn the_health_port_is_a_port_of_its_own() {
+        let check = |args: &[&str]| Config::try_from_args(["control-service"].iter().chain(args)).unwrap().check();
+        assert_eq!(Config::try_from_args(["control-service"]).unwrap().health_listen, None);
+        let error = check(&["--listen", "0.0.0.0:50052", "--health-listen", "0.0.0.0:50052"]).unwrap_err();
+        assert!(error.contains("--health-listen 0.0.0.0:50052") && error.contains("--listen 0.0.0.0:50052"), "{error}");
+        assert!(check(&["--health-listen", "0.0.0.0:50062"]).is_ok());
+        // Port 0 is a fresh port each time: no clash.
+        assert!(check(&["--listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0"]).is_ok());
     }
 
     #[test]

@@ -61,6 +61,8 @@ pub struct Application {
     cache: Arc<AnswerCache>,
     metrics: Metrics,
     grpc: TcpListener,
+    /// The plaintext health-only port (`--health-listen`), if any.
+    health_listener: Option<TcpListener>,
     metrics_listener: TcpListener,
     shutdown_grace: Duration,
     tls: Option<tonic::transport::ServerTlsConfig>,
@@ -112,6 +114,15 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {} (--listen)", config.listen))
             .stage(Stage::Grpc)?;
+        let health_listener = match config.health_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (--health-listen)"))
+                    .stage(Stage::Grpc)?,
+            ),
+            None => None,
+        };
 
         let max_batch = usize::try_from(config.max_batch).unwrap_or(usize::MAX);
         let resolver = Resolver::new(databases);
@@ -143,6 +154,7 @@ impl Application {
             cache,
             metrics,
             grpc,
+            health_listener,
             metrics_listener,
             shutdown_grace: config.shutdown_grace,
             flush_interval: config.flush_interval,
@@ -156,6 +168,11 @@ impl Application {
         self.grpc.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
+    /// The address of the plaintext health-only port, if there is one.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_listener.as_ref().and_then(|listener| listener.local_addr().ok())
+    }
+
     /// The address the metrics endpoint listens on.
     pub fn metrics_addr(&self) -> SocketAddr {
         self.metrics_listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
@@ -163,6 +180,7 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then drains and stops.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let health_addr = self.health_addr().map(tracing::field::display);
         let geo = self.routes;
         let stopping = CancellationToken::new();
         let grpc_addr = self.grpc.local_addr()?;
@@ -198,10 +216,11 @@ impl Application {
             services: vec![service_name::<GeoServiceServer<GeoApi>>()],
             grace: self.shutdown_grace,
             tls: self.tls,
+            health_listener: self.health_listener,
             // NODELAY, keepalive, bounded streams and in-flight requests.
             limits: self.limits,
         };
-        tracing::info!(%grpc_addr, %metrics_addr, "serving");
+        tracing::info!(%grpc_addr, %metrics_addr, health_addr, "serving");
         let served = server.serve(shutdown, stopping.clone()).await;
         stopping.cancel();
         let _ = metrics_server.await;

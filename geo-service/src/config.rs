@@ -20,6 +20,13 @@ pub struct Config {
     #[arg(long, env = "GEO_METRICS_LISTEN", default_value = "0.0.0.0:9464")]
     pub metrics_listen: SocketAddr,
 
+    /// Address of a second, plaintext gRPC port serving only
+    /// `grpc.health.v1` (no auth, no reflection): the kubelet's gRPC probe
+    /// speaks plaintext, so with --tls-cert it needs a port of its own.
+    /// Unset: no health port.
+    #[arg(long, env = "GEO_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+
     /// MaxMind-format database files, in lookup order (repeat the flag or
     /// separate with commas). `builtin:sample` is a tiny embedded sample.
     #[arg(
@@ -187,6 +194,16 @@ impl Config {
     /// Checks across settings that clap cannot express; the message names
     /// the settings (main exits 2 with it, as for any bad flag).
     pub fn check(&self) -> Result<(), String> {
+        if let Some(health) = self.health_listen
+            && health == self.listen
+            && health.port() != 0
+        {
+            return Err(format!(
+                "--health-listen {health} is the same address as --listen {}: the health port must be a port of its \
+                 own (it serves plaintext beside a main port that may use TLS)",
+                self.listen
+            ));
+        }
         if self.auth_token.is_none() && !self.listen.ip().is_loopback() && !self.allow_unauthenticated {
             return Err(format!(
                 "--listen {} is not a loopback address and no --auth-token (GEO_AUTH_TOKEN) is set: every geo RPC, \
@@ -272,6 +289,19 @@ mod tests {
         assert!(err.contains("--fallback-url") && err.contains("not an http"), "{err}");
         let err = Config::try_from_args(["geo-service", "--mmdb", "builtin:nope"]).unwrap_err().to_string();
         assert!(err.contains("unknown built-in database"), "{err}");
+    }
+
+    #[test]
+    fn the_health_port_is_a_port_of_its_own() {
+        let check = |args: &[&str]| {
+            let mut all = vec!["geo-service", "--mmdb", "builtin:sample", "--listen", "127.0.0.1:50051"];
+            all.extend_from_slice(args);
+            Config::try_from_args(all).unwrap().check()
+        };
+        let error = check(&["--health-listen", "127.0.0.1:50051"]).unwrap_err();
+        assert!(error.contains("--health-listen 127.0.0.1:50051") && error.contains("--listen 127.0.0.1:50051"), "{error}");
+        assert!(check(&["--health-listen", "127.0.0.1:50061"]).is_ok());
+        assert!(check(&[]).is_ok());
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The gRPC serving both services share: reflection (v1 and v1alpha, so
-//! every grpcurl works), health, a SIGTERM drain with a deadline, and the
+//! every grpcurl works, with the `google.rpc` error details so grpcurl
+//! shows them), health (also on a plaintext health-only port for the
+//! kubelet, see [`serve_health_only`]), a SIGTERM drain with a deadline, and the
 //! transport limits ([`ServeLimits`]): `TCP_NODELAY` on every accepted
 //! connection, HTTP/2 keepalive, a bound on concurrent streams per
 //! connection and on requests in flight in the process (beyond it a request
@@ -56,6 +58,9 @@ pub struct GrpcServer<H> {
     pub tls: Option<ServerTlsConfig>,
     /// Transport and concurrency limits.
     pub limits: ServeLimits,
+    /// A second listener serving only `grpc.health.v1`, in plaintext and
+    /// without auth or reflection (see [`serve_health_only`]); none: off.
+    pub health_listener: Option<TcpListener>,
 }
 
 /// The transport limits of a gRPC server.
@@ -219,6 +224,51 @@ fn shed_status(limit: usize, what: &str) -> Status {
     )
 }
 
+/// Serves only `health` on `listener`, in plaintext, until `stop` is
+/// cancelled: the kubelet's gRPC probe speaks plaintext without
+/// credentials, so with TLS on the main port it needs a port of its own.
+/// `health` shares its reporter with the main server, so NOT_SERVING at
+/// shutdown shows here too. Nothing else is routed (no reflection, no
+/// service), and nothing is shed: health checks are cheap and bounded by
+/// the same stream limit and deadline as the main server.
+pub async fn serve_health_only<H: Health>(
+    listener: TcpListener,
+    health: HealthServer<H>,
+    limits: ServeLimits,
+    stop: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_keepalive_interval(Some(limits.http2_keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.http2_keepalive_timeout))
+        .timeout(limits.request_timeout)
+        .add_service(health)
+        .serve_with_incoming_shutdown(incoming(listener), stop.cancelled_owned())
+        .await
+}
+
+/// `google.rpc.Status` and the error details (BadRequest, RetryInfo, …)
+/// that errors carry, for reflection: without them a reflection client
+/// such as grpcurl prints a detail as "google.rpc.BadRequest is not
+/// recognized" and raw bytes. tonic-types ships the set but names the files
+/// `status.proto` and `error_details.proto`; they are served under their
+/// googleapis paths (`google/rpc/…`), the names every other copy uses.
+pub fn google_rpc_descriptors() -> Result<prost_types::FileDescriptorSet, prost::DecodeError> {
+    use prost::Message as _;
+    let mut set = prost_types::FileDescriptorSet::decode(tonic_types::pb::FILE_DESCRIPTOR_SET)?;
+    let canonical = |name: &str| match name {
+        "status.proto" | "error_details.proto" => format!("google/rpc/{name}"),
+        other => other.to_owned(),
+    };
+    for file in &mut set.file {
+        file.name = file.name.as_deref().map(canonical);
+        for dependency in &mut file.dependency {
+            *dependency = canonical(dependency);
+        }
+    }
+    Ok(set)
+}
+
 /// Server TLS from PEM files: the certificate chain and key, and for mTLS
 /// the CA that client certificates must chain to.
 pub fn server_tls(cert: &Path, key: &Path, client_ca: Option<&Path>) -> anyhow::Result<ServerTlsConfig> {
@@ -236,7 +286,8 @@ pub fn server_tls(cert: &Path, key: &Path, client_ca: Option<&Path>) -> anyhow::
 impl<H: Health> GrpcServer<H> {
     /// Serves until `shutdown` resolves. Then health turns NOT_SERVING,
     /// `stopping` is cancelled (background tasks watch it), and in-flight
-    /// RPCs get the grace period to finish.
+    /// RPCs get the grace period to finish. The health-only port (if any)
+    /// answers NOT_SERVING through the drain and closes after it.
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -248,6 +299,9 @@ impl<H: Health> GrpcServer<H> {
             v1 = v1.register_encoded_file_descriptor_set(set);
             v1alpha = v1alpha.register_encoded_file_descriptor_set(set);
         }
+        let google_rpc = google_rpc_descriptors().context("the google.rpc descriptors")?;
+        v1 = v1.register_file_descriptor_set(google_rpc.clone());
+        v1alpha = v1alpha.register_file_descriptor_set(google_rpc);
         let reflection_v1 = v1.build_v1().context("reflection v1")?;
         let reflection_v1alpha = v1alpha.build_v1alpha().context("reflection v1alpha")?;
 
@@ -269,8 +323,6 @@ impl<H: Health> GrpcServer<H> {
         };
         tokio::spawn(on_signal);
 
-        let routes =
-            self.routes.add_service(self.health_service).add_service(reflection_v1).add_service(reflection_v1alpha);
         let limits = self.limits;
         if limits.max_in_flight == 0 || limits.max_concurrent_streams == 0 {
             anyhow::bail!("max_in_flight and max_concurrent_streams must be at least 1");
@@ -283,6 +335,19 @@ impl<H: Health> GrpcServer<H> {
         if let Some(tls) = self.tls {
             builder = builder.tls_config(tls).context("TLS configuration")?;
         }
+        // Its own token: the health port outlives `stopping` until the
+        // main server has drained, so probes see NOT_SERVING, not a refusal.
+        let health_stop = CancellationToken::new();
+        let health_only = self.health_listener.map(|listener| {
+            let served = serve_health_only(listener, self.health_service.clone(), limits, health_stop.clone());
+            tokio::spawn(async move {
+                if let Err(error) = served.await {
+                    tracing::error!(%error, "the health port stopped");
+                }
+            })
+        });
+        let routes =
+            self.routes.add_service(self.health_service).add_service(reflection_v1).add_service(reflection_v1alpha);
         let server = builder
             .layer(InFlightLimitLayer::new(limits.max_in_flight))
             .add_routes(routes)
@@ -300,6 +365,15 @@ impl<H: Health> GrpcServer<H> {
             }
         };
         stopping.cancel();
+        health_stop.cancel();
+        if let Some(mut task) = health_only {
+            // Probe connections close at once on GOAWAY; a client that
+            // holds one open is not waited for beyond the grace period.
+            if tokio::time::timeout(grace, &mut task).await.is_err() {
+                task.abort();
+                tracing::warn!("the health port did not close within the grace period");
+            }
+        }
         served
     }
 }
@@ -314,6 +388,24 @@ mod tests {
     use tower::{Layer, Service, ServiceExt};
 
     use super::{InFlightLimitLayer, incoming};
+
+    #[test]
+    fn the_google_rpc_descriptors_are_under_their_googleapis_paths() {
+        let set = super::google_rpc_descriptors().unwrap();
+        let names: Vec<&str> = set.file.iter().filter_map(|f| f.name.as_deref()).collect();
+        for name in ["google/rpc/status.proto", "google/rpc/error_details.proto", "google/protobuf/duration.proto"] {
+            assert!(names.contains(&name), "{name} missing from {names:?}");
+        }
+        let details = set.file.iter().find(|f| f.name.as_deref() == Some("google/rpc/error_details.proto")).unwrap();
+        let messages: Vec<&str> = details.message_type.iter().filter_map(|m| m.name.as_deref()).collect();
+        assert!(messages.contains(&"BadRequest") && messages.contains(&"RetryInfo"), "{messages:?}");
+        // Every import resolves inside the set (a client fetches them by name).
+        for file in &set.file {
+            for dependency in &file.dependency {
+                assert!(names.contains(&dependency.as_str()), "{dependency} imported but not served");
+            }
+        }
+    }
 
     #[tokio::test]
     async fn accepted_connections_have_nodelay() {

@@ -204,6 +204,18 @@ impl ServiceProcess {
         health.check(request).await.unwrap_or_else(|e| panic!("health of {service:?}: {e}")).into_inner().status()
     }
 
+    /// The plaintext health-only port (`--health-listen`), as the `serving`
+    /// log line names it; none when the flag was not given.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.logs().iter().find_map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).ok()?;
+            if value.get("message")?.as_str()? != "serving" {
+                return None;
+            }
+            value.get("health_addr")?.as_str()?.parse().ok()
+        })
+    }
+
     /// Everything the process printed so far.
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().unwrap().clone()
