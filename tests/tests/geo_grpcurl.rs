@@ -105,6 +105,11 @@ fn invalid_unary_lookup_is_invalid_argument() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Code: InvalidArgument") && err.contains("ip: not an IP address"), "{err}");
+    // The field violation itself, decoded: reflection serves google.rpc.
+    let details = bangui_e2e::grpcurl_error_details(&out);
+    assert_eq!(details.len(), 1, "{err}");
+    assert_eq!(details[0]["@type"], "type.googleapis.com/google.rpc.BadRequest", "{err}");
+    assert_eq!(details[0]["fieldViolations"], serde_json::json!([{"field": "ip", "description": r#"not an IP address: "999.1.1.1""#}]));
 }
 
 #[test]
