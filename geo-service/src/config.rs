@@ -299,7 +299,10 @@ mod tests {
             Config::try_from_args(all).unwrap().check()
         };
         let error = check(&["--health-listen", "127.0.0.1:50051"]).unwrap_err();
-        assert!(error.contains("--health-listen 127.0.0.1:50051") && error.contains("--listen 127.0.0.1:50051"), "{error}");
+        assert!(
+            error.contains("--health-listen 127.0.0.1:50051") && error.contains("--listen 127.0.0.1:50051"),
+            "{error}"
+        );
         assert!(check(&["--health-listen", "127.0.0.1:50061"]).is_ok());
         assert!(check(&[]).is_ok());
     }

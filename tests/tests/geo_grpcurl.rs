@@ -109,7 +109,10 @@ fn invalid_unary_lookup_is_invalid_argument() {
     let details = bangui_e2e::grpcurl_error_details(&out);
     assert_eq!(details.len(), 1, "{err}");
     assert_eq!(details[0]["@type"], "type.googleapis.com/google.rpc.BadRequest", "{err}");
-    assert_eq!(details[0]["fieldViolations"], serde_json::json!([{"field": "ip", "description": r#"not an IP address: "999.1.1.1""#}]));
+    assert_eq!(
+        details[0]["fieldViolations"],
+        serde_json::json!([{"field": "ip", "description": r#"not an IP address: "999.1.1.1""#}])
+    );
 }
 
 #[test]

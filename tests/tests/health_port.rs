@@ -15,9 +15,7 @@ use bangui_proto::{
     geo::v1::{LookupStreamRequest, geo_service_client::GeoServiceClient},
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 /// One plaintext health check on a fresh connection, as a kubelet probe
 /// makes it.
@@ -58,15 +56,7 @@ async fn serves_health_in_plaintext(process: &ServiceProcess, service: &str) -> 
     let protoset = protoset.display().to_string();
     let body = format!(r#"{{"service": "{service}"}}"#);
     for body in ["{}", body.as_str()] {
-        let out = grpcurl(&[
-            "-plaintext",
-            "-protoset",
-            &protoset,
-            "-d",
-            body,
-            &addr,
-            "grpc.health.v1.Health/Check",
-        ]);
+        let out = grpcurl(&["-plaintext", "-protoset", &protoset, "-d", body, &addr, "grpc.health.v1.Health/Check"]);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
         let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
@@ -90,9 +80,14 @@ async fn not_serving_during_the_drain(health: SocketAddr, service: &str) {
 }
 
 async fn tls_channel(port: u16, pki: &Pki) -> Channel {
-    let tls =
-        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pki.read("ca.pem"))).domain_name("localhost");
-    Endpoint::from_shared(format!("https://127.0.0.1:{port}")).unwrap().tls_config(tls).unwrap().connect().await.unwrap()
+    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pki.read("ca.pem"))).domain_name("localhost");
+    Endpoint::from_shared(format!("https://127.0.0.1:{port}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -202,4 +197,21 @@ async fn control_health_port_serves_plaintext_beside_tls_and_drains() {
     assert!(exited.await.unwrap().success());
     let closed = check(health, "").await;
     assert!(closed.is_err(), "the health port outlived the process: {closed:?}");
+}
+
+#[test]
+fn a_health_port_equal_to_the_main_port_is_refused_at_start() {
+    for (name, extra) in [("geo-service", &["--mmdb", "builtin:sample"][..]), ("control-service", &[][..])] {
+        let out = std::process::Command::new(bangui_e2e::binary(name))
+            .args(["--listen", "127.0.0.1:50999", "--health-listen", "127.0.0.1:50999"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        assert!(
+            stderr.contains("--health-listen 127.0.0.1:50999") && stderr.contains("--listen 127.0.0.1:50999"),
+            "{name}: {stderr}"
+        );
+    }
 }
