@@ -1,8 +1,8 @@
 //! A real Prometheus server (Debian's `prometheus`, installed by `.ci/run`)
 //! scrapes both services every second with deploy/monitoring's rules
 //! loaded: its HTTP API shows both targets up, series of both services, the
-//! rule groups, and the fail2ban alert pending against the real
-//! control-service (its fail2ban socket does not exist).
+//! rule groups, and alerts pending on the real series (the control-service's
+//! fail2ban socket does not exist; the sample database is old).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -214,16 +214,20 @@ async fn a_real_prometheus_scrapes_both_services_and_loads_the_rules() {
     }
 
     // The rules evaluate against the real series: fail2ban down goes
-    // pending (it fires after 2 minutes); a leader is there, so no
-    // BanguiNoLeader; the recording rule carries the leader's term.
+    // pending (it fires after 2 minutes); so does the stale-database alert
+    // (the sample database is built at a fixed time in 2023); a leader is
+    // there, so no BanguiNoLeader; the recording rule carries the term.
     // (A probe or the first scrapes may have been early: the others must
     // be quiet once the rules see the steady state.)
     const QUIET: [&str; 4] = ["BanguiNoLeader", "BanguiTargetDown", "BanguiDependencyDown", "BanguiSeveralLeaders"];
     let alerts = prometheus
-        .until("BanguiFail2banUnavailable pending and the others quiet", || async {
+        .until("BanguiFail2banUnavailable and BanguiGeoDatabaseStale pending, the others quiet", || async {
             let data = prometheus.get("/api/v1/alerts").await.unwrap_or(Value::Null);
             let ok = data["alerts"].as_array().is_some_and(|a| {
-                a.iter().any(|x| x["labels"]["alertname"] == "BanguiFail2banUnavailable" && x["state"] == "pending")
+                let pending =
+                    |name: &str| a.iter().any(|x| x["labels"]["alertname"] == name && x["state"] == "pending");
+                pending("BanguiFail2banUnavailable")
+                    && pending("BanguiGeoDatabaseStale")
                     && !a.iter().any(|x| QUIET.iter().any(|q| x["labels"]["alertname"] == *q))
             });
             (ok, data)
@@ -234,6 +238,9 @@ async fn a_real_prometheus_scrapes_both_services_and_loads_the_rules() {
     assert_eq!(fail2ban["labels"]["instance"], control.metrics_addr.to_string().as_str(), "{fail2ban}");
     assert_eq!(fail2ban["labels"]["severity"], "critical", "{fail2ban}");
     assert_eq!(fail2ban["labels"]["dependency"], "fail2ban", "{fail2ban}");
+    let stale = alerts.iter().find(|a| a["labels"]["alertname"] == "BanguiGeoDatabaseStale").unwrap();
+    assert_eq!(stale["labels"]["instance"], geo.metrics_addr.to_string().as_str(), "{stale}");
+    assert_eq!(stale["labels"]["database"], "builtin:sample", "{stale}");
     prometheus
         .until("bangui:control_leader_term:max", || async {
             let v = prometheus.query("bangui:control_leader_term:max").await;
