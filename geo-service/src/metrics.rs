@@ -27,6 +27,9 @@ pub const CACHE_ENTRIES: &str = "geo_cache_entries";
 pub const CACHE_LOOKUPS: &str = "geo_cache_lookups";
 /// `geo_fallback_requests_total{result}`: requests to the online fallback (ok, failed).
 pub const FALLBACK_REQUESTS: &str = "geo_fallback_requests";
+/// `geo_fallback_breaker_open_until_seconds`: Unix time the fallback's circuit breaker closes
+/// again (in the past, or 0, while it is closed).
+pub const FALLBACK_BREAKER_OPEN_UNTIL: &str = "geo_fallback_breaker_open_until_seconds";
 /// `geo_database_build_age_seconds{database,type}`: how old each loaded build is.
 pub const DATABASE_BUILD_AGE: &str = "geo_database_build_age_seconds";
 /// `geo_database_reloads_total{result}`: reloads applied (`ok`) and refused (`failed`).
@@ -113,6 +116,7 @@ struct Inner {
     cache_entries: Family<KindLabels, Gauge>,
     cache_lookups: Family<ResultLabels, Counter>,
     fallback_requests: Family<ResultLabels, Counter>,
+    breaker_open_until: Gauge,
 }
 
 impl Default for Metrics {
@@ -148,6 +152,12 @@ impl Metrics {
         registry.register(CACHE_LOOKUPS, "Cache lookups for addresses the databases missed", cache_lookups.clone());
         let fallback_requests = Family::<ResultLabels, Counter>::default();
         registry.register(FALLBACK_REQUESTS, "Requests to the online fallback, by result", fallback_requests.clone());
+        let breaker_open_until = Gauge::default();
+        registry.register(
+            FALLBACK_BREAKER_OPEN_UNTIL,
+            "Unix time the fallback's circuit breaker closes again (past or 0: closed)",
+            breaker_open_until.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -161,6 +171,7 @@ impl Metrics {
                 cache_entries,
                 cache_lookups,
                 fallback_requests,
+                breaker_open_until,
             }),
         }
     }
@@ -225,6 +236,19 @@ impl Metrics {
     /// Counts a request to the fallback.
     pub fn count_fallback_request(&self, ok: bool) {
         self.inner.fallback_requests.get_or_create(&ResultLabels { result: if ok { "ok" } else { "failed" } }).inc();
+    }
+
+    /// Publishes how much longer the fallback's breaker stays open (zero:
+    /// closed), as the Unix time it closes.
+    pub fn set_breaker_open_for(&self, open_for: std::time::Duration) {
+        let until = if open_for.is_zero() {
+            0
+        } else {
+            let secs = i64::try_from(open_for.as_secs()).unwrap_or(i64::MAX);
+            // Rounded up: an open breaker never shows as already closed.
+            crate::clock::unix_now().saturating_add(secs).saturating_add(1)
+        };
+        self.inner.breaker_open_until.set(until);
     }
 
     /// Counts a reload attempt.

@@ -130,6 +130,10 @@ async fn a_429_opens_the_breaker_for_x_ttl() {
     let info = geo.client().await.get_info(pb::GetInfoRequest {}).await.unwrap().into_inner();
     let open = info.fallback.unwrap().breaker_open_seconds;
     assert!(open > 20.0 && open <= 30.0, "{open}");
+    // The alert rule GeoFallbackBreakerOpen reads this gauge.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let until = geo.metric("geo_fallback_breaker_open_until_seconds").await.unwrap();
+    assert!(until > now + 20.0 && until <= now + 32.0, "open until {until}, now {now}");
 }
 
 #[tokio::test]

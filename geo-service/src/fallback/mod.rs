@@ -309,6 +309,8 @@ impl Fallback {
         let mut state = self.state();
         state.failures += 1;
         state.breaker.failure(now, FAILURES_TO_OPEN, OPEN_AFTER_FAILURES);
+        self.metrics.set_breaker_open_for(state.breaker.open_for(now));
+        drop(state);
         tracing::warn!(%reason, "fallback request failed");
         FallbackAnswer::Failed(reason)
     }
@@ -321,7 +323,10 @@ impl Fallback {
             self.metrics.count_fallback_request(outcome.is_ok());
             match outcome {
                 Ok(body) => {
-                    self.state().breaker.success();
+                    let mut state = self.state();
+                    state.breaker.success();
+                    self.metrics.set_breaker_open_for(state.breaker.open_for(Instant::now()));
+                    drop(state);
                     return Ok(body);
                 }
                 Err(RequestError::Retryable(reason)) if attempt < self.config.retries => {
@@ -340,6 +345,7 @@ impl Fallback {
                         RequestError::RateLimited(ttl) => state.breaker.open(now, *ttl),
                         _ => state.breaker.failure(now, FAILURES_TO_OPEN, OPEN_AFTER_FAILURES),
                     }
+                    self.metrics.set_breaker_open_for(state.breaker.open_for(now));
                     drop(state);
                     tracing::warn!(%error, "fallback request failed");
                     return Err(error);
@@ -368,7 +374,11 @@ impl Fallback {
         if remaining == Some(0) {
             // This reply is fine, but the window is spent: wait it out.
             let pause = ttl.unwrap_or(DEFAULT_TTL);
-            self.state().breaker.open(Instant::now(), pause);
+            let now = Instant::now();
+            let mut state = self.state();
+            state.breaker.open(now, pause);
+            self.metrics.set_breaker_open_for(state.breaker.open_for(now));
+            drop(state);
             tracing::info!(pause_secs = pause.as_secs(), "ip-api window used up (X-Rl: 0); pausing the fallback");
         }
         if status.is_server_error() {
