@@ -1,0 +1,155 @@
+//! A rolling update of the geo-service under load, with real processes:
+//! two geo-services on 127.0.0.2:P and 127.0.0.3:P behind the
+//! control-service's balanced client; while a task lists active bans (each
+//! answer needs the geo-service) in a loop, each geo process in turn gets
+//! SIGTERM and a replacement starts on its address. No answer may come
+//! without countries and no call may fail.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use bangui_e2e::{ControlService, GeoService, eventually, fail2ban::Fail2banServer};
+use bangui_proto::control::v1 as pb;
+
+const HOSTS: [Ipv4Addr; 2] = [Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3)];
+
+/// A port free on both loopback addresses.
+fn free_port() -> u16 {
+    for _ in 0..50 {
+        let first = TcpListener::bind(SocketAddr::new(IpAddr::V4(HOSTS[0]), 0)).unwrap();
+        let port = first.local_addr().unwrap().port();
+        if TcpListener::bind(SocketAddr::new(IpAddr::V4(HOSTS[1]), port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free on both 127.0.0.2 and 127.0.0.3");
+}
+
+/// A geo-service on `host:port`, started off the async runtime.
+async fn start_geo(host: Ipv4Addr, port: u16) -> GeoService {
+    let listen = format!("{host}:{port}");
+    let geo = tokio::task::spawn_blocking(move || GeoService::start(&["--mmdb", "builtin:sample", "--listen", &listen]))
+        .await
+        .unwrap();
+    assert_eq!(geo.grpc_addr, SocketAddr::new(IpAddr::V4(host), port));
+    geo
+}
+
+/// Lookups this geo-service answered with a country.
+async fn found(geo: &GeoService) -> f64 {
+    geo.metric("geo_lookups_total{status=\"found\"}").await.unwrap_or(0.0)
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    calls: u64,
+    failed: Vec<String>,
+    without_geo: u64,
+    without_countries: u64,
+    max_latency: Duration,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_update_of_the_geo_service_loses_no_call() {
+    let port = free_port();
+    let mut geos = vec![start_geo(HOSTS[0], port).await, start_geo(HOSTS[1], port).await];
+    let f2b = Fail2banServer::start();
+    let endpoints = HOSTS.iter().map(|host| format!("http://{host}:{port}")).collect::<Vec<_>>().join(",");
+    let socket = f2b.socket_str();
+    let config = f2b.config_dir().display().to_string();
+    let control = ControlService::start(&[
+        "--fail2ban-socket",
+        &socket,
+        "--fail2ban-config-dir",
+        &config,
+        "--probe-interval",
+        "200ms",
+        "--geo-endpoint",
+        &endpoints,
+        "--geo-resolve-interval",
+        "200ms",
+    ]);
+    let mut jails = control.jails().await;
+    // Addresses the sample database places (and one it does not).
+    for (jail, ip) in [("alpha", "8.8.8.8"), ("beta", "81.2.69.160"), ("alpha", "192.0.2.77")] {
+        jails.ban_ip(pb::BanIpRequest { jail: jail.into(), ip: ip.into() }).await.unwrap();
+    }
+    // Both geo-services take lookups before the rollout starts.
+    for geo in &geos {
+        eventually(10, "lookups on both geo-services", || {
+            let mut jails = jails.clone();
+            async move {
+                jails.list_active_bans(pb::ListActiveBansRequest {}).await.unwrap();
+                found(geo).await > 0.0
+            }
+        })
+        .await;
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let caller = {
+        let stop = stop.clone();
+        let mut jails = jails.clone();
+        tokio::spawn(async move {
+            let mut tally = Tally::default();
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let answer = jails.list_active_bans(pb::ListActiveBansRequest {}).await;
+                tally.max_latency = tally.max_latency.max(started.elapsed());
+                tally.calls += 1;
+                match answer {
+                    Ok(answer) => {
+                        let answer = answer.into_inner();
+                        if !answer.geo_available {
+                            tally.without_geo += 1;
+                        }
+                        let country = |ip: &str| {
+                            answer.bans.iter().find(|b| b.ip == ip).map(|b| b.country_code.clone()).unwrap_or_default()
+                        };
+                        if answer.bans.len() != 3 || country("8.8.8.8") != "US" || country("81.2.69.160") != "GB" {
+                            tally.without_countries += 1;
+                        }
+                    }
+                    Err(status) => tally.failed.push(format!("{:?}: {}", status.code(), status.message())),
+                }
+            }
+            tally
+        })
+    };
+
+    for slot in 0..geos.len() {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let old = geos.remove(slot);
+        let served_before = found(&old).await;
+        assert_eq!(old.shutdown().await.code(), Some(0), "the geo-service drains and exits cleanly");
+        let replacement = start_geo(HOSTS[slot], port).await;
+        // The control-service's client takes the replacement back into its
+        // set: it answers lookups before the other one goes.
+        eventually(10, "the replacement answers lookups", || async { found(&replacement).await > 0.0 }).await;
+        assert!(served_before > 0.0, "geo {slot} took lookups before it was replaced");
+        geos.insert(slot, replacement);
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, Ordering::Relaxed);
+    let tally = caller.await.unwrap();
+
+    println!(
+        "geo rollout: {} ListActiveBans calls, {} failed, {} without geo, {} without countries, max latency {:?}",
+        tally.calls,
+        tally.failed.len(),
+        tally.without_geo,
+        tally.without_countries,
+        tally.max_latency
+    );
+    assert!(tally.calls > 50, "the loop ran through the rollout: {tally:?}");
+    assert!(tally.failed.is_empty(), "{tally:?}");
+    assert_eq!(tally.without_geo, 0, "{tally:?}");
+    assert_eq!(tally.without_countries, 0, "{tally:?}");
+    assert_eq!(control.shutdown().await.code(), Some(0));
+}
