@@ -112,7 +112,8 @@ impl Target {
             }
             // A resolved address is dialled, but the certificate is checked
             // against the name in the URL.
-            let tls = tls.map(|tls| if host.parse::<IpAddr>().is_ok() { tls.clone() } else { tls.clone().domain_name(&host) });
+            let tls = tls
+                .map(|tls| if host.parse::<IpAddr>().is_ok() { tls.clone() } else { tls.clone().domain_name(&host) });
             targets.push(Self { url: url.to_owned(), scheme, host, port, tls });
         }
         Ok(targets)
@@ -446,8 +447,8 @@ mod tests {
 
     #[test]
     fn the_endpoint_list_is_split_and_checked() {
-        let targets = Target::parse_list("http://127.0.0.2:50051, http://geo-service-headless:50052,http://[::1]", None)
-            .unwrap();
+        let targets =
+            Target::parse_list("http://127.0.0.2:50051, http://geo-service-headless:50052,http://[::1]", None).unwrap();
         let parts: Vec<(&str, u16)> = targets.iter().map(|t| (t.host.as_str(), t.port)).collect();
         assert_eq!(parts, [("127.0.0.2", 50051), ("geo-service-headless", 50052), ("::1", 80)]);
         let mixed = Target::parse_list("http://a:1,https://b:2", None).unwrap_err().to_string();

@@ -5,6 +5,8 @@
 //! SIGTERM and a replacement starts on its address. No answer may come
 //! without countries and no call may fail.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener},
     sync::{
@@ -34,9 +36,10 @@ fn free_port() -> u16 {
 /// A geo-service on `host:port`, started off the async runtime.
 async fn start_geo(host: Ipv4Addr, port: u16) -> GeoService {
     let listen = format!("{host}:{port}");
-    let geo = tokio::task::spawn_blocking(move || GeoService::start(&["--mmdb", "builtin:sample", "--listen", &listen]))
-        .await
-        .unwrap();
+    let geo =
+        tokio::task::spawn_blocking(move || GeoService::start(&["--mmdb", "builtin:sample", "--listen", &listen]))
+            .await
+            .unwrap();
     assert_eq!(geo.grpc_addr, SocketAddr::new(IpAddr::V4(host), port));
     geo
 }
@@ -123,12 +126,12 @@ async fn a_rolling_update_of_the_geo_service_loses_no_call() {
         })
     };
 
-    for slot in 0..geos.len() {
+    for (slot, host) in HOSTS.into_iter().enumerate() {
         tokio::time::sleep(Duration::from_millis(700)).await;
         let old = geos.remove(slot);
         let served_before = found(&old).await;
         assert_eq!(old.shutdown().await.code(), Some(0), "the geo-service drains and exits cleanly");
-        let replacement = start_geo(HOSTS[slot], port).await;
+        let replacement = start_geo(host, port).await;
         // The control-service's client takes the replacement back into its
         // set: it answers lookups before the other one goes.
         eventually(10, "the replacement answers lookups", || async { found(&replacement).await > 0.0 }).await;
