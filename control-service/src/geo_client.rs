@@ -43,6 +43,9 @@ const CHUNK: usize = 10_000;
 /// Waits before the second and the third attempt of an idempotent call.
 const BACKOFF: [Duration; 2] = [Duration::from_millis(50), Duration::from_millis(200)];
 
+/// Least time between two checks of the set that failed calls asked for.
+const MIN_RECHECK_GAP: Duration = Duration::from_millis(20);
+
 /// A country, as the geo-service names it, with the AS when known.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Country {
@@ -361,12 +364,15 @@ impl Resolver {
     /// Until every clone of the channel is gone.
     async fn run(mut self, recheck: Arc<Notify>) {
         loop {
+            let started = Instant::now();
             if self.refresh().await.is_err() {
                 return;
             }
             tokio::select! {
                 () = tokio::time::sleep(self.interval) => {}
-                () = recheck.notified() => {}
+                // Failed calls ask for a check; a burst of them gets one
+                // every MIN_RECHECK_GAP at most.
+                () = recheck.notified() => tokio::time::sleep_until(started + MIN_RECHECK_GAP).await,
                 () = self.changes.closed() => return,
             }
         }

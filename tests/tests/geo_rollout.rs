@@ -16,8 +16,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bangui_e2e::{ControlService, GeoService, eventually, fail2ban::Fail2banServer};
-use bangui_proto::control::v1 as pb;
+use bangui_e2e::{
+    ControlService, GeoService, eventually,
+    fail2ban::Fail2banServer,
+    ip_api::{FakeIpApi, Mode},
+};
+use bangui_proto::{control::v1 as pb, geo::v1::LookupBatchRequest};
 
 const HOSTS: [Ipv4Addr; 2] = [Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3)];
 
@@ -155,4 +159,44 @@ async fn a_rolling_update_of_the_geo_service_loses_no_call() {
     assert_eq!(tally.without_geo, 0, "{tally:?}");
     assert_eq!(tally.without_countries, 0, "{tally:?}");
     assert_eq!(control.shutdown().await.code(), Some(0));
+}
+
+/// What the balanced client relies on: after SIGTERM a geo-service takes no
+/// new call (on its open connection or a new one) and still answers the
+/// call it had started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminating_geo_service_finishes_in_flight_lookups_and_takes_no_new_ones() {
+    let fake = FakeIpApi::start().await;
+    fake.set_mode(Mode::Slow(Duration::from_millis(1500)));
+    let url = fake.url();
+    let geo = GeoService::start(&["--mmdb", "builtin:sample", "--http-fallback", "true", "--fallback-url", &url]);
+    let mut client = geo.client().await;
+    let same_connection = client.clone();
+    // 3.0.0.1 is not in the sample database: the fallback (slow) answers it.
+    let in_flight = tokio::spawn(async move {
+        let request = LookupBatchRequest { ips: vec!["3.0.0.1".into()], allow_remote: true };
+        client.lookup_batch(request).await
+    });
+    eventually(5, "the lookup reached the fallback", || async { !fake.seen().is_empty() }).await;
+
+    let pid = geo.pid().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let new_call = |mut client: bangui_proto::geo::v1::geo_service_client::GeoServiceClient<
+        tonic::transport::Channel,
+    >| async move {
+        let request = LookupBatchRequest { ips: vec!["8.8.8.8".into()], allow_remote: false };
+        tokio::time::timeout(Duration::from_secs(1), client.lookup_batch(request)).await
+    };
+    let refused = new_call(same_connection).await;
+    assert!(matches!(refused, Ok(Err(_))), "a new stream on the open connection is refused at once: {refused:?}");
+    let endpoint = geo.endpoint();
+    let fresh = tonic::transport::Endpoint::from_shared(endpoint).unwrap().connect_lazy();
+    let refused = new_call(bangui_proto::geo::v1::geo_service_client::GeoServiceClient::new(fresh)).await;
+    assert!(matches!(refused, Ok(Err(_))), "a new connection is refused at once: {refused:?}");
+
+    let answer = in_flight.await.unwrap().expect("the in-flight lookup is answered").into_inner();
+    assert_eq!(answer.results[0].country_code, "CA", "{answer:?}");
+    assert_eq!(geo.shutdown().await.code(), Some(0));
 }
