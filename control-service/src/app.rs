@@ -167,9 +167,14 @@ impl Application {
             tracing::warn!("{warning}");
         }
         let geo_tls = config.geo_tls().stage(Stage::Clients)?;
-        let geo =
-            GeoClient::new(config.geo_endpoint.as_deref(), config.geo_timeout, geo_tls, config.geo_auth_token.as_ref())
-                .stage(Stage::Clients)?;
+        let geo = GeoClient::new(
+            config.geo_endpoint.as_deref(),
+            config.geo_timeout,
+            config.geo_resolve_interval,
+            geo_tls,
+            config.geo_auth_token.as_ref(),
+        )
+        .stage(Stage::Clients)?;
         if !geo.is_configured() {
             tracing::info!("no --geo-endpoint: active bans come without countries");
         }

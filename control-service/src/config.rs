@@ -108,8 +108,11 @@ pub struct Config {
     #[arg(long, env = "CONTROL_FAIL2BAN_CLIENT", default_value = "fail2ban-client")]
     pub fail2ban_client: PathBuf,
 
-    /// The geo-service, e.g. `http://geo-service:50051`. Without it active
-    /// bans come back without countries.
+    /// The geo-service, e.g. `http://geo-service-headless:50051`, or several
+    /// URLs separated by commas (one scheme for all). Each host is resolved
+    /// again every `--geo-resolve-interval` and calls are balanced over every
+    /// address that answers its health check. Without it active bans come
+    /// back without countries.
     #[arg(long, env = "CONTROL_GEO_ENDPOINT")]
     pub geo_endpoint: Option<String>,
 
@@ -130,9 +133,14 @@ pub struct Config {
     #[arg(long, env = "CONTROL_GEO_AUTH_TOKEN", hide_env_values = true)]
     pub geo_auth_token: Option<secrecy::SecretString>,
 
-    /// Deadline for one geo-service call.
+    /// Deadline for one geo-service call (retries included).
     #[arg(long, env = "CONTROL_GEO_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
     pub geo_timeout: Duration,
+
+    /// How often the hosts of `--geo-endpoint` are resolved again and their
+    /// addresses' health checked.
+    #[arg(long, env = "CONTROL_GEO_RESOLVE_INTERVAL", default_value = "5s", value_parser = parse_positive_duration)]
+    pub geo_resolve_interval: Duration,
 
     /// The master password as an argon2id PHC string (e.g. from a
     /// Kubernetes Secret; `control-service hash-password` prints one). When
@@ -299,6 +307,15 @@ fn parse_network(text: &str) -> Result<ipnet::IpNet, String> {
         return Ok(ipnet::IpNet::from(ip));
     }
     text.parse::<ipnet::IpNet>().map(|net| net.trunc()).map_err(|_| format!("{text:?} is not an address or a network"))
+}
+
+/// A duration of at least 100 ms (a re-resolution loop must not spin).
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if duration < Duration::from_millis(100) {
+        return Err(format!("{text:?} is too short: at least 100ms"));
+    }
+    Ok(duration)
 }
 
 impl Config {

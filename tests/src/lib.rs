@@ -79,7 +79,8 @@ pub struct ServiceProcess {
 }
 
 impl ServiceProcess {
-    /// Starts binary `name` with `args` (plus loopback listeners on port 0,
+    /// Starts binary `name` with `args` (plus loopback listeners on port 0
+    /// unless `args` name `--listen`,
     /// JSON logs, and a SQLite database in a temporary directory unless
     /// `args` name one) without the environment variables in `clear_env`,
     /// and waits until it logs that it serves.
@@ -91,7 +92,11 @@ impl ServiceProcess {
     pub fn spawn_with_env(name: &'static str, clear_env: &[&str], env: &[(&str, &str)], args: &[&str]) -> Self {
         let mut command = Command::new(binary(name));
         command.envs(env.iter().copied());
-        command.args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--log-format", "json"]);
+        // A test may name its own gRPC address (e.g. 127.0.0.2:P for a rollout).
+        if !args.contains(&"--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
+        command.args(["--metrics-listen", "127.0.0.1:0", "--log-format", "json"]);
         let data = if args.contains(&"--database-url") {
             None
         } else {

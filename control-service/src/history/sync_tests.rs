@@ -48,7 +48,7 @@ async fn setup() -> Setup {
     );
     let start =
         StartSettings { client_binary: "fail2ban-client".into(), config_dir: None, timeout: Duration::from_secs(1) };
-    let geo = GeoClient::new(None, Duration::from_secs(1), None, None).unwrap();
+    let geo = GeoClient::new(None, Duration::from_secs(1), Duration::from_secs(5), None, None).unwrap();
     let history_store = stores.history;
     let history = History::new(
         history_store.clone(),
