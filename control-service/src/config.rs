@@ -322,15 +322,8 @@ impl Config {
     /// Checks across settings that clap cannot express; the message names
     /// the settings (main exits 2 with it, as for any bad flag).
     pub fn check(&self) -> Result<(), String> {
-        if let Some(health) = self.health_listen
-            && health == self.listen
-            && health.port() != 0
-        {
-            return Err(format!(
-                "--health-listen {health} is the same address as --listen {}: the health port must be a port of its \
-                 own (it serves plaintext beside a main port that may use TLS)",
-                self.listen
-            ));
+        if let Some(clash) = bangui_runtime::grpc::health_listen_clash(self.listen, self.health_listen) {
+            return Err(clash);
         }
         if let Some(endpoint) = &self.geo_endpoint {
             let tls_flag = [("--geo-tls-ca", &self.geo_tls_ca), ("--geo-tls-cert", &self.geo_tls_cert)]

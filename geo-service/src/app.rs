@@ -114,15 +114,7 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {} (--listen)", config.listen))
             .stage(Stage::Grpc)?;
-        let health_listener = match config.health_listen {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("cannot listen on {addr} (--health-listen)"))
-                    .stage(Stage::Grpc)?,
-            ),
-            None => None,
-        };
+        let health_listener = bangui_runtime::grpc::bind_health(config.health_listen).await.stage(Stage::Grpc)?;
 
         let max_batch = usize::try_from(config.max_batch).unwrap_or(usize::MAX);
         let resolver = Resolver::new(databases);

@@ -194,15 +194,8 @@ impl Config {
     /// Checks across settings that clap cannot express; the message names
     /// the settings (main exits 2 with it, as for any bad flag).
     pub fn check(&self) -> Result<(), String> {
-        if let Some(health) = self.health_listen
-            && health == self.listen
-            && health.port() != 0
-        {
-            return Err(format!(
-                "--health-listen {health} is the same address as --listen {}: the health port must be a port of its \
-                 own (it serves plaintext beside a main port that may use TLS)",
-                self.listen
-            ));
+        if let Some(clash) = bangui_runtime::grpc::health_listen_clash(self.listen, self.health_listen) {
+            return Err(clash);
         }
         if self.auth_token.is_none() && !self.listen.ip().is_loopback() && !self.allow_unauthenticated {
             return Err(format!(

@@ -224,6 +224,28 @@ fn shed_status(limit: usize, what: &str) -> Status {
     )
 }
 
+/// Binds `--health-listen`, if set (the error names the flag).
+pub async fn bind_health(addr: Option<std::net::SocketAddr>) -> anyhow::Result<Option<TcpListener>> {
+    match addr {
+        Some(addr) => Ok(Some(
+            TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (--health-listen)"))?,
+        )),
+        None => Ok(None),
+    }
+}
+
+/// `--health-listen` must be a port of its own: the message for the
+/// services' config checks (exit 2), `None` when it is.
+pub fn health_listen_clash(listen: std::net::SocketAddr, health: Option<std::net::SocketAddr>) -> Option<String> {
+    let health = health?;
+    (health == listen && health.port() != 0).then(|| {
+        format!(
+            "--health-listen {health} is the same address as --listen {listen}: the health port must be a port of \
+             its own (it serves plaintext beside a main port that may use TLS)"
+        )
+    })
+}
+
 /// Serves only `health` on `listener`, in plaintext, until `stop` is
 /// cancelled: the kubelet's gRPC probe speaks plaintext without
 /// credentials, so with TLS on the main port it needs a port of its own.
