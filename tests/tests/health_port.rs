@@ -35,6 +35,15 @@ async fn check(addr: SocketAddr, service: &str) -> Result<ServingStatus, String>
 /// What every service's health port must do while it serves: SERVING in
 /// plaintext for "" and `service`, the TLS main port refusing plaintext,
 /// no reflection, and grpcurl with the health schema answering SERVING.
+/// `args`, then TLS on the main port, a plaintext health port and a long
+/// drain (the tests hold it open).
+fn with_tls_and_a_health_port(pki: &Pki, args: &[&str]) -> Vec<String> {
+    let mut all: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    all.extend(["--tls-cert".to_owned(), pki.arg("server.pem"), "--tls-key".to_owned(), pki.arg("server.key")]);
+    all.extend(["--health-listen", "127.0.0.1:0", "--shutdown-grace", "30s"].map(str::to_owned));
+    all
+}
+
 async fn serves_health_in_plaintext(process: &ServiceProcess, service: &str) -> SocketAddr {
     let health = process.health_addr().expect("no health_addr in the serving line");
     assert_ne!(health, process.grpc_addr);
@@ -93,19 +102,8 @@ async fn tls_channel(port: u16, pki: &Pki) -> Channel {
 #[tokio::test]
 async fn geo_health_port_serves_plaintext_beside_tls_and_drains() {
     let pki = Pki::new();
-    let (cert, key) = (pki.arg("server.pem"), pki.arg("server.key"));
-    let geo = GeoService::start(&[
-        "--mmdb",
-        "builtin:sample",
-        "--tls-cert",
-        &cert,
-        "--tls-key",
-        &key,
-        "--health-listen",
-        "127.0.0.1:0",
-        "--shutdown-grace",
-        "30s",
-    ]);
+    let args = with_tls_and_a_health_port(&pki, &["--mmdb", "builtin:sample"]);
+    let geo = GeoService::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let service = "bangui.geo.v1.GeoService";
     let health = serves_health_in_plaintext(&geo, service).await;
     // Health only: the geo API is not routed there.
@@ -146,21 +144,8 @@ async fn control_health_port_serves_plaintext_beside_tls_and_drains() {
     let pki = Pki::new();
     let dir = tempfile::tempdir().unwrap();
     let (_listener, socket) = silent_fail2ban(&dir);
-    let (cert, key) = (pki.arg("server.pem"), pki.arg("server.key"));
-    let control = ControlService::start(&[
-        "--fail2ban-socket",
-        &socket,
-        "--fail2ban-timeout",
-        "4s",
-        "--tls-cert",
-        &cert,
-        "--tls-key",
-        &key,
-        "--health-listen",
-        "127.0.0.1:0",
-        "--shutdown-grace",
-        "30s",
-    ]);
+    let args = with_tls_and_a_health_port(&pki, &["--fail2ban-socket", &socket, "--fail2ban-timeout", "4s"]);
+    let control = ControlService::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let service = "bangui.control.v1.JailService";
     let health = serves_health_in_plaintext(&control, service).await;
     let mut plain = cpb::auth_service_client::AuthServiceClient::connect(format!("http://{health}")).await.unwrap();

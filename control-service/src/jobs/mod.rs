@@ -313,18 +313,8 @@ impl Scheduler {
         Self::assemble(ledger, leadership, settings, Some(blocklists), clock, metrics, runner)
     }
 
-    #[cfg(test)]
-    fn with_runner(
-        ledger: Arc<dyn RunLedger>,
-        leadership: Leadership,
-        settings: RuntimeSettings,
-        clock: Arc<dyn Clock>,
-        metrics: Metrics,
-        runner: Arc<Runner>,
-    ) -> Self {
-        Self::assemble(ledger, leadership, settings, None, clock, metrics, runner)
-    }
-
+    /// The scheduler with its parts (`blocklists: None` and a test's
+    /// `runner` in the tests of the fixed jobs).
     fn assemble(
         ledger: Arc<dyn RunLedger>,
         leadership: Leadership,

@@ -25,7 +25,8 @@ async fn setup(runner: Arc<Runner>, leads: bool) -> (Scheduler, Arc<dyn RunLedge
     let leadership = if leads { Leadership::fixed("r1", grant.term) } else { Leadership::follower("r1") };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let settings = RuntimeSettings::new(stores.settings.clone(), clock.clone());
-    let scheduler = Scheduler::with_runner(stores.ledger.clone(), leadership, settings, clock, Metrics::new(), runner);
+    let scheduler =
+        Scheduler::assemble(stores.ledger.clone(), leadership, settings, None, clock, Metrics::new(), runner);
     (scheduler, stores.ledger, dir)
 }
 
@@ -243,7 +244,7 @@ async fn run_now_requests_are_taken_at_the_run_loops_next_turn() {
     let ledger = Arc::new(MemoryLedger::default());
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::at(T0));
     let settings = quiet_settings(clock.clone()).await;
-    let scheduler = Scheduler::with_runner(ledger.clone(), leadership, settings, clock, Metrics::new(), runner);
+    let scheduler = Scheduler::assemble(ledger.clone(), leadership, settings, None, clock, Metrics::new(), runner);
     let retry = Duration::from_secs(30);
     let began = Instant::now();
     let run_loop = tokio::spawn(scheduler.clone().run(stop.clone(), retry));
@@ -274,10 +275,11 @@ async fn a_cron_firing_runs_for_the_slot_the_clock_is_in() {
     // 08:01:35 UTC.
     let clock = ManualClock::at(T0 + 95);
     let settings = quiet_settings(Arc::new(clock.clone())).await;
-    let scheduler = Scheduler::with_runner(
+    let scheduler = Scheduler::assemble(
         ledger.clone(),
         Leadership::fixed("r1", 1),
         settings,
+        None,
         Arc::new(clock.clone()),
         Metrics::new(),
         runner,
@@ -304,7 +306,7 @@ async fn the_end_of_a_run_is_retried_with_backoff_while_the_ledger_is_away() {
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::at(T0));
     let settings = quiet_settings(clock.clone()).await;
     let scheduler =
-        Scheduler::with_runner(ledger.clone(), Leadership::fixed("r1", 1), settings, clock, Metrics::new(), runner);
+        Scheduler::assemble(ledger.clone(), Leadership::fixed("r1", 1), settings, None, clock, Metrics::new(), runner);
     let began = Instant::now();
     scheduler.fire(JobKind::SessionCleanup, 1_000, "schedule").await;
     scheduler.drain(Duration::from_secs(60)).await;
