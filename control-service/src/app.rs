@@ -194,7 +194,8 @@ impl Application {
             history.clone(),
             metrics.clone(),
             clock.clone(),
-        );
+        )
+        .with_imports(stores.blocklists.clone());
 
         let elector_settings = config.elector().stage(Stage::Leader)?;
         tracing::info!(replica = %elector_settings.replica, ttl = ?elector_settings.ttl, "replica identity");
@@ -213,6 +214,7 @@ impl Application {
             clock: clock.clone(),
             config: config.blocklist_settings(),
         });
+        blocklists.start().await.stage(Stage::Database)?;
         let context = JobContext {
             auth: auth.clone(),
             blocklists: blocklists.clone(),

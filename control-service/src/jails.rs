@@ -1,6 +1,11 @@
 //! Jails and bans as the control-service offers them: fail2ban's typed
 //! commands, every change logged in the control database, and active bans
 //! placed on the map through the geo-service.
+//!
+//! An operator's ban or unban also tells the blocklist mirror: an unban of
+//! a ban an import made becomes an exception (imports do not ban it again
+//! in that jail), and a ban by hand takes the address out of the imports'
+//! hands (no import lifts it when its list drops it).
 
 use std::{net::IpAddr, sync::Arc};
 
@@ -11,7 +16,7 @@ use crate::{
     history::History,
     kinds::{ActionKind, Event},
     metrics::Metrics,
-    store::{ActionLog, actions::JailAction},
+    store::{ActionLog, BlocklistStore, actions::JailAction},
 };
 
 /// Active bans with their countries.
@@ -31,6 +36,8 @@ pub struct Jails {
     history: History,
     metrics: Metrics,
     clock: Arc<dyn Clock>,
+    /// The imports' bans (an operator's ban or unban changes who owns one).
+    imports: Option<Arc<dyn BlocklistStore>>,
 }
 
 impl Jails {
@@ -42,7 +49,13 @@ impl Jails {
         metrics: Metrics,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self { fail2ban, actions, geo, history, metrics, clock }
+        Self { fail2ban, actions, geo, history, metrics, clock, imports: None }
+    }
+
+    /// Tells the blocklist mirror about the operator's bans and unbans.
+    pub fn with_imports(mut self, imports: Arc<dyn BlocklistStore>) -> Self {
+        self.imports = Some(imports);
+        self
     }
 
     pub fn fail2ban(&self) -> &Fail2ban {
@@ -116,6 +129,16 @@ impl Jails {
             Err(error) => (Err(error), None),
         };
         self.log(ActionKind::Ban, Some(jail), Some(&ip.to_string()), String::new(), &newly).await;
+        if newly.is_ok()
+            && let Some(imports) = &self.imports
+        {
+            // Banned by hand now, whoever banned it before: no import lifts it.
+            match imports.operator_banned(jail.as_str(), &ipnet::IpNet::from(ip)).await {
+                Ok(true) => tracing::info!(%jail, %ip, "the operator's ban replaces a blocklist import's"),
+                Ok(false) => {}
+                Err(error) => tracing::error!(%error, %jail, %ip, "cannot take the ban out of the imports' hands"),
+            }
+        }
         if let Some((banned_at, ban_seconds)) = time {
             // Archived at once, with fail2ban's own ban time (its database
             // row, see `Fail2ban::ban_timed`): the sync then finds the same
@@ -136,11 +159,23 @@ impl Jails {
             let now = self.clock.now();
             for jail in &from {
                 self.history.record_manual(jail, &ip.to_string(), now, 0, Event::Unban).await;
+                self.except_import(jail, ip, now).await;
             }
         }
         let detail = result.as_ref().map(|n| format!("lifted={n}")).unwrap_or_default();
         self.log(ActionKind::Unban, jail, Some(&ip.to_string()), detail, &result).await;
         result
+    }
+
+    /// The operator lifted `ip` in `jail`: if an import had banned it, an
+    /// exception keeps imports from banning it again there.
+    async fn except_import(&self, jail: &str, ip: IpAddr, now: i64) {
+        let Some(imports) = &self.imports else { return };
+        match imports.operator_unbanned(jail, &ipnet::IpNet::from(ip), now).await {
+            Ok(true) => tracing::info!(jail, %ip, "blocklist exception recorded: imports will not ban it again"),
+            Ok(false) => {}
+            Err(error) => tracing::error!(%error, jail, %ip, "cannot record the blocklist exception"),
+        }
     }
 
     /// Every active ban; countries when the geo-service answers, none when

@@ -5,7 +5,8 @@ use std::time::Duration;
 use bangui_proto::{
     control::v1::{
         self as pb, CreateSourceRequest, CreateSourceResponse, DeleteSourceRequest, DeleteSourceResponse,
-        GetImportRunRequest, GetImportRunResponse, GetSourceRequest, GetSourceResponse, ImportNowRequest,
+        DeleteExceptionRequest, DeleteExceptionResponse, GetImportRunRequest, GetImportRunResponse,
+        ListExceptionsRequest, ListExceptionsResponse, GetSourceRequest, GetSourceResponse, ImportNowRequest,
         ImportNowResponse, ListImportRunsRequest, ListImportRunsResponse, ListSourcesRequest, ListSourcesResponse,
         PreviewSourceRequest, PreviewSourceResponse, UpdateSourceRequest, UpdateSourceResponse,
         blocklist_service_server::BlocklistService,
@@ -20,7 +21,9 @@ use crate::{
     blocklist::{
         BadLine, Blocklists, ImportCounts, ImportRun, Preview, PreviewTarget, Source, SourceInput, SourceView,
     },
+    blocklist::parse::{entry_text, parse_entry},
     error::InvalidArgument,
+    fail2ban::JailName,
 };
 
 /// Longest an `ImportNow` with `wait` waits (under the default RPC
@@ -117,6 +120,8 @@ impl From<ImportCounts> for pb::ImportCounts {
             newly_banned: c.newly_banned,
             unbanned: c.unbanned,
             failed: c.failed,
+            rebanned: c.rebanned,
+            excepted: c.excepted,
         }
     }
 }
@@ -235,12 +240,22 @@ impl BlocklistService for BlocklistApi {
             Some(one) => self.blocklists.latest_runs(&[one]).await?,
             None => Vec::new(),
         };
+        if request.wait
+            && let Some(one) = source
+        {
+            // Held now: its import would wait behind the hold, say so at once.
+            self.blocklists.check_not_held(&[one]).await?;
+        }
         let ids = self.blocklists.import_now(source).await?;
         let mut runs = Vec::new();
         if request.wait {
             let before = if before.len() == ids.len() { before } else { self.blocklists.latest_runs(&ids).await? };
             let after: Vec<i64> = before.iter().map(|run| run.as_ref().map_or(0, |r| r.id)).collect();
             runs = self.blocklists.wait_runs(&ids, &after, IMPORT_WAIT).await?;
+            if runs.len() < ids.len() {
+                // A source without its run: say who holds it, if anyone.
+                self.blocklists.check_not_held(&ids).await?;
+            }
         }
         Ok(Response::new(ImportNowResponse { source_ids: ids, runs: runs.into_iter().map(Into::into).collect() }))
     }
@@ -276,5 +291,42 @@ impl BlocklistService for BlocklistApi {
     ) -> Result<Response<GetImportRunResponse>, Status> {
         let run = self.blocklists.run(id("id", request.into_inner().id)?).await?;
         Ok(Response::new(GetImportRunResponse { run: Some(run.into()) }))
+    }
+
+    #[instrument(skip_all, fields(rpc = "ListExceptions"))]
+    async fn list_exceptions(
+        &self,
+        request: Request<ListExceptionsRequest>,
+    ) -> Result<Response<ListExceptionsResponse>, Status> {
+        let request = request.into_inner();
+        let jail = match request.jail.trim() {
+            "" => None,
+            jail => Some(JailName::parse("jail", jail).map_err(invalid)?),
+        };
+        let exceptions = self.blocklists.exceptions(jail.as_ref()).await?;
+        Ok(Response::new(ListExceptionsResponse {
+            exceptions: exceptions
+                .into_iter()
+                .map(|e| pb::BanException {
+                    jail: e.jail,
+                    entry: entry_text(&e.net),
+                    created_at: Some(seconds(e.created_at)),
+                })
+                .collect(),
+        }))
+    }
+
+    #[instrument(skip_all, fields(rpc = "DeleteException"))]
+    async fn delete_exception(
+        &self,
+        request: Request<DeleteExceptionRequest>,
+    ) -> Result<Response<DeleteExceptionResponse>, Status> {
+        let request = request.into_inner();
+        let jail = JailName::parse("jail", request.jail.trim()).map_err(invalid)?;
+        let net = parse_entry(request.entry.trim()).ok_or_else(|| {
+            invalid(InvalidArgument::new("entry", format!("{:?} is not an address or a network", request.entry)))
+        })?;
+        self.blocklists.delete_exception(&jail, &net).await?;
+        Ok(Response::new(DeleteExceptionResponse {}))
     }
 }

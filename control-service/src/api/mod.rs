@@ -122,9 +122,13 @@ impl From<BlocklistError> for Status {
             BlocklistError::Invalid(e) => invalid(e),
             e @ BlocklistError::NameTaken(_) => Status::already_exists(e.to_string()),
             e @ BlocklistError::NotFound(_) => Status::not_found(e.to_string()),
-            e @ (BlocklistError::Busy(_) | BlocklistError::MissingJail(_)) => {
+            e @ (BlocklistError::MissingJail(_) | BlocklistError::JailFixed(_)) => {
                 Status::failed_precondition(e.to_string())
             }
+            // Another holder has it: try again later.
+            e @ BlocklistError::Busy { .. } => Status::aborted(e.to_string()),
+            e @ BlocklistError::NoException { .. } => Status::not_found(e.to_string()),
+            e @ BlocklistError::Incomplete(_) => Status::unavailable(e.to_string()),
             e @ BlocklistError::PreviewsBusy(_) => Status::resource_exhausted(e.to_string()),
             BlocklistError::Fail2ban(e) => e.into(),
             // The list's server is another party: its failure is not ours.

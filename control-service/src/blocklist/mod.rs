@@ -57,6 +57,11 @@ pub struct ImportCounts {
     pub unbanned: u64,
     /// Bans or unbans fail2ban did not carry out.
     pub failed: u64,
+    /// Of the bans made, those imports had made before and fail2ban lost
+    /// (a restart without its database, an unban outside BanGUI).
+    pub rebanned: u64,
+    /// Listed, and left out for an operator's exception.
+    pub excepted: u64,
 }
 
 mod import;
@@ -70,6 +75,7 @@ use self::{
     fetch::{FetchError, Fetched, Fetcher, Validators},
     parse::{Exclusions, ParseError, ParseLimits, entry_text},
 };
+pub use crate::store::blocklist::Hold;
 /// The stored shapes of sources and runs, as the rest of the service sees them.
 pub use crate::store::blocklist::{ImportRun, Source, SourceSpec};
 use crate::{
@@ -81,7 +87,7 @@ use crate::{
     settings::{RuntimeSettings, Schedules, check_cron},
     store::{
         RunLedger,
-        blocklist::{BlocklistStore, ImportCommit, SeenBody, SourceWriteError},
+        blocklist::{BanException, BlocklistStore, ImportCommit, SeenBody, SourceWriteError},
     },
 };
 
@@ -103,11 +109,13 @@ const MAX_URL_LEN: usize = 2048;
 pub const KEEP_RUNS: u32 = 100;
 /// Previews downloading at once in this process; more are refused.
 const PREVIEWS_AT_ONCE: usize = 2;
-/// A hold not refreshed for this long was left by a replica that died
-/// mid-import (an import refreshes its hold after the download and at
-/// every chunk sent to fail2ban; three download attempts take at most 6
-/// minutes at the default --blocklist-timeout).
-const STALE_HOLD: i64 = 15 * 60;
+/// A hold not refreshed for this long was left by a process that died
+/// mid-import: another replica takes it over (a holder refreshes it every
+/// [`HOLD_REFRESH`]; a new process of the same replica releases it at once,
+/// [`Blocklists::start`]).
+pub const STALE_HOLD: i64 = 30;
+/// How often a holder refreshes its hold.
+const HOLD_REFRESH: Duration = Duration::from_secs(5);
 
 /// What the operator configured for every source.
 #[derive(Debug, Clone, Default)]
@@ -125,8 +133,17 @@ pub enum BlocklistError {
     NameTaken(String),
     #[error("no blocklist source {0}")]
     NotFound(i64),
-    #[error("an import of source {0} is running; try again when it ended")]
-    Busy(i64),
+    #[error(
+        "source {id} is held by {by} since {since} (an import or a delete is running; a hold whose holder is \
+         gone is taken over {STALE_HOLD} s after its last refresh): try again when it ended"
+    )]
+    Busy { id: i64, by: String, since: i64 },
+    #[error("the source imports into {0:?}: its jail is fixed once its first import started (delete it, which unbans what only it listed, and create it again for another jail)")]
+    JailFixed(String),
+    #[error("not every ban could be lifted, the source is kept (try again): {0}")]
+    Incomplete(String),
+    #[error("no exception for {net} in jail {jail:?}")]
+    NoException { jail: String, net: String },
     #[error("jail {0:?} does not exist in fail2ban: add it (see deploy/fail2ban/jail.d/blocklist-import.conf)")]
     MissingJail(String),
     #[error("{0} previews are already running; try again shortly")]
@@ -155,6 +172,7 @@ impl From<SourceWriteError> for BlocklistError {
         match error {
             SourceWriteError::NameTaken(name) => BlocklistError::NameTaken(name),
             SourceWriteError::NotFound(id) => BlocklistError::NotFound(id),
+            SourceWriteError::JailFixed(jail) => BlocklistError::JailFixed(jail),
             SourceWriteError::Store(e) => BlocklistError::Store(e),
         }
     }
@@ -203,6 +221,45 @@ pub struct Preview {
     pub bad_lines: Vec<BadLine>,
 }
 
+/// Releases a hold when dropped (an import that did not reach
+/// `finish_import`, a delete that failed) and stops its refresher.
+struct HoldGuard {
+    blocklists: Blocklists,
+    id: i64,
+    refresher: tokio::task::JoinHandle<()>,
+}
+
+impl HoldGuard {
+    /// The source is gone (deleted): nothing to release.
+    fn forget(mut self) {
+        self.id = 0;
+    }
+}
+
+impl Drop for HoldGuard {
+    fn drop(&mut self) {
+        self.refresher.abort();
+        if self.id == 0 {
+            return;
+        }
+        // finish_import released it already in the usual case: releasing
+        // again is a no-op; a drop cannot wait, so a task does it.
+        let (store, holder, id) =
+            (self.blocklists.inner.store.clone(), self.blocklists.inner.holder.clone(), self.id);
+        tokio::spawn(async move {
+            if let Err(error) = store.release_source(id, &holder).await {
+                tracing::warn!(%error, id, "cannot release the source; another replica takes it over when stale");
+            }
+        });
+    }
+}
+
+impl std::fmt::Debug for HoldGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HoldGuard").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
 /// Blocklist sources and their imports, behind `BlocklistService` and the
 /// leader's import jobs.
 #[derive(Debug, Clone)]
@@ -229,6 +286,8 @@ pub struct BlocklistDeps {
 #[derive(Debug)]
 struct Inner {
     deps: BlocklistDeps,
+    /// This process as a holder of sources: `replica#random`.
+    holder: String,
     /// One import at a time in this process: sources share the jail's
     /// bans, and fail2ban serves one command at a time anyway.
     importing: Mutex<()>,
@@ -245,7 +304,56 @@ impl std::ops::Deref for Inner {
 
 impl Blocklists {
     pub fn new(deps: BlocklistDeps) -> Self {
-        Self { inner: Arc::new(Inner { deps, importing: Mutex::new(()), previews: Semaphore::new(PREVIEWS_AT_ONCE) }) }
+        let holder = format!("{}#{:016x}", deps.replica, rand::random::<u64>());
+        Self {
+            inner: Arc::new(Inner {
+                deps,
+                holder,
+                importing: Mutex::new(()),
+                previews: Semaphore::new(PREVIEWS_AT_ONCE),
+            }),
+        }
+    }
+
+    /// At start: releases the holds an earlier process of this replica
+    /// left (it has ended), and moves rows of the text tables of before
+    /// into the byte tables.
+    pub async fn start(&self) -> Result<(), StoreError> {
+        let prefix = format!("{}#", self.inner.replica);
+        let released = self.inner.store.release_holds_of(&prefix, &self.inner.holder).await?;
+        if released > 0 {
+            tracing::warn!(released, "released the holds of this replica's previous process");
+        }
+        let moved = self.inner.store.upgrade_legacy().await?;
+        if moved > 0 {
+            tracing::info!(moved, "blocklist entries and bans moved to the compact tables");
+        }
+        Ok(())
+    }
+
+    /// Holds `source` for this process until the guard is dropped,
+    /// refreshing the hold meanwhile.
+    async fn take_hold(&self, source: &Source) -> Result<HoldGuard, BlocklistError> {
+        let now = self.inner.clock.now();
+        let store = &self.inner.store;
+        if !store.hold_source(source.id, &self.inner.holder, now, now - STALE_HOLD).await? {
+            let current = self.get(source.id).await?;
+            let (by, since) = current.hold.map_or((String::new(), now), |h| (h.by, h.since));
+            return Err(BlocklistError::Busy { id: source.id, by, since });
+        }
+        let (store, clock, holder, id) =
+            (self.inner.store.clone(), self.inner.clock.clone(), self.inner.holder.clone(), source.id);
+        let refresher = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(HOLD_REFRESH).await;
+                match store.refresh_hold(id, &holder, clock.now()).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!(id, "the hold on the source was taken over"),
+                    Err(error) => tracing::warn!(%error, id, "cannot refresh the hold on the source"),
+                }
+            }
+        });
+        Ok(HoldGuard { blocklists: self.clone(), id: source.id, refresher })
     }
 
     /// Checks `input` and fills in its defaults.
@@ -310,17 +418,10 @@ impl Blocklists {
     pub async fn update(&self, id: i64, input: &SourceInput) -> Result<Source, BlocklistError> {
         let spec = self.spec(input).await?;
         let current = self.get(id).await?;
-        // Its claims on bans belong to the jail it imported into.
-        if current.spec.jail != spec.jail && !self.inner.store.entries(id).await?.is_empty() {
-            return Err(InvalidArgument::new(
-                "jail",
-                format!(
-                    "the source imported into {:?}: delete it (which unbans what only it listed) and create it \
-                     again for another jail",
-                    current.spec.jail
-                ),
-            )
-            .into());
+        // The jail is checked again in the UPDATE itself (an import may
+        // take the source in between).
+        if current.spec.jail != spec.jail && current.jail_fixed {
+            return Err(BlocklistError::JailFixed(current.spec.jail));
         }
         let source = self.inner.store.update_source(id, &spec, self.inner.clock.now()).await?;
         tracing::info!(id, name = %source.spec.name, "blocklist source updated");
@@ -373,44 +474,48 @@ impl Blocklists {
         views.pop().ok_or(BlocklistError::Store(StoreError::Corrupt("a view went missing".into())))
     }
 
-    /// Deletes source `id`: first unbans what only it listed and an import
-    /// banned, then forgets it. Returns how many were unbanned.
+    /// Deletes source `id`: first makes its jail converge without its list
+    /// (unbanning what only it listed and an import banned), then forgets
+    /// it. Returns how many were unbanned.
     pub async fn delete(&self, id: i64) -> Result<u64, BlocklistError> {
+        let _one_at_a_time = self.inner.importing.lock().await;
         let source = self.get(id).await?;
-        let now = self.inner.clock.now();
-        if !self.inner.store.hold_source(id, now, now - STALE_HOLD).await? {
-            return Err(BlocklistError::Busy(id));
+        let hold = self.take_hold(&source).await?;
+        let source = self.get(id).await?;
+        let jail = JailName::parse("jail", &source.spec.jail)?;
+        let ignore = self.inner.fail2ban.ignore_list(&jail).await?;
+        let exclusions = Exclusions::new(&ignore, &self.inner.config.never_ban);
+        let others = self.jail_sources(&source.spec.jail, id).await?;
+        let listings = others.iter().map(|s| import::Listing::stored(s, false)).collect();
+        let mut counts = ImportCounts::default();
+        let converged = self
+            .converge(&jail, &source.spec.name, listings, &exclusions, &mut counts)
+            .await
+            .map_err(BlocklistError::Incomplete)?;
+        if let Some(stopped) = converged.stopped {
+            // Its bans are not all lifted: the source stays, to try again.
+            return Err(BlocklistError::Incomplete(stopped));
         }
-        let outcome = self.delete_held(&source).await;
-        if outcome.is_err()
-            && let Err(error) = self.inner.store.release_source(id).await
-        {
-            tracing::warn!(%error, id, "cannot release the source after a failed delete");
-        }
-        outcome
+        self.inner.store.delete_source(id).await?;
+        hold.forget();
+        tracing::info!(id, name = %source.spec.name, unbanned = counts.unbanned, "blocklist source deleted");
+        Ok(counts.unbanned)
     }
 
-    async fn delete_held(&self, source: &Source) -> Result<u64, BlocklistError> {
-        let jail = JailName::parse("jail", &source.spec.jail)?;
-        let exclusive = self.inner.store.exclusively_owned(source.id).await?;
-        let mut unbanned = 0;
-        for chunk in exclusive.chunks(import::CHUNK) {
-            unbanned += self.inner.fail2ban.unban_many(&jail, chunk).await?;
+    /// The operator's exceptions, of one jail or all.
+    pub async fn exceptions(&self, jail: Option<&JailName>) -> Result<Vec<BanException>, BlocklistError> {
+        Ok(self.inner.store.exceptions(jail.map(JailName::as_str)).await?)
+    }
+
+    /// Drops an exception: the next import bans the address again if a
+    /// list has it.
+    pub async fn delete_exception(&self, jail: &JailName, net: &IpNet) -> Result<(), BlocklistError> {
+        if self.inner.store.delete_exception(jail.as_str(), net).await? {
+            tracing::info!(%jail, %net, "blocklist exception removed");
+            Ok(())
+        } else {
+            Err(BlocklistError::NoException { jail: jail.to_string(), net: net.to_string() })
         }
-        self.inner.store.delete_source(source.id, &exclusive).await?;
-        self.inner
-            .history
-            .record_blocklist(
-                &source.spec.jail,
-                &source.spec.name,
-                &exclusive,
-                self.inner.clock.now(),
-                0,
-                crate::kinds::Event::Unban,
-            )
-            .await;
-        tracing::info!(id = source.id, name = %source.spec.name, unbanned, "blocklist source deleted");
-        Ok(unbanned)
     }
 
     /// Downloads and reads a list; bans nothing, stores nothing.
@@ -499,6 +604,20 @@ impl Blocklists {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// `Busy` naming the holder if one of `ids` is held (an import or a
+    /// delete runs, or its process died less than [`STALE_HOLD`] ago).
+    pub async fn check_not_held(&self, ids: &[i64]) -> Result<(), BlocklistError> {
+        let now = self.inner.clock.now();
+        for id in ids {
+            if let Some(hold) = self.inner.store.source(*id).await?.and_then(|s| s.hold) {
+                let state = if hold.since < now - STALE_HOLD { "held by a process that is gone" } else { "held" };
+                tracing::info!(id, by = %hold.by, state, "import asked for a held source");
+                return Err(BlocklistError::Busy { id: *id, by: hold.by, since: hold.since });
+            }
+        }
+        Ok(())
     }
 
     /// A source's runs, newest first: those with an id below `before`.

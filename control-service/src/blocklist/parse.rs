@@ -380,6 +380,14 @@ impl Exclusions {
     }
 }
 
+impl Exclusions {
+    /// `entry` is never banned (any reason of [`Exclusions::apply`]).
+    pub fn excludes(&self, entry: &IpNet) -> bool {
+        let entry = canonical(*entry);
+        is_reserved(&entry) || overlaps_any(&entry, &self.ignore) || overlaps_any(&entry, &self.never_ban)
+    }
+}
+
 /// A host is reserved when its address is in a range; only a network can
 /// also contain one (the second, costlier half of `reserved_overlap`).
 fn is_reserved(entry: &IpNet) -> bool {

@@ -44,6 +44,7 @@ pub(crate) trait Dialect:
                  + Decode<(i64, i64)>
                  + Decode<(i64, String)>
                  + Decode<(String, String, i64)>
+                 + Decode<(String, Vec<u8>, i64)>
                  + Decode<(i64, i64, Option<i64>, Option<i64>)>
                  + Decode<ArchivedBan>
                  + Decode<CountryCount>

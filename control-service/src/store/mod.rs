@@ -8,7 +8,7 @@
 //! | [`actions`] | [`ActionLog`] | `jail_actions` |
 //! | [`lease`] | [`LeaseStore`], [`RunLedger`] | `leases`, `job_runs`, `job_requests` |
 //! | [`history`] | [`HistoryStore`] | `ban_history`, `history_cursors` |
-//! | [`blocklist`] | [`BlocklistStore`] | `blocklist_sources`, `blocklist_entries`, `blocklist_bans`, `blocklist_runs` |
+//! | [`blocklist`] | [`BlocklistStore`] | `blocklist_sources`, `blocklist_listed`, `blocklist_owned`, `blocklist_exceptions`, `blocklist_runs` |
 //!
 //! Each aggregate is a folder: `mod.rs` holds its trait, row types and
 //! statements (the same text on both backends: numbered `$n` parameters,

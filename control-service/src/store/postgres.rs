@@ -47,7 +47,7 @@ impl Dialect for Postgres {
 
     /// Samples the table (at most 30 000 rows by default): tens of
     /// milliseconds, against seconds of full scans over the next import.
-    const ANALYZE_ENTRIES: Option<&'static str> = Some("ANALYZE blocklist_entries");
+    const ANALYZE_ENTRIES: Option<&'static str> = Some("ANALYZE blocklist_listed");
 
     fn lease_statements() -> &'static Statements {
         &LEASE

@@ -1,19 +1,27 @@
-//! Blocklist sources, what each lists, which bans of a jail imports made,
-//! and the record of every import (`blocklist_sources`,
-//! `blocklist_entries`, `blocklist_bans`, `blocklist_runs`). The same
-//! statements on both backends, bound and run once in `sql.rs`.
+//! Blocklist sources, what each lists, which bans of a jail imports made
+//! and answer for, the operator's exceptions, and the record of every
+//! import (`blocklist_sources`, `blocklist_listed`, `blocklist_owned`,
+//! `blocklist_exceptions`, `blocklist_runs`). The same statements on both
+//! backends, bound and run once in `sql.rs`.
 //!
-//! A list can hold hundreds of thousands of entries: every statement that
-//! takes a list is built here for at most `LIST_CHUNK` of its values
-//! (`in_list`, `values_rows`) and run once per chunk, inside one
-//! transaction where it writes. After an import that changed many entries,
-//! the backend's statistics are refreshed where its planner needs them
+//! Addresses and networks are stored as bytes ([`net_bytes`]) whose order
+//! is the networks' order, and read back a sorted page at a time
+//! (`listed_page`, `owned_page`), so an import merges them with its own
+//! sorted list without holding either whole. Every statement that takes a
+//! list is built here for at most `LIST_CHUNK` of its values (`in_list`,
+//! `values_rows`) and run once per chunk, inside one transaction where it
+//! writes. After an import that listed many entries, the backend's
+//! statistics are refreshed where its planner needs them
 //! (`Dialect::ANALYZE_ENTRIES`).
 
 mod sql;
 
 #[cfg(test)]
 mod contract;
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::StoreError;
 use crate::{
@@ -61,6 +69,10 @@ pub struct Source {
     pub created_at: i64,
     /// Unix seconds.
     pub updated_at: i64,
+    /// Set once an import took the source: its jail cannot change.
+    pub jail_fixed: bool,
+    /// Who imports (or deletes) it now, if anyone.
+    pub hold: Option<Hold>,
 }
 
 /// What an import saw of the body, kept for the next conditional GET.
@@ -114,6 +126,9 @@ pub enum SourceWriteError {
     /// No source has this id.
     #[error("no source {0}")]
     NotFound(i64),
+    /// Its jail cannot change: an import took it (its bans are in that jail).
+    #[error("the source imports into {0:?}: its jail is fixed once an import took it")]
+    JailFixed(String),
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -124,15 +139,33 @@ pub enum SourceWriteError {
 pub struct ImportCommit<'a> {
     /// The run to record (its id is ignored).
     pub run: &'a ImportRun,
-    /// Entries the source now lists that it did not, and those it no
-    /// longer lists (both empty when the list was not applied, e.g. a
-    /// failed run: the entries stay as they were).
-    pub added: &'a [String],
-    /// See `added`.
-    pub removed: &'a [String],
+    /// What the source now lists, sorted and unique, replacing what it
+    /// listed (`None`: the list was not read, e.g. a failed run or an
+    /// unchanged body: the entries stay as they were).
+    pub listed: Option<&'a [IpNet]>,
     /// Replaces the source's etag/last_modified/sha256 (`None`: keep them;
     /// `Some` with all `None`: clear them).
     pub seen: Option<SeenBody>,
+    /// Who held the source for the import (the hold is released).
+    pub holder: &'a str,
+}
+
+/// An address an operator unbanned after an import banned it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BanException {
+    pub jail: String,
+    pub net: IpNet,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// Who holds a source for an import or a delete, and since when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    /// `replica#process`.
+    pub by: String,
+    /// Unix seconds of the last refresh.
+    pub since: i64,
 }
 
 /// The blocklist aggregate.
@@ -141,7 +174,10 @@ pub trait BlocklistStore: Send + Sync + std::fmt::Debug {
     /// Stores a new source; `NameTaken` if its name is.
     async fn create_source(&self, spec: &SourceSpec, now: i64) -> Result<Source, SourceWriteError>;
     /// Replaces the spec; a changed URL clears etag/last_modified/sha256
-    /// (the new URL is downloaded in full).
+    /// (the new URL is downloaded in full). A new jail is refused with
+    /// `JailFixed` once an import took the source, or while it is held
+    /// (one conditional UPDATE: an import starting at the same moment
+    /// either sees the new jail or makes the change fail).
     async fn update_source(&self, id: i64, spec: &SourceSpec, now: i64) -> Result<Source, SourceWriteError>;
     /// The source with this id.
     async fn source(&self, id: i64) -> Result<Option<Source>, StoreError>;
@@ -149,46 +185,88 @@ pub trait BlocklistStore: Send + Sync + std::fmt::Debug {
     async fn source_by_name(&self, name: &str) -> Result<Option<Source>, StoreError>;
     /// Every source, by name.
     async fn sources(&self) -> Result<Vec<Source>, StoreError>;
-    /// Takes the source for an import or a delete: true if nobody holds
-    /// it, or the holder took it before `stale_before` (a crashed
-    /// replica). One conditional UPDATE.
-    async fn hold_source(&self, id: i64, now: i64, stale_before: i64) -> Result<bool, StoreError>;
-    /// Lets the source go (an import that ends without `finish_import`).
-    async fn release_source(&self, id: i64) -> Result<(), StoreError>;
-    /// The entries the source lists, sorted.
-    async fn entries(&self, source_id: i64) -> Result<Vec<String>, StoreError>;
-    /// Of `candidates`, those another source with the same jail lists.
-    async fn listed_elsewhere(
-        &self,
-        source_id: i64,
-        jail: &str,
-        candidates: &[String],
-    ) -> Result<Vec<String>, StoreError>;
-    /// Of `candidates`, those a blocklist import banned in `jail`.
-    async fn owned(&self, jail: &str, candidates: &[String]) -> Result<Vec<String>, StoreError>;
-    /// Records that imports banned `entries` in `jail` (written BEFORE the
-    /// ban is sent: a crash between leaves a harmless claim). Existing rows
-    /// are kept.
-    async fn own(&self, jail: &str, source_id: i64, entries: &[String], at: i64) -> Result<(), StoreError>;
-    /// Forgets `entries` of `jail` (after they were unbanned, or a ban failed).
-    async fn disown(&self, jail: &str, entries: &[String]) -> Result<(), StoreError>;
-    /// The source's entries no other source of its jail lists and an
-    /// import banned: what deleting it unbans. Sorted.
-    async fn exclusively_owned(&self, source_id: i64) -> Result<Vec<String>, StoreError>;
-    /// Ends an import in one transaction: the entry changes, the seen
-    /// body, the run row, the release of the hold, and run retention (keep
-    /// the newest `keep_runs` runs of the source; at least the one written).
+    /// Takes the source for `holder`: true if nobody holds it, `holder`
+    /// does, or the hold was last refreshed before `stale_before` (its
+    /// holder is gone). Fixes the source's jail. One conditional UPDATE.
+    async fn hold_source(&self, id: i64, holder: &str, now: i64, stale_before: i64) -> Result<bool, StoreError>;
+    /// Refreshes `holder`'s hold; false if it lost it.
+    async fn refresh_hold(&self, id: i64, holder: &str, now: i64) -> Result<bool, StoreError>;
+    /// Lets the source go if `holder` holds it.
+    async fn release_source(&self, id: i64, holder: &str) -> Result<(), StoreError>;
+    /// Releases every hold whose holder starts with `prefix` but is not
+    /// `current` (an earlier process of this replica: it has ended).
+    async fn release_holds_of(&self, prefix: &str, current: &str) -> Result<u64, StoreError>;
+    /// Up to `limit` of the source's entries after `after`, in order.
+    async fn listed_page(&self, source_id: i64, after: Option<&IpNet>, limit: u32) -> Result<Vec<IpNet>, StoreError>;
+    /// Up to `limit` of the bans imports made in `jail` after `after`, in order.
+    async fn owned_page(&self, jail: &str, after: Option<&IpNet>, limit: u32) -> Result<Vec<IpNet>, StoreError>;
+    /// Of `candidates`, those imports made and answer for in `jail`.
+    async fn owned_of(&self, jail: &str, candidates: &[IpNet]) -> Result<Vec<IpNet>, StoreError>;
+    /// Records that imports banned `nets` in `jail` (after fail2ban did).
+    /// Existing rows are kept.
+    async fn own(&self, jail: &str, nets: &[IpNet], at: i64) -> Result<(), StoreError>;
+    /// Forgets `nets` of `jail` (after they were unbanned, or left every list).
+    async fn disown(&self, jail: &str, nets: &[IpNet]) -> Result<(), StoreError>;
+    /// An operator unbanned `net` in `jail`: if an import had banned it,
+    /// it is no longer the imports' and an exception keeps imports from
+    /// banning it again (true). Nothing otherwise (false).
+    async fn operator_unbanned(&self, jail: &str, net: &IpNet, at: i64) -> Result<bool, StoreError>;
+    /// An operator banned `net` in `jail` by hand: imports no longer
+    /// answer for it (true if they did).
+    async fn operator_banned(&self, jail: &str, net: &IpNet) -> Result<bool, StoreError>;
+    /// The exceptions of `jail`, or of every jail, by jail and address.
+    async fn exceptions(&self, jail: Option<&str>) -> Result<Vec<BanException>, StoreError>;
+    /// Drops an exception; false if there was none.
+    async fn delete_exception(&self, jail: &str, net: &IpNet) -> Result<bool, StoreError>;
+    /// Ends an import in one transaction: the list, the seen body, the run
+    /// row, the release of the hold, and run retention (keep the newest
+    /// `keep_runs` runs of the source; at least the one written).
     /// Returns the run's id.
     async fn finish_import(&self, commit: &ImportCommit<'_>, keep_runs: u32) -> Result<i64, StoreError>;
-    /// Deletes the source with its entries and runs, and disowns
-    /// `unbanned` in its jail, in one transaction. `NotFound` if it does
-    /// not exist.
-    async fn delete_source(&self, id: i64, unbanned: &[String]) -> Result<(), SourceWriteError>;
+    /// Deletes the source with its entries and runs in one transaction.
+    /// `NotFound` if it does not exist.
+    async fn delete_source(&self, id: i64) -> Result<(), SourceWriteError>;
     /// The source's runs, newest first, those with id < `before` (`None`:
     /// from the newest), at most `limit`.
     async fn runs(&self, source_id: i64, before: Option<i64>, limit: u32) -> Result<Vec<ImportRun>, StoreError>;
     /// One run.
     async fn run(&self, id: i64) -> Result<Option<ImportRun>, StoreError>;
+    /// Moves the entries and bans of the text tables of before issue 20
+    /// (`*_v1`) into the byte tables, once; how many rows it moved.
+    async fn upgrade_legacy(&self) -> Result<u64, StoreError>;
+}
+
+/// `net` as stored: the family (4 or 6), the address, the prefix length.
+/// Byte order is [`IpNet`]'s order.
+pub fn net_bytes(net: &IpNet) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(18);
+    match net {
+        IpNet::V4(v4) => {
+            bytes.push(4);
+            bytes.extend_from_slice(&v4.addr().octets());
+        }
+        IpNet::V6(v6) => {
+            bytes.push(6);
+            bytes.extend_from_slice(&v6.addr().octets());
+        }
+    }
+    bytes.push(net.prefix_len());
+    bytes
+}
+
+/// The network stored as `bytes` ([`net_bytes`]).
+pub fn bytes_net(bytes: &[u8]) -> Result<IpNet, StoreError> {
+    let bad = || StoreError::Corrupt(format!("a stored network of {} bytes is not one", bytes.len()));
+    let net = match bytes {
+        [4, a, b, c, d, len] => IpNet::V4(Ipv4Net::new(Ipv4Addr::new(*a, *b, *c, *d), *len).map_err(|_| bad())?),
+        [6, rest @ ..] if rest.len() == 17 => {
+            let mut octets = [0u8; 16];
+            octets.copy_from_slice(&rest[..16]);
+            IpNet::V6(Ipv6Net::new(Ipv6Addr::from(octets), rest[16]).map_err(|_| bad())?)
+        }
+        _ => return Err(bad()),
+    };
+    Ok(net)
 }
 
 /// Values one list statement binds at most. Both backends take far more
@@ -205,49 +283,55 @@ const INSERT_SOURCE: &str = "INSERT INTO blocklist_sources \
      (name, url, enabled, jail, schedule, cidr_policy, max_bytes, max_entries, created_at, updated_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
      RETURNING id, name, url, enabled, jail, schedule, cidr_policy, max_bytes, max_entries, \
-     etag, last_modified, sha256, created_at, updated_at";
+     etag, last_modified, sha256, created_at, updated_at, jail_fixed, held_by, importing_since";
 /// Replaces source $1's spec ($2 … $9, $10 updated_at). The old URL is read
 /// on the right-hand side: the seen body is kept only if $3 is the same.
+/// The jail changes only while no import took the source.
 const UPDATE_SOURCE: &str = "UPDATE blocklist_sources SET name = $2, url = $3, enabled = $4, jail = $5, \
      schedule = $6, cidr_policy = $7, max_bytes = $8, max_entries = $9, updated_at = $10, \
      etag = CASE WHEN url = $3 THEN etag END, \
      last_modified = CASE WHEN url = $3 THEN last_modified END, \
      sha256 = CASE WHEN url = $3 THEN sha256 END \
-     WHERE id = $1 \
+     WHERE id = $1 AND (jail = $5 OR (NOT jail_fixed AND importing_since IS NULL)) \
      RETURNING id, name, url, enabled, jail, schedule, cidr_policy, max_bytes, max_entries, \
-     etag, last_modified, sha256, created_at, updated_at";
+     etag, last_modified, sha256, created_at, updated_at, jail_fixed, held_by, importing_since";
 const SOURCE_BY_ID: &str = "SELECT id, name, url, enabled, jail, schedule, cidr_policy, max_bytes, max_entries, \
-     etag, last_modified, sha256, created_at, updated_at FROM blocklist_sources WHERE id = $1";
+     etag, last_modified, sha256, created_at, updated_at, jail_fixed, held_by, \
+     importing_since FROM blocklist_sources WHERE id = $1";
 const SOURCE_BY_NAME: &str = "SELECT id, name, url, enabled, jail, schedule, cidr_policy, max_bytes, max_entries, \
-     etag, last_modified, sha256, created_at, updated_at FROM blocklist_sources WHERE name = $1";
+     etag, last_modified, sha256, created_at, updated_at, jail_fixed, held_by, \
+     importing_since FROM blocklist_sources WHERE name = $1";
 const ALL_SOURCES: &str = "SELECT id, name, url, enabled, jail, schedule, cidr_policy, max_bytes, max_entries, \
-     etag, last_modified, sha256, created_at, updated_at FROM blocklist_sources ORDER BY name";
-/// Holds source $1 from $2 if free or held since before $3.
-const HOLD: &str = "UPDATE blocklist_sources SET importing_since = $2 \
-     WHERE id = $1 AND (importing_since IS NULL OR importing_since < $3)";
-const RELEASE: &str = "UPDATE blocklist_sources SET importing_since = NULL WHERE id = $1";
+     etag, last_modified, sha256, created_at, updated_at, jail_fixed, held_by, \
+     importing_since FROM blocklist_sources ORDER BY name";
+/// Holds source $1 for $4 from $2 if free, held by $4, or held since
+/// before $3; fixes its jail.
+const HOLD: &str = "UPDATE blocklist_sources SET importing_since = $2, held_by = $4, jail_fixed = TRUE \
+     WHERE id = $1 AND (importing_since IS NULL OR importing_since < $3 OR held_by = $4)";
+/// Refreshes $3's hold on source $1 to $2.
+const REFRESH_HOLD: &str = "UPDATE blocklist_sources SET importing_since = $2 WHERE id = $1 AND held_by = $3";
+/// Releases source $1 if $2 holds it.
+const RELEASE: &str = "UPDATE blocklist_sources SET importing_since = NULL, held_by = NULL WHERE id = $1 AND held_by = $2";
+/// Releases the holds of holders starting with $1 other than $2.
+const RELEASE_HOLDS_OF: &str = "UPDATE blocklist_sources SET importing_since = NULL, held_by = NULL \
+     WHERE substr(held_by, 1, length($1)) = $1 AND held_by <> $2";
 /// Replaces source $1's seen body ($2 etag, $3 last_modified, $4 sha256).
 const SET_SEEN: &str = "UPDATE blocklist_sources SET etag = $2, last_modified = $3, sha256 = $4 WHERE id = $1";
-/// Deletes source $1; returns its jail.
-const DELETE_SOURCE: &str = "DELETE FROM blocklist_sources WHERE id = $1 RETURNING jail";
-const DELETE_ENTRIES: &str = "DELETE FROM blocklist_entries WHERE source_id = $1";
+/// Deletes source $1.
+const DELETE_SOURCE: &str = "DELETE FROM blocklist_sources WHERE id = $1";
+const DELETE_LISTED: &str = "DELETE FROM blocklist_listed WHERE source_id = $1";
 const DELETE_RUNS: &str = "DELETE FROM blocklist_runs WHERE source_id = $1";
-const ENTRIES: &str = "SELECT entry FROM blocklist_entries WHERE source_id = $1 ORDER BY entry";
-/// Source $1's entries that an import banned in its jail and no other
-/// source of that jail lists.
-const EXCLUSIVELY_OWNED: &str = "SELECT e.entry FROM blocklist_entries e \
-     JOIN blocklist_sources s ON s.id = e.source_id \
-     JOIN blocklist_bans b ON b.jail = s.jail AND b.entry = e.entry \
-     WHERE e.source_id = $1 AND NOT EXISTS (\
-         SELECT 1 FROM blocklist_entries o JOIN blocklist_sources os ON os.id = o.source_id \
-         WHERE o.entry = e.entry AND o.source_id <> e.source_id AND os.jail = s.jail) \
-     ORDER BY e.entry";
+/// Source $1's entries after $2, in order, at most $3.
+const LISTED_PAGE: &str =
+    "SELECT net FROM blocklist_listed WHERE source_id = $1 AND net > $2 ORDER BY net LIMIT $3";
+/// Jail $1's import bans after $2, in order, at most $3.
+const OWNED_PAGE: &str = "SELECT net FROM blocklist_owned WHERE jail = $1 AND net > $2 ORDER BY net LIMIT $3";
 /// Appends a run ($1 … $24 in [`ImportRun`]'s order, without the id).
 const INSERT_RUN: &str = "INSERT INTO blocklist_runs (source_id, source_name, trigger, started_at, finished_at, \
      status, http_status, bytes, sha256, valid, invalid, duplicate, reserved, ignored, never_ban, cidr_skipped, \
-     already_banned, newly_banned, unbanned, failed, bad_lines, error) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22) \
-     RETURNING id";
+     already_banned, newly_banned, unbanned, failed, rebanned, excepted, bad_lines, error) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
+     $23, $24) RETURNING id";
 /// Deletes source $1's runs older than its newest $2 (a range of the
 /// (source_id, id) index; nothing when it has no more than $2).
 const TRIM_RUNS: &str = "DELETE FROM blocklist_runs WHERE source_id = $1 AND id <= (\
@@ -255,30 +339,36 @@ const TRIM_RUNS: &str = "DELETE FROM blocklist_runs WHERE source_id = $1 AND id 
 /// The $3 runs of source $1 with id < $2, newest first.
 const RUNS_BEFORE: &str = "SELECT id, source_id, source_name, trigger, started_at, finished_at, status, \
      http_status, bytes, sha256, valid, invalid, duplicate, reserved, ignored, never_ban, cidr_skipped, \
-     already_banned, newly_banned, unbanned, failed, bad_lines, error \
+     already_banned, newly_banned, unbanned, failed, rebanned, excepted, bad_lines, error \
      FROM blocklist_runs WHERE source_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3";
 const RUN_BY_ID: &str = "SELECT id, source_id, source_name, trigger, started_at, finished_at, status, \
      http_status, bytes, sha256, valid, invalid, duplicate, reserved, ignored, never_ban, cidr_skipped, \
-     already_banned, newly_banned, unbanned, failed, bad_lines, error \
+     already_banned, newly_banned, unbanned, failed, rebanned, excepted, bad_lines, error \
      FROM blocklist_runs WHERE id = $1";
+/// Removes jail $1's import ban $2 (an operator's unban or ban).
+const DISOWN_ONE: &str = "DELETE FROM blocklist_owned WHERE jail = $1 AND net = $2";
+/// Adds the exception ($1 jail, $2 net, $3 created_at).
+const ADD_EXCEPTION: &str =
+    "INSERT INTO blocklist_exceptions (jail, net, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
+const DELETE_EXCEPTION: &str = "DELETE FROM blocklist_exceptions WHERE jail = $1 AND net = $2";
+const ALL_EXCEPTIONS: &str = "SELECT jail, net, created_at FROM blocklist_exceptions ORDER BY jail, net";
+const JAIL_EXCEPTIONS: &str =
+    "SELECT jail, net, created_at FROM blocklist_exceptions WHERE jail = $1 ORDER BY jail, net";
+/// Legacy rows, a page at a time (the text tables before issue 20).
+const LEGACY_LISTED: &str = "SELECT source_id, entry FROM blocklist_entries_v1 LIMIT 5000";
+const LEGACY_LISTED_DELETE: &str = "DELETE FROM blocklist_entries_v1 WHERE source_id = $1 AND entry = $2";
+const LEGACY_OWNED: &str = "SELECT jail, entry, banned_at FROM blocklist_bans_v1 LIMIT 5000";
+const LEGACY_OWNED_DELETE: &str = "DELETE FROM blocklist_bans_v1 WHERE jail = $1 AND entry = $2";
 
-/// Of a chunk ($3 …), those another source ($1 excluded) of jail $2 lists,
-/// once per such source (no DISTINCT: PostgreSQL sorted each chunk in the
-/// column's collation for it; the caller drops the repeats).
-const LISTED_ELSEWHERE: &str = "SELECT e.entry FROM blocklist_entries e \
-     JOIN blocklist_sources s ON s.id = e.source_id \
-     WHERE e.source_id <> $1 AND s.jail = $2 AND e.entry IN ";
 /// Of a chunk ($2 …), those an import banned in jail $1.
-const OWNED: &str = "SELECT entry FROM blocklist_bans WHERE jail = $1 AND entry IN ";
+const OWNED_OF: &str = "SELECT net FROM blocklist_owned WHERE jail = $1 AND net IN ";
 /// Forgets a chunk ($2 …) of jail $1's import bans.
-const DISOWN: &str = "DELETE FROM blocklist_bans WHERE jail = $1 AND entry IN ";
-/// Removes a chunk ($2 …) of source $1's entries.
-const REMOVE_ENTRIES: &str = "DELETE FROM blocklist_entries WHERE source_id = $1 AND entry IN ";
-/// Adds rows `($1 source_id, $n entry)`.
-const ADD_ENTRIES: &str = "INSERT INTO blocklist_entries (source_id, entry) VALUES ";
-/// Adds rows `($1 jail, $n entry, $2 source_id, $3 banned_at)`.
-const OWN: &str = "INSERT INTO blocklist_bans (jail, entry, source_id, banned_at) VALUES ";
-/// After [`ADD_ENTRIES`] and [`OWN`]: rows already there are kept.
+const DISOWN: &str = "DELETE FROM blocklist_owned WHERE jail = $1 AND net IN ";
+/// Adds rows `($1 source_id, $n net)`.
+const ADD_LISTED: &str = "INSERT INTO blocklist_listed (source_id, net) VALUES ";
+/// Adds rows `($1 jail, $n net, $2 banned_at)`.
+const OWN: &str = "INSERT INTO blocklist_owned (jail, net, banned_at) VALUES ";
+/// After [`ADD_LISTED`] and [`OWN`]: rows already there are kept.
 const KEEP_EXISTING: &str = " ON CONFLICT DO NOTHING";
 
 /// `head` followed by `($first, …)` for `n` values.
@@ -317,6 +407,9 @@ pub(crate) struct SourceRow {
     sha256: Option<String>,
     created_at: i64,
     updated_at: i64,
+    jail_fixed: bool,
+    held_by: Option<String>,
+    importing_since: Option<i64>,
 }
 
 impl From<SourceRow> for Source {
@@ -338,6 +431,12 @@ impl From<SourceRow> for Source {
             sha256: row.sha256,
             created_at: row.created_at,
             updated_at: row.updated_at,
+            jail_fixed: row.jail_fixed,
+            hold: match (row.held_by, row.importing_since) {
+                (Some(by), Some(since)) => Some(Hold { by, since }),
+                (None, Some(since)) => Some(Hold { by: String::new(), since }),
+                _ => None,
+            },
         }
     }
 }
@@ -368,6 +467,8 @@ pub(crate) struct RunRow {
     newly_banned: i64,
     unbanned: i64,
     failed: i64,
+    rebanned: i64,
+    excepted: i64,
     bad_lines: String,
     error: Option<String>,
 }
@@ -399,6 +500,8 @@ impl TryFrom<RunRow> for ImportRun {
             newly_banned: unsigned("newly_banned", row.newly_banned)?,
             unbanned: unsigned("unbanned", row.unbanned)?,
             failed: unsigned("failed", row.failed)?,
+            rebanned: unsigned("rebanned", row.rebanned)?,
+            excepted: unsigned("excepted", row.excepted)?,
         };
         Ok(ImportRun {
             id: row.id,
@@ -436,10 +539,26 @@ mod tests {
 
     #[test]
     fn list_statements_number_after_the_fixed_parameters() {
-        assert_eq!(in_list(OWNED, 2, 3), format!("{OWNED}($2, $3, $4)"));
+        assert_eq!(in_list(OWNED_OF, 2, 3), format!("{OWNED_OF}($2, $3, $4)"));
         assert_eq!(
-            values_rows(ADD_ENTRIES, 2, 2, |p| format!("($1, {p})"), KEEP_EXISTING),
-            format!("{ADD_ENTRIES}($1, $2), ($1, $3){KEEP_EXISTING}")
+            values_rows(ADD_LISTED, 2, 2, |p| format!("($1, {p})"), KEEP_EXISTING),
+            format!("{ADD_LISTED}($1, $2), ($1, $3){KEEP_EXISTING}")
         );
+    }
+
+    #[test]
+    fn stored_networks_sort_as_networks_do() {
+        let mut nets: Vec<IpNet> = ["2001:db8::/32", "1.2.3.4/32", "::1/128", "1.2.3.0/24", "255.0.0.0/8", "8.8.8.8/32"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let mut bytes: Vec<Vec<u8>> = nets.iter().map(net_bytes).collect();
+        nets.sort();
+        bytes.sort();
+        let back: Vec<IpNet> = bytes.iter().map(|b| bytes_net(b).unwrap()).collect();
+        assert_eq!(back, nets);
+        assert!(bytes_net(&[4, 1, 2, 3]).is_err());
+        assert!(bytes_net(&[4, 1, 2, 3, 4, 33]).is_err());
+        assert!(bytes_net(&[5, 1, 2, 3, 4, 8]).is_err());
     }
 }

@@ -1,13 +1,24 @@
 //! [`BlocklistStore`], once for both backends.
 
+use ipnet::IpNet;
 use sqlx::AssertSqlSafe;
 
 use super::*;
 use crate::store::{Dialect, Stmt, Store, conn};
 
 /// `sql` with the fixed parameters bound by `fixed`, then each of `values`.
-fn chunk_stmt<DB: Dialect>(sql: String, fixed: &impl Fn(Stmt<DB>) -> Stmt<DB>, values: &[String]) -> Stmt<DB> {
-    values.iter().fold(fixed(Stmt::new(AssertSqlSafe(sql))), |stmt, v| stmt.bind(v.as_str()))
+fn chunk_stmt<DB: Dialect>(sql: String, fixed: &impl Fn(Stmt<DB>) -> Stmt<DB>, values: &[Vec<u8>]) -> Stmt<DB> {
+    values.iter().fold(fixed(Stmt::new(AssertSqlSafe(sql))), |stmt, v| stmt.bind(v.as_slice()))
+}
+
+/// `nets` as stored.
+fn encoded(nets: &[IpNet]) -> Vec<Vec<u8>> {
+    nets.iter().map(net_bytes).collect()
+}
+
+/// Stored networks read back.
+fn decoded(rows: Vec<Vec<u8>>) -> Result<Vec<IpNet>, StoreError> {
+    rows.iter().map(|b| bytes_net(b)).collect()
 }
 
 /// Of `candidates`, those `head … IN (chunk)` returns, chunk by chunk;
@@ -17,13 +28,15 @@ async fn select_in<DB: Dialect>(
     head: &str,
     fixed_count: usize,
     fixed: impl Fn(Stmt<DB>) -> Stmt<DB> + Send + Sync,
-    candidates: &[String],
-) -> Result<Vec<String>, StoreError> {
+    candidates: &[IpNet],
+) -> Result<Vec<IpNet>, StoreError> {
     let mut found = Vec::new();
     for chunk in candidates.chunks(LIST_CHUNK) {
         let sql = in_list(head, fixed_count + 1, chunk.len());
-        found.extend(chunk_stmt(sql, &fixed, chunk).scalars::<String>(conn).await?);
+        let rows: Vec<Vec<u8>> = chunk_stmt(sql, &fixed, &encoded(chunk)).scalars(conn).await?;
+        found.extend(decoded(rows)?);
     }
+    found.sort_unstable();
     Ok(found)
 }
 
@@ -33,10 +46,10 @@ async fn delete_in<DB: Dialect>(
     head: &str,
     fixed_count: usize,
     fixed: impl Fn(Stmt<DB>) -> Stmt<DB> + Send + Sync,
-    values: &[String],
+    values: &[IpNet],
 ) -> Result<(), StoreError> {
     for chunk in values.chunks(LIST_CHUNK) {
-        chunk_stmt(in_list(head, fixed_count + 1, chunk.len()), &fixed, chunk).execute(conn).await?;
+        chunk_stmt(in_list(head, fixed_count + 1, chunk.len()), &fixed, &encoded(chunk)).execute(conn).await?;
     }
     Ok(())
 }
@@ -49,13 +62,18 @@ async fn insert_rows<DB: Dialect>(
     fixed_count: usize,
     fixed: impl Fn(Stmt<DB>) -> Stmt<DB> + Send + Sync,
     row: impl Fn(&str) -> String + Send + Sync,
-    values: &[String],
+    values: &[IpNet],
 ) -> Result<(), StoreError> {
     for chunk in values.chunks(LIST_CHUNK) {
         let sql = values_rows(head, fixed_count + 1, chunk.len(), &row, KEEP_EXISTING);
-        chunk_stmt(sql, &fixed, chunk).execute(conn).await?;
+        chunk_stmt(sql, &fixed, &encoded(chunk)).execute(conn).await?;
     }
     Ok(())
+}
+
+/// The lowest key a page can start after: below every stored network.
+fn page_start(after: Option<&IpNet>) -> Vec<u8> {
+    after.map(net_bytes).unwrap_or_default()
 }
 
 /// `stmt` with a spec's eight columns bound, in the statements' order.
@@ -97,6 +115,8 @@ fn insert_run<DB: Dialect>(run: &ImportRun) -> Result<Stmt<DB>, StoreError> {
         c.newly_banned,
         c.unbanned,
         c.failed,
+        c.rebanned,
+        c.excepted,
     ]
     .into_iter()
     .fold(stmt, |stmt, n| stmt.bind(count(n)));
@@ -128,12 +148,21 @@ impl<DB: Dialect> BlocklistStore for Store<DB> {
     }
 
     async fn update_source(&self, id: i64, spec: &SourceSpec, now: i64) -> Result<Source, SourceWriteError> {
+        let mut conn = conn(&self.pool).await?;
         let row: Option<SourceRow> = bind_spec(Stmt::<DB>::new(UPDATE_SOURCE).bind(id), spec)
             .bind(now)
-            .fetch_optional(&mut *conn(&self.pool).await?)
+            .fetch_optional(&mut *conn)
             .await
             .map_err(|e| name_taken(e, &spec.name))?;
-        row.map(Source::from).ok_or(SourceWriteError::NotFound(id))
+        if let Some(row) = row {
+            return Ok(row.into());
+        }
+        // Not there, or its jail is fixed.
+        let current: Option<SourceRow> = Stmt::<DB>::new(SOURCE_BY_ID).bind(id).fetch_optional(&mut *conn).await?;
+        match current {
+            Some(current) => Err(SourceWriteError::JailFixed(Source::from(current).spec.jail)),
+            None => Err(SourceWriteError::NotFound(id)),
+        }
     }
 
     async fn source(&self, id: i64) -> Result<Option<Source>, StoreError> {
@@ -153,64 +182,121 @@ impl<DB: Dialect> BlocklistStore for Store<DB> {
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
-    async fn hold_source(&self, id: i64, now: i64, stale_before: i64) -> Result<bool, StoreError> {
-        let taken =
-            Stmt::<DB>::new(HOLD).bind(id).bind(now).bind(stale_before).execute(&mut *conn(&self.pool).await?).await?;
+    async fn hold_source(&self, id: i64, holder: &str, now: i64, stale_before: i64) -> Result<bool, StoreError> {
+        let taken = Stmt::<DB>::new(HOLD)
+            .bind(id)
+            .bind(now)
+            .bind(stale_before)
+            .bind(holder)
+            .execute(&mut *conn(&self.pool).await?)
+            .await?;
         Ok(taken == 1)
     }
 
-    async fn release_source(&self, id: i64) -> Result<(), StoreError> {
-        Stmt::<DB>::new(RELEASE).bind(id).execute(&mut *conn(&self.pool).await?).await?;
+    async fn refresh_hold(&self, id: i64, holder: &str, now: i64) -> Result<bool, StoreError> {
+        let kept =
+            Stmt::<DB>::new(REFRESH_HOLD).bind(id).bind(now).bind(holder).execute(&mut *conn(&self.pool).await?).await?;
+        Ok(kept == 1)
+    }
+
+    async fn release_source(&self, id: i64, holder: &str) -> Result<(), StoreError> {
+        Stmt::<DB>::new(RELEASE).bind(id).bind(holder).execute(&mut *conn(&self.pool).await?).await?;
         Ok(())
     }
 
-    async fn entries(&self, source_id: i64) -> Result<Vec<String>, StoreError> {
-        Stmt::<DB>::new(ENTRIES).bind(source_id).scalars(&mut *conn(&self.pool).await?).await
+    async fn release_holds_of(&self, prefix: &str, current: &str) -> Result<u64, StoreError> {
+        Stmt::<DB>::new(RELEASE_HOLDS_OF).bind(prefix).bind(current).execute(&mut *conn(&self.pool).await?).await
     }
 
-    async fn listed_elsewhere(
-        &self,
-        source_id: i64,
-        jail: &str,
-        candidates: &[String],
-    ) -> Result<Vec<String>, StoreError> {
-        let fixed = |stmt: Stmt<DB>| stmt.bind(source_id).bind(jail);
-        let mut listed = select_in(&mut *conn(&self.pool).await?, LISTED_ELSEWHERE, 2, fixed, candidates).await?;
-        listed.sort_unstable();
-        listed.dedup();
-        Ok(listed)
+    async fn listed_page(&self, source_id: i64, after: Option<&IpNet>, limit: u32) -> Result<Vec<IpNet>, StoreError> {
+        let rows: Vec<Vec<u8>> = Stmt::<DB>::new(LISTED_PAGE)
+            .bind(source_id)
+            .bind(page_start(after).as_slice())
+            .bind(i64::from(limit))
+            .scalars(&mut *conn(&self.pool).await?)
+            .await?;
+        decoded(rows)
     }
 
-    async fn owned(&self, jail: &str, candidates: &[String]) -> Result<Vec<String>, StoreError> {
-        select_in(&mut *conn(&self.pool).await?, OWNED, 1, |stmt: Stmt<DB>| stmt.bind(jail), candidates).await
+    async fn owned_page(&self, jail: &str, after: Option<&IpNet>, limit: u32) -> Result<Vec<IpNet>, StoreError> {
+        let rows: Vec<Vec<u8>> = Stmt::<DB>::new(OWNED_PAGE)
+            .bind(jail)
+            .bind(page_start(after).as_slice())
+            .bind(i64::from(limit))
+            .scalars(&mut *conn(&self.pool).await?)
+            .await?;
+        decoded(rows)
     }
 
-    async fn own(&self, jail: &str, source_id: i64, entries: &[String], at: i64) -> Result<(), StoreError> {
+    async fn owned_of(&self, jail: &str, candidates: &[IpNet]) -> Result<Vec<IpNet>, StoreError> {
+        select_in(&mut *conn(&self.pool).await?, OWNED_OF, 1, |stmt: Stmt<DB>| stmt.bind(jail), candidates).await
+    }
+
+    async fn own(&self, jail: &str, nets: &[IpNet], at: i64) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let fixed = |stmt: Stmt<DB>| stmt.bind(jail).bind(source_id).bind(at);
-        insert_rows(&mut *tx, OWN, 3, fixed, |p| format!("($1, {p}, $2, $3)"), entries).await?;
+        let fixed = |stmt: Stmt<DB>| stmt.bind(jail).bind(at);
+        insert_rows(&mut *tx, OWN, 2, fixed, |p| format!("($1, {p}, $2)"), nets).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn disown(&self, jail: &str, entries: &[String]) -> Result<(), StoreError> {
+    async fn disown(&self, jail: &str, nets: &[IpNet]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        delete_in(&mut *tx, DISOWN, 1, |stmt: Stmt<DB>| stmt.bind(jail), entries).await?;
+        delete_in(&mut *tx, DISOWN, 1, |stmt: Stmt<DB>| stmt.bind(jail), nets).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn exclusively_owned(&self, source_id: i64) -> Result<Vec<String>, StoreError> {
-        Stmt::<DB>::new(EXCLUSIVELY_OWNED).bind(source_id).scalars(&mut *conn(&self.pool).await?).await
+    async fn operator_unbanned(&self, jail: &str, net: &IpNet, at: i64) -> Result<bool, StoreError> {
+        let bytes = net_bytes(net);
+        let mut tx = self.pool.begin().await?;
+        let owned = Stmt::<DB>::new(DISOWN_ONE).bind(jail).bind(bytes.as_slice()).execute(&mut tx).await? > 0;
+        if owned {
+            Stmt::<DB>::new(ADD_EXCEPTION).bind(jail).bind(bytes.as_slice()).bind(at).execute(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(owned)
+    }
+
+    async fn operator_banned(&self, jail: &str, net: &IpNet) -> Result<bool, StoreError> {
+        let bytes = net_bytes(net);
+        let dropped =
+            Stmt::<DB>::new(DISOWN_ONE).bind(jail).bind(bytes.as_slice()).execute(&mut *conn(&self.pool).await?).await?;
+        Ok(dropped > 0)
+    }
+
+    async fn exceptions(&self, jail: Option<&str>) -> Result<Vec<BanException>, StoreError> {
+        let stmt = match jail {
+            Some(jail) => Stmt::<DB>::new(JAIL_EXCEPTIONS).bind(jail),
+            None => Stmt::<DB>::new(ALL_EXCEPTIONS),
+        };
+        let rows: Vec<(String, Vec<u8>, i64)> = stmt.fetch_all(&mut *conn(&self.pool).await?).await?;
+        rows.into_iter()
+            .map(|(jail, net, created_at)| Ok(BanException { jail, net: bytes_net(&net)?, created_at }))
+            .collect()
+    }
+
+    async fn delete_exception(&self, jail: &str, net: &IpNet) -> Result<bool, StoreError> {
+        let bytes = net_bytes(net);
+        let deleted = Stmt::<DB>::new(DELETE_EXCEPTION)
+            .bind(jail)
+            .bind(bytes.as_slice())
+            .execute(&mut *conn(&self.pool).await?)
+            .await?;
+        Ok(deleted > 0)
     }
 
     async fn finish_import(&self, commit: &ImportCommit<'_>, keep_runs: u32) -> Result<i64, StoreError> {
         let source_id = commit.run.source_id;
         let insert = insert_run::<DB>(commit.run)?;
         let mut tx = self.pool.begin().await?;
-        let fixed = |stmt: Stmt<DB>| stmt.bind(source_id);
-        delete_in(&mut *tx, REMOVE_ENTRIES, 1, fixed, commit.removed).await?;
-        insert_rows(&mut *tx, ADD_ENTRIES, 1, fixed, |p| format!("($1, {p})"), commit.added).await?;
+        if let Some(listed) = commit.listed {
+            // The whole list replaces the old one: a merge of the two would
+            // read as many rows as it saves writing.
+            Stmt::<DB>::new(DELETE_LISTED).bind(source_id).execute(&mut tx).await?;
+            let fixed = |stmt: Stmt<DB>| stmt.bind(source_id);
+            insert_rows(&mut *tx, ADD_LISTED, 1, fixed, |p| format!("($1, {p})"), listed).await?;
+        }
         if let Some(seen) = &commit.seen {
             Stmt::<DB>::new(SET_SEEN)
                 .bind(source_id)
@@ -221,25 +307,26 @@ impl<DB: Dialect> BlocklistStore for Store<DB> {
                 .await?;
         }
         let id: i64 = insert.scalar(&mut tx).await?;
-        Stmt::<DB>::new(RELEASE).bind(source_id).execute(&mut tx).await?;
+        Stmt::<DB>::new(RELEASE).bind(source_id).bind(commit.holder).execute(&mut tx).await?;
         // The run just written is always kept: its id is the answer.
         let keep = i64::from(keep_runs.max(1));
         Stmt::<DB>::new(TRIM_RUNS).bind(source_id).bind(keep).execute(&mut tx).await?;
         tx.commit().await?;
-        if commit.added.len() + commit.removed.len() >= ANALYZE_AFTER {
+        if commit.listed.is_some_and(|l| l.len() >= ANALYZE_AFTER) {
             analyze_entries::<DB>(&self.pool).await;
         }
         Ok(id)
     }
 
-    async fn delete_source(&self, id: i64, unbanned: &[String]) -> Result<(), SourceWriteError> {
+    async fn delete_source(&self, id: i64) -> Result<(), SourceWriteError> {
         let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
-        let jail: Option<String> = Stmt::<DB>::new(DELETE_SOURCE).bind(id).optional_scalar(&mut tx).await?;
-        // Dropping `tx` rolls back: nothing was deleted.
-        let jail = jail.ok_or(SourceWriteError::NotFound(id))?;
-        Stmt::<DB>::new(DELETE_ENTRIES).bind(id).execute(&mut tx).await?;
+        let deleted = Stmt::<DB>::new(DELETE_SOURCE).bind(id).execute(&mut tx).await?;
+        if deleted == 0 {
+            // Dropping `tx` rolls back: nothing was deleted.
+            return Err(SourceWriteError::NotFound(id));
+        }
+        Stmt::<DB>::new(DELETE_LISTED).bind(id).execute(&mut tx).await?;
         Stmt::<DB>::new(DELETE_RUNS).bind(id).execute(&mut tx).await?;
-        delete_in(&mut *tx, DISOWN, 1, |stmt: Stmt<DB>| stmt.bind(jail.as_str()), unbanned).await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(())
     }
@@ -258,5 +345,37 @@ impl<DB: Dialect> BlocklistStore for Store<DB> {
         let row: Option<RunRow> =
             Stmt::<DB>::new(RUN_BY_ID).bind(id).fetch_optional(&mut *conn(&self.pool).await?).await?;
         row.map(ImportRun::try_from).transpose()
+    }
+
+    async fn upgrade_legacy(&self) -> Result<u64, StoreError> {
+        let mut moved = 0u64;
+        loop {
+            let mut tx = self.pool.begin().await?;
+            let listed: Vec<(i64, String)> = Stmt::<DB>::new(LEGACY_LISTED).fetch_all(&mut tx).await?;
+            let owned: Vec<(String, String, i64)> = Stmt::<DB>::new(LEGACY_OWNED).fetch_all(&mut tx).await?;
+            if listed.is_empty() && owned.is_empty() {
+                return Ok(moved);
+            }
+            for (source_id, entry) in &listed {
+                // A row that is not a network cannot be banned or unbanned: dropped.
+                if let Ok(net) = entry.parse::<IpNet>().or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from)) {
+                    let sql = values_rows(ADD_LISTED, 2, 1, |p| format!("($1, {p})"), KEEP_EXISTING);
+                    chunk_stmt(sql, &|stmt: Stmt<DB>| stmt.bind(*source_id), &[net_bytes(&net.trunc())])
+                        .execute(&mut tx)
+                        .await?;
+                }
+                Stmt::<DB>::new(LEGACY_LISTED_DELETE).bind(*source_id).bind(entry.as_str()).execute(&mut tx).await?;
+            }
+            for (jail, entry, banned_at) in &owned {
+                if let Ok(net) = entry.parse::<IpNet>().or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from)) {
+                    let sql = values_rows(OWN, 3, 1, |p| format!("($1, {p}, $2)"), KEEP_EXISTING);
+                    let fixed = |stmt: Stmt<DB>| stmt.bind(jail.as_str()).bind(*banned_at);
+                    chunk_stmt(sql, &fixed, &[net_bytes(&net.trunc())]).execute(&mut tx).await?;
+                }
+                Stmt::<DB>::new(LEGACY_OWNED_DELETE).bind(jail.as_str()).bind(entry.as_str()).execute(&mut tx).await?;
+            }
+            tx.commit().await?;
+            moved += (listed.len() + owned.len()) as u64;
+        }
     }
 }
