@@ -76,15 +76,12 @@ fn banned(f2b: &Fail2banServer) -> BTreeSet<String> {
     f2b.banned(BLOCKLIST_JAIL).into_iter().collect()
 }
 
-/// Commands this control-service sent fail2ban that read or change jails
-/// (`get`/`set`; the health probe's `ping` is not counted).
+/// Commands this control-service sent fail2ban that change jails (`set`;
+/// reads and the health probe's `ping` are not counted).
 async fn jail_commands(control: &ControlService) -> f64 {
     let text = control.metrics_text().await;
     text.lines()
-        .filter(|l| {
-            l.starts_with("control_fail2ban_commands_total{")
-                && (l.contains("command=\"set\"") || l.contains("command=\"get\""))
-        })
+        .filter(|l| l.starts_with("control_fail2ban_commands_total{") && l.contains("command=\"set\""))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -134,11 +131,12 @@ async fn an_import_mirrors_the_list_and_never_touches_other_bans() {
     assert_eq!(run.bad_lines, vec![pb::BadLine { line: 11, text: "not-an-address".into() }]);
     assert_eq!(banned(&f2b), set(&["1.10.16.1", "45.13.0.2", "2a01:4f8::1", "5.5.5.5", "6.6.6.6"]));
 
-    // The same list again: a 304, and not one command reaches fail2ban.
+    // The same list again: a 304, and not one ban or unban reaches fail2ban
+    // (it is asked what the jail holds, which is all there).
     let before = jail_commands(&control).await;
     let run = import(&mut client, id).await;
     assert_eq!((run.status.as_str(), run.http_status), ("unchanged", 304), "{run:?}");
-    assert_eq!(jail_commands(&control).await, before, "an unchanged list sends fail2ban nothing");
+    assert_eq!(jail_commands(&control).await, before, "an unchanged list changes nothing in fail2ban");
     let seen = lists.requests("all.txt");
     assert!(seen.last().unwrap().if_none_match.is_some(), "the second download was conditional: {seen:?}");
 
@@ -318,7 +316,7 @@ async fn failed_downloads_and_unusable_lists_ban_nothing() {
     client.import_now(pb::ImportNowRequest { id: stalled, wait: false }).await.unwrap();
     eventually(10, "the stalled download started", || async { lists.hits("stall") > 0 }).await;
     let busy = client.delete_source(pb::DeleteSourceRequest { id: stalled }).await.unwrap_err();
-    assert_eq!(busy.code(), Code::FailedPrecondition, "{busy:?}");
+    assert_eq!(busy.code(), Code::Aborted, "{busy:?}");
     assert!(busy.message().contains("running"), "{}", busy.message());
     eventually(40, "the stalled import ended", || async {
         let mut client = client.clone();
@@ -483,7 +481,7 @@ async fn the_readmes_grpcurl_forms_work_as_written() {
     // Every RPC of the service has its example.
     let listed = bangui_e2e::grpcurl(&["-plaintext", &addr, "list", "bangui.control.v1.BlocklistService"]);
     let methods: Vec<String> = String::from_utf8_lossy(&listed.stdout).lines().map(str::to_owned).collect();
-    assert_eq!(methods.len(), 9, "{methods:?}");
+    assert_eq!(methods.len(), 11, "{methods:?}");
     for method in &methods {
         let rpc = format!("BlocklistService/{}", method.rsplit('.').next().unwrap());
         assert!(commands.iter().any(|c| c.contains(&rpc)), "no README example of {rpc}");
@@ -498,6 +496,12 @@ async fn the_readmes_grpcurl_forms_work_as_written() {
             .replace("https://www.spamhaus.org/drop/drop_v4.json", &lists.url("drop_v4.json"));
         let script = format!("gc() {{ grpcurl -plaintext -H \"authorization: Bearer $TOKEN\" \"$@\"; }}\n{command}");
         let out = std::process::Command::new("bash").arg("-c").arg(&script).env("TOKEN", &token).output().unwrap();
+        if command.contains("/DeleteException") {
+            // No operator unbanned anything here: the form is read, and there is none.
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains("NotFound") && stderr.contains("no exception for 203.0.113.7"), "{stderr}");
+            continue;
+        }
         assert!(out.status.success(), "{command}\n{}", String::from_utf8_lossy(&out.stderr));
         outputs.push((command, String::from_utf8_lossy(&out.stdout).into_owned()));
     }

@@ -478,9 +478,11 @@ impl Blocklists {
     /// (unbanning what only it listed and an import banned), then forgets
     /// it. Returns how many were unbanned.
     pub async fn delete(&self, id: i64) -> Result<u64, BlocklistError> {
-        let _one_at_a_time = self.inner.importing.lock().await;
         let source = self.get(id).await?;
+        // Refused at once while this source is imported; behind an import
+        // of another source of this process (they share the jail's bans).
         let hold = self.take_hold(&source).await?;
+        let _one_at_a_time = self.inner.importing.lock().await;
         let source = self.get(id).await?;
         let jail = JailName::parse("jail", &source.spec.jail)?;
         let ignore = self.inner.fail2ban.ignore_list(&jail).await?;

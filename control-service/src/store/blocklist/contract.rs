@@ -174,7 +174,7 @@ async fn hold_and_release(store: &impl BlocklistStore) {
     assert_eq!(held.hold, Some(Hold { by: HOLDER.into(), since: 100 }));
     assert!(held.jail_fixed);
     assert!(!store.hold_source(s.id, "replica-b#2", 101, 41).await.unwrap(), "held by the first");
-    assert!(store.hold_source(s.id, HOLDER, 102, 41).await.unwrap(), "the holder takes it again");
+    assert!(!store.hold_source(s.id, HOLDER, 102, 41).await.unwrap(), "one thing at a time, also for its holder");
     assert!(!store.refresh_hold(s.id, "replica-b#2", 103).await.unwrap(), "not b's to refresh");
     assert!(store.refresh_hold(s.id, HOLDER, 110).await.unwrap());
     store.release_source(s.id, "replica-b#2").await.unwrap();

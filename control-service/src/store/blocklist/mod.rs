@@ -185,9 +185,9 @@ pub trait BlocklistStore: Send + Sync + std::fmt::Debug {
     async fn source_by_name(&self, name: &str) -> Result<Option<Source>, StoreError>;
     /// Every source, by name.
     async fn sources(&self) -> Result<Vec<Source>, StoreError>;
-    /// Takes the source for `holder`: true if nobody holds it, `holder`
-    /// does, or the hold was last refreshed before `stale_before` (its
-    /// holder is gone). Fixes the source's jail. One conditional UPDATE.
+    /// Takes the source for `holder`: true if nobody holds it, or the hold
+    /// was last refreshed before `stale_before` (its holder is gone).
+    /// Fixes the source's jail. One conditional UPDATE.
     async fn hold_source(&self, id: i64, holder: &str, now: i64, stale_before: i64) -> Result<bool, StoreError>;
     /// Refreshes `holder`'s hold; false if it lost it.
     async fn refresh_hold(&self, id: i64, holder: &str, now: i64) -> Result<bool, StoreError>;
@@ -304,10 +304,10 @@ const SOURCE_BY_NAME: &str = "SELECT id, name, url, enabled, jail, schedule, cid
 const ALL_SOURCES: &str = "SELECT id, name, url, enabled, jail, schedule, cidr_policy, max_bytes, max_entries, \
      etag, last_modified, sha256, created_at, updated_at, jail_fixed, held_by, \
      importing_since FROM blocklist_sources ORDER BY name";
-/// Holds source $1 for $4 from $2 if free, held by $4, or held since
-/// before $3; fixes its jail.
+/// Holds source $1 for $4 from $2 if free or held since before $3 (not
+/// again by $4: a holder does one thing at a time); fixes its jail.
 const HOLD: &str = "UPDATE blocklist_sources SET importing_since = $2, held_by = $4, jail_fixed = TRUE \
-     WHERE id = $1 AND (importing_since IS NULL OR importing_since < $3 OR held_by = $4)";
+     WHERE id = $1 AND (importing_since IS NULL OR importing_since < $3)";
 /// Refreshes $3's hold on source $1 to $2.
 const REFRESH_HOLD: &str = "UPDATE blocklist_sources SET importing_since = $2 WHERE id = $1 AND held_by = $3";
 /// Releases source $1 if $2 holds it.
