@@ -4,12 +4,11 @@ use std::time::Duration;
 
 use bangui_proto::{
     control::v1::{
-        self as pb, CreateSourceRequest, CreateSourceResponse, DeleteSourceRequest, DeleteSourceResponse,
-        DeleteExceptionRequest, DeleteExceptionResponse, GetImportRunRequest, GetImportRunResponse,
-        ListExceptionsRequest, ListExceptionsResponse, GetSourceRequest, GetSourceResponse, ImportNowRequest,
-        ImportNowResponse, ListImportRunsRequest, ListImportRunsResponse, ListSourcesRequest, ListSourcesResponse,
-        PreviewSourceRequest, PreviewSourceResponse, UpdateSourceRequest, UpdateSourceResponse,
-        blocklist_service_server::BlocklistService,
+        self as pb, CreateSourceRequest, CreateSourceResponse, DeleteExceptionRequest, DeleteExceptionResponse,
+        DeleteSourceRequest, DeleteSourceResponse, GetImportRunRequest, GetImportRunResponse, GetSourceRequest,
+        GetSourceResponse, ImportNowRequest, ImportNowResponse, ListExceptionsRequest, ListExceptionsResponse,
+        ListImportRunsRequest, ListImportRunsResponse, ListSourcesRequest, ListSourcesResponse, PreviewSourceRequest,
+        PreviewSourceResponse, UpdateSourceRequest, UpdateSourceResponse, blocklist_service_server::BlocklistService,
     },
     prost_types::Timestamp,
 };
@@ -18,10 +17,10 @@ use tracing::instrument;
 
 use super::invalid;
 use crate::{
+    blocklist::parse::{entry_text, parse_entry},
     blocklist::{
         BadLine, Blocklists, ImportCounts, ImportRun, Preview, PreviewTarget, Source, SourceInput, SourceView,
     },
-    blocklist::parse::{entry_text, parse_entry},
     error::InvalidArgument,
     fail2ban::JailName,
 };
@@ -244,7 +243,7 @@ impl BlocklistService for BlocklistApi {
             && let Some(one) = source
         {
             // Held now: its import would wait behind the hold, say so at once.
-            self.blocklists.check_not_held(&[one]).await?;
+            self.blocklists.check_not_held(&[one], false).await?;
         }
         let ids = self.blocklists.import_now(source).await?;
         let mut runs = Vec::new();
@@ -254,7 +253,7 @@ impl BlocklistService for BlocklistApi {
             runs = self.blocklists.wait_runs(&ids, &after, IMPORT_WAIT).await?;
             if runs.len() < ids.len() {
                 // A source without its run: say who holds it, if anyone.
-                self.blocklists.check_not_held(&ids).await?;
+                self.blocklists.check_not_held(&ids, true).await?;
             }
         }
         Ok(Response::new(ImportNowResponse { source_ids: ids, runs: runs.into_iter().map(Into::into).collect() }))

@@ -524,7 +524,10 @@ impl<'a> Mirror<'a> {
         for (i, listing) in listings.iter().enumerate() {
             let of_source: Vec<String> = ours.iter().filter(|o| chunk[**o].1 == i).map(|o| texts[*o].clone()).collect();
             if !of_source.is_empty() {
-                inner.history.record_blocklist(self.jail.as_str(), &listing.name, &of_source, at, bantime, Event::Ban).await;
+                inner
+                    .history
+                    .record_blocklist(self.jail.as_str(), &listing.name, &of_source, at, bantime, Event::Ban)
+                    .await;
             }
         }
     }

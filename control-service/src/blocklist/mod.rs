@@ -138,7 +138,9 @@ pub enum BlocklistError {
          gone is taken over {STALE_HOLD} s after its last refresh): try again when it ended"
     )]
     Busy { id: i64, by: String, since: i64 },
-    #[error("the source imports into {0:?}: its jail is fixed once its first import started (delete it, which unbans what only it listed, and create it again for another jail)")]
+    #[error(
+        "the source imports into {0:?}: its jail is fixed once its first import started (delete it, which unbans what only it listed, and create it again for another jail)"
+    )]
     JailFixed(String),
     #[error("not every ban could be lifted, the source is kept (try again): {0}")]
     Incomplete(String),
@@ -244,8 +246,7 @@ impl Drop for HoldGuard {
         }
         // finish_import released it already in the usual case: releasing
         // again is a no-op; a drop cannot wait, so a task does it.
-        let (store, holder, id) =
-            (self.blocklists.inner.store.clone(), self.blocklists.inner.holder.clone(), self.id);
+        let (store, holder, id) = (self.blocklists.inner.store.clone(), self.blocklists.inner.holder.clone(), self.id);
         tokio::spawn(async move {
             if let Err(error) = store.release_source(id, &holder).await {
                 tracing::warn!(%error, id, "cannot release the source; another replica takes it over when stale");
@@ -609,11 +610,13 @@ impl Blocklists {
     }
 
     /// `Busy` naming the holder if one of `ids` is held (an import or a
-    /// delete runs, or its process died less than [`STALE_HOLD`] ago).
-    pub async fn check_not_held(&self, ids: &[i64]) -> Result<(), BlocklistError> {
+    /// delete runs, or its process died less than [`STALE_HOLD`] ago);
+    /// with `stale`, also by a holder that is gone (not taken over yet).
+    pub async fn check_not_held(&self, ids: &[i64], stale: bool) -> Result<(), BlocklistError> {
         let now = self.inner.clock.now();
         for id in ids {
-            if let Some(hold) = self.inner.store.source(*id).await?.and_then(|s| s.hold) {
+            let hold = self.inner.store.source(*id).await?.and_then(|s| s.hold);
+            if let Some(hold) = hold.filter(|h| stale || h.since >= now - STALE_HOLD) {
                 let state = if hold.since < now - STALE_HOLD { "held by a process that is gone" } else { "held" };
                 tracing::info!(id, by = %hold.by, state, "import asked for a held source");
                 return Err(BlocklistError::Busy { id: *id, by: hold.by, since: hold.since });

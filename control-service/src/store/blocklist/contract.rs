@@ -47,8 +47,10 @@ fn run(source: &Source, at: i64, status: ImportStatus) -> ImportRun {
 }
 
 fn nets(items: &[&str]) -> Vec<IpNet> {
-    let mut nets: Vec<IpNet> =
-        items.iter().map(|s| s.parse().unwrap_or_else(|_| IpNet::from(s.parse::<std::net::IpAddr>().unwrap()))).collect();
+    let mut nets: Vec<IpNet> = items
+        .iter()
+        .map(|s| s.parse().unwrap_or_else(|_| IpNet::from(s.parse::<std::net::IpAddr>().unwrap())))
+        .collect();
     nets.sort();
     nets
 }
@@ -188,7 +190,10 @@ async fn hold_and_release(store: &impl BlocklistStore) {
     assert!(!store.hold_source(s.id + 1, HOLDER, 300, 301).await.unwrap(), "no such source");
     // finish_import releases the holder's hold.
     let run = run(&s, 100, ImportStatus::Ok);
-    store.finish_import(&ImportCommit { run: &run, listed: None, seen: None, holder: "replica-b#2" }, 10).await.unwrap();
+    store
+        .finish_import(&ImportCommit { run: &run, listed: None, seen: None, holder: "replica-b#2" }, 10)
+        .await
+        .unwrap();
     assert_eq!(store.source(s.id).await.unwrap().unwrap().hold, None);
 
     // A new process of a replica releases the holds of the one before.
@@ -297,7 +302,8 @@ async fn own_owned_disown(store: &impl BlocklistStore) {
     // Owning again keeps the one row.
     store.own("blocklist", &nets(&["192.0.2.2", "192.0.2.3"]), 20).await.unwrap();
     store.own("other", &nets(&["192.0.2.9"]), 10).await.unwrap();
-    let owned = store.owned_of("blocklist", &nets(&["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.9"])).await.unwrap();
+    let owned =
+        store.owned_of("blocklist", &nets(&["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.9"])).await.unwrap();
     assert_eq!(owned, nets(&["192.0.2.1", "192.0.2.2", "192.0.2.3"]));
     store.disown("blocklist", &nets(&["192.0.2.2", "192.0.2.9"])).await.unwrap();
     assert_eq!(all_owned(store, "blocklist", 1).await, nets(&["192.0.2.1", "192.0.2.3"]), "paged by 1");
@@ -305,7 +311,10 @@ async fn own_owned_disown(store: &impl BlocklistStore) {
     // Chunked writes and reads; both families, in order.
     let many: Vec<IpNet> = (0..1_300u32)
         .map(|i| IpNet::from(std::net::IpAddr::from(std::net::Ipv4Addr::from(0x0a01_0000 + i))))
-        .chain((0..300u128).map(|i| IpNet::from(std::net::IpAddr::from(std::net::Ipv6Addr::from((0x2001_0db8u128 << 96) + i)))))
+        .chain(
+            (0..300u128)
+                .map(|i| IpNet::from(std::net::IpAddr::from(std::net::Ipv6Addr::from((0x2001_0db8u128 << 96) + i)))),
+        )
         .collect();
     store.own("big", &many, 30).await.unwrap();
     assert_eq!(store.owned_of("big", &many).await.unwrap(), many);
@@ -387,11 +396,15 @@ async fn runs_page_newest_first(store: &impl BlocklistStore) {
 /// the time (no assertion: machines differ).
 async fn large_import(store: &impl BlocklistStore, backend: &str) {
     let s = store.create_source(&spec("large", "blocklist"), 1).await.unwrap();
-    let listed: Vec<IpNet> =
-        (0..1_000_000u32).map(|i| IpNet::from(std::net::IpAddr::from(std::net::Ipv4Addr::from(0x0b00_0000 + i)))).collect();
+    let listed: Vec<IpNet> = (0..1_000_000u32)
+        .map(|i| IpNet::from(std::net::IpAddr::from(std::net::Ipv4Addr::from(0x0b00_0000 + i))))
+        .collect();
     let run = run(&s, 1, ImportStatus::Ok);
     let started = Instant::now();
-    store.finish_import(&ImportCommit { run: &run, listed: Some(&listed), seen: None, holder: HOLDER }, 10).await.unwrap();
+    store
+        .finish_import(&ImportCommit { run: &run, listed: Some(&listed), seen: None, holder: HOLDER }, 10)
+        .await
+        .unwrap();
     let written = started.elapsed();
     let read = all_listed(store, s.id, 10_000).await;
     let read_back = started.elapsed() - written;
@@ -400,7 +413,9 @@ async fn large_import(store: &impl BlocklistStore, backend: &str) {
     store.finish_import(&ImportCommit { run: &run, listed: Some(&[]), seen: None, holder: HOLDER }, 10).await.unwrap();
     let replaced = replaced.elapsed();
     assert!(all_listed(store, s.id, 10).await.is_empty());
-    println!("{backend}: 1 000 000 entries: finish_import {written:?}, paged read {read_back:?}, replaced {replaced:?}");
+    println!(
+        "{backend}: 1 000 000 entries: finish_import {written:?}, paged read {read_back:?}, replaced {replaced:?}"
+    );
 }
 
 async fn legacy_rows_move_to_the_byte_tables<DB: crate::store::Dialect>(store: &crate::store::Store<DB>)

@@ -311,7 +311,8 @@ const HOLD: &str = "UPDATE blocklist_sources SET importing_since = $2, held_by =
 /// Refreshes $3's hold on source $1 to $2.
 const REFRESH_HOLD: &str = "UPDATE blocklist_sources SET importing_since = $2 WHERE id = $1 AND held_by = $3";
 /// Releases source $1 if $2 holds it.
-const RELEASE: &str = "UPDATE blocklist_sources SET importing_since = NULL, held_by = NULL WHERE id = $1 AND held_by = $2";
+const RELEASE: &str =
+    "UPDATE blocklist_sources SET importing_since = NULL, held_by = NULL WHERE id = $1 AND held_by = $2";
 /// Releases the holds of holders starting with $1 other than $2.
 const RELEASE_HOLDS_OF: &str = "UPDATE blocklist_sources SET importing_since = NULL, held_by = NULL \
      WHERE substr(held_by, 1, length($1)) = $1 AND held_by <> $2";
@@ -322,8 +323,7 @@ const DELETE_SOURCE: &str = "DELETE FROM blocklist_sources WHERE id = $1";
 const DELETE_LISTED: &str = "DELETE FROM blocklist_listed WHERE source_id = $1";
 const DELETE_RUNS: &str = "DELETE FROM blocklist_runs WHERE source_id = $1";
 /// Source $1's entries after $2, in order, at most $3.
-const LISTED_PAGE: &str =
-    "SELECT net FROM blocklist_listed WHERE source_id = $1 AND net > $2 ORDER BY net LIMIT $3";
+const LISTED_PAGE: &str = "SELECT net FROM blocklist_listed WHERE source_id = $1 AND net > $2 ORDER BY net LIMIT $3";
 /// Jail $1's import bans after $2, in order, at most $3.
 const OWNED_PAGE: &str = "SELECT net FROM blocklist_owned WHERE jail = $1 AND net > $2 ORDER BY net LIMIT $3";
 /// Appends a run ($1 … $24 in [`ImportRun`]'s order, without the id).
@@ -548,10 +548,11 @@ mod tests {
 
     #[test]
     fn stored_networks_sort_as_networks_do() {
-        let mut nets: Vec<IpNet> = ["2001:db8::/32", "1.2.3.4/32", "::1/128", "1.2.3.0/24", "255.0.0.0/8", "8.8.8.8/32"]
-            .iter()
-            .map(|s| s.parse().unwrap())
-            .collect();
+        let mut nets: Vec<IpNet> =
+            ["2001:db8::/32", "1.2.3.4/32", "::1/128", "1.2.3.0/24", "255.0.0.0/8", "8.8.8.8/32"]
+                .iter()
+                .map(|s| s.parse().unwrap())
+                .collect();
         let mut bytes: Vec<Vec<u8>> = nets.iter().map(net_bytes).collect();
         nets.sort();
         bytes.sort();

@@ -194,8 +194,12 @@ impl<DB: Dialect> BlocklistStore for Store<DB> {
     }
 
     async fn refresh_hold(&self, id: i64, holder: &str, now: i64) -> Result<bool, StoreError> {
-        let kept =
-            Stmt::<DB>::new(REFRESH_HOLD).bind(id).bind(now).bind(holder).execute(&mut *conn(&self.pool).await?).await?;
+        let kept = Stmt::<DB>::new(REFRESH_HOLD)
+            .bind(id)
+            .bind(now)
+            .bind(holder)
+            .execute(&mut *conn(&self.pool).await?)
+            .await?;
         Ok(kept == 1)
     }
 
@@ -260,8 +264,11 @@ impl<DB: Dialect> BlocklistStore for Store<DB> {
 
     async fn operator_banned(&self, jail: &str, net: &IpNet) -> Result<bool, StoreError> {
         let bytes = net_bytes(net);
-        let dropped =
-            Stmt::<DB>::new(DISOWN_ONE).bind(jail).bind(bytes.as_slice()).execute(&mut *conn(&self.pool).await?).await?;
+        let dropped = Stmt::<DB>::new(DISOWN_ONE)
+            .bind(jail)
+            .bind(bytes.as_slice())
+            .execute(&mut *conn(&self.pool).await?)
+            .await?;
         Ok(dropped > 0)
     }
 
@@ -358,7 +365,8 @@ impl<DB: Dialect> BlocklistStore for Store<DB> {
             }
             for (source_id, entry) in &listed {
                 // A row that is not a network cannot be banned or unbanned: dropped.
-                if let Ok(net) = entry.parse::<IpNet>().or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from)) {
+                if let Ok(net) = entry.parse::<IpNet>().or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from))
+                {
                     let sql = values_rows(ADD_LISTED, 2, 1, |p| format!("($1, {p})"), KEEP_EXISTING);
                     chunk_stmt(sql, &|stmt: Stmt<DB>| stmt.bind(*source_id), &[net_bytes(&net.trunc())])
                         .execute(&mut tx)
@@ -367,7 +375,8 @@ impl<DB: Dialect> BlocklistStore for Store<DB> {
                 Stmt::<DB>::new(LEGACY_LISTED_DELETE).bind(*source_id).bind(entry.as_str()).execute(&mut tx).await?;
             }
             for (jail, entry, banned_at) in &owned {
-                if let Ok(net) = entry.parse::<IpNet>().or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from)) {
+                if let Ok(net) = entry.parse::<IpNet>().or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from))
+                {
                     let sql = values_rows(OWN, 3, 1, |p| format!("($1, {p}, $2)"), KEEP_EXISTING);
                     let fixed = |stmt: Stmt<DB>| stmt.bind(jail.as_str()).bind(*banned_at);
                     chunk_stmt(sql, &fixed, &[net_bytes(&net.trunc())]).execute(&mut tx).await?;
