@@ -108,7 +108,8 @@ def crds(schema_dir, rendered, objects=None, out=sys.stdout):
             fail(f"{rendered}: {name_of(doc)}: {where}: {error.message}")
         count += 1
     if out is not None:
-        print(f"{rendered}: {count} cert-manager objects valid", file=sys.stderr)
+        if count:
+            print(f"{rendered}: {count} cert-manager objects valid", file=sys.stderr)
         yaml.safe_dump_all(rest, out, sort_keys=False)
 
 
@@ -534,7 +535,7 @@ def selftest(schema_dir, rendered):
         else:
             fail(f"selftest: the checks let through: {label}")
     if not failures:
-        print(f"{rendered}: {len(MUTATIONS)} broken copies, each refused", file=sys.stderr)
+        print(f"{pathlib.Path(rendered).stem}: {len(MUTATIONS)} broken copies, each refused", file=sys.stderr)
 
 
 def main(argv):
