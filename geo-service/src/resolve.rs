@@ -258,6 +258,17 @@ mod tests {
             ("255.255.255.255", R::Other),
             ("198.18.0.1", R::Other),
             ("::ffff:10.0.0.1", R::Private),
+            ("fec0::1", R::Private),
+            ("3fff::1", R::Documentation),
+            ("192.88.99.1", R::Other),
+            // Embedded IPv4: the kind of the IPv4 address inside.
+            ("64:ff9b::7f00:1", R::Loopback),
+            ("64:ff9b::a9fe:a9fe", R::LinkLocal),
+            ("::127.0.0.1", R::Loopback),
+            ("::ffff:0:7f00:1", R::Loopback),
+            ("2002:7f00:1::", R::Loopback),
+            ("2001:0:7f00:1::", R::Loopback),
+            ("64:ff9b:1::808:808", R::Other),
         ] {
             assert_eq!(range(ip), Some(expected), "{ip}");
         }
@@ -274,8 +285,10 @@ mod tests {
             "2001:4860::1",
             "2a00:1450::1",
             "fbff::1",
-            "fec0::1",
             "::ffff:8.8.8.8",
+            // Embedded public IPv4: looked up like any address.
+            "64:ff9b::808:808",
+            "2002:808:808::",
         ] {
             assert_eq!(range(ip), None, "{ip}");
         }
