@@ -214,6 +214,7 @@ fn text_value(bytes: &[u8]) -> Val {
     }
 }
 
+#[derive(Debug)]
 enum Phase {
     /// Before the reply's shape is known; the bytes so far.
     Start(Vec<u8>),
@@ -229,6 +230,7 @@ enum Phase {
 
 /// Decodes the reply to `get <jail> banip` from its bytes as they arrive
 /// (see the module's documentation).
+#[derive(Debug)]
 pub struct BanListDecoder {
     phase: Phase,
     /// Bytes not yet decoded (an opcode cut by a read).
