@@ -16,7 +16,7 @@
 //! ```
 //!
 //! A jail of 1 000 000 bans is a reply of 27 MB (short IPv6 addresses) to
-//! 55 MB (full ones). The general decoder ([`super::codec`]) would build
+//! 48 MB (full ones). The general decoder ([`super::codec`]) would build
 //! the pickle machine's graph for it first (hundreds of bytes per ban),
 //! so its limits stop far below. This one reply is decoded by a machine
 //! of its own, while it is read:
@@ -46,7 +46,8 @@ use ipnet::{IpNet, Ipv4Net};
 use super::codec::{self, DecodeError, END, MAX_REPLY_BYTES, PyValue, Reply};
 
 /// Largest reply to `get <jail> banip` read (the end marker aside):
-/// 2 000 000 full IPv6 addresses are 110 MB.
+/// 2 000 000 full IPv6 addresses are 96 MB (48 bytes a ban), networks
+/// with the longest text 116 MB.
 pub const MAX_BAN_LIST_BYTES: usize = 128 * 1024 * 1024;
 /// Most items in the list (addresses, networks and unreadable ones).
 pub const MAX_BAN_LIST_ITEMS: usize = 2_000_000;
@@ -118,6 +119,30 @@ pub fn canonical_ban(text: &str) -> Option<IpNet> {
         _ => net,
     };
     Some(net.trunc())
+}
+
+/// The text fail2ban keys a ban by (`IPAddr.ntoa`): a single address
+/// without a prefix (`192.0.2.1`, not `192.0.2.1/32`), a network with one,
+/// IPv6 as glibc writes it (an IPv4-compatible address as `::a.b.c.d`).
+/// `set <jail> unbanip` finds a ban only by this text: fail2ban looks the
+/// ban up by the hash of the string it was sent, so `unbanip
+/// 192.0.2.1/32` unbans nothing (and answers 0).
+pub fn ban_text(net: &IpNet) -> String {
+    match net {
+        IpNet::V4(v4) if v4.prefix_len() == 32 => v4.addr().to_string(),
+        IpNet::V4(v4) => v4.to_string(),
+        IpNet::V6(v6) => {
+            let addr = v6.addr();
+            let s = addr.segments();
+            let text = if s[..6] == [0; 6] && s[6] != 0 {
+                let [.., a, b, c, d] = addr.octets();
+                format!("::{a}.{b}.{c}.{d}")
+            } else {
+                addr.to_string()
+            };
+            if v6.prefix_len() == 128 { text } else { format!("{text}/{}", v6.prefix_len()) }
+        }
+    }
 }
 
 /// Why a ban list could not be read.
