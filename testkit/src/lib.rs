@@ -15,6 +15,11 @@
 //! [`list_server::ListServer`] serves blocklists over HTTP for download
 //! tests: conditional answers, gzip, oversized and stalled bodies,
 //! redirect chains and scripted failures.
+//!
+//! [`pickle`] writes Python values as fail2ban 1.0.2 pickles its replies,
+//! byte for byte; [`fake_fail2ban`] (binary `fake-fail2ban`) is a
+//! fail2ban that speaks its socket protocol and answers at once, for
+//! benchmarks at sizes real fail2ban is too slow for.
 
 use std::{
     collections::BTreeMap,
@@ -23,7 +28,9 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+pub mod fake_fail2ban;
 pub mod list_server;
+pub mod pickle;
 pub mod postgres;
 
 use ipnet::IpNet;

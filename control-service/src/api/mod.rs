@@ -40,6 +40,7 @@ impl From<Fail2banError> for Status {
                 Status::unavailable(e.to_string())
             }
             e @ Fail2banError::UnknownJail(_) => Status::not_found(e.to_string()),
+            e @ Fail2banError::ReplyTooLarge { .. } => Status::resource_exhausted(e.to_string()),
             e @ (Fail2banError::Rejected { .. } | Fail2banError::CannotStart { .. }) => {
                 Status::failed_precondition(e.to_string())
             }

@@ -9,11 +9,12 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::UnixStream,
-    sync::Semaphore,
+    sync::{Semaphore, SemaphorePermit},
 };
 
 use super::{
     Fail2banError,
+    banlist::{BanListDecoder, BanListError, BanListReply, Fed, JailBans},
     codec::{self, CLOSE, END, MAX_REPLY_BYTES, PyValue, Reply},
     validate::check_framing,
 };
@@ -48,6 +49,11 @@ impl SocketClient {
         &self.settings.path
     }
 
+    /// The deadline of one ordinary command.
+    pub fn reply_timeout(&self) -> Duration {
+        self.settings.reply_timeout
+    }
+
     /// Sends one command and returns its value; an exception reply becomes
     /// the matching [`Fail2banError`].
     pub async fn call(&self, args: &[&str]) -> Result<PyValue, Fail2banError> {
@@ -58,28 +64,114 @@ impl SocketClient {
     /// carry many addresses (fail2ban runs the jail's actions for each).
     pub async fn call_within(&self, args: &[&str], deadline: Duration) -> Result<PyValue, Fail2banError> {
         check_framing(args)?;
-        let command = args.first().copied().unwrap_or_default();
         let started = tokio::time::Instant::now();
-        let outcome = match tokio::time::timeout(deadline, self.exchange(args)).await {
+        let outcome = self.timed(args, deadline, self.exchange(args)).await;
+        self.record(args, started, outcome.and_then(|reply| self.value_of(reply)))
+    }
+
+    /// Sends `get <jail> banip` (or any command whose reply is a list of
+    /// addresses) and decodes the reply while it is read
+    /// ([`BanListDecoder`]): the reply is never held whole, and its bounds
+    /// are the ban list's own. `deadline` covers the whole command; once
+    /// the reply has begun, a pause of more than the usual reply timeout
+    /// between two reads also ends it. The bans come back unsorted.
+    pub async fn call_ban_list(&self, args: &[&str], deadline: Duration) -> Result<JailBans, Fail2banError> {
+        check_framing(args)?;
+        let started = tokio::time::Instant::now();
+        let outcome = self.timed(args, deadline, self.exchange_ban_list(args)).await;
+        let outcome = outcome.and_then(|reply| match reply {
+            BanListReply::Bans(bans) => Ok(bans),
+            BanListReply::Other(reply) => match self.value_of(reply) {
+                // The decoder hands every `Ok` over as bans.
+                Ok(_) => Err(Fail2banError::Protocol("a ban list reply without its list".into())),
+                Err(error) => Err(error),
+            },
+        });
+        self.record(args, started, outcome)
+    }
+
+    /// Runs `exchange` within `deadline`.
+    async fn timed<T>(
+        &self,
+        args: &[&str],
+        deadline: Duration,
+        exchange: impl std::future::Future<Output = Result<T, Fail2banError>>,
+    ) -> Result<T, Fail2banError> {
+        match tokio::time::timeout(deadline, exchange).await {
             Ok(result) => result,
             Err(_) => Err(Fail2banError::Timeout { after: deadline, command: args.join(" ") }),
-        };
-        let outcome = outcome.and_then(|reply| match reply {
-            Reply::Ok(value) => Ok(value),
-            Reply::Exception { module, name, args } => Err(Fail2banError::from_exception(&module, &name, &args)),
-            Reply::ServerError(text) => Err(Fail2banError::Server(text)),
-            Reply::Shutdown => Err(Fail2banError::Unavailable {
-                socket: self.settings.path.display().to_string(),
-                reason: "fail2ban is shutting down".into(),
-            }),
-        });
+        }
+    }
+
+    fn record<T>(
+        &self,
+        args: &[&str],
+        started: tokio::time::Instant,
+        outcome: Result<T, Fail2banError>,
+    ) -> Result<T, Fail2banError> {
+        let command = args.first().copied().unwrap_or_default();
         self.metrics.fail2ban_command(command, outcome.as_ref().err(), started.elapsed());
         outcome
     }
 
+    /// A reply's value, or the error it carries.
+    fn value_of(&self, reply: Reply) -> Result<PyValue, Fail2banError> {
+        match reply {
+            Reply::Ok(value) => Ok(value),
+            Reply::Exception { module, name, args } => Err(Fail2banError::from_exception(&module, &name, &args)),
+            Reply::ServerError(text) => Err(Fail2banError::Server(text)),
+            Reply::Shutdown => Err(self.unavailable("fail2ban is shutting down")),
+        }
+    }
+
     async fn exchange(&self, args: &[&str]) -> Result<Reply, Fail2banError> {
+        let (_slot, mut stream) = self.send(args).await?;
+        let body = read_reply(&mut stream).await.map_err(|e| self.unavailable(&e))?;
+        close(stream).await;
+        codec::decode_reply(&body).map_err(|e| Fail2banError::Protocol(e.to_string()))
+    }
+
+    async fn exchange_ban_list(&self, args: &[&str]) -> Result<BanListReply, Fail2banError> {
+        let (_slot, mut stream) = self.send(args).await?;
+        let mut decoder = BanListDecoder::new();
+        let mut chunk = vec![0u8; READ_CHUNK];
+        let mut begun = false;
+        loop {
+            let read = stream.read(&mut chunk);
+            // fail2ban builds the whole list before it sends a byte; after
+            // that, the reply flows or fail2ban is stuck.
+            let n = if begun {
+                match tokio::time::timeout(self.settings.reply_timeout, read).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        return Err(Fail2banError::Timeout {
+                            after: self.settings.reply_timeout,
+                            command: format!("{} (the reply stopped)", args.join(" ")),
+                        });
+                    }
+                }
+            } else {
+                read.await
+            }
+            .map_err(|e| self.unavailable(&format!("receive failed: {e}")))?;
+            if n == 0 {
+                return Err(self.unavailable("connection closed before the reply ended"));
+            }
+            begun = true;
+            match decoder.feed(&chunk[..n]) {
+                Ok(Fed::More) => {}
+                Ok(Fed::Done) => break,
+                Err(error) => return Err(ban_list_error(args, error)),
+            }
+        }
+        close(stream).await;
+        decoder.finish().map_err(|error| ban_list_error(args, error))
+    }
+
+    /// Takes a slot, connects and sends `args`.
+    async fn send(&self, args: &[&str]) -> Result<(SemaphorePermit<'_>, UnixStream), Fail2banError> {
         let request = codec::encode_request(args).map_err(Fail2banError::Protocol)?;
-        let _slot = self.slots.acquire().await.map_err(|_| self.unavailable("client closed"))?;
+        let slot = self.slots.acquire().await.map_err(|_| self.unavailable("client closed"))?;
         let mut stream =
             match tokio::time::timeout(self.settings.connect_timeout, UnixStream::connect(&self.settings.path)).await {
                 Ok(Ok(stream)) => stream,
@@ -87,19 +179,35 @@ impl SocketClient {
                 Err(_) => return Err(self.unavailable("connect timed out")),
             };
         stream.write_all(&request).await.map_err(|e| self.unavailable(&format!("send failed: {e}")))?;
-        let body = read_reply(&mut stream).await.map_err(|e| self.unavailable(&e))?;
-        // Say goodbye as fail2ban-client does; the reply is already in hand.
-        let mut close = CLOSE.to_vec();
-        close.extend_from_slice(END);
-        let _ = stream.write_all(&close).await;
-        let _ = stream.shutdown().await;
-        codec::decode_reply(&body).map_err(|e| Fail2banError::Protocol(e.to_string()))
+        Ok((slot, stream))
     }
 
     fn unavailable(&self, reason: &str) -> Fail2banError {
         Fail2banError::Unavailable { socket: self.settings.path.display().to_string(), reason: reason.to_owned() }
     }
 }
+
+/// Says goodbye as fail2ban-client does; the reply is already in hand.
+async fn close(mut stream: UnixStream) {
+    let mut close = CLOSE.to_vec();
+    close.extend_from_slice(END);
+    let _ = stream.write_all(&close).await;
+    let _ = stream.shutdown().await;
+}
+
+/// A ban list's decoding error: over a bound, or a reply this service
+/// cannot read.
+fn ban_list_error(args: &[&str], error: BanListError) -> Fail2banError {
+    if error.is_over_limit() {
+        Fail2banError::ReplyTooLarge { command: args.join(" "), limit: error.to_string() }
+    } else {
+        Fail2banError::Protocol(error.to_string())
+    }
+}
+
+/// Bytes read at once: a few thousand bans, decoded between two reads
+/// (well under a millisecond of the runtime's time).
+const READ_CHUNK: usize = 32 * 1024;
 
 /// Reads until the end marker; the body is returned without it.
 async fn read_reply(stream: &mut UnixStream) -> Result<Vec<u8>, String> {
