@@ -109,40 +109,18 @@ impl Blocklists {
         let jail = JailName::parse("jail", &spec.jail).map_err(|e| e.to_string())?;
         let validators = Validators { etag: source.etag.clone(), last_modified: source.last_modified.clone() };
         let max_bytes = u64::try_from(spec.max_bytes).unwrap_or(DEFAULT_MAX_BYTES);
-        let download = match self.inner.fetcher.fetch(&spec.url, max_bytes, &validators).await {
+        let limits = parse_limits(spec);
+        let download = match self.inner.fetcher.fetch(&spec.url, max_bytes, &validators, &limits).await {
             Ok(Fetched::NotModified { status }) => {
                 run.http_status = Some(status);
                 run.status = ImportStatus::Unchanged;
                 return Ok(Applied::Unchanged);
             }
             Ok(Fetched::Body(download)) => download,
-            Err(error) => {
-                run.http_status = error.http_status();
-                return Err(format!("download failed: {error}"));
-            }
-        };
-        run.http_status = Some(download.status);
-        run.bytes = download.body.len() as u64;
-        run.sha256 = Some(download.sha256.clone());
-        if download
-            .content_type
-            .as_deref()
-            .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("text/html"))
-        {
-            return Err("the server sent an HTML page, not a list".into());
-        }
-        if source.sha256.as_deref() == Some(download.sha256.as_str()) {
-            run.status = ImportStatus::Unchanged;
-            return Ok(Applied::Unchanged);
-        }
-        // The first command to fail2ban: down, or the jail missing, and
-        // nothing is applied.
-        let ignore = self.inner.fail2ban.ignore_list(&jail).await.map_err(|e| BlocklistError::from(e).to_string())?;
-        let limits =
-            ParseLimits { policy: spec.cidr_policy, max_entries: usize::try_from(spec.max_entries).unwrap_or(0) };
-        let parsed = match parse::parse(&download.body, &limits) {
-            Ok(parsed) => parsed,
-            Err(error) => {
+            Err(FetchError::Parse { status, bytes, sha256, error }) => {
+                run.http_status = Some(status);
+                run.bytes = bytes;
+                run.sha256 = sha256;
                 if let ParseError::NotAList { valid, invalid, first_bad } = &error {
                     run.counts.valid = *valid;
                     run.counts.invalid = *invalid;
@@ -150,17 +128,32 @@ impl Blocklists {
                 }
                 return Err(format!("not a usable list: {error}"));
             }
+            Err(error) => {
+                run.http_status = error.http_status();
+                return Err(format!("download failed: {error}"));
+            }
         };
+        run.http_status = Some(download.status);
+        run.bytes = download.bytes;
+        run.sha256 = Some(download.sha256.clone());
+        if source.sha256.as_deref() == Some(download.sha256.as_str()) {
+            run.status = ImportStatus::Unchanged;
+            return Ok(Applied::Unchanged);
+        }
+        // The first command to fail2ban: down, or the jail missing, and
+        // nothing is applied.
+        let ignore = self.inner.fail2ban.ignore_list(&jail).await.map_err(|e| BlocklistError::from(e).to_string())?;
         self.refresh_hold(source.id).await;
         let seen = SeenBody {
             etag: download.validators.etag,
             last_modified: download.validators.last_modified,
             sha256: Some(download.sha256),
         };
-        drop(download.body);
+        let parsed = download.parsed;
         run.bad_lines = parsed.bad_lines;
         run.counts = parsed.counts;
-        let kept = Exclusions::new(&ignore, &self.inner.config.never_ban).apply(parsed.entries, &mut run.counts);
+        let mut kept = parsed.entries;
+        Exclusions::new(&ignore, &self.inner.config.never_ban).apply(&mut kept, &mut run.counts);
         let mut listed: Vec<String> = kept.iter().map(entry_text).collect();
         drop(kept);
         listed.sort_unstable();
