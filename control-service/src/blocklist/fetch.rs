@@ -20,7 +20,9 @@
 //! runs off the async runtime. A list the reader refuses (too many
 //! entries) ends the download there. Each attempt reads with a new reader:
 //! a retried body starts again. An HTML page (`Content-Type: text/html`)
-//! is refused before its body is read.
+//! is refused before its body is read. An attempt's timeout counts the
+//! time spent waiting for the server only: the download slows to the
+//! reader's pace, and that time is this side's.
 //!
 //! URLs are logged by host and path only: a query string can carry a key.
 
@@ -59,7 +61,9 @@ const CHUNKS_QUEUED: usize = 8;
 pub struct FetchSettings {
     /// Time to open the connection (default 10 s).
     pub connect_timeout: Duration,
-    /// Time for a whole attempt, body included (default 120 s).
+    /// Time an attempt may wait for the server, from the request to the
+    /// body's end (default 120 s). Time the body waits for this side's
+    /// reader is not counted: it is ours, not the server's.
     pub timeout: Duration,
     /// Attempts, the first included (default 3).
     pub attempts: u32,
@@ -117,8 +121,8 @@ pub enum Fetched {
         /// Always 304.
         status: u16,
     },
-    /// A new body.
-    Body(Download),
+    /// A new body (boxed: it is large beside a 304).
+    Body(Box<Download>),
 }
 
 /// Why a download failed.
@@ -349,7 +353,6 @@ impl Fetcher {
         let guard = Arc::new(guard);
         let client = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
-            .timeout(settings.timeout)
             .user_agent(concat!("bangui-control/", env!("CARGO_PKG_VERSION")))
             .no_proxy()
             .dns_resolver(Arc::new(GuardedResolver(Arc::clone(&guard))))
@@ -433,9 +436,11 @@ impl Fetcher {
         if let Some(since) = &validators.last_modified {
             request = request.header(header::IF_MODIFIED_SINCE, since);
         }
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(error) => return (Err(classify(error)), None),
+        let mut patience = Patience(self.settings.timeout);
+        let response = match patience.wait(request.send()).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => return (Err(classify(error)), None),
+            Err(timeout) => return (Err(timeout), None),
         };
         let status = response.status();
         if status == StatusCode::NOT_MODIFIED {
@@ -444,7 +449,26 @@ impl Fetcher {
         if !status.is_success() {
             return (Err(FetchError::Status { status: status.as_u16() }), retry_after(response.headers()));
         }
-        (read_body(response, max_bytes, *limits).await.map(Fetched::Body), None)
+        (
+            read_body(response, max_bytes, *limits, &mut patience)
+                .await
+                .map(|download| Fetched::Body(Box::new(download))),
+            None,
+        )
+    }
+}
+
+/// What is left of an attempt's time for the server: spent only while
+/// waiting for it, so that the time the body waits for the list reader
+/// (the download slows to the reader's pace) is not the server's.
+struct Patience(Duration);
+
+impl Patience {
+    async fn wait<F: std::future::Future>(&mut self, server: F) -> Result<F::Output, FetchError> {
+        let started = tokio::time::Instant::now();
+        let answer = tokio::time::timeout(self.0, server).await.map_err(|_| FetchError::Timeout)?;
+        self.0 = self.0.saturating_sub(started.elapsed());
+        Ok(answer)
     }
 }
 
@@ -468,7 +492,12 @@ enum Read {
 
 /// Reads the body in chunks, failing as soon as it passes `max_bytes`;
 /// each chunk is hashed and parsed on a blocking thread.
-async fn read_body(mut response: reqwest::Response, max_bytes: u64, limits: ParseLimits) -> Result<Download, FetchError> {
+async fn read_body(
+    mut response: reqwest::Response,
+    max_bytes: u64,
+    limits: ParseLimits,
+    patience: &mut Patience,
+) -> Result<Download, FetchError> {
     let too_large = FetchError::TooLarge { limit: max_bytes };
     // With gzip, reqwest drops the header: this is the encoded length only
     // when there is no encoding.
@@ -481,14 +510,15 @@ async fn read_body(mut response: reqwest::Response, max_bytes: u64, limits: Pars
         last_modified: header_text(response.headers(), header::LAST_MODIFIED),
     };
     let content_type = header_text(response.headers(), header::CONTENT_TYPE);
-    if let Some(html) = content_type.as_deref().filter(|t| t.trim_start().to_ascii_lowercase().starts_with("text/html")) {
+    if let Some(html) = content_type.as_deref().filter(|t| t.trim_start().to_ascii_lowercase().starts_with("text/html"))
+    {
         return Err(FetchError::Html { content_type: html.to_owned() });
     }
     let (chunks, queue) = mpsc::channel(CHUNKS_QUEUED);
     let reader = tokio::task::spawn_blocking(move || read_list(queue, limits));
     let mut bytes = 0u64;
     let streamed: Result<(), FetchError> = async {
-        while let Some(chunk) = response.chunk().await.map_err(classify)? {
+        while let Some(chunk) = patience.wait(response.chunk()).await?.map_err(classify)? {
             bytes += chunk.len() as u64;
             if bytes > max_bytes {
                 return Err(too_large);
@@ -625,7 +655,7 @@ mod tests {
 
     fn body(fetched: Fetched) -> Download {
         match fetched {
-            Fetched::Body(download) => download,
+            Fetched::Body(download) => *download,
             other => panic!("expected a body, got {other:?}"),
         }
     }
@@ -686,7 +716,8 @@ mod tests {
     async fn gzip_body_is_decoded_and_hashed_decoded() {
         let server = ListServer::start().await;
         server.set_gzip("list.gz", LIST);
-        let download = body(fetcher().fetch(&server.url("list.gz"), MB, &Validators::default(), &LIMITS).await.unwrap());
+        let download =
+            body(fetcher().fetch(&server.url("list.gz"), MB, &Validators::default(), &LIMITS).await.unwrap());
         assert_eq!(listed(&download), list_entries());
         assert_eq!(download.bytes, LIST.len() as u64);
         assert_eq!(download.sha256, hex_sha256(LIST.as_bytes()));
@@ -733,7 +764,10 @@ mod tests {
         let server = ListServer::start().await;
         server.set_html("page");
         let error = fetcher().fetch(&server.url("page"), MB, &Validators::default(), &LIMITS).await.unwrap_err();
-        assert!(matches!(&error, FetchError::Html { content_type } if content_type.starts_with("text/html")), "{error:?}");
+        assert!(
+            matches!(&error, FetchError::Html { content_type } if content_type.starts_with("text/html")),
+            "{error:?}"
+        );
         assert!(error.to_string().contains("HTML"), "{error}");
         assert_eq!(server.hits("page"), 1, "not retried");
     }
@@ -754,10 +788,10 @@ mod tests {
     async fn too_many_entries_ends_the_download_early() {
         let server = ListServer::start().await;
         // 16 MB of distinct addresses; the reader refuses after 1 000.
-        let body: String = (0..1_200_000u32).map(|i| format!("{}\n", std::net::Ipv4Addr::from(0x0B00_0000 + i))).collect();
+        let body: String =
+            (0..1_200_000u32).map(|i| format!("{}\n", std::net::Ipv4Addr::from(0x0B00_0000 + i))).collect();
         server.set("long", body.clone());
-        let error =
-            fetcher().fetch(&server.url("long"), 64 * MB, &Validators::default(), &LIMITS).await.unwrap_err();
+        let error = fetcher().fetch(&server.url("long"), 64 * MB, &Validators::default(), &LIMITS).await.unwrap_err();
         let FetchError::Parse { status, bytes, sha256, error } = error else { panic!("{error:?}") };
         assert_eq!((status, sha256), (200, None));
         assert_eq!(error, ParseError::TooManyEntries { limit: 1_000 });
@@ -798,7 +832,7 @@ mod tests {
                     let _ = socket.write_all(sent.as_bytes()).await;
                     let _ = socket.flush().await;
                     if first {
-                        // Never more: the client's timeout ends the attempt.
+                        // Never more: the fetcher's timeout ends the attempt.
                         tokio::time::sleep(Duration::from_secs(30)).await;
                     }
                 });
@@ -812,7 +846,8 @@ mod tests {
         const BODY: &str = "1.1.1.1\n2.2.2.2\n3.3.3.3\n4.4.4.4\n5.5.5.5\n6.6.6.6\n7.7.7.7\n8.8.8.8\n";
         let (url, connections) = cut_then_whole(BODY).await;
         let settings = FetchSettings { timeout: Duration::from_millis(500), attempts: 2, ..settings() };
-        let download = body(Fetcher::new(settings).unwrap().fetch(&url, MB, &Validators::default(), &LIMITS).await.unwrap());
+        let download =
+            body(Fetcher::new(settings).unwrap().fetch(&url, MB, &Validators::default(), &LIMITS).await.unwrap());
         assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 2);
         // Nothing of the first attempt's half: no duplicates, one count each.
         assert_eq!(download.parsed.counts.valid, 8);

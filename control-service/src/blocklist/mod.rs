@@ -587,7 +587,13 @@ fn to_usize(value: u64) -> usize {
 
 /// A broadest-network bound of `ban`: 0 is `default`; else a prefix
 /// length from `broadest` to `longest` (the family's host prefix).
-fn prefix_bound(field: &'static str, value: u32, default: u8, broadest: u8, longest: u8) -> Result<u8, InvalidArgument> {
+fn prefix_bound(
+    field: &'static str,
+    value: u32,
+    default: u8,
+    broadest: u8,
+    longest: u8,
+) -> Result<u8, InvalidArgument> {
     if value == 0 {
         return Ok(default);
     }

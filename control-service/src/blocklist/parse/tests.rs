@@ -8,11 +8,8 @@ const BAN: ParseLimits = ParseLimits::new(CidrPolicy::Ban, 1_000_000);
 const SKIP: ParseLimits = ParseLimits::new(CidrPolicy::Skip, 1_000_000);
 const EXPAND: ParseLimits = ParseLimits::new(CidrPolicy::Expand, 1_000_000);
 /// `ban` with the broadest networks a source may allow (/8, IPv6 /16).
-const BAN_BROADEST: ParseLimits = ParseLimits {
-    ban_min_prefix_v4: BROADEST_BAN_PREFIX_V4,
-    ban_min_prefix_v6: BROADEST_BAN_PREFIX_V6,
-    ..BAN
-};
+const BAN_BROADEST: ParseLimits =
+    ParseLimits { ban_min_prefix_v4: BROADEST_BAN_PREFIX_V4, ban_min_prefix_v6: BROADEST_BAN_PREFIX_V6, ..BAN };
 
 fn net(text: &str) -> IpNet {
     parse_entry(text).unwrap_or_else(|| panic!("{text} is an entry"))
@@ -822,7 +819,8 @@ fn the_fixed_bodies_read_as_the_whole_body_parser_read_them() {
     for body in bodies {
         for policy in [CidrPolicy::Skip, CidrPolicy::Ban, CidrPolicy::Expand] {
             for max in [0, 3, 100, 1_000_000] {
-                let limits = ParseLimits { ban_min_prefix_v4: 0, ban_min_prefix_v6: 0, ..ParseLimits::new(policy, max) };
+                let limits =
+                    ParseLimits { ban_min_prefix_v4: 0, ban_min_prefix_v6: 0, ..ParseLimits::new(policy, max) };
                 assert_eq!(parse(body, &limits), reference_parse(body, &limits), "{policy:?} {max}: {body:?}");
             }
         }
