@@ -9,9 +9,11 @@
 //! It generates a list deterministically (200 000 lines by default: mostly
 //! bare IPv4, 5 % IPv6, 3 % networks with a Spamhaus-style inline comment,
 //! 1 % repeats of an earlier line, a `#` comment every 1 000 lines), then
-//! times `parse` (CIDR policy `ban`), `Exclusions::apply` (10 ignoreip
-//! words, 5 operator networks) and both together, and prints the entries
-//! kept, the size of the entry vector and the process's peak RSS.
+//! times `parse` (CIDR policy `ban`), the same body fed to a `ListReader`
+//! in 16 KiB pieces (as a download hands it over), `Exclusions::apply` (10
+//! ignoreip words, 5 operator networks) and parse + apply together, and
+//! prints the entries kept, the size of the entry vector and the process's
+//! peak RSS.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -23,7 +25,7 @@ use std::{
 use control_service::{
     blocklist::{
         ImportCounts,
-        parse::{Exclusions, ParseLimits, parse},
+        parse::{Exclusions, ListReader, ParseLimits, parse},
     },
     kinds::CidrPolicy,
 };
@@ -118,7 +120,7 @@ fn main() {
     let env = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let lines = env("BANGUI_BENCH_LINES", 200_000);
     let runs = env("BANGUI_BENCH_RUNS", 30);
-    let limits = ParseLimits { policy: CidrPolicy::Ban, max_entries: 1_000_000 };
+    let limits = ParseLimits::new(CidrPolicy::Ban, 1_000_000);
 
     let body = synthetic_list(lines, 7);
     println!("{lines} lines, {:.1} MiB; peak RSS after generating: {}", body.len() as f64 / 1_048_576.0, peak_rss());
@@ -127,16 +129,29 @@ fn main() {
     let parsed = parse(&body, &limits).unwrap();
     let mut counts = parsed.counts;
     let entries = parsed.entries.clone();
-    let kept = exclusions.apply(parsed.entries.clone(), &mut counts);
+    let mut kept = parsed.entries.clone();
+    exclusions.apply(&mut kept, &mut counts);
     print_counts(&counts, kept.len(), &parsed.entries);
     println!("peak RSS after one parse: {}", peak_rss());
 
     time("parse", runs, || parse(&body, &limits).unwrap());
-    time("Exclusions::apply", runs, || exclusions.apply(entries.clone(), &mut ImportCounts::default()));
+    time("ListReader, 16 KiB pieces", runs, || {
+        let mut reader = ListReader::new(limits);
+        for piece in body.chunks(16 * 1024) {
+            reader.feed(piece).unwrap();
+        }
+        reader.finish().unwrap()
+    });
+    time("Exclusions::apply", runs, || {
+        let mut entries = entries.clone();
+        exclusions.apply(&mut entries, &mut ImportCounts::default());
+        entries
+    });
     time("parse + Exclusions::apply", runs, || {
         let parsed = parse(&body, &limits).unwrap();
-        let mut counts = parsed.counts;
-        exclusions.apply(parsed.entries, &mut counts)
+        let (mut entries, mut counts) = (parsed.entries, parsed.counts);
+        exclusions.apply(&mut entries, &mut counts);
+        entries
     });
     println!("peak RSS after all runs: {}", peak_rss());
 }

@@ -121,7 +121,9 @@ pub enum CidrPolicy {
     /// Networks are not banned (counted as `cidr_skipped`).
     #[default]
     Skip,
-    /// The network is banned as it is (fail2ban bans networks).
+    /// The network is banned as it is (fail2ban bans networks), when it
+    /// is no broader than the source allows (default IPv4 /12, IPv6 /32;
+    /// never broader than /8, IPv6 /16); broader ones are skipped.
     Ban,
     /// Networks up to /24 (IPv6: /120) are banned address by address,
     /// larger ones skipped; the addresses count against the entry cap.

@@ -71,6 +71,8 @@ impl From<SourceView> for pb::Source {
                 cidr_policy: source.spec.cidr_policy.as_str().to_owned(),
                 max_bytes: u64::try_from(source.spec.max_bytes).unwrap_or(0),
                 max_entries: u64::try_from(source.spec.max_entries).unwrap_or(0),
+                ban_min_prefix_v4: u32::from(source.spec.ban_min_prefix_v4),
+                ban_min_prefix_v6: u32::from(source.spec.ban_min_prefix_v6),
             }),
         }
     }
@@ -91,6 +93,8 @@ fn input(spec: Option<pb::SourceSpec>) -> Result<SourceInput, Status> {
         cidr_policy: spec.cidr_policy,
         max_bytes: spec.max_bytes,
         max_entries: spec.max_entries,
+        ban_min_prefix_v4: spec.ban_min_prefix_v4,
+        ban_min_prefix_v6: spec.ban_min_prefix_v6,
     })
 }
 

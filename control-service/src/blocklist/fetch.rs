@@ -1,5 +1,6 @@
 //! Downloading a blocklist: a conditional GET that only ever reaches
-//! public addresses, with a cap on the body and retries.
+//! public addresses, with a cap on the body and retries, read as a list
+//! while it streams.
 //!
 //! The SSRF guard sits where it cannot be skipped: a resolver that refuses
 //! a name when any of its addresses is not public (so a name that rebinds
@@ -12,7 +13,16 @@
 //!
 //! The body is read in chunks and the download fails as soon as it passes
 //! the cap (at once when Content-Length says it will), measured after gzip
-//! decoding, so a small compressed body cannot inflate past it.
+//! decoding, so a small compressed body cannot inflate past it. The body
+//! is never held whole: each chunk goes, through a short bounded queue, to
+//! a blocking thread that hashes it and feeds it to a [`ListReader`], so
+//! a download costs the list's entries, not its bytes, and the parsing
+//! runs off the async runtime. A list the reader refuses (too many
+//! entries) ends the download there. Each attempt reads with a new reader:
+//! a retried body starts again. An HTML page (`Content-Type: text/html`)
+//! is refused before its body is read. An attempt's timeout counts the
+//! time spent waiting for the server only: the download slows to the
+//! reader's pace, and that time is this side's.
 //!
 //! URLs are logged by host and path only: a query string can carry a key.
 
@@ -31,6 +41,9 @@ use reqwest::{
     redirect,
 };
 use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use super::parse::{ListReader, ParseError, ParseLimits, Parsed};
 
 /// Redirects followed before the download fails.
 pub const MAX_REDIRECTS: usize = 3;
@@ -38,15 +51,19 @@ pub const MAX_REDIRECTS: usize = 3;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// The longest `Retry-After` honoured; a longer one is cut to this.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
-/// The most memory reserved up front from a Content-Length.
-const MAX_PREALLOCATE: u64 = 1024 * 1024;
+/// Body chunks on their way to the reading thread: the queue bounds what
+/// a download holds beyond the reader's entries (a chunk is at most a few
+/// tens of KiB).
+const CHUNKS_QUEUED: usize = 8;
 
 /// How downloads behave.
 #[derive(Debug, Clone)]
 pub struct FetchSettings {
     /// Time to open the connection (default 10 s).
     pub connect_timeout: Duration,
-    /// Time for a whole attempt, body included (default 120 s).
+    /// Time an attempt may wait for the server, from the request to the
+    /// body's end (default 120 s). Time the body waits for this side's
+    /// reader is not counted: it is ours, not the server's.
     pub timeout: Duration,
     /// Attempts, the first included (default 3).
     pub attempts: u32,
@@ -79,19 +96,21 @@ pub struct Validators {
     pub last_modified: Option<String>,
 }
 
-/// A downloaded body.
+/// A downloaded body, read as a list.
 #[derive(Debug)]
 pub struct Download {
     /// The final HTTP status (2xx).
     pub status: u16,
-    /// The body, gzip decoded.
-    pub body: Vec<u8>,
-    /// Lowercase hex SHA-256 of `body`.
+    /// Bytes of the body, gzip decoded.
+    pub bytes: u64,
+    /// Lowercase hex SHA-256 of the (decoded) body.
     pub sha256: String,
     /// `ETag` / `Last-Modified` of the response.
     pub validators: Validators,
     /// The `Content-Type` header.
     pub content_type: Option<String>,
+    /// The list.
+    pub parsed: Parsed,
 }
 
 /// What a download brought.
@@ -102,8 +121,8 @@ pub enum Fetched {
         /// Always 304.
         status: u16,
     },
-    /// A new body.
-    Body(Download),
+    /// A new body (boxed: it is large beside a 304).
+    Body(Box<Download>),
 }
 
 /// Why a download failed.
@@ -147,13 +166,33 @@ pub enum FetchError {
     /// The body could not be read or decoded.
     #[error("cannot read the body: {0}")]
     Body(String),
+    /// The server sent an HTML page (an error page, a login portal), not a
+    /// list; its body was not read.
+    #[error("the server sent an HTML page ({content_type}), not a list")]
+    Html {
+        /// The `Content-Type` header.
+        content_type: String,
+    },
+    /// The body is not a usable list. `NotAList` carries its counts and
+    /// first bad line for the run's record.
+    #[error("not a usable list: {error}")]
+    Parse {
+        /// The HTTP status (2xx).
+        status: u16,
+        /// Bytes read: the whole body, or up to where the reader refused it.
+        bytes: u64,
+        /// Hex SHA-256 of the body when it was read in full.
+        sha256: Option<String>,
+        /// What the reader found.
+        error: ParseError,
+    },
 }
 
 impl FetchError {
     /// The HTTP status behind the error, when a server gave one.
     pub fn http_status(&self) -> Option<u16> {
         match self {
-            Self::Status { status } => Some(*status),
+            Self::Status { status } | Self::Parse { status, .. } => Some(*status),
             _ => None,
         }
     }
@@ -314,7 +353,6 @@ impl Fetcher {
         let guard = Arc::new(guard);
         let client = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
-            .timeout(settings.timeout)
             .user_agent(concat!("bangui-control/", env!("CARGO_PKG_VERSION")))
             .no_proxy()
             .dns_resolver(Arc::new(GuardedResolver(Arc::clone(&guard))))
@@ -348,16 +386,25 @@ impl Fetcher {
         Ok(url)
     }
 
-    /// Downloads `url`: conditional GET with `validators`, gzip accepted, at
-    /// most 3 redirects, at most `max_bytes` of (decompressed) body enforced
-    /// while streaming (and at once from Content-Length).
-    pub async fn fetch(&self, url: &str, max_bytes: u64, validators: &Validators) -> Result<Fetched, FetchError> {
+    /// Downloads `url` and reads it as a list with `limits`: conditional
+    /// GET with `validators`, gzip accepted, at most 3 redirects, at most
+    /// `max_bytes` of (decompressed) body enforced while streaming (and at
+    /// once from Content-Length). The body is parsed as it arrives and
+    /// never held whole; a list the reader refuses is
+    /// [`FetchError::Parse`].
+    pub async fn fetch(
+        &self,
+        url: &str,
+        max_bytes: u64,
+        validators: &Validators,
+        limits: &ParseLimits,
+    ) -> Result<Fetched, FetchError> {
         let url = self.parse(url)?;
         let attempts = self.settings.attempts.max(1);
         let mut backoff = self.settings.backoff;
         let mut attempt = 1;
         loop {
-            let (result, retry_after) = self.attempt(&url, max_bytes, validators).await;
+            let (result, retry_after) = self.attempt(&url, max_bytes, validators, limits).await;
             let error = match result {
                 Ok(fetched) => return Ok(fetched),
                 Err(error) if attempt < attempts && error.is_retryable() => error,
@@ -380,6 +427,7 @@ impl Fetcher {
         url: &Url,
         max_bytes: u64,
         validators: &Validators,
+        limits: &ParseLimits,
     ) -> (Result<Fetched, FetchError>, Option<Duration>) {
         let mut request = self.client.get(url.clone());
         if let Some(etag) = &validators.etag {
@@ -388,9 +436,11 @@ impl Fetcher {
         if let Some(since) = &validators.last_modified {
             request = request.header(header::IF_MODIFIED_SINCE, since);
         }
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(error) => return (Err(classify(error)), None),
+        let mut patience = Patience(self.settings.timeout);
+        let response = match patience.wait(request.send()).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => return (Err(classify(error)), None),
+            Err(timeout) => return (Err(timeout), None),
         };
         let status = response.status();
         if status == StatusCode::NOT_MODIFIED {
@@ -399,35 +449,126 @@ impl Fetcher {
         if !status.is_success() {
             return (Err(FetchError::Status { status: status.as_u16() }), retry_after(response.headers()));
         }
-        (read_body(response, max_bytes).await.map(Fetched::Body), None)
+        (
+            read_body(response, max_bytes, *limits, &mut patience)
+                .await
+                .map(|download| Fetched::Body(Box::new(download))),
+            None,
+        )
     }
 }
 
-/// Reads the body in chunks, failing as soon as it passes `max_bytes`.
-async fn read_body(mut response: reqwest::Response, max_bytes: u64) -> Result<Download, FetchError> {
+/// What is left of an attempt's time for the server: spent only while
+/// waiting for it, so that the time the body waits for the list reader
+/// (the download slows to the reader's pace) is not the server's.
+struct Patience(Duration);
+
+impl Patience {
+    async fn wait<F: std::future::Future>(&mut self, server: F) -> Result<F::Output, FetchError> {
+        let started = tokio::time::Instant::now();
+        let answer = tokio::time::timeout(self.0, server).await.map_err(|_| FetchError::Timeout)?;
+        self.0 = self.0.saturating_sub(started.elapsed());
+        Ok(answer)
+    }
+}
+
+/// What the download hands the reading thread.
+enum Piece<C> {
+    /// The next chunk of the body.
+    Chunk(C),
+    /// The body ended: finish the list.
+    End,
+}
+
+/// What the reading thread made of the body.
+enum Read {
+    /// The body ended: its hash and the list (or why it is none).
+    Whole { sha256: String, parsed: Result<Parsed, ParseError> },
+    /// The reader refused the list before the body ended.
+    Refused(ParseError),
+    /// The download stopped before the body ended.
+    Abandoned,
+}
+
+/// Reads the body in chunks, failing as soon as it passes `max_bytes`;
+/// each chunk is hashed and parsed on a blocking thread.
+async fn read_body(
+    mut response: reqwest::Response,
+    max_bytes: u64,
+    limits: ParseLimits,
+    patience: &mut Patience,
+) -> Result<Download, FetchError> {
     let too_large = FetchError::TooLarge { limit: max_bytes };
     // With gzip, reqwest drops the header: this is the encoded length only
     // when there is no encoding.
-    let announced = response.content_length();
-    if announced.is_some_and(|length| length > max_bytes) {
+    if response.content_length().is_some_and(|length| length > max_bytes) {
         return Err(too_large);
     }
-    let capacity = announced.unwrap_or(0).min(max_bytes).min(MAX_PREALLOCATE);
-    let mut body = Vec::with_capacity(usize::try_from(capacity).unwrap_or(0));
     let status = response.status().as_u16();
     let validators = Validators {
         etag: header_text(response.headers(), header::ETAG),
         last_modified: header_text(response.headers(), header::LAST_MODIFIED),
     };
     let content_type = header_text(response.headers(), header::CONTENT_TYPE);
-    while let Some(chunk) = response.chunk().await.map_err(classify)? {
-        if body.len() as u64 + chunk.len() as u64 > max_bytes {
-            return Err(too_large);
-        }
-        body.extend_from_slice(&chunk);
+    if let Some(html) = content_type.as_deref().filter(|t| t.trim_start().to_ascii_lowercase().starts_with("text/html"))
+    {
+        return Err(FetchError::Html { content_type: html.to_owned() });
     }
-    let sha256 = Sha256::digest(&body).iter().map(|b| format!("{b:02x}")).collect();
-    Ok(Download { status, body, sha256, validators, content_type })
+    let (chunks, queue) = mpsc::channel(CHUNKS_QUEUED);
+    let reader = tokio::task::spawn_blocking(move || read_list(queue, limits));
+    let mut bytes = 0u64;
+    let streamed: Result<(), FetchError> = async {
+        while let Some(chunk) = patience.wait(response.chunk()).await?.map_err(classify)? {
+            bytes += chunk.len() as u64;
+            if bytes > max_bytes {
+                return Err(too_large);
+            }
+            if chunks.send(Piece::Chunk(chunk)).await.is_err() {
+                // The reader refused the list: what it says is the answer.
+                return Ok(());
+            }
+        }
+        // Refused at the last chunk, the reader is gone: also its answer.
+        let _ = chunks.send(Piece::End).await;
+        Ok(())
+    }
+    .await;
+    drop(chunks);
+    // Awaited even after a failure, so that a retry never reads beside
+    // the reader of the attempt before (it stops at the closed queue).
+    let read = reader.await.map_err(|e| FetchError::Body(format!("the list reader stopped: {e}")))?;
+    streamed?;
+    match read {
+        Read::Whole { sha256, parsed: Ok(parsed) } => {
+            Ok(Download { status, bytes, sha256, validators, content_type, parsed })
+        }
+        Read::Whole { sha256, parsed: Err(error) } => {
+            Err(FetchError::Parse { status, bytes, sha256: Some(sha256), error })
+        }
+        Read::Refused(error) => Err(FetchError::Parse { status, bytes, sha256: None, error }),
+        Read::Abandoned => Err(FetchError::Body("the list reader stopped before the body ended".into())),
+    }
+}
+
+/// The reading thread: hashes and parses the chunks as they come.
+fn read_list<C: AsRef<[u8]>>(mut queue: mpsc::Receiver<Piece<C>>, limits: ParseLimits) -> Read {
+    let mut reader = ListReader::new(limits);
+    let mut hasher = Sha256::new();
+    while let Some(piece) = queue.blocking_recv() {
+        match piece {
+            Piece::Chunk(chunk) => {
+                hasher.update(chunk.as_ref());
+                if let Err(error) = reader.feed(chunk.as_ref()) {
+                    return Read::Refused(error);
+                }
+            }
+            Piece::End => {
+                let sha256 = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+                return Read::Whole { sha256, parsed: reader.finish() };
+            }
+        }
+    }
+    Read::Abandoned
 }
 
 fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
@@ -482,9 +623,21 @@ mod tests {
     use bangui_testkit::list_server::ListServer;
 
     use super::*;
+    use crate::{blocklist::parse::entry_text, kinds::CidrPolicy};
 
     const LIST: &str = "1.2.3.4\n5.6.7.0/24\n";
     const MB: u64 = 1024 * 1024;
+    const LIMITS: ParseLimits = ParseLimits::new(CidrPolicy::Ban, 1_000);
+
+    /// The entries of a download, as text.
+    fn listed(download: &Download) -> Vec<String> {
+        download.parsed.entries.iter().map(entry_text).collect()
+    }
+
+    /// What LIST reads as.
+    fn list_entries() -> Vec<String> {
+        vec!["1.2.3.4".to_owned(), "5.6.7.0/24".to_owned()]
+    }
 
     fn settings() -> FetchSettings {
         FetchSettings {
@@ -502,7 +655,7 @@ mod tests {
 
     fn body(fetched: Fetched) -> Download {
         match fetched {
-            Fetched::Body(download) => download,
+            Fetched::Body(download) => *download,
             other => panic!("expected a body, got {other:?}"),
         }
     }
@@ -515,9 +668,10 @@ mod tests {
     async fn plain_body_comes_with_its_hash_and_validators() {
         let server = ListServer::start().await;
         server.set("list", LIST);
-        let download = body(fetcher().fetch(&server.url("list"), MB, &Validators::default()).await.unwrap());
+        let download = body(fetcher().fetch(&server.url("list"), MB, &Validators::default(), &LIMITS).await.unwrap());
         assert_eq!(download.status, 200);
-        assert_eq!(download.body, LIST.as_bytes());
+        assert_eq!(listed(&download), list_entries());
+        assert_eq!(download.bytes, LIST.len() as u64);
         assert_eq!(download.sha256, hex_sha256(LIST.as_bytes()));
         assert!(download.validators.etag.is_some());
         assert!(download.validators.last_modified.is_some());
@@ -532,15 +686,15 @@ mod tests {
         let server = ListServer::start().await;
         server.set("list", LIST);
         let fetcher = fetcher();
-        let first = body(fetcher.fetch(&server.url("list"), MB, &Validators::default()).await.unwrap());
+        let first = body(fetcher.fetch(&server.url("list"), MB, &Validators::default(), &LIMITS).await.unwrap());
         let etag_only = Validators { etag: first.validators.etag.clone(), last_modified: None };
-        let second = fetcher.fetch(&server.url("list"), MB, &etag_only).await.unwrap();
+        let second = fetcher.fetch(&server.url("list"), MB, &etag_only, &LIMITS).await.unwrap();
         assert!(matches!(second, Fetched::NotModified { status: 304 }), "{second:?}");
         assert_eq!(server.requests("list")[1].if_none_match, first.validators.etag);
 
         server.set("list", "9.9.9.9\n");
-        let third = body(fetcher.fetch(&server.url("list"), MB, &etag_only).await.unwrap());
-        assert_eq!(third.body, b"9.9.9.9\n");
+        let third = body(fetcher.fetch(&server.url("list"), MB, &etag_only, &LIMITS).await.unwrap());
+        assert_eq!(listed(&third), ["9.9.9.9"]);
         assert_ne!(third.validators, first.validators);
     }
 
@@ -549,9 +703,9 @@ mod tests {
         let server = ListServer::start().await;
         server.set("list", LIST);
         let fetcher = fetcher();
-        let first = body(fetcher.fetch(&server.url("list"), MB, &Validators::default()).await.unwrap());
+        let first = body(fetcher.fetch(&server.url("list"), MB, &Validators::default(), &LIMITS).await.unwrap());
         let date_only = Validators { etag: None, last_modified: first.validators.last_modified.clone() };
-        let second = fetcher.fetch(&server.url("list"), MB, &date_only).await.unwrap();
+        let second = fetcher.fetch(&server.url("list"), MB, &date_only, &LIMITS).await.unwrap();
         assert!(matches!(second, Fetched::NotModified { status: 304 }), "{second:?}");
         let seen = server.requests("list");
         assert_eq!(seen[1].if_modified_since, first.validators.last_modified);
@@ -562,8 +716,10 @@ mod tests {
     async fn gzip_body_is_decoded_and_hashed_decoded() {
         let server = ListServer::start().await;
         server.set_gzip("list.gz", LIST);
-        let download = body(fetcher().fetch(&server.url("list.gz"), MB, &Validators::default()).await.unwrap());
-        assert_eq!(download.body, LIST.as_bytes());
+        let download =
+            body(fetcher().fetch(&server.url("list.gz"), MB, &Validators::default(), &LIMITS).await.unwrap());
+        assert_eq!(listed(&download), list_entries());
+        assert_eq!(download.bytes, LIST.len() as u64);
         assert_eq!(download.sha256, hex_sha256(LIST.as_bytes()));
         let accept = server.requests("list.gz")[0].accept_encoding.clone().unwrap_or_default();
         assert!(accept.contains("gzip"), "{accept}");
@@ -575,7 +731,7 @@ mod tests {
         // About 20 KB on the wire, 8 MB decoded.
         let bomb = "1.2.3.4\n".repeat(1024 * 1024);
         server.set_gzip("bomb", bomb);
-        let error = fetcher().fetch(&server.url("bomb"), MB, &Validators::default()).await.unwrap_err();
+        let error = fetcher().fetch(&server.url("bomb"), MB, &Validators::default(), &LIMITS).await.unwrap_err();
         assert!(matches!(error, FetchError::TooLarge { limit: MB }), "{error:?}");
         assert_eq!(server.hits("bomb"), 1, "too large is not retried");
     }
@@ -585,7 +741,7 @@ mod tests {
         let server = ListServer::start().await;
         server.set_oversize("huge", 10 * 1024 * MB, true);
         let started = Instant::now();
-        let error = fetcher().fetch(&server.url("huge"), MB, &Validators::default()).await.unwrap_err();
+        let error = fetcher().fetch(&server.url("huge"), MB, &Validators::default(), &LIMITS).await.unwrap_err();
         assert!(matches!(error, FetchError::TooLarge { limit: MB }), "{error:?}");
         assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
         assert_eq!(server.hits("huge"), 1);
@@ -597,10 +753,108 @@ mod tests {
         // 10 GB without a length: only stopping at the cap ends this quickly.
         server.set_oversize("endless", 10 * 1024 * MB, false);
         let started = Instant::now();
-        let error = fetcher().fetch(&server.url("endless"), MB, &Validators::default()).await.unwrap_err();
+        let error = fetcher().fetch(&server.url("endless"), MB, &Validators::default(), &LIMITS).await.unwrap_err();
         assert!(matches!(error, FetchError::TooLarge { limit: MB }), "{error:?}");
         assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
         assert_eq!(server.hits("endless"), 1);
+    }
+
+    #[tokio::test]
+    async fn an_html_page_is_refused_before_its_body() {
+        let server = ListServer::start().await;
+        server.set_html("page");
+        let error = fetcher().fetch(&server.url("page"), MB, &Validators::default(), &LIMITS).await.unwrap_err();
+        assert!(
+            matches!(&error, FetchError::Html { content_type } if content_type.starts_with("text/html")),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("HTML"), "{error}");
+        assert_eq!(server.hits("page"), 1, "not retried");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_is_not_a_list_is_a_parse_error_with_its_counts() {
+        let server = ListServer::start().await;
+        let body = "1.2.3.4\nerror\nnot found\n";
+        server.set("junk", body);
+        let error = fetcher().fetch(&server.url("junk"), MB, &Validators::default(), &LIMITS).await.unwrap_err();
+        let FetchError::Parse { status, bytes, sha256, error } = error else { panic!("{error:?}") };
+        assert_eq!((status, bytes, sha256), (200, body.len() as u64, Some(hex_sha256(body.as_bytes()))));
+        assert!(matches!(error, ParseError::NotAList { valid: 1, invalid: 2, first_bad: Some(_) }), "{error:?}");
+        assert_eq!(server.hits("junk"), 1, "not retried");
+    }
+
+    #[tokio::test]
+    async fn too_many_entries_ends_the_download_early() {
+        let server = ListServer::start().await;
+        // 16 MB of distinct addresses; the reader refuses after 1 000.
+        let body: String =
+            (0..1_200_000u32).map(|i| format!("{}\n", std::net::Ipv4Addr::from(0x0B00_0000 + i))).collect();
+        server.set("long", body.clone());
+        let error = fetcher().fetch(&server.url("long"), 64 * MB, &Validators::default(), &LIMITS).await.unwrap_err();
+        let FetchError::Parse { status, bytes, sha256, error } = error else { panic!("{error:?}") };
+        assert_eq!((status, sha256), (200, None));
+        assert_eq!(error, ParseError::TooManyEntries { limit: 1_000 });
+        assert!(bytes < body.len() as u64 / 4, "{bytes} of {} bytes read", body.len());
+        assert_eq!(error.to_string(), "the list has more than 1000 entries");
+        assert_eq!(server.hits("long"), 1, "not retried");
+    }
+
+    /// A server on loopback that sends half of `body` on its first
+    /// connection and then stalls, and all of it on the next ones. Returns
+    /// its URL and the count of connections it took.
+    async fn cut_then_whole(body: &'static str) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/list", listener.local_addr().unwrap());
+        let connections = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&connections);
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let first = seen.fetch_add(1, Ordering::SeqCst) == 0;
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buffer = [0u8; 1024];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buffer[..n]),
+                        }
+                    }
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    let sent = if first { &body[..body.len() / 2] } else { body };
+                    let _ = socket.write_all(head.as_bytes()).await;
+                    let _ = socket.write_all(sent.as_bytes()).await;
+                    let _ = socket.flush().await;
+                    if first {
+                        // Never more: the fetcher's timeout ends the attempt.
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                    }
+                });
+            }
+        });
+        (url, connections)
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_a_body_cut_short_reads_the_list_from_the_start() {
+        const BODY: &str = "1.1.1.1\n2.2.2.2\n3.3.3.3\n4.4.4.4\n5.5.5.5\n6.6.6.6\n7.7.7.7\n8.8.8.8\n";
+        let (url, connections) = cut_then_whole(BODY).await;
+        let settings = FetchSettings { timeout: Duration::from_millis(500), attempts: 2, ..settings() };
+        let download =
+            body(Fetcher::new(settings).unwrap().fetch(&url, MB, &Validators::default(), &LIMITS).await.unwrap());
+        assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 2);
+        // Nothing of the first attempt's half: no duplicates, one count each.
+        assert_eq!(download.parsed.counts.valid, 8);
+        assert_eq!(download.parsed.counts.duplicate, 0);
+        assert_eq!(download.parsed.lines, 8);
+        assert_eq!(download.bytes, BODY.len() as u64);
+        assert_eq!(download.sha256, hex_sha256(BODY.as_bytes()));
     }
 
     #[tokio::test]
@@ -610,11 +864,11 @@ mod tests {
         server.set_redirects("three", 3, "target");
         server.set_redirects("four", 4, "target");
         let fetcher = fetcher();
-        let download = body(fetcher.fetch(&server.url("three"), MB, &Validators::default()).await.unwrap());
-        assert_eq!(download.body, LIST.as_bytes());
+        let download = body(fetcher.fetch(&server.url("three"), MB, &Validators::default(), &LIMITS).await.unwrap());
+        assert_eq!(listed(&download), list_entries());
         assert_eq!(server.hits("target"), 1);
 
-        let error = fetcher.fetch(&server.url("four"), MB, &Validators::default()).await.unwrap_err();
+        let error = fetcher.fetch(&server.url("four"), MB, &Validators::default(), &LIMITS).await.unwrap_err();
         assert!(matches!(error, FetchError::TooManyRedirects { limit: 3 }), "{error:?}");
         assert_eq!(server.hits("target"), 1, "the fourth hop is not followed");
         assert_eq!(server.hits("four/3"), 1);
@@ -625,8 +879,8 @@ mod tests {
         let server = ListServer::start().await;
         server.set("list", LIST);
         server.set_failures("list", vec![500, 500]);
-        let download = body(fetcher().fetch(&server.url("list"), MB, &Validators::default()).await.unwrap());
-        assert_eq!(download.body, LIST.as_bytes());
+        let download = body(fetcher().fetch(&server.url("list"), MB, &Validators::default(), &LIMITS).await.unwrap());
+        assert_eq!(listed(&download), list_entries());
         assert_eq!(server.hits("list"), 3);
     }
 
@@ -635,7 +889,7 @@ mod tests {
         let server = ListServer::start().await;
         server.set("list", LIST);
         server.set_failures("list", vec![503, 502, 500]);
-        let error = fetcher().fetch(&server.url("list"), MB, &Validators::default()).await.unwrap_err();
+        let error = fetcher().fetch(&server.url("list"), MB, &Validators::default(), &LIMITS).await.unwrap_err();
         assert!(matches!(error, FetchError::Status { status: 500 }), "{error:?}");
         assert_eq!(error.http_status(), Some(500));
         assert_eq!(server.hits("list"), 3);
@@ -644,7 +898,7 @@ mod tests {
     #[tokio::test]
     async fn not_found_is_not_retried() {
         let server = ListServer::start().await;
-        let error = fetcher().fetch(&server.url("missing"), MB, &Validators::default()).await.unwrap_err();
+        let error = fetcher().fetch(&server.url("missing"), MB, &Validators::default(), &LIMITS).await.unwrap_err();
         assert!(matches!(error, FetchError::Status { status: 404 }), "{error:?}");
         assert_eq!(error.http_status(), Some(404));
         assert_eq!(server.hits("missing"), 1);
@@ -656,8 +910,8 @@ mod tests {
         server.set("list", LIST);
         server.set_retry_after("list", 1);
         let started = Instant::now();
-        let download = body(fetcher().fetch(&server.url("list"), MB, &Validators::default()).await.unwrap());
-        assert_eq!(download.body, LIST.as_bytes());
+        let download = body(fetcher().fetch(&server.url("list"), MB, &Validators::default(), &LIMITS).await.unwrap());
+        assert_eq!(listed(&download), list_entries());
         assert!(started.elapsed() >= Duration::from_secs(1), "{:?}", started.elapsed());
         assert_eq!(server.hits("list"), 2);
     }
@@ -668,7 +922,7 @@ mod tests {
         server.set_stall("stall");
         let settings = FetchSettings { timeout: Duration::from_millis(300), attempts: 2, ..settings() };
         let fetcher = Fetcher::new(settings).unwrap();
-        let error = fetcher.fetch(&server.url("stall"), MB, &Validators::default()).await.unwrap_err();
+        let error = fetcher.fetch(&server.url("stall"), MB, &Validators::default(), &LIMITS).await.unwrap_err();
         assert!(matches!(error, FetchError::Timeout), "{error:?}");
         assert_eq!(server.hits("stall"), 2);
     }
@@ -678,14 +932,14 @@ mod tests {
         let server = ListServer::start().await;
         server.set("list", LIST);
         let fetcher = Fetcher::new(FetchSettings { allow_private: false, ..settings() }).unwrap();
-        let literal = fetcher.fetch(&server.url("list"), MB, &Validators::default()).await.unwrap_err();
+        let literal = fetcher.fetch(&server.url("list"), MB, &Validators::default(), &LIMITS).await.unwrap_err();
         assert!(
             matches!(literal, FetchError::Forbidden { addr, .. } if addr == IpAddr::from([127, 0, 0, 1])),
             "{literal:?}"
         );
         // A name goes through the resolver, which refuses it at connect time.
         let name = format!("http://localhost:{}/list", server.addr().port());
-        let named = fetcher.fetch(&name, MB, &Validators::default()).await.unwrap_err();
+        let named = fetcher.fetch(&name, MB, &Validators::default(), &LIMITS).await.unwrap_err();
         assert!(matches!(&named, FetchError::Forbidden { host, .. } if host == "localhost"), "{named:?}");
         assert_eq!(server.total_hits(), 0);
     }
@@ -700,14 +954,14 @@ mod tests {
         let guard = Guard { allow_private: false, also_public: Some(IpAddr::from([127, 0, 0, 1])) };
         let fetcher = Fetcher::with_guard(FetchSettings { allow_private: false, ..settings() }, guard).unwrap();
         // The seam lets the first hop through …
-        body(fetcher.fetch(&server.url("list"), MB, &Validators::default()).await.unwrap());
+        body(fetcher.fetch(&server.url("list"), MB, &Validators::default(), &LIMITS).await.unwrap());
         // … and the guard stops the next one.
-        let error = fetcher.fetch(&server.url("hop"), MB, &Validators::default()).await.unwrap_err();
+        let error = fetcher.fetch(&server.url("hop"), MB, &Validators::default(), &LIMITS).await.unwrap_err();
         assert!(
             matches!(error, FetchError::Forbidden { addr, .. } if addr == IpAddr::from([127, 0, 0, 2])),
             "{error:?}"
         );
-        let error = fetcher.fetch(&server.url("ftp-hop"), MB, &Validators::default()).await.unwrap_err();
+        let error = fetcher.fetch(&server.url("ftp-hop"), MB, &Validators::default(), &LIMITS).await.unwrap_err();
         assert!(matches!(error, FetchError::BadUrl(_)), "{error:?}");
         assert_eq!(server.hits("list"), 1);
         assert_eq!(server.hits("hop"), 1);
@@ -717,7 +971,7 @@ mod tests {
     async fn other_schemes_and_credentials_are_bad_urls() {
         let fetcher = fetcher();
         for url in ["ftp://example.com/list", "http://user:pw@example.com/list", "not a url", "file:///etc/passwd"] {
-            let error = fetcher.fetch(url, MB, &Validators::default()).await.unwrap_err();
+            let error = fetcher.fetch(url, MB, &Validators::default(), &LIMITS).await.unwrap_err();
             assert!(matches!(error, FetchError::BadUrl(_)), "{url}: {error:?}");
             let error = fetcher.check_target(url).await.unwrap_err();
             assert!(matches!(error, FetchError::BadUrl(_)), "{url}: {error:?}");

@@ -234,35 +234,17 @@ impl Blocklists {
         let spec = &source.spec;
         let validators = Validators { etag: source.etag.clone(), last_modified: source.last_modified.clone() };
         let max_bytes = u64::try_from(spec.max_bytes).unwrap_or(DEFAULT_MAX_BYTES);
-        let download = match self.inner.fetcher.fetch(&spec.url, max_bytes, &validators).await {
+        let limits = parse_limits(spec);
+        let download = match self.inner.fetcher.fetch(&spec.url, max_bytes, &validators, &limits).await {
             Ok(Fetched::NotModified { status }) => {
                 run.http_status = Some(status);
                 return Ok(ListRead::Unchanged);
             }
             Ok(Fetched::Body(download)) => download,
-            Err(error) => {
-                run.http_status = error.http_status();
-                return Err(format!("download failed: {error}"));
-            }
-        };
-        run.http_status = Some(download.status);
-        run.bytes = download.body.len() as u64;
-        run.sha256 = Some(download.sha256.clone());
-        if download
-            .content_type
-            .as_deref()
-            .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("text/html"))
-        {
-            return Err("the server sent an HTML page, not a list".into());
-        }
-        if source.sha256.as_deref() == Some(download.sha256.as_str()) {
-            return Ok(ListRead::Unchanged);
-        }
-        let limits =
-            ParseLimits { policy: spec.cidr_policy, max_entries: usize::try_from(spec.max_entries).unwrap_or(0) };
-        let parsed = match parse::parse(&download.body, &limits) {
-            Ok(parsed) => parsed,
-            Err(error) => {
+            Err(FetchError::Parse { status, bytes, sha256, error }) => {
+                run.http_status = Some(status);
+                run.bytes = bytes;
+                run.sha256 = sha256;
                 if let ParseError::NotAList { valid, invalid, first_bad } = &error {
                     run.counts.valid = *valid;
                     run.counts.invalid = *invalid;
@@ -270,16 +252,28 @@ impl Blocklists {
                 }
                 return Err(format!("not a usable list: {error}"));
             }
+            Err(error) => {
+                run.http_status = error.http_status();
+                return Err(format!("download failed: {error}"));
+            }
         };
+        run.http_status = Some(download.status);
+        run.bytes = download.bytes;
+        run.sha256 = Some(download.sha256.clone());
+        if source.sha256.as_deref() == Some(download.sha256.as_str()) {
+            return Ok(ListRead::Unchanged);
+        }
         let seen = SeenBody {
             etag: download.validators.etag,
             last_modified: download.validators.last_modified,
             sha256: Some(download.sha256),
         };
-        drop(download.body);
+        let parsed = download.parsed;
         run.bad_lines = parsed.bad_lines;
         run.counts = parsed.counts;
-        let mut nets = exclusions.apply(parsed.entries, &mut run.counts);
+        let mut nets = parsed.entries;
+        exclusions.apply(&mut nets, &mut run.counts);
+        // Sorted and unique from the parser already; cheap to make sure.
         nets.sort_unstable();
         nets.dedup();
         Ok(ListRead::New { nets, seen })
@@ -366,13 +360,15 @@ impl Blocklists {
         Ok(Converged { stopped: mirror.stopped })
     }
 
-    /// What fail2ban holds in `jail`, sorted.
+    /// What fail2ban holds in `jail`, sorted (read in bounded memory:
+    /// [`Fail2ban::jail_bans`]).
     async fn actual_bans(&self, jail: &JailName) -> Result<Vec<IpNet>, Fail2banError> {
-        let bans = self.inner.fail2ban.bans(jail).await?;
-        let mut nets: Vec<IpNet> = bans.iter().filter_map(|b| parse::parse_entry(&b.ip)).collect();
-        nets.sort_unstable();
-        nets.dedup();
-        Ok(nets)
+        let bans = self.inner.fail2ban.jail_bans(jail).await?;
+        if bans.unreadable > 0 {
+            // Not ours to judge: a host name banned by hand, say.
+            tracing::info!(%jail, unreadable = bans.unreadable, "bans in the jail that are not addresses");
+        }
+        Ok(bans.bans)
     }
 }
 

@@ -5,7 +5,8 @@
 //!   lines it could not read; the filters that keep reserved ranges, the
 //!   jail's ignoreip and the operator's networks out.
 //! * [`fetch`]: the download (conditional GET, size cap while streaming,
-//!   retries, public targets only).
+//!   retries, public targets only), read by [`parse`] as it streams: the
+//!   one path from a URL to a list that imports and previews share.
 //! * `import`: one import, mirroring a list into its jail (ban what is new,
 //!   unban what left the list and only an import banned), and its run row.
 //! * here: [`Blocklists`], the sources (checked, stored), previews, "import
@@ -47,7 +48,9 @@ pub struct ImportCounts {
     pub ignored: u64,
     /// In the operator's `--never-ban` networks.
     pub never_ban: u64,
-    /// Networks left out by the CIDR policy.
+    /// Networks left out by the CIDR policy: every network under `skip`,
+    /// those broader than /24 (IPv6 /120) under `expand`, those broader
+    /// than the source's `ban_min_prefix_v4`/`_v6` under `ban`.
     pub cidr_skipped: u64,
     /// Listed and already banned in the jail (by any means).
     pub already_banned: u64,
@@ -73,7 +76,10 @@ use tokio::sync::{Mutex, Semaphore};
 
 use self::{
     fetch::{FetchError, Fetched, Fetcher, Validators},
-    parse::{Exclusions, ParseError, ParseLimits, entry_text},
+    parse::{
+        BROADEST_BAN_PREFIX_V4, BROADEST_BAN_PREFIX_V6, DEFAULT_BAN_MIN_PREFIX_V4, DEFAULT_BAN_MIN_PREFIX_V6,
+        Exclusions, ParseError, ParseLimits, entry_text,
+    },
 };
 pub use crate::store::blocklist::Hold;
 /// The stored shapes of sources and runs, as the rest of the service sees them.
@@ -192,6 +198,10 @@ pub struct SourceInput {
     pub cidr_policy: String,
     pub max_bytes: u64,
     pub max_entries: u64,
+    /// 0: [`DEFAULT_BAN_MIN_PREFIX_V4`].
+    pub ban_min_prefix_v4: u32,
+    /// 0: [`DEFAULT_BAN_MIN_PREFIX_V6`].
+    pub ban_min_prefix_v6: u32,
 }
 
 /// A source with what is known of its runs.
@@ -392,6 +402,20 @@ impl Blocklists {
         let cidr_policy = policy(&input.cidr_policy)?;
         let max_bytes = limit("max_bytes", input.max_bytes, DEFAULT_MAX_BYTES, MAX_MAX_BYTES)?;
         let max_entries = limit("max_entries", input.max_entries, DEFAULT_MAX_ENTRIES, MAX_MAX_ENTRIES)?;
+        let ban_min_prefix_v4 = prefix_bound(
+            "ban_min_prefix_v4",
+            input.ban_min_prefix_v4,
+            DEFAULT_BAN_MIN_PREFIX_V4,
+            BROADEST_BAN_PREFIX_V4,
+            32,
+        )?;
+        let ban_min_prefix_v6 = prefix_bound(
+            "ban_min_prefix_v6",
+            input.ban_min_prefix_v6,
+            DEFAULT_BAN_MIN_PREFIX_V6,
+            BROADEST_BAN_PREFIX_V6,
+            128,
+        )?;
         // The jail must exist: an import into a missing jail would fail at
         // every run.
         if !self.inner.fail2ban.jail_names().await?.iter().any(|j| j == jail.as_str()) {
@@ -406,6 +430,8 @@ impl Blocklists {
             cidr_policy,
             max_bytes,
             max_entries,
+            ban_min_prefix_v4,
+            ban_min_prefix_v6,
         })
     }
 
@@ -524,16 +550,15 @@ impl Blocklists {
     /// Downloads and reads a list; bans nothing, stores nothing.
     pub async fn preview(&self, target: &PreviewTarget, limit: usize) -> Result<Preview, BlocklistError> {
         let _slot = self.inner.previews.try_acquire().map_err(|_| BlocklistError::PreviewsBusy(PREVIEWS_AT_ONCE))?;
-        let (url, policy, max_bytes, max_entries, ignore) = match target {
+        let (url, max_bytes, limits, ignore) = match target {
             PreviewTarget::Source(id) => {
                 let source = self.get(*id).await?;
                 let jail = JailName::parse("jail", &source.spec.jail)?;
                 // The jail's ignoreip when fail2ban answers; the preview
                 // still works without it.
                 let ignore = self.inner.fail2ban.ignore_list(&jail).await.unwrap_or_default();
-                let s = source.spec;
-                let (bytes, entries) = (u64::try_from(s.max_bytes), u64::try_from(s.max_entries));
-                (s.url, s.cidr_policy, bytes.unwrap_or(0), entries.unwrap_or(0), ignore)
+                let max_bytes = u64::try_from(source.spec.max_bytes).unwrap_or(0);
+                (source.spec.url.clone(), max_bytes, parse_limits(&source.spec), ignore)
             }
             PreviewTarget::Url { url, cidr_policy } => {
                 let url = self
@@ -542,21 +567,23 @@ impl Blocklists {
                     .check_target(url.trim())
                     .await
                     .map_err(|e| InvalidArgument::new("url", e.to_string()))?;
-                (url.to_string(), policy(cidr_policy)?, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, Vec::new())
+                let limits = ParseLimits::new(policy(cidr_policy)?, to_usize(DEFAULT_MAX_ENTRIES));
+                (url.to_string(), DEFAULT_MAX_BYTES, limits, Vec::new())
             }
         };
-        let download = match self.inner.fetcher.fetch(&url, max_bytes, &Validators::default()).await? {
-            Fetched::Body(download) => download,
+        let download = match self.inner.fetcher.fetch(&url, max_bytes, &Validators::default(), &limits).await {
+            Ok(Fetched::Body(download)) => download,
             // Nothing was sent to make it conditional.
-            Fetched::NotModified { status } => return Err(FetchError::Status { status }.into()),
+            Ok(Fetched::NotModified { status }) => return Err(FetchError::Status { status }.into()),
+            Err(FetchError::Parse { error, .. }) => return Err(error.into()),
+            Err(error) => return Err(error.into()),
         };
-        let limits = ParseLimits { policy, max_entries: usize::try_from(max_entries).unwrap_or(usize::MAX) };
-        let parsed = parse::parse(&download.body, &limits)?;
-        let mut counts = parsed.counts;
-        let entries = Exclusions::new(&ignore, &self.inner.config.never_ban).apply(parsed.entries, &mut counts);
+        let parsed = download.parsed;
+        let (mut entries, mut counts) = (parsed.entries, parsed.counts);
+        Exclusions::new(&ignore, &self.inner.config.never_ban).apply(&mut entries, &mut counts);
         Ok(Preview {
             http_status: download.status,
-            bytes: download.body.len() as u64,
+            bytes: download.bytes,
             sha256: download.sha256,
             counts,
             entries: entries.iter().take(limit).map(entry_text).collect(),
@@ -666,6 +693,44 @@ fn policy(text: &str) -> Result<CidrPolicy, InvalidArgument> {
         return Ok(CidrPolicy::default());
     }
     text.parse().map_err(|_| InvalidArgument::new("cidr_policy", format!("{text:?} is not skip, ban or expand")))
+}
+
+/// How a source's list is read (imports and previews alike).
+fn parse_limits(spec: &SourceSpec) -> ParseLimits {
+    ParseLimits {
+        policy: spec.cidr_policy,
+        max_entries: usize::try_from(spec.max_entries).unwrap_or(0),
+        ban_min_prefix_v4: spec.ban_min_prefix_v4,
+        ban_min_prefix_v6: spec.ban_min_prefix_v6,
+    }
+}
+
+fn to_usize(value: u64) -> usize {
+    usize::try_from(value).unwrap_or(usize::MAX)
+}
+
+/// A broadest-network bound of `ban`: 0 is `default`; else a prefix
+/// length from `broadest` to `longest` (the family's host prefix).
+fn prefix_bound(
+    field: &'static str,
+    value: u32,
+    default: u8,
+    broadest: u8,
+    longest: u8,
+) -> Result<u8, InvalidArgument> {
+    if value == 0 {
+        return Ok(default);
+    }
+    match u8::try_from(value) {
+        Ok(prefix) if (broadest..=longest).contains(&prefix) => Ok(prefix),
+        _ => Err(InvalidArgument::new(
+            field,
+            format!(
+                "{value} is not a prefix length from {broadest} to {longest} (0: {default}); networks broader \
+                 than a /{broadest} are never banned"
+            ),
+        )),
+    }
 }
 
 fn limit(field: &'static str, value: u64, default: u64, max: u64) -> Result<i64, InvalidArgument> {

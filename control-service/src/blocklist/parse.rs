@@ -9,9 +9,20 @@
 //! (the first [`MAX_BAD_LINES`]) for the operator; a body with more of them
 //! than entries is not a list at all and nothing is applied from it.
 //!
-//! Memory is bounded by the entry cap: entries collect in one `Vec` that is
-//! sorted and deduplicated whenever it grows half the cap past it, so it
-//! never holds much more than 1.5 times the cap.
+//! The body is read as it streams ([`ListReader`]): `feed` takes the body
+//! in pieces of any size, cut anywhere (mid-line, mid-CRLF, mid-BOM,
+//! mid-UTF-8), and keeps only the line not ended yet, itself at most
+//! [`MAX_LINE_BYTES`] (a longer line is read as a comment when it starts
+//! as one, else as an invalid line). The result does not depend on where
+//! the pieces were cut: [`parse`] is one `feed` and `finish`.
+//!
+//! Memory is bounded by the entry cap: entries are [`IpNet`] values (18
+//! bytes, no heap) in one `Vec` that is sorted and deduplicated whenever it
+//! grows half the cap past it, so it never holds much more than 1.5 times
+//! the cap. Under [`CidrPolicy::Expand`] a network stays one value until
+//! `finish` (it counts as its addresses; an address or network inside one
+//! listed before is a duplicate), so a list repeating a /24 costs a line's
+//! work, not 256 pushes, per line.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -27,6 +38,21 @@ const BAD_LINE_BYTES: usize = 200;
 /// [`CidrPolicy::Expand`] (an IPv4 /24, an IPv6 /120).
 const EXPAND_MAX_HOST_BITS: u8 = 8;
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+/// The longest line read as a line (its `\r` included). A longer one is a
+/// comment when it starts as one (`#`, `;`), else invalid: no list format
+/// has lines this long, and the reader never holds more of one.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// The broadest IPv4 network [`CidrPolicy::Ban`] bans when the source says
+/// nothing: a /12 (Spamhaus DROP's widest entries fit).
+pub const DEFAULT_BAN_MIN_PREFIX_V4: u8 = 12;
+/// The broadest IPv6 network [`CidrPolicy::Ban`] bans when the source says
+/// nothing: a /32.
+pub const DEFAULT_BAN_MIN_PREFIX_V6: u8 = 32;
+/// The broadest IPv4 network a source may allow `ban` to ban (a /8).
+pub const BROADEST_BAN_PREFIX_V4: u8 = 8;
+/// The broadest IPv6 network a source may allow `ban` to ban (a /16).
+pub const BROADEST_BAN_PREFIX_V6: u8 = 16;
 
 /// How entries are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +61,34 @@ pub struct ParseLimits {
     pub policy: CidrPolicy,
     /// Most unique entries a list may have (after expansion).
     pub max_entries: usize,
+    /// Under [`CidrPolicy::Ban`]: the shortest IPv4 prefix banned. A
+    /// broader network (`32.0.0.0/3` with 12) is skipped and counted in
+    /// `cidr_skipped`, never banned. The parser takes any value; sources
+    /// are checked against [`BROADEST_BAN_PREFIX_V4`] where they are set.
+    pub ban_min_prefix_v4: u8,
+    /// The same for IPv6.
+    pub ban_min_prefix_v6: u8,
+}
+
+impl ParseLimits {
+    /// `policy` and `max_entries` with the default bounds of `ban`.
+    pub const fn new(policy: CidrPolicy, max_entries: usize) -> Self {
+        ParseLimits {
+            policy,
+            max_entries,
+            ban_min_prefix_v4: DEFAULT_BAN_MIN_PREFIX_V4,
+            ban_min_prefix_v6: DEFAULT_BAN_MIN_PREFIX_V6,
+        }
+    }
+
+    /// `net` is broader than `ban` bans.
+    fn too_broad_to_ban(&self, net: &IpNet) -> bool {
+        let min = match net {
+            IpNet::V4(_) => self.ban_min_prefix_v4,
+            IpNet::V6(_) => self.ban_min_prefix_v6,
+        };
+        net.prefix_len() < min
+    }
 }
 
 /// A list, read.
@@ -47,12 +101,13 @@ pub struct Parsed {
     pub counts: ImportCounts,
     /// The first MAX_BAD_LINES invalid lines, with 1-based line numbers, each at most 200 bytes (cut on a char boundary).
     pub bad_lines: Vec<BadLine>,
-    /// Lines read in total.
+    /// Lines read in total: every `\n` ends one, and a last line without
+    /// one counts when it is not empty.
     pub lines: u64,
 }
 
 /// Why a body gives no list.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
     /// More unique entries than `max_entries` (stop as soon as it is exceeded: memory stays bounded by the limit).
     #[error("the list has more than {limit} entries")]
@@ -83,44 +138,200 @@ fn first_bad_suffix(first_bad: &Option<BadLine>) -> String {
     }
 }
 
-/// Reads a list body (any supported format, auto-detected line by line).
+/// Reads a whole list body (any supported format, auto-detected line by
+/// line): one [`ListReader::feed`] and [`ListReader::finish`].
 pub fn parse(body: &[u8], limits: &ParseLimits) -> Result<Parsed, ParseError> {
-    let body = body.strip_prefix(UTF8_BOM).unwrap_or(body);
-    let mut collector = Collector::new(limits.max_entries);
-    let mut counts = ImportCounts::default();
-    let mut bad_lines = Vec::new();
-    let mut lines = 0u64;
+    let mut reader = ListReader::new(*limits);
+    reader.feed(body)?;
+    reader.finish()
+}
 
-    for raw in split_lines(body) {
-        lines += 1;
-        match read_line(raw) {
-            Line::Nothing => {}
-            Line::Entry(net) => add_entry(net, limits.policy, &mut collector, &mut counts)?,
-            Line::Invalid => {
-                counts.invalid += 1;
-                if bad_lines.len() < MAX_BAD_LINES {
-                    bad_lines.push(BadLine { line: lines, text: bad_line_text(raw) });
-                }
-            }
+/// How much of a leading UTF-8 byte order mark has been seen.
+#[derive(Debug, Clone, Copy)]
+enum Bom {
+    /// This many of its bytes began the body so far.
+    Matching(usize),
+    /// Skipped, or the body does not start with one.
+    Done,
+}
+
+/// A list read as its body streams: [`feed`](Self::feed) the body in
+/// pieces, then [`finish`](Self::finish). A body that starts again (a
+/// retried download) needs a new reader.
+#[derive(Debug)]
+pub struct ListReader {
+    limits: ParseLimits,
+    collector: Collector,
+    counts: ImportCounts,
+    bad_lines: Vec<BadLine>,
+    lines: u64,
+    /// The start of the line not ended yet: at most [`MAX_LINE_BYTES`].
+    partial: Vec<u8>,
+    /// Bytes of that line so far, kept or not.
+    partial_len: usize,
+    bom: Bom,
+    /// The entry cap was passed: nothing more is read.
+    over_limit: bool,
+}
+
+impl ListReader {
+    /// A reader at the start of a body.
+    pub fn new(limits: ParseLimits) -> Self {
+        ListReader {
+            limits,
+            collector: Collector::new(limits.max_entries, limits.policy == CidrPolicy::Expand),
+            counts: ImportCounts::default(),
+            bad_lines: Vec::new(),
+            lines: 0,
+            partial: Vec::new(),
+            partial_len: 0,
+            bom: Bom::Matching(0),
+            over_limit: false,
         }
     }
 
-    let (entries, duplicate) = collector.finish()?;
-    counts.valid = entries.len() as u64;
-    counts.duplicate = duplicate;
-
-    // Networks skipped by the policy were read correctly: a list of only
-    // networks under `skip` is a list (whose entries are all left out), not
-    // the wrong file.
-    let recognised = counts.valid + counts.cidr_skipped;
-    if recognised == 0 || counts.invalid > recognised {
-        return Err(ParseError::NotAList {
-            valid: counts.valid,
-            invalid: counts.invalid,
-            first_bad: bad_lines.into_iter().next(),
-        });
+    /// Reads the next piece of the body. `Err` ([`ParseError::TooManyEntries`])
+    /// as soon as the list has more unique entries than the cap: the rest
+    /// need not be downloaded, and every later call fails the same way.
+    pub fn feed(&mut self, piece: &[u8]) -> Result<(), ParseError> {
+        if self.over_limit {
+            return Err(ParseError::TooManyEntries { limit: self.limits.max_entries });
+        }
+        let piece = self.skip_bom(piece);
+        let fed = self.feed_lines(piece);
+        self.over_limit = fed.is_err();
+        fed
     }
-    Ok(Parsed { entries, counts, bad_lines, lines })
+
+    /// The list: every entry sorted and unique, or why the body is none.
+    pub fn finish(mut self) -> Result<Parsed, ParseError> {
+        if self.over_limit {
+            return Err(ParseError::TooManyEntries { limit: self.limits.max_entries });
+        }
+        // A body that is the start of a BOM and nothing else.
+        if let Bom::Matching(seen) = self.bom
+            && seen < UTF8_BOM.len()
+        {
+            self.keep(&UTF8_BOM[..seen]);
+        }
+        if self.partial_len > 0 {
+            let last = std::mem::take(&mut self.partial);
+            self.line(&last, self.partial_len)?;
+        }
+        let ListReader { collector, mut counts, bad_lines, lines, .. } = self;
+        let (entries, duplicate) = collector.finish()?;
+        counts.valid = entries.len() as u64;
+        counts.duplicate = duplicate;
+
+        // Networks skipped by the policy were read correctly: a list of only
+        // networks under `skip` is a list (whose entries are all left out), not
+        // the wrong file.
+        let recognised = counts.valid + counts.cidr_skipped;
+        if recognised == 0 || counts.invalid > recognised {
+            return Err(ParseError::NotAList {
+                valid: counts.valid,
+                invalid: counts.invalid,
+                first_bad: bad_lines.into_iter().next(),
+            });
+        }
+        Ok(Parsed { entries, counts, bad_lines, lines })
+    }
+
+    /// `piece` without what belongs to a BOM at the start of the body; the
+    /// bytes of a BOM's start that turn out not to be one are kept.
+    fn skip_bom<'a>(&mut self, mut piece: &'a [u8]) -> &'a [u8] {
+        while let Bom::Matching(seen) = self.bom {
+            if seen == UTF8_BOM.len() {
+                self.bom = Bom::Done;
+                break;
+            }
+            let Some((&byte, rest)) = piece.split_first() else { break };
+            if byte == UTF8_BOM[seen] {
+                self.bom = Bom::Matching(seen + 1);
+                piece = rest;
+            } else {
+                self.bom = Bom::Done;
+                self.keep(&UTF8_BOM[..seen]);
+            }
+        }
+        piece
+    }
+
+    fn feed_lines(&mut self, mut piece: &[u8]) -> Result<(), ParseError> {
+        while let Some(at) = piece.iter().position(|b| *b == b'\n') {
+            let (line, rest) = (&piece[..at], &piece[at + 1..]);
+            piece = rest;
+            if self.partial_len == 0 {
+                self.line(line, line.len())?;
+            } else {
+                self.keep(line);
+                let mut whole = std::mem::take(&mut self.partial);
+                let read = self.line(&whole, self.partial_len);
+                // The buffer is used again for the next line that spans pieces.
+                whole.clear();
+                self.partial = whole;
+                self.partial_len = 0;
+                read?;
+            }
+        }
+        self.keep(piece);
+        Ok(())
+    }
+
+    /// Adds `bytes` to the line not ended yet, keeping at most
+    /// [`MAX_LINE_BYTES`] of it.
+    fn keep(&mut self, bytes: &[u8]) {
+        let room = MAX_LINE_BYTES.saturating_sub(self.partial.len());
+        self.partial.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        self.partial_len = self.partial_len.saturating_add(bytes.len());
+    }
+
+    /// One line without its `\n`: `raw` is all of it, or its first
+    /// [`MAX_LINE_BYTES`] when it is `len` long.
+    fn line(&mut self, raw: &[u8], len: usize) -> Result<(), ParseError> {
+        self.lines += 1;
+        let (raw, read) = if len > MAX_LINE_BYTES {
+            let head = &raw[..raw.len().min(MAX_LINE_BYTES)];
+            let read = match head.trim_ascii_start().first() {
+                Some(b'#' | b';') => Line::Nothing,
+                _ => Line::Invalid,
+            };
+            (head, read)
+        } else {
+            let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+            (raw, read_line(raw))
+        };
+        match read {
+            Line::Nothing => {}
+            Line::Entry(net) => self.add_entry(net)?,
+            Line::Invalid => {
+                self.counts.invalid += 1;
+                if self.bad_lines.len() < MAX_BAD_LINES {
+                    self.bad_lines.push(BadLine { line: self.lines, text: bad_line_text(raw) });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the CIDR policy to one entry read from a line.
+    fn add_entry(&mut self, net: IpNet) -> Result<(), ParseError> {
+        if is_host(&net) {
+            return self.collector.push(net);
+        }
+        let skip = match self.limits.policy {
+            CidrPolicy::Skip => true,
+            CidrPolicy::Ban => self.limits.too_broad_to_ban(&net),
+            // Expanded at the end (see `Collector`).
+            CidrPolicy::Expand => net.max_prefix_len() - net.prefix_len() > EXPAND_MAX_HOST_BITS,
+        };
+        if skip {
+            self.counts.cidr_skipped += 1;
+            Ok(())
+        } else {
+            self.collector.push(net)
+        }
+    }
 }
 
 /// "1.2.3.4" for a host, "1.2.3.0/24" for a network; IPv6 in RFC 5952 form (Rust's Display). This is the text sent to fail2ban and stored in the database.
@@ -131,15 +342,6 @@ pub fn entry_text(entry: &IpNet) -> String {
 /// The inverse of entry_text (also accepts what parse accepts for one token); None if not an entry.
 pub fn parse_entry(text: &str) -> Option<IpNet> {
     parse_token(text.trim())
-}
-
-/// The lines of `body`: split on `\n`, a trailing `\r` dropped; a final
-/// line without newline is a line, the empty rest after a final newline is
-/// not.
-fn split_lines(body: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let body = body.strip_suffix(b"\n").unwrap_or(body);
-    let pieces = if body.is_empty() { None } else { Some(body.split(|b| *b == b'\n')) };
-    pieces.into_iter().flatten().map(|line| line.strip_suffix(b"\r").unwrap_or(line))
 }
 
 /// What one line holds.
@@ -230,63 +432,29 @@ fn is_host(net: &IpNet) -> bool {
     net.prefix_len() == net.max_prefix_len()
 }
 
-/// Applies the CIDR policy to one entry read from a line.
-fn add_entry(
-    net: IpNet,
-    policy: CidrPolicy,
-    collector: &mut Collector,
-    counts: &mut ImportCounts,
-) -> Result<(), ParseError> {
-    if is_host(&net) {
-        return collector.push(net);
-    }
-    match policy {
-        CidrPolicy::Skip => counts.cidr_skipped += 1,
-        CidrPolicy::Ban => collector.push(net)?,
-        CidrPolicy::Expand => {
-            if net.max_prefix_len() - net.prefix_len() > EXPAND_MAX_HOST_BITS {
-                counts.cidr_skipped += 1;
-            } else {
-                expand(net, collector)?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Every address of a small network, network and broadcast included.
-fn expand(net: IpNet, collector: &mut Collector) -> Result<(), ParseError> {
-    match net {
-        IpNet::V4(v4) => {
-            let first = u32::from(v4.network());
-            for bits in first..=u32::from(v4.broadcast()) {
-                collector.push(IpNet::V4(Ipv4Net::from(Ipv4Addr::from(bits))))?;
-            }
-        }
-        IpNet::V6(v6) => {
-            let first = u128::from(v6.network());
-            for bits in first..=u128::from(v6.broadcast()) {
-                collector.push(IpNet::V6(Ipv6Net::from(Ipv6Addr::from(bits))))?;
-            }
-        }
-    }
-    Ok(())
-}
-
 /// The entries seen so far, deduplicated in batches so that memory stays
 /// within about 1.5 times the cap however many duplicates a body repeats.
+///
+/// When expanding, a network stands for its addresses until `finish`: it
+/// counts as that many, and an entry inside one kept before is a duplicate
+/// (prefixes nest or are disjoint, so after sorting an entry is inside an
+/// earlier one exactly when it is inside the last one kept).
+#[derive(Debug)]
 struct Collector {
     entries: Vec<IpNet>,
     limit: usize,
     /// When `entries` reaches this length it is sorted and deduplicated.
     compact_at: usize,
-    duplicates: u64,
+    /// Networks are addresses to expand (`CidrPolicy::Expand`), not entries.
+    expand: bool,
+    /// Addresses (entries when not expanding) pushed, repeats included.
+    listed: u64,
 }
 
 impl Collector {
-    fn new(limit: usize) -> Self {
+    fn new(limit: usize, expand: bool) -> Self {
         let compact_at = limit.saturating_add(limit / 2).saturating_add(256);
-        Collector { entries: Vec::new(), limit, compact_at, duplicates: 0 }
+        Collector { entries: Vec::new(), limit, compact_at, expand, listed: 0 }
     }
 
     fn push(&mut self, net: IpNet) -> Result<(), ParseError> {
@@ -298,26 +466,73 @@ impl Collector {
             let target = self.entries.capacity().saturating_mul(2).max(1024).min(self.compact_at);
             self.entries.reserve_exact(target.saturating_sub(self.entries.len()).max(1));
         }
+        self.listed += self.size(&net);
         self.entries.push(net);
         Ok(())
     }
 
-    fn compact(&mut self) -> Result<(), ParseError> {
-        let before = self.entries.len();
-        self.entries.sort_unstable();
-        self.entries.dedup();
-        self.duplicates += (before - self.entries.len()) as u64;
-        if self.entries.len() > self.limit {
-            return Err(ParseError::TooManyEntries { limit: self.limit });
-        }
-        Ok(())
+    /// Addresses `net` stands for.
+    fn size(&self, net: &IpNet) -> u64 {
+        if self.expand { 1 << (net.max_prefix_len() - net.prefix_len()) } else { 1 }
     }
 
-    /// The unique entries, sorted, and how many duplicates were dropped.
+    /// Sorts and deduplicates; returns the unique entries (addresses when
+    /// expanding) held.
+    fn compact(&mut self) -> Result<usize, ParseError> {
+        self.entries.sort_unstable();
+        let unique = if self.expand {
+            self.entries.dedup_by(|later, kept| kept.contains(&*later));
+            self.entries.iter().map(|net| self.size(net)).sum::<u64>()
+        } else {
+            self.entries.dedup();
+            self.entries.len() as u64
+        };
+        match usize::try_from(unique) {
+            Ok(unique) if unique <= self.limit => Ok(unique),
+            _ => Err(ParseError::TooManyEntries { limit: self.limit }),
+        }
+    }
+
+    /// The unique entries, sorted, and how many repeats were dropped.
     fn finish(mut self) -> Result<(Vec<IpNet>, u64), ParseError> {
-        self.compact()?;
+        let unique = self.compact()?;
+        if self.expand {
+            self.expand_in_place(unique);
+        }
         self.entries.shrink_to_fit();
-        Ok((self.entries, self.duplicates))
+        Ok((self.entries, self.listed - unique as u64))
+    }
+
+    /// Replaces the sorted, disjoint networks held by their `unique`
+    /// addresses, in order, without a second vector: from the last network
+    /// back, each one's addresses go to the end of what is still free. The
+    /// addresses of network `i` start at or after index `i`, so no network
+    /// is overwritten before it is read.
+    fn expand_in_place(&mut self, unique: usize) {
+        let kept = self.entries.len();
+        let placeholder = IpNet::V4(Ipv4Net::default());
+        self.entries.resize(unique, placeholder);
+        let mut end = unique;
+        for i in (0..kept).rev() {
+            let net = self.entries[i];
+            match net {
+                IpNet::V4(v4) => {
+                    let (first, last) = (u32::from(v4.network()), u32::from(v4.broadcast()));
+                    for bits in (first..=last).rev() {
+                        end -= 1;
+                        self.entries[end] = IpNet::V4(Ipv4Net::from(Ipv4Addr::from(bits)));
+                    }
+                }
+                IpNet::V6(v6) => {
+                    let (first, last) = (u128::from(v6.network()), u128::from(v6.broadcast()));
+                    for bits in (first..=last).rev() {
+                        end -= 1;
+                        self.entries[end] = IpNet::V6(Ipv6Net::from(Ipv6Addr::from(bits)));
+                    }
+                }
+            }
+        }
+        debug_assert_eq!(end, 0);
     }
 }
 
@@ -361,8 +576,9 @@ impl Exclusions {
     }
 
     /// Drops entries overlapping a reserved range (counts.reserved), else the jail's ignoreip (counts.ignored), else the operator's networks (counts.never_ban): first matching reason counts. "Overlapping": the entry is inside the excluded net, or a network entry contains it.
-    pub fn apply(&self, entries: Vec<IpNet>, counts: &mut ImportCounts) -> Vec<IpNet> {
-        let mut entries = entries;
+    ///
+    /// In place: what is kept stays in its order, in the same allocation.
+    pub fn apply(&self, entries: &mut Vec<IpNet>, counts: &mut ImportCounts) {
         entries.retain(|entry| {
             let entry = canonical(*entry);
             if is_reserved(&entry) {
@@ -376,7 +592,6 @@ impl Exclusions {
             }
             false
         });
-        entries
     }
 }
 

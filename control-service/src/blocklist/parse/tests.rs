@@ -4,9 +4,12 @@ use proptest::prelude::*;
 
 use super::*;
 
-const BAN: ParseLimits = ParseLimits { policy: CidrPolicy::Ban, max_entries: 1_000_000 };
-const SKIP: ParseLimits = ParseLimits { policy: CidrPolicy::Skip, max_entries: 1_000_000 };
-const EXPAND: ParseLimits = ParseLimits { policy: CidrPolicy::Expand, max_entries: 1_000_000 };
+const BAN: ParseLimits = ParseLimits::new(CidrPolicy::Ban, 1_000_000);
+const SKIP: ParseLimits = ParseLimits::new(CidrPolicy::Skip, 1_000_000);
+const EXPAND: ParseLimits = ParseLimits::new(CidrPolicy::Expand, 1_000_000);
+/// `ban` with the broadest networks a source may allow (/8, IPv6 /16).
+const BAN_BROADEST: ParseLimits =
+    ParseLimits { ban_min_prefix_v4: BROADEST_BAN_PREFIX_V4, ban_min_prefix_v6: BROADEST_BAN_PREFIX_V6, ..BAN };
 
 fn net(text: &str) -> IpNet {
     parse_entry(text).unwrap_or_else(|| panic!("{text} is an entry"))
@@ -96,15 +99,19 @@ fn spamhaus_drop_json_lines() {
     // Two networks skipped by `expand`, four invalid objects: not a list.
     assert!(matches!(parsed, ParseError::NotAList { valid: 0, invalid: 4, .. }), "{parsed:?}");
 
-    let parsed = parse(v6.as_bytes(), &BAN).unwrap_err();
+    let parsed = parse(v6.as_bytes(), &BAN_BROADEST).unwrap_err();
     assert!(matches!(parsed, ParseError::NotAList { valid: 2, invalid: 4, .. }), "{parsed:?}");
 
     let fine = v6.lines().filter(|l| l.contains("2001:678") || l.contains("2a06") || l.contains("cidr\":42"));
     let fine: String = fine.map(|l| format!("{l}\n")).collect();
-    let parsed = parse(fine.as_bytes(), &BAN).unwrap();
+    let parsed = parse(fine.as_bytes(), &BAN_BROADEST).unwrap();
     assert_eq!(texts(&parsed.entries), ["2001:678:738::/48", "2a06:e480::/29"]);
     assert_eq!(parsed.counts, counts(2, 1, 0, 0));
     assert_eq!(parsed.bad_lines, [BadLine { line: 3, text: r#"{"cidr":42}"#.into() }]);
+    // A /29 is broader than `ban` bans by default (IPv6 /32).
+    let parsed = parse(fine.as_bytes(), &BAN).unwrap();
+    assert_eq!(texts(&parsed.entries), ["2001:678:738::/48"]);
+    assert_eq!(parsed.counts, counts(1, 1, 0, 1));
 }
 
 const FIREHOL_LEVEL1: &str = "#\n\
@@ -132,7 +139,9 @@ const FIREHOL_LEVEL1: &str = "#\n\
 
 #[test]
 fn firehol_netset_keeps_reserved_networks_for_the_filters() {
-    let parsed = parse(FIREHOL_LEVEL1.as_bytes(), &BAN).unwrap();
+    // `ban` with the broadest bound a source may set: the /8s are read and
+    // left to the filters; 224.0.0.0/3 is broader than any source may ban.
+    let parsed = parse(FIREHOL_LEVEL1.as_bytes(), &BAN_BROADEST).unwrap();
     assert_eq!(
         texts(&parsed.entries),
         [
@@ -145,15 +154,23 @@ fn firehol_netset_keeps_reserved_networks_for_the_filters() {
             "127.0.0.0/8",
             "185.11.61.0/24",
             "192.168.0.0/16",
-            "224.0.0.0/3"
         ]
     );
-    assert_eq!(parsed.counts, counts(10, 0, 0, 0));
+    assert_eq!(parsed.counts, counts(9, 0, 0, 1));
 
     let mut counts = parsed.counts;
-    let kept = Exclusions::new(&[], &[]).apply(parsed.entries, &mut counts);
+    let mut kept = parsed.entries;
+    Exclusions::new(&[], &[]).apply(&mut kept, &mut counts);
     assert_eq!(texts(&kept), ["1.10.16.0/20", "1.19.0.0/16", "103.4.116.50", "185.11.61.0/24"]);
-    assert_eq!(counts.reserved, 6);
+    assert_eq!(counts.reserved, 5);
+
+    // The default bound (/12) leaves out the /8s, the /10 and the /3.
+    let parsed = parse(FIREHOL_LEVEL1.as_bytes(), &BAN).unwrap();
+    assert_eq!(
+        texts(&parsed.entries),
+        ["1.10.16.0/20", "1.19.0.0/16", "103.4.116.50", "185.11.61.0/24", "192.168.0.0/16"]
+    );
+    assert_eq!(parsed.counts, counts_with(5, 5));
 
     // Under `skip` only the host is left; under `expand` the /24 as well.
     let parsed = parse(FIREHOL_LEVEL1.as_bytes(), &SKIP).unwrap();
@@ -306,7 +323,7 @@ fn numbered(n: u32) -> String {
 
 #[test]
 fn too_many_entries_stops_at_the_limit() {
-    let limits = ParseLimits { policy: CidrPolicy::Ban, max_entries: 100 };
+    let limits = ParseLimits::new(CidrPolicy::Ban, 100);
     let parsed = parse(numbered(100).as_bytes(), &limits).unwrap();
     assert_eq!(parsed.entries.len(), 100);
 
@@ -322,7 +339,7 @@ fn too_many_entries_stops_at_the_limit() {
 
 #[test]
 fn the_collector_never_holds_much_more_than_the_limit() {
-    let mut collector = Collector::new(1_000);
+    let mut collector = Collector::new(1_000, false);
     let mut result = Ok(());
     for i in 0..1_000_000u32 {
         result = collector.push(IpNet::from(IpAddr::from(Ipv4Addr::from(i))));
@@ -354,7 +371,7 @@ fn cidr_policies() {
     assert!(parsed.entries.iter().all(is_host));
 
     // Expanded addresses count toward the limit.
-    let limits = ParseLimits { policy: CidrPolicy::Expand, max_entries: 255 };
+    let limits = ParseLimits::new(CidrPolicy::Expand, 255);
     let err = parse(b"5.6.7.0/24\n", &limits).unwrap_err();
     assert!(matches!(err, ParseError::TooManyEntries { limit: 255 }));
 }
@@ -424,7 +441,8 @@ fn reserved_ranges_are_always_dropped() {
         "2a01:4f8::1",
     ]);
     let mut counts = ImportCounts::default();
-    let kept = Exclusions::new(&[], &[]).apply(entries, &mut counts);
+    let mut kept = entries;
+    Exclusions::new(&[], &[]).apply(&mut kept, &mut counts);
     assert_eq!(texts(&kept), ["45.1.2.3", "2a01:4f8::1"]);
     // 8.0.0.0/6 contains 10.0.0.0/8.
     assert_eq!(counts.reserved, 7);
@@ -466,10 +484,347 @@ fn ignoreip_and_never_ban_with_the_first_reason_counted() {
         "100.2.0.0/16",  // kept
     ]);
     let mut counts = ImportCounts { valid: 12, ..ImportCounts::default() };
-    let kept = exclusions.apply(entries, &mut counts);
+    let mut kept = entries;
+    exclusions.apply(&mut kept, &mut counts);
     assert_eq!(texts(&kept), ["46.1.2.3", "100.2.0.0/16", "2a02:4f8::1"]);
     assert_eq!((counts.reserved, counts.ignored, counts.never_ban), (1, 5, 3));
     assert_eq!(counts.valid, 12);
+}
+
+// ---- the bounds of the CIDR policies ----
+
+#[test]
+fn ban_skips_and_counts_networks_broader_than_the_sources_bound() {
+    let body = "32.0.0.0/3\n4000::/2\n1.0.0.0/12\n2.0.0.0/11\n2a00::/32\n2a02::/31\n45.1.2.3\n0.0.0.0/0\n::/0\n";
+    // The defaults: IPv4 /12, IPv6 /32.
+    let parsed = parse(body.as_bytes(), &BAN).unwrap();
+    assert_eq!(texts(&parsed.entries), ["1.0.0.0/12", "45.1.2.3", "2a00::/32"]);
+    assert_eq!(parsed.counts, counts(3, 0, 0, 6));
+
+    // The broadest a source may allow: /8, IPv6 /16. An eighth of the
+    // address space is still never banned.
+    let parsed = parse(body.as_bytes(), &BAN_BROADEST).unwrap();
+    assert_eq!(texts(&parsed.entries), ["1.0.0.0/12", "2.0.0.0/11", "45.1.2.3", "2a00::/32", "2a02::/31"]);
+    assert_eq!(parsed.counts, counts(5, 0, 0, 4));
+
+    let limits = ParseLimits { ban_min_prefix_v4: 8, ..BAN };
+    let parsed = parse(b"7.0.0.0/8\n6.0.0.0/7\n2a02::/31\n", &limits).unwrap();
+    assert_eq!(texts(&parsed.entries), ["7.0.0.0/8"]);
+    assert_eq!(parsed.counts, counts(1, 0, 0, 2));
+
+    // A list of only broad networks is a list with nothing to ban, not the
+    // wrong file; what it held is in the counts.
+    let parsed = parse(b"32.0.0.0/3\n4000::/2\n", &BAN).unwrap();
+    assert!(parsed.entries.is_empty());
+    assert_eq!(parsed.counts.cidr_skipped, 2);
+}
+
+#[test]
+fn expand_keeps_its_bound_and_a_repeated_network_costs_one_line_of_work() {
+    // Broader than /24 (IPv6 /120), however broad: skipped.
+    let parsed = parse(b"0.0.0.0/0\n32.0.0.0/3\n::/0\n5.6.7.0/23\n2001:db8::/119\n", &EXPAND).unwrap();
+    assert!(parsed.entries.is_empty());
+    assert_eq!(parsed.counts, counts(0, 0, 0, 5));
+
+    // Nested and repeated: an address or network inside one listed before
+    // (or after) is a duplicate, as when every address was listed.
+    let body = "5.6.7.9\n5.6.7.0/24\n5.6.7.128/25\n5.6.7.0/24\n5.6.8.1\n2001:db8::/127\n2001:db8::1\n";
+    let parsed = parse(body.as_bytes(), &EXPAND).unwrap();
+    assert_eq!(parsed.counts, counts(256 + 1 + 2, 0, 1 + 128 + 256 + 1, 0));
+    assert_eq!(texts(&parsed.entries[..2]), ["5.6.7.0", "5.6.7.1"]);
+    assert_eq!(texts(&parsed.entries[255..]), ["5.6.7.255", "5.6.8.1", "2001:db8::", "2001:db8::1"]);
+    assert!(parsed.entries.iter().all(is_host));
+
+    // 300 000 lines of the same /24 are 256 addresses. Expanding each line
+    // (76 800 000 addresses pushed and sorted) took minutes here; a network
+    // that stays one value until the end takes a line's work.
+    let body = "5.6.7.0/24\n".repeat(300_000);
+    let started = std::time::Instant::now();
+    let parsed = parse(body.as_bytes(), &EXPAND).unwrap();
+    let took = started.elapsed();
+    assert_eq!(parsed.counts, counts(256, 0, 256 * 299_999, 0));
+    assert!(took < std::time::Duration::from_secs(20), "{took:?}");
+}
+
+// ---- streaming ----
+
+/// `body` fed in the pieces that `cuts` (ascending offsets) make.
+fn parse_in_pieces(body: &[u8], limits: &ParseLimits, cuts: &[usize]) -> Result<Parsed, ParseError> {
+    let mut reader = ListReader::new(*limits);
+    let mut from = 0;
+    for &cut in cuts.iter().chain(std::iter::once(&body.len())) {
+        reader.feed(&body[from..cut])?;
+        from = cut;
+    }
+    reader.finish()
+}
+
+/// A body with a BOM, CRLF, multi-byte UTF-8 in comments and in bad
+/// lines, JSON, a count, a network, a blank line and no final newline.
+const AWKWARD: &str = "\u{FEFF}# café ☕ banner\r\n1.2.3.4\r\n{\"cidr\":\"5.6.7.0/30\",\"sblid\":\"SBL1\"}\r\n\
+                       2001:db8::1 ; €uro\r\n€€€ not an address\r\n\r\n9.9.9.9\t12\r\n8.8.8.0/30\r\n1.2.3.4\r\n10.0.0.1";
+
+const LIMITS: [ParseLimits; 3] = [SKIP, BAN, EXPAND];
+
+#[test]
+fn pieces_cut_anywhere_read_as_the_whole_body() {
+    let bodies: [&[u8]; 9] = [
+        AWKWARD.as_bytes(),
+        b"\xEF\xBB1.2.3.4\n5.6.7.8\n9.9.9.9\n",
+        b"\xEF1.2.3.4\r\n",
+        b"\xEF\xBB\xBF",
+        b"\xEF\xBB",
+        b"\r\n\r\n1.2.3.4\r",
+        b"1.2.3.4\n\n",
+        b"",
+        b"\n",
+    ];
+    for body in bodies {
+        for limits in &LIMITS {
+            let whole = parse(body, limits);
+            // Two pieces, cut at every offset; one byte at a time.
+            for cut in 0..=body.len() {
+                assert_eq!(parse_in_pieces(body, limits, &[cut]), whole, "{body:?} cut at {cut}");
+            }
+            let every: Vec<usize> = (1..body.len()).collect();
+            assert_eq!(parse_in_pieces(body, limits, &every), whole, "{body:?} byte by byte");
+        }
+    }
+    // Three pieces, every pair of cuts, on the awkward one.
+    let body = AWKWARD.as_bytes();
+    let whole = parse(body, &BAN);
+    for a in 0..=body.len() {
+        for b in a..=body.len() {
+            assert_eq!(parse_in_pieces(body, &BAN, &[a, b]), whole, "cut at {a} and {b}");
+        }
+    }
+    let parsed = whole.unwrap();
+    assert_eq!(texts(&parsed.entries), ["1.2.3.4", "5.6.7.0/30", "8.8.8.0/30", "9.9.9.9", "10.0.0.1", "2001:db8::1"]);
+    assert_eq!(parsed.counts, counts(6, 1, 1, 0));
+    assert_eq!(parsed.bad_lines, [BadLine { line: 5, text: "€€€ not an address".into() }]);
+    assert_eq!(parsed.lines, 10);
+}
+
+#[test]
+fn a_partial_bom_is_the_start_of_the_first_line() {
+    // Not a BOM: the bytes stay, and the first line is not UTF-8.
+    let parsed = parse(b"\xEF\xBB1.2.3.4\n5.6.7.8\n9.9.9.9\n", &BAN).unwrap();
+    assert_eq!(parsed.counts, counts(2, 1, 0, 0));
+    assert_eq!(parsed.bad_lines[0].line, 1);
+    // A BOM alone, or after nothing else, is an empty body.
+    for body in [&b"\xEF\xBB\xBF"[..], b"\xEF\xBB\xBF\n# only a comment\n"] {
+        let err = parse(body, &BAN).unwrap_err();
+        assert_eq!(err, ParseError::NotAList { valid: 0, invalid: 0, first_bad: None });
+    }
+}
+
+#[test]
+fn an_overlong_line_is_a_comment_or_invalid_and_never_held_whole() {
+    let comment = format!("  # {}\n", "x".repeat(3 * MAX_LINE_BYTES));
+    let junk = format!("{}\r\n", "1.2.3.4 ".repeat(MAX_LINE_BYTES / 4));
+    let body = format!("{comment}1.1.1.1\n{junk}2.2.2.2\n3.3.3.3");
+    let whole = parse(body.as_bytes(), &BAN).unwrap();
+    assert_eq!(texts(&whole.entries), ["1.1.1.1", "2.2.2.2", "3.3.3.3"]);
+    assert_eq!(whole.counts, counts(3, 1, 0, 0));
+    assert_eq!(whole.bad_lines[0].line, 3);
+    assert!(whole.bad_lines[0].text.starts_with("1.2.3.4 1.2.3.4 ") && whole.bad_lines[0].text.len() <= 200);
+
+    // In pieces, the reader holds at most MAX_LINE_BYTES of a line (and
+    // what Vec's growth rounds that up to).
+    for size in [1000, 4096, 65_537] {
+        let mut reader = ListReader::new(BAN);
+        for piece in body.as_bytes().chunks(size) {
+            reader.feed(piece).unwrap();
+            assert!(reader.partial.capacity() <= 2 * MAX_LINE_BYTES, "{}", reader.partial.capacity());
+        }
+        assert_eq!(reader.finish().unwrap(), whole, "pieces of {size}");
+    }
+    // A line of exactly the limit is a line.
+    let padded = format!("1.2.3.4{}\n5.6.7.8\n", " ".repeat(MAX_LINE_BYTES - 7));
+    assert_eq!(parse(padded.as_bytes(), &BAN).unwrap().counts, counts(2, 0, 0, 0));
+}
+
+#[test]
+fn too_many_entries_stops_the_reader_at_once_and_for_good() {
+    let limits = ParseLimits::new(CidrPolicy::Ban, 100);
+    let body = numbered(10_000);
+    let mut reader = ListReader::new(limits);
+    let mut fed = 0;
+    let mut failed = None;
+    for piece in body.as_bytes().chunks(1024) {
+        if let Err(error) = reader.feed(piece) {
+            failed = Some(error);
+            break;
+        }
+        fed += piece.len();
+    }
+    assert_eq!(failed, Some(ParseError::TooManyEntries { limit: 100 }));
+    // Within 1.5 times the cap (and a piece) of the start, not at the end.
+    assert!(fed < 500 * 12, "{fed} bytes read before the refusal");
+    assert_eq!(reader.feed(b"1.1.1.1\n"), Err(ParseError::TooManyEntries { limit: 100 }));
+    assert_eq!(reader.finish(), Err(ParseError::TooManyEntries { limit: 100 }));
+}
+
+/// The whole-body parser this streaming one replaced, kept as the oracle
+/// the properties below compare with (with no bound on `ban`, which it
+/// did not have).
+mod reference {
+    use super::super::*;
+
+    pub(super) fn parse(body: &[u8], limits: &ParseLimits) -> Result<Parsed, ParseError> {
+        let body = body.strip_prefix(UTF8_BOM).unwrap_or(body);
+        let mut collector = OldCollector::new(limits.max_entries);
+        let mut counts = ImportCounts::default();
+        let mut bad_lines = Vec::new();
+        let mut lines = 0u64;
+        for raw in split_lines(body) {
+            lines += 1;
+            match read_line(raw) {
+                Line::Nothing => {}
+                Line::Entry(net) => add_entry(net, limits.policy, &mut collector, &mut counts)?,
+                Line::Invalid => {
+                    counts.invalid += 1;
+                    if bad_lines.len() < MAX_BAD_LINES {
+                        bad_lines.push(BadLine { line: lines, text: bad_line_text(raw) });
+                    }
+                }
+            }
+        }
+        let (entries, duplicate) = collector.finish()?;
+        counts.valid = entries.len() as u64;
+        counts.duplicate = duplicate;
+        let recognised = counts.valid + counts.cidr_skipped;
+        if recognised == 0 || counts.invalid > recognised {
+            return Err(ParseError::NotAList {
+                valid: counts.valid,
+                invalid: counts.invalid,
+                first_bad: bad_lines.into_iter().next(),
+            });
+        }
+        Ok(Parsed { entries, counts, bad_lines, lines })
+    }
+
+    fn split_lines(body: &[u8]) -> impl Iterator<Item = &[u8]> {
+        let body = body.strip_suffix(b"\n").unwrap_or(body);
+        let pieces = if body.is_empty() { None } else { Some(body.split(|b| *b == b'\n')) };
+        pieces.into_iter().flatten().map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+    }
+
+    fn add_entry(
+        net: IpNet,
+        policy: CidrPolicy,
+        collector: &mut OldCollector,
+        counts: &mut ImportCounts,
+    ) -> Result<(), ParseError> {
+        if is_host(&net) {
+            return collector.push(net);
+        }
+        match policy {
+            CidrPolicy::Skip => counts.cidr_skipped += 1,
+            CidrPolicy::Ban => collector.push(net)?,
+            CidrPolicy::Expand => {
+                if net.max_prefix_len() - net.prefix_len() > EXPAND_MAX_HOST_BITS {
+                    counts.cidr_skipped += 1;
+                } else {
+                    for host in net.hosts_all() {
+                        collector.push(host)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    trait AllHosts {
+        fn hosts_all(&self) -> Vec<IpNet>;
+    }
+
+    impl AllHosts for IpNet {
+        /// Network and broadcast included.
+        fn hosts_all(&self) -> Vec<IpNet> {
+            match self {
+                IpNet::V4(v4) => (u32::from(v4.network())..=u32::from(v4.broadcast()))
+                    .map(|bits| IpNet::V4(Ipv4Net::from(Ipv4Addr::from(bits))))
+                    .collect(),
+                IpNet::V6(v6) => (u128::from(v6.network())..=u128::from(v6.broadcast()))
+                    .map(|bits| IpNet::V6(Ipv6Net::from(Ipv6Addr::from(bits))))
+                    .collect(),
+            }
+        }
+    }
+
+    struct OldCollector {
+        entries: Vec<IpNet>,
+        limit: usize,
+        compact_at: usize,
+        duplicates: u64,
+    }
+
+    impl OldCollector {
+        fn new(limit: usize) -> Self {
+            let compact_at = limit.saturating_add(limit / 2).saturating_add(256);
+            OldCollector { entries: Vec::new(), limit, compact_at, duplicates: 0 }
+        }
+
+        fn push(&mut self, net: IpNet) -> Result<(), ParseError> {
+            if self.entries.len() >= self.compact_at {
+                self.compact()?;
+            }
+            self.entries.push(net);
+            Ok(())
+        }
+
+        fn compact(&mut self) -> Result<(), ParseError> {
+            let before = self.entries.len();
+            self.entries.sort_unstable();
+            self.entries.dedup();
+            self.duplicates += (before - self.entries.len()) as u64;
+            if self.entries.len() > self.limit {
+                return Err(ParseError::TooManyEntries { limit: self.limit });
+            }
+            Ok(())
+        }
+
+        fn finish(mut self) -> Result<(Vec<IpNet>, u64), ParseError> {
+            self.compact()?;
+            Ok((self.entries, self.duplicates))
+        }
+    }
+}
+
+/// What the whole-body parser gave, with the one difference made on
+/// purpose: a body of one `\n` (after a BOM) is one empty line, not none.
+fn reference_parse(body: &[u8], limits: &ParseLimits) -> Result<Parsed, ParseError> {
+    let unbounded = ParseLimits { ban_min_prefix_v4: 0, ban_min_prefix_v6: 0, ..*limits };
+    let mut expected = reference::parse(body, &unbounded);
+    if body.strip_prefix(UTF8_BOM).unwrap_or(body) == b"\n"
+        && let Ok(parsed) = &mut expected
+    {
+        parsed.lines = 1;
+    }
+    expected
+}
+
+#[test]
+fn the_fixed_bodies_read_as_the_whole_body_parser_read_them() {
+    let numbered = numbered(300);
+    let bodies: [&[u8]; 6] = [
+        AWKWARD.as_bytes(),
+        DROP_TXT.as_bytes(),
+        FIREHOL_LEVEL1.as_bytes(),
+        b"\xEF\xBB1.2.3.4\n5.6.7.8\n9.9.9.9\n",
+        b"192.0.2.0/30\n192.0.2.1\n198.51.100.0/23\n2001:db8::/126\n2001:db8:1::/120\n5.6.7.0/24\n5.6.7.128/25\n",
+        numbered.as_bytes(),
+    ];
+    for body in bodies {
+        for policy in [CidrPolicy::Skip, CidrPolicy::Ban, CidrPolicy::Expand] {
+            for max in [0, 3, 100, 1_000_000] {
+                let limits =
+                    ParseLimits { ban_min_prefix_v4: 0, ban_min_prefix_v6: 0, ..ParseLimits::new(policy, max) };
+                assert_eq!(parse(body, &limits), reference_parse(body, &limits), "{policy:?} {max}: {body:?}");
+            }
+        }
+    }
 }
 
 // ---- properties ----
@@ -484,14 +839,39 @@ fn line_strategy() -> impl Strategy<Value = String> {
         Just(r#"{"cidr":"1.2.3.0/24"}"#.to_owned()),
         Just(r#"{"type":"metadata"}"#.to_owned()),
         "[ -~]{0,40}",
+        "[ -~é€☕\u{FEFF}\t]{0,20}",
+        (any::<u32>(), 1u8..8).prop_map(|(bits, len)| format!("{}/{len} ; broad", Ipv4Addr::from(bits))),
+        (0u8..4, 22u8..=26).prop_map(|(n, len)| format!("192.0.2.{n}/{len}")),
     ]
+}
+
+/// A body of list-like lines, with or without a BOM and CRLF, and where to cut it.
+fn body_and_cuts() -> impl Strategy<Value = (Vec<u8>, Vec<usize>)> {
+    (proptest::collection::vec(line_strategy(), 0..120), any::<bool>(), any::<bool>(), any::<bool>())
+        .prop_flat_map(|(lines, crlf, bom, newline_at_end)| {
+            let mut body = String::new();
+            if bom {
+                body.push('\u{FEFF}');
+            }
+            body.push_str(&lines.join(if crlf { "\r\n" } else { "\n" }));
+            if newline_at_end {
+                body.push('\n');
+            }
+            let body = body.into_bytes();
+            let len = body.len();
+            (Just(body), proptest::collection::vec(0..=len, 0..12))
+        })
+        .prop_map(|(body, mut cuts)| {
+            cuts.sort_unstable();
+            (body, cuts)
+        })
 }
 
 proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..2_000), max in 0usize..50) {
         for policy in [CidrPolicy::Skip, CidrPolicy::Ban, CidrPolicy::Expand] {
-            if let Ok(parsed) = parse(&body, &ParseLimits { policy, max_entries: max }) {
+            if let Ok(parsed) = parse(&body, &ParseLimits::new(policy, max)) {
                 prop_assert!(parsed.entries.len() <= max);
                 prop_assert!(parsed.bad_lines.len() <= MAX_BAD_LINES);
             }
@@ -513,6 +893,28 @@ proptest! {
     }
 
     #[test]
+    fn a_body_in_pieces_reads_as_the_whole_body_and_as_the_old_parser_read_it(
+        (body, cuts) in body_and_cuts(),
+        max in prop_oneof![0usize..40, Just(1_000_000)],
+    ) {
+        for policy in [CidrPolicy::Skip, CidrPolicy::Ban, CidrPolicy::Expand] {
+            let limits = ParseLimits::new(policy, max);
+            let whole = parse(&body, &limits);
+            prop_assert_eq!(&parse_in_pieces(&body, &limits, &cuts), &whole);
+            let unbounded = ParseLimits { ban_min_prefix_v4: 0, ban_min_prefix_v6: 0, ..limits };
+            prop_assert_eq!(parse_in_pieces(&body, &unbounded, &cuts), reference_parse(&body, &unbounded));
+            // The bound only moves broad networks (each listing of one)
+            // from the entries to cidr_skipped.
+            if let (Ok(bounded), Ok(free)) = (&whole, parse(&body, &unbounded)) {
+                prop_assert!(bounded.entries.iter().all(|e| free.entries.contains(e)));
+                prop_assert!(bounded.entries.iter().all(|e| !limits.too_broad_to_ban(e) || policy != CidrPolicy::Ban));
+                let read = |c: &ImportCounts| c.valid + c.duplicate + c.cidr_skipped;
+                prop_assert_eq!(read(&bounded.counts), read(&free.counts));
+            }
+        }
+    }
+
+    #[test]
     fn list_like_bodies_give_sorted_unique_entries_within_the_limit(
         lines in proptest::collection::vec(line_strategy(), 0..300),
         max in 0usize..600,
@@ -520,7 +922,7 @@ proptest! {
     ) {
         let body = lines.join(if crlf { "\r\n" } else { "\n" });
         for policy in [CidrPolicy::Skip, CidrPolicy::Ban, CidrPolicy::Expand] {
-            match parse(body.as_bytes(), &ParseLimits { policy, max_entries: max }) {
+            match parse(body.as_bytes(), &ParseLimits::new(policy, max)) {
                 Ok(parsed) => {
                     prop_assert!(parsed.entries.len() <= max);
                     prop_assert!(parsed.entries.windows(2).all(|w| w[0] < w[1]));

@@ -17,6 +17,8 @@ fn spec(name: &str, jail: &str) -> SourceSpec {
         cidr_policy: CidrPolicy::Skip,
         max_bytes: 16 << 20,
         max_entries: 500_000,
+        ban_min_prefix_v4: 12,
+        ban_min_prefix_v6: 32,
     }
 }
 
@@ -119,6 +121,8 @@ async fn sources_round_trip(store: &impl BlocklistStore) {
     let mut renamed = a_spec.clone();
     renamed.name = "a-renamed".into();
     renamed.max_entries = 7;
+    renamed.ban_min_prefix_v4 = 8;
+    renamed.ban_min_prefix_v6 = 128;
     let a2 = store.update_source(a.id, &renamed, 30).await.unwrap();
     assert_eq!((a2.spec.clone(), a2.created_at, a2.updated_at), (renamed.clone(), 11, 30));
     assert_eq!((a2.etag.as_deref(), a2.sha256.as_deref()), (Some("\"v1\""), Some("sha-v1")));

@@ -48,6 +48,11 @@ pub struct SourceSpec {
     pub max_bytes: i64,
     /// The most entries an import keeps.
     pub max_entries: i64,
+    /// Under the `ban` policy, the shortest IPv4 prefix banned: broader
+    /// networks are skipped.
+    pub ban_min_prefix_v4: u8,
+    /// The same for IPv6.
+    pub ban_min_prefix_v6: u8,
 }
 
 /// A stored source.
@@ -278,32 +283,36 @@ pub(crate) const LIST_CHUNK: usize = 500;
 /// are refreshed (`Dialect::ANALYZE_ENTRIES`).
 pub(crate) const ANALYZE_AFTER: usize = 10_000;
 
-/// Inserts a source ($1 name … $8 max_entries, $9 created_at = updated_at).
+/// Inserts a source ($1 name … $10 ban_min_prefix_v6, $11 created_at = updated_at).
 const INSERT_SOURCE: &str = "INSERT INTO blocklist_sources \
-     (name, url, enabled, jail, schedule, cidr_policy, max_bytes, max_entries, created_at, updated_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
+     (name, url, enabled, jail, schedule, cidr_policy, max_bytes, max_entries, ban_min_prefix_v4, \
+     ban_min_prefix_v6, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) \
      RETURNING id, name, url, enabled, jail, schedule, cidr_policy, max_bytes, max_entries, \
-     etag, last_modified, sha256, created_at, updated_at, jail_fixed, held_by, importing_since";
-/// Replaces source $1's spec ($2 … $9, $10 updated_at). The old URL is read
+     ban_min_prefix_v4, ban_min_prefix_v6, etag, last_modified, sha256, created_at, updated_at, jail_fixed, \
+     held_by, importing_since";
+/// Replaces source $1's spec ($2 … $11, $12 updated_at). The old URL is read
 /// on the right-hand side: the seen body is kept only if $3 is the same.
 /// The jail changes only while no import took the source.
 const UPDATE_SOURCE: &str = "UPDATE blocklist_sources SET name = $2, url = $3, enabled = $4, jail = $5, \
-     schedule = $6, cidr_policy = $7, max_bytes = $8, max_entries = $9, updated_at = $10, \
+     schedule = $6, cidr_policy = $7, max_bytes = $8, max_entries = $9, ban_min_prefix_v4 = $10, \
+     ban_min_prefix_v6 = $11, updated_at = $12, \
      etag = CASE WHEN url = $3 THEN etag END, \
      last_modified = CASE WHEN url = $3 THEN last_modified END, \
      sha256 = CASE WHEN url = $3 THEN sha256 END \
      WHERE id = $1 AND (jail = $5 OR (NOT jail_fixed AND importing_since IS NULL)) \
      RETURNING id, name, url, enabled, jail, schedule, cidr_policy, max_bytes, max_entries, \
-     etag, last_modified, sha256, created_at, updated_at, jail_fixed, held_by, importing_since";
+     ban_min_prefix_v4, ban_min_prefix_v6, etag, last_modified, sha256, created_at, updated_at, jail_fixed, \
+     held_by, importing_since";
 const SOURCE_BY_ID: &str = "SELECT id, name, url, enabled, jail, schedule, cidr_policy, max_bytes, max_entries, \
-     etag, last_modified, sha256, created_at, updated_at, jail_fixed, held_by, \
-     importing_since FROM blocklist_sources WHERE id = $1";
+     ban_min_prefix_v4, ban_min_prefix_v6, etag, last_modified, sha256, created_at, updated_at, jail_fixed, \
+     held_by, importing_since FROM blocklist_sources WHERE id = $1";
 const SOURCE_BY_NAME: &str = "SELECT id, name, url, enabled, jail, schedule, cidr_policy, max_bytes, max_entries, \
-     etag, last_modified, sha256, created_at, updated_at, jail_fixed, held_by, \
-     importing_since FROM blocklist_sources WHERE name = $1";
+     ban_min_prefix_v4, ban_min_prefix_v6, etag, last_modified, sha256, created_at, updated_at, jail_fixed, \
+     held_by, importing_since FROM blocklist_sources WHERE name = $1";
 const ALL_SOURCES: &str = "SELECT id, name, url, enabled, jail, schedule, cidr_policy, max_bytes, max_entries, \
-     etag, last_modified, sha256, created_at, updated_at, jail_fixed, held_by, \
-     importing_since FROM blocklist_sources ORDER BY name";
+     ban_min_prefix_v4, ban_min_prefix_v6, etag, last_modified, sha256, created_at, updated_at, jail_fixed, \
+     held_by, importing_since FROM blocklist_sources ORDER BY name";
 /// Holds source $1 for $4 from $2 if free or held since before $3 (not
 /// again by $4: a holder does one thing at a time); fixes its jail.
 const HOLD: &str = "UPDATE blocklist_sources SET importing_since = $2, held_by = $4, jail_fixed = TRUE \
@@ -402,6 +411,10 @@ pub(crate) struct SourceRow {
     cidr_policy: CidrPolicy,
     max_bytes: i64,
     max_entries: i64,
+    #[sqlx(try_from = "i64")]
+    ban_min_prefix_v4: u8,
+    #[sqlx(try_from = "i64")]
+    ban_min_prefix_v6: u8,
     etag: Option<String>,
     last_modified: Option<String>,
     sha256: Option<String>,
@@ -425,6 +438,8 @@ impl From<SourceRow> for Source {
                 cidr_policy: row.cidr_policy,
                 max_bytes: row.max_bytes,
                 max_entries: row.max_entries,
+                ban_min_prefix_v4: row.ban_min_prefix_v4,
+                ban_min_prefix_v6: row.ban_min_prefix_v6,
             },
             etag: row.etag,
             last_modified: row.last_modified,

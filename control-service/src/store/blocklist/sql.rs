@@ -76,7 +76,7 @@ fn page_start(after: Option<&IpNet>) -> Vec<u8> {
     after.map(net_bytes).unwrap_or_default()
 }
 
-/// `stmt` with a spec's eight columns bound, in the statements' order.
+/// `stmt` with a spec's ten columns bound, in the statements' order.
 fn bind_spec<DB: Dialect>(stmt: Stmt<DB>, spec: &SourceSpec) -> Stmt<DB> {
     stmt.bind(spec.name.as_str())
         .bind(spec.url.as_str())
@@ -86,6 +86,8 @@ fn bind_spec<DB: Dialect>(stmt: Stmt<DB>, spec: &SourceSpec) -> Stmt<DB> {
         .bind(spec.cidr_policy.as_str())
         .bind(spec.max_bytes)
         .bind(spec.max_entries)
+        .bind(i64::from(spec.ban_min_prefix_v4))
+        .bind(i64::from(spec.ban_min_prefix_v6))
 }
 
 /// [`INSERT_RUN`] with `run` bound.
