@@ -59,7 +59,10 @@ pub async fn sqlite_pool_sized(url: &str, connections: u32, cache_kib: u32) -> R
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(5))
-        .pragma("cache_size", format!("-{cache_kib}"));
+        .pragma("cache_size", format!("-{cache_kib}"))
+        // A large transaction (a blocklist of a million) grows the WAL; after
+        // the next checkpoint it is cut back to this, not kept at its peak.
+        .pragma("journal_size_limit", (64 * 1024 * 1024).to_string());
     let connections = if url.contains(":memory:") { 1 } else { connections.max(1) };
     Ok(SqlitePoolOptions::new().max_connections(connections).connect_with(options).await?)
 }
