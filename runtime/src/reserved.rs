@@ -129,8 +129,8 @@ const fn v6r(addr: Ipv6Addr, len: u8, kind: ReservedRange) -> Entry {
     v6(addr, len, Verdict::Reserved(kind))
 }
 
-const fn a6(a: u16, b: u16, c: u16, d: u16, e: u16, f: u16, g: u16, h: u16) -> Ipv6Addr {
-    Ipv6Addr::new(a, b, c, d, e, f, g, h)
+const fn a6(s: [u16; 8]) -> Ipv6Addr {
+    Ipv6Addr::new(s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7])
 }
 
 /// The IPv4 table. A narrower entry stands before the wider one it sits in
@@ -167,27 +167,27 @@ const TEREDO: Verdict = Verdict::Embeds(Embedding::Teredo);
 
 /// The IPv6 table; narrower entries first, as in [`V4_TABLE`].
 const V6_TABLE: &[Entry] = &[
-    v6r(a6(0, 0, 0, 0, 0, 0, 0, 0), 128, R::Unspecified),  // RFC 4291
-    v6r(a6(0, 0, 0, 0, 0, 0, 0, 1), 128, R::Loopback),     // RFC 4291
-    v6(a6(0, 0, 0, 0, 0, 0xffff, 0, 0), 96, LAST32),       // IPv4-mapped, RFC 4291
-    v6(a6(0, 0, 0, 0, 0xffff, 0, 0, 0), 96, LAST32),       // SIIT IPv4-translated, RFC 2765
-    v6(a6(0, 0, 0, 0, 0, 0, 0, 0), 96, LAST32),            // IPv4-compatible, deprecated, RFC 4291
-    v6(a6(0x64, 0xff9b, 0, 0, 0, 0, 0, 0), 96, LAST32),    // NAT64 well-known prefix, RFC 6052
-    v6(a6(0x64, 0xff9b, 1, 0, 0, 0, 0, 0), 48, LOCAL_USE), // NAT64 local use, RFC 8215
-    v6r(a6(0x100, 0, 0, 0, 0, 0, 0, 0), 64, R::Other),     // discard-only, RFC 6666
-    v6r(a6(0x100, 0, 0, 1, 0, 0, 0, 0), 64, R::Other),     // dummy IPv6 prefix, RFC 9780
-    v6(a6(0x2001, 0, 0, 0, 0, 0, 0, 0), 32, TEREDO),       // Teredo, RFC 4380
-    v6r(a6(0x2001, 2, 0, 0, 0, 0, 0, 0), 48, R::Other),    // benchmarking, RFC 5180
-    v6r(a6(0x2001, 0x10, 0, 0, 0, 0, 0, 0), 28, R::Other), // ORCHID, deprecated, RFC 4843
-    v6r(a6(0x2001, 0, 0, 0, 0, 0, 0, 0), 23, R::Other),    // IETF protocol assignments, RFC 2928 (see the module doc)
-    v6r(a6(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0), 32, R::Documentation), // RFC 3849
-    v6(a6(0x2002, 0, 0, 0, 0, 0, 0, 0), 16, SIX_TO_FOUR),  // 6to4, RFC 3056
-    v6r(a6(0x3fff, 0, 0, 0, 0, 0, 0, 0), 20, R::Documentation), // RFC 9637
-    v6r(a6(0x5f00, 0, 0, 0, 0, 0, 0, 0), 16, R::Other),    // SRv6 SIDs, RFC 9602
-    v6r(a6(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7, R::Private),   // unique local, RFC 4193
-    v6r(a6(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10, R::LinkLocal), // RFC 4291
-    v6r(a6(0xfec0, 0, 0, 0, 0, 0, 0, 0), 10, R::Private),  // site-local, deprecated, RFC 3879
-    v6r(a6(0xff00, 0, 0, 0, 0, 0, 0, 0), 8, R::Multicast), // RFC 4291
+    v6r(a6([0, 0, 0, 0, 0, 0, 0, 0]), 128, R::Unspecified), // RFC 4291
+    v6r(a6([0, 0, 0, 0, 0, 0, 0, 1]), 128, R::Loopback),    // RFC 4291
+    v6(a6([0, 0, 0, 0, 0, 0xffff, 0, 0]), 96, LAST32),      // IPv4-mapped, RFC 4291
+    v6(a6([0, 0, 0, 0, 0xffff, 0, 0, 0]), 96, LAST32),      // SIIT IPv4-translated, RFC 2765
+    v6(a6([0, 0, 0, 0, 0, 0, 0, 0]), 96, LAST32),           // IPv4-compatible, deprecated, RFC 4291
+    v6(a6([0x64, 0xff9b, 0, 0, 0, 0, 0, 0]), 96, LAST32),   // NAT64 well-known prefix, RFC 6052
+    v6(a6([0x64, 0xff9b, 1, 0, 0, 0, 0, 0]), 48, LOCAL_USE), // NAT64 local use, RFC 8215
+    v6r(a6([0x100, 0, 0, 0, 0, 0, 0, 0]), 64, R::Other),    // discard-only, RFC 6666
+    v6r(a6([0x100, 0, 0, 1, 0, 0, 0, 0]), 64, R::Other),    // dummy IPv6 prefix, RFC 9780
+    v6(a6([0x2001, 0, 0, 0, 0, 0, 0, 0]), 32, TEREDO),      // Teredo, RFC 4380
+    v6r(a6([0x2001, 2, 0, 0, 0, 0, 0, 0]), 48, R::Other),   // benchmarking, RFC 5180
+    v6r(a6([0x2001, 0x10, 0, 0, 0, 0, 0, 0]), 28, R::Other), // ORCHID, deprecated, RFC 4843
+    v6r(a6([0x2001, 0, 0, 0, 0, 0, 0, 0]), 23, R::Other),   // IETF protocol assignments, RFC 2928 (see the module doc)
+    v6r(a6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0]), 32, R::Documentation), // RFC 3849
+    v6(a6([0x2002, 0, 0, 0, 0, 0, 0, 0]), 16, SIX_TO_FOUR), // 6to4, RFC 3056
+    v6r(a6([0x3fff, 0, 0, 0, 0, 0, 0, 0]), 20, R::Documentation), // RFC 9637
+    v6r(a6([0x5f00, 0, 0, 0, 0, 0, 0, 0]), 16, R::Other),   // SRv6 SIDs, RFC 9602
+    v6r(a6([0xfc00, 0, 0, 0, 0, 0, 0, 0]), 7, R::Private),  // unique local, RFC 4193
+    v6r(a6([0xfe80, 0, 0, 0, 0, 0, 0, 0]), 10, R::LinkLocal), // RFC 4291
+    v6r(a6([0xfec0, 0, 0, 0, 0, 0, 0, 0]), 10, R::Private), // site-local, deprecated, RFC 3879
+    v6r(a6([0xff00, 0, 0, 0, 0, 0, 0, 0]), 8, R::Multicast), // RFC 4291
 ];
 
 /// One family's table and the width of its addresses.
