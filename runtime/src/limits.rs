@@ -57,20 +57,29 @@ struct Places {
     limit: usize,
     /// The port's name in the log, e.g. "gRPC".
     port: &'static str,
+    /// [`HANDSHAKE_TIMEOUT`] (shorter in tests).
+    handshake: Duration,
     last_warned: Option<Instant>,
     refused_since_warned: u64,
 }
 
 impl Places {
     fn new(limit: usize, port: &'static str) -> Self {
-        Self { permits: Arc::new(Semaphore::new(limit)), limit, port, last_warned: None, refused_since_warned: 0 }
+        Self {
+            permits: Arc::new(Semaphore::new(limit)),
+            limit,
+            port,
+            handshake: HANDSHAKE_TIMEOUT,
+            last_warned: None,
+            refused_since_warned: 0,
+        }
     }
 
     /// The accepted `stream` with its place, or `None` after closing it
     /// (with a reset, so no TIME_WAIT is left behind) when none is free.
     fn admit(&mut self, stream: TcpStream) -> Option<Limited<TcpStream>> {
         if let Ok(permit) = self.permits.clone().try_acquire_owned() {
-            return Some(Limited::new(stream, permit));
+            return Some(Limited::new(stream, permit, self.handshake));
         }
         let _ = stream.set_zero_linger();
         drop(stream);
@@ -169,8 +178,8 @@ pub struct Limited<IO> {
 }
 
 impl<IO> Limited<IO> {
-    fn new(io: IO, place: OwnedSemaphorePermit) -> Self {
-        Self { io, _place: place, handshake: Some(Box::pin(tokio::time::sleep(HANDSHAKE_TIMEOUT))), received: 0 }
+    fn new(io: IO, place: OwnedSemaphorePermit, handshake: Duration) -> Self {
+        Self { io, _place: place, handshake: Some(Box::pin(tokio::time::sleep(handshake))), received: 0 }
     }
 }
 
@@ -392,5 +401,157 @@ impl http_body::Body for Counted {
 
     fn is_end_stream(&self) -> bool {
         self.inner.as_ref().is_none_or(|(body, _)| body.is_end_stream())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{convert::Infallible, time::Duration};
+
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::{TcpListener, TcpStream},
+    };
+    use tokio_stream::StreamExt;
+    use tonic::body::Body;
+    use tower::{Layer, Service, ServiceExt};
+
+    use super::*;
+
+    #[test]
+    fn streaming_methods_come_from_the_schemas() {
+        let methods = streaming_methods(&[
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ])
+        .unwrap();
+        let mut found: Vec<&str> = methods.iter().map(String::as_str).collect();
+        found.sort_unstable();
+        assert_eq!(
+            found,
+            [
+                "/grpc.health.v1.Health/Watch",
+                "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+            ]
+        );
+    }
+
+    /// A handler whose responses stream for ever (one frame, then nothing).
+    fn endless() -> tower::util::BoxCloneService<http::Request<Body>, http::Response<Body>, Infallible> {
+        tower::util::BoxCloneService::new(tower::service_fn(|_request: http::Request<Body>| async {
+            let frames = tokio_stream::iter([Ok::<_, Status>(http_body::Frame::data(bytes::Bytes::from_static(b"x")))])
+                .chain(tokio_stream::pending());
+            Ok::<_, Infallible>(http::Response::new(Body::new(http_body_util::StreamBody::new(frames))))
+        }))
+    }
+
+    fn request(path: &str) -> http::Request<Body> {
+        http::Request::builder().uri(path).body(Body::empty()).unwrap()
+    }
+
+    fn grpc_status(headers: &http::HeaderMap) -> Option<&str> {
+        headers.get("grpc-status").and_then(|v| v.to_str().ok())
+    }
+
+    const WATCH: &str = "/grpc.health.v1.Health/Watch";
+
+    #[tokio::test]
+    async fn streams_beyond_the_cap_are_refused_until_one_ends() {
+        let layer =
+            StreamingCallLimitLayer::new(2, Duration::from_secs(3600), [WATCH.to_owned()].into_iter().collect());
+        let mut service = layer.layer(endless());
+        let first = service.ready().await.unwrap().call(request(WATCH)).await.unwrap();
+        let second = service.ready().await.unwrap().call(request(WATCH)).await.unwrap();
+        assert_eq!(grpc_status(first.headers()), None);
+        assert_eq!(grpc_status(second.headers()), None);
+        // Two open: the third is refused at once, with RetryInfo.
+        let refused = service.ready().await.unwrap().call(request(WATCH)).await.unwrap();
+        assert_eq!(grpc_status(refused.headers()), Some("8"));
+        let status = Status::from_header_map(refused.headers()).unwrap();
+        use tonic_types::StatusExt as _;
+        assert!(status.get_details_retry_info().is_some(), "{status:?}");
+        // Other calls pass whatever the count.
+        let unary = service.ready().await.unwrap().call(request("/grpc.health.v1.Health/Check")).await.unwrap();
+        assert_eq!(grpc_status(unary.headers()), None);
+        // A stream that ends (its body dropped: the client went away) gives its place back.
+        drop(first);
+        let again = service.ready().await.unwrap().call(request(WATCH)).await.unwrap();
+        assert_eq!(grpc_status(again.headers()), None);
+        drop(second);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_ends_with_unavailable_at_its_age_limit() {
+        use http_body_util::BodyExt as _;
+        let layer = StreamingCallLimitLayer::new(1, Duration::from_secs(60), [WATCH.to_owned()].into_iter().collect());
+        let mut service = layer.layer(endless());
+        let mut body = service.ready().await.unwrap().call(request(WATCH)).await.unwrap().into_body();
+        let first = body.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), "x");
+        let started = tokio::time::Instant::now();
+        let trailers = body.frame().await.unwrap().unwrap().into_trailers().unwrap();
+        assert_eq!(started.elapsed(), Duration::from_secs(60));
+        assert_eq!(grpc_status(&trailers), Some("14"));
+        assert!(body.frame().await.is_none());
+        // Its place is free again.
+        let next = service.ready().await.unwrap().call(request(WATCH)).await.unwrap();
+        assert_eq!(grpc_status(next.headers()), None);
+    }
+
+    async fn closed_by_the_server(client: &mut TcpStream) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(tokio::time::timeout(Duration::from_secs(5), client.read(&mut byte)).await, Ok(Ok(0) | Err(_)))
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_cap_are_closed_at_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut incoming = LimitedIncoming::new(crate::grpc::incoming(listener), 2, "test");
+        let _a = TcpStream::connect(addr).await.unwrap();
+        let first = incoming.next().await.unwrap().unwrap();
+        let _b = TcpStream::connect(addr).await.unwrap();
+        let second = incoming.next().await.unwrap().unwrap();
+        // The third is accepted and reset while the stream waits for a fourth.
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        let waiting = tokio::time::timeout(Duration::from_millis(300), incoming.next()).await;
+        assert!(waiting.is_err(), "a connection beyond the cap was handed to the server");
+        assert!(closed_by_the_server(&mut third).await);
+        // The caller's address is still visible to handlers.
+        assert_eq!(first.connect_info().local_addr(), Some(addr));
+        // A place comes back when a connection closes.
+        drop(first);
+        let _d = TcpStream::connect(addr).await.unwrap();
+        assert!(incoming.next().await.unwrap().is_ok());
+        drop(second);
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_sends_no_handshake_is_closed() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut incoming = LimitedIncoming::new(crate::grpc::incoming(listener), 4, "test");
+        incoming.places.handshake = Duration::from_millis(200);
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let mut server_side = incoming.next().await.unwrap().unwrap();
+        let mut buf = [0u8; 64];
+        let error = server_side.read(&mut buf).await.unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
+        drop(server_side);
+        assert!(closed_by_the_server(&mut silent).await);
+
+        // One that sends its 24 bytes in time is read on without a deadline.
+        let mut talking = TcpStream::connect(addr).await.unwrap();
+        let mut server_side = incoming.next().await.unwrap().unwrap();
+        talking.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+        let mut got = 0;
+        while got < 24 {
+            got += server_side.read(&mut buf[got..]).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        talking.write_all(b"more").await.unwrap();
+        assert_eq!(server_side.read(&mut buf).await.unwrap(), 4);
     }
 }
