@@ -179,8 +179,7 @@ impl Application {
         let metrics_addr = self.metrics_listener.local_addr()?;
 
         let metrics = self.metrics;
-        let metrics_server =
-            tokio::spawn(serve_metrics(
+        let metrics_server = tokio::spawn(serve_metrics(
             self.metrics_listener,
             self.limits.max_connections,
             move || metrics.render(),

@@ -20,6 +20,7 @@ use std::{
     time::Duration,
 };
 
+use crate::limits::{HANDSHAKE_TIMEOUT, LimitedIncoming, StreamingCallLimitLayer, streaming_methods};
 use anyhow::Context;
 use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -30,7 +31,6 @@ use tonic::{
     service::Routes,
     transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming},
 };
-use crate::limits::{HANDSHAKE_TIMEOUT, LimitedIncoming, StreamingCallLimitLayer, streaming_methods};
 use tonic_health::{
     ServingStatus,
     pb::health_server::{Health, HealthServer},

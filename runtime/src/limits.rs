@@ -266,8 +266,7 @@ pub fn streaming_methods(sets: &[&[u8]]) -> Result<HashSet<String>, prost::Decod
             let package = file.package.unwrap_or_default();
             for service in file.service {
                 let service_name = service.name.unwrap_or_default();
-                let qualified =
-                    if package.is_empty() { service_name } else { format!("{package}.{service_name}") };
+                let qualified = if package.is_empty() { service_name } else { format!("{package}.{service_name}") };
                 for method in service.method {
                     if method.client_streaming() || method.server_streaming() {
                         methods.insert(format!("/{qualified}/{}", method.name()));

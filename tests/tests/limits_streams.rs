@@ -49,11 +49,7 @@ fn memory_kib(pid: u32) -> (u64, u64) {
 /// A channel on a TCP connection of its own (tonic opens one per
 /// `connect`), the HTTP/2 handshake done.
 async fn own_connection(addr: SocketAddr) -> Result<Channel, tonic::transport::Error> {
-    Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
+    Endpoint::from_shared(format!("http://{addr}")).unwrap().connect_timeout(Duration::from_secs(5)).connect().await
 }
 
 /// One Check on `channel`, with a deadline.
@@ -277,7 +273,10 @@ async fn geo_connections_beyond_the_cap_are_closed_and_the_open_ones_keep_workin
     })
     .await;
     let waited = first_silent.elapsed();
-    assert!(waited >= Duration::from_secs(8) && waited < Duration::from_secs(15), "the probe got through after {waited:?}");
+    assert!(
+        waited >= Duration::from_secs(8) && waited < Duration::from_secs(15),
+        "the probe got through after {waited:?}"
+    );
     drop(silent);
 
     // A closed connection gives its place back.
