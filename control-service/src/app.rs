@@ -341,8 +341,12 @@ impl Application {
         let grpc_addr = self.grpc.local_addr()?;
         let metrics_addr = self.metrics_listener.local_addr()?;
         let metrics = self.metrics.clone();
-        let metrics_server =
-            tokio::spawn(serve_metrics(self.metrics_listener, move || metrics.render(), stopping.clone()));
+        let metrics_server = tokio::spawn(serve_metrics(
+            self.metrics_listener,
+            self.limits.max_connections,
+            move || metrics.render(),
+            stopping.clone(),
+        ));
 
         // Dependencies are probed once before serving, so health is right from the start.
         let probes = Probes {

@@ -272,6 +272,39 @@ pub struct Config {
     #[arg(long, env = "CONTROL_GRPC_REQUEST_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub grpc_request_timeout: Duration,
 
+    /// Connections open at once on each port (gRPC, health, metrics; each
+    /// its own count); one more is accepted and closed at once. An idle
+    /// connection holds about 20 KiB.
+    #[arg(
+        long,
+        env = "CONTROL_MAX_CONNECTIONS",
+        default_value_t = 1024,
+        value_parser = clap::value_parser!(u32).range(1..=100_000),
+    )]
+    pub max_connections: u32,
+
+    /// Streaming calls (Health/Watch, reflection) open at once in the
+    /// process, the gRPC and health ports together; one more is answered
+    /// RESOURCE_EXHAUSTED with RetryInfo at once.
+    #[arg(
+        long,
+        env = "CONTROL_GRPC_MAX_STREAMING_CALLS",
+        default_value_t = 64,
+        value_parser = clap::value_parser!(u32).range(1..=100_000),
+    )]
+    pub grpc_max_streaming_calls: u32,
+
+    /// A streaming call open this long is ended with UNAVAILABLE (the client
+    /// opens it again): --grpc-request-timeout bounds only the wait for a
+    /// response to start.
+    #[arg(
+        long,
+        env = "CONTROL_GRPC_STREAMING_CALL_MAX_AGE",
+        default_value = "30m",
+        value_parser = bangui_runtime::limits::parse_max_age,
+    )]
+    pub grpc_streaming_call_max_age: Duration,
+
     /// The server sends an HTTP/2 PING on a connection this often.
     #[arg(long, env = "CONTROL_GRPC_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub grpc_keepalive_interval: Duration,
@@ -445,6 +478,9 @@ impl Config {
             http2_keepalive_interval: self.grpc_keepalive_interval,
             http2_keepalive_timeout: self.grpc_keepalive_timeout,
             request_timeout: self.grpc_request_timeout,
+            max_connections: self.max_connections as usize,
+            max_streaming_calls: self.grpc_max_streaming_calls as usize,
+            streaming_call_max_age: self.grpc_streaming_call_max_age,
         })
     }
 
@@ -504,6 +540,9 @@ mod tests {
         assert_eq!(limits.http2_keepalive_interval, Duration::from_secs(30));
         assert_eq!(limits.http2_keepalive_timeout, Duration::from_secs(10));
         assert_eq!(limits.request_timeout, Duration::from_secs(60));
+        assert_eq!(limits.max_connections, 1024);
+        assert_eq!(limits.max_streaming_calls, 64);
+        assert_eq!(limits.streaming_call_max_age, Duration::from_secs(30 * 60));
         assert_eq!(config.max_request_bytes(), 64 * 1024);
     }
 
@@ -555,5 +594,14 @@ mod tests {
         assert!(error.to_string().contains("--grpc-max-request-bytes"), "{error}");
         let config = Config::try_from_args(["control-service", "--grpc-request-timeout", "0s"]).unwrap();
         assert!(config.serve_limits().unwrap_err().to_string().contains("--grpc-request-timeout"));
+        for (flag, value) in [
+            ("--max-connections", "0"),
+            ("--grpc-max-streaming-calls", "0"),
+            ("--grpc-streaming-call-max-age", "0s"),
+            ("--grpc-streaming-call-max-age", "soon"),
+        ] {
+            let error = Config::try_from_args(["control-service", flag, value]).unwrap_err();
+            assert!(error.to_string().contains(flag), "{flag} {value}: {error}");
+        }
     }
 }

@@ -179,8 +179,12 @@ impl Application {
         let metrics_addr = self.metrics_listener.local_addr()?;
 
         let metrics = self.metrics;
-        let metrics_server =
-            tokio::spawn(serve_metrics(self.metrics_listener, move || metrics.render(), stopping.clone()));
+        let metrics_server = tokio::spawn(serve_metrics(
+            self.metrics_listener,
+            self.limits.max_connections,
+            move || metrics.render(),
+            stopping.clone(),
+        ));
         let flusher = tokio::spawn(flush_periodically(self.cache.clone(), self.flush_interval, stopping.clone()));
         let watcher = if self.watch {
             match self.reloader.clone().watch(stopping.clone()) {

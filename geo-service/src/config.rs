@@ -163,6 +163,23 @@ pub struct Config {
     #[arg(long, env = "GEO_GRPC_MAX_IN_FLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub grpc_max_in_flight: u32,
 
+    /// Connections open at once on each port (gRPC, health, metrics; each
+    /// its own count); one more is accepted and closed at once. An idle
+    /// connection holds about 20 KiB.
+    #[arg(long, env = "GEO_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_connections: u32,
+
+    /// Streaming calls (Health/Watch, LookupStream, reflection) open at once
+    /// in the process, the gRPC and health ports together; one more is
+    /// refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "GEO_GRPC_MAX_STREAMING_CALLS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub grpc_max_streaming_calls: u32,
+
+    /// A streaming call open this long is ended with UNAVAILABLE (the client
+    /// opens it again).
+    #[arg(long, env = "GEO_GRPC_STREAMING_CALL_MAX_AGE", default_value = "30m", value_parser = bangui_runtime::limits::parse_max_age)]
+    pub grpc_streaming_call_max_age: Duration,
+
     /// How long in-flight RPCs may take to finish after SIGTERM.
     #[arg(long, env = "GEO_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
@@ -214,6 +231,9 @@ impl Config {
         bangui_runtime::grpc::ServeLimits {
             max_concurrent_streams: self.grpc_max_concurrent_streams,
             max_in_flight: usize::try_from(self.grpc_max_in_flight).unwrap_or(usize::MAX),
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            max_streaming_calls: usize::try_from(self.grpc_max_streaming_calls).unwrap_or(usize::MAX),
+            streaming_call_max_age: self.grpc_streaming_call_max_age,
             ..bangui_runtime::grpc::ServeLimits::default()
         }
     }
@@ -263,6 +283,10 @@ mod tests {
         );
         assert_eq!(config.max_batch, 10_000);
         assert_eq!(config.listen.to_string(), "0.0.0.0:50051");
+        let limits = config.serve_limits();
+        assert_eq!(limits.max_connections, 1024);
+        assert_eq!(limits.max_streaming_calls, 64);
+        assert_eq!(limits.streaming_call_max_age, Duration::from_secs(30 * 60));
     }
 
     #[test]
@@ -282,6 +306,15 @@ mod tests {
         assert!(err.contains("--fallback-url") && err.contains("not an http"), "{err}");
         let err = Config::try_from_args(["geo-service", "--mmdb", "builtin:nope"]).unwrap_err().to_string();
         assert!(err.contains("unknown built-in database"), "{err}");
+        for (flag, value) in [
+            ("--max-connections", "0"),
+            ("--grpc-max-streaming-calls", "0"),
+            ("--grpc-streaming-call-max-age", "0s"),
+            ("--grpc-streaming-call-max-age", "500ms"),
+        ] {
+            let err = Config::try_from_args(["geo-service", "--mmdb", "x", flag, value]).unwrap_err().to_string();
+            assert!(err.contains(flag), "{flag} {value}: {err}");
+        }
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! transport limits ([`ServeLimits`]): `TCP_NODELAY` on every accepted
 //! connection, HTTP/2 keepalive, a bound on concurrent streams per
 //! connection and on requests in flight in the process (beyond it a request
-//! is shed at once with RESOURCE_EXHAUSTED, never queued), and a deadline
-//! on every request.
+//! is shed at once with RESOURCE_EXHAUSTED, never queued), a deadline
+//! on every request, and the caps of [`crate::limits`]: connections per
+//! listener, streaming calls per process (health's Watch included, on both
+//! ports) and a streaming call's age.
 
 use std::{
     convert::Infallible,
@@ -18,6 +20,7 @@ use std::{
     time::Duration,
 };
 
+use crate::limits::{HANDSHAKE_TIMEOUT, LimitedIncoming, StreamingCallLimitLayer, streaming_methods};
 use anyhow::Context;
 use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -79,7 +82,21 @@ pub struct ServeLimits {
     pub http2_keepalive_timeout: Duration,
     /// Deadline of every request (the client's `grpc-timeout` when shorter);
     /// a request past it ends with CANCELLED and frees its in-flight slot.
+    /// It bounds the wait for a response, not a stream's life: see
+    /// `streaming_call_max_age`.
     pub request_timeout: Duration,
+    /// Connections open at once on each listener (the gRPC port, the health
+    /// port, the metrics port, each its own count); one more is accepted and
+    /// closed at once (see [`crate::limits`]).
+    pub max_connections: usize,
+    /// Streaming calls (Health/Watch, reflection, any streaming RPC) open at
+    /// once in the process, every port together; one more is answered
+    /// RESOURCE_EXHAUSTED at once. Neither the in-flight limit nor the
+    /// request deadline holds a stream once its response has started.
+    pub max_streaming_calls: usize,
+    /// A streaming call open this long is ended with UNAVAILABLE; the client
+    /// opens it again.
+    pub streaming_call_max_age: Duration,
 }
 
 impl Default for ServeLimits {
@@ -90,6 +107,9 @@ impl Default for ServeLimits {
             http2_keepalive_interval: Duration::from_secs(30),
             http2_keepalive_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+            max_streaming_calls: 64,
+            streaming_call_max_age: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -215,7 +235,7 @@ where
 }
 
 /// RESOURCE_EXHAUSTED for a shed request, with a RetryInfo of one second.
-fn shed_status(limit: usize, what: &str) -> Status {
+pub(crate) fn shed_status(limit: usize, what: &str) -> Status {
     use tonic_types::{ErrorDetails, StatusExt};
     Status::with_error_details(
         Code::ResourceExhausted,
@@ -251,12 +271,16 @@ pub fn health_listen_clash(listen: std::net::SocketAddr, health: Option<std::net
 /// credentials, so with TLS on the main port it needs a port of its own.
 /// `health` shares its reporter with the main server, so NOT_SERVING at
 /// shutdown shows here too. Nothing else is routed (no reflection, no
-/// service), and nothing is shed: health checks are cheap and bounded by
-/// the same stream limit and deadline as the main server.
+/// service). Checks are never shed: they are cheap and bounded by the same
+/// stream limit and deadline as the main server. Watch streams count
+/// against `streaming` (the process's cap, shared with the main port), and
+/// the port has its own `max_connections`, so a flood of the main port
+/// never keeps a probe out.
 pub async fn serve_health_only<H: Health>(
     listener: TcpListener,
     health: HealthServer<H>,
     limits: ServeLimits,
+    streaming: StreamingCallLimitLayer,
     stop: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     Server::builder()
@@ -264,8 +288,12 @@ pub async fn serve_health_only<H: Health>(
         .http2_keepalive_interval(Some(limits.http2_keepalive_interval))
         .http2_keepalive_timeout(Some(limits.http2_keepalive_timeout))
         .timeout(limits.request_timeout)
+        .layer(streaming)
         .add_service(health)
-        .serve_with_incoming_shutdown(incoming(listener), stop.cancelled_owned())
+        .serve_with_incoming_shutdown(
+            LimitedIncoming::new(incoming(listener), limits.max_connections, "health"),
+            stop.cancelled_owned(),
+        )
         .await
 }
 
@@ -346,22 +374,54 @@ impl<H: Health> GrpcServer<H> {
         tokio::spawn(on_signal);
 
         let limits = self.limits;
-        if limits.max_in_flight == 0 || limits.max_concurrent_streams == 0 {
-            anyhow::bail!("max_in_flight and max_concurrent_streams must be at least 1");
+        if limits.max_in_flight == 0
+            || limits.max_concurrent_streams == 0
+            || limits.max_connections == 0
+            || limits.max_streaming_calls == 0
+            || limits.streaming_call_max_age.is_zero()
+        {
+            anyhow::bail!(
+                "max_in_flight, max_concurrent_streams, max_connections, max_streaming_calls and \
+                 streaming_call_max_age must be more than zero"
+            );
         }
+        // Every streaming method served here, found in the schemas so a new
+        // streaming RPC is counted without anyone listing it.
+        let schemas: Vec<&[u8]> = self
+            .descriptor_sets
+            .iter()
+            .copied()
+            .chain([
+                tonic_health::pb::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            ])
+            .collect();
+        let streaming = StreamingCallLimitLayer::new(
+            limits.max_streaming_calls,
+            limits.streaming_call_max_age,
+            streaming_methods(&schemas).context("the streaming methods of the descriptor sets")?,
+        );
         let mut builder = Server::builder()
             .max_concurrent_streams(limits.max_concurrent_streams)
             .http2_keepalive_interval(Some(limits.http2_keepalive_interval))
             .http2_keepalive_timeout(Some(limits.http2_keepalive_timeout))
             .timeout(limits.request_timeout);
         if let Some(tls) = self.tls {
-            builder = builder.tls_config(tls).context("TLS configuration")?;
+            // A handshake that does not finish holds its connection's place.
+            builder = builder.tls_config(tls.timeout(HANDSHAKE_TIMEOUT)).context("TLS configuration")?;
         }
         // Its own token: the health port outlives `stopping` until the
         // main server has drained, so probes see NOT_SERVING, not a refusal.
         let health_stop = CancellationToken::new();
         let health_only = self.health_listener.map(|listener| {
-            let served = serve_health_only(listener, self.health_service.clone(), limits, health_stop.clone());
+            let served = serve_health_only(
+                listener,
+                self.health_service.clone(),
+                limits,
+                streaming.clone(),
+                health_stop.clone(),
+            );
             tokio::spawn(async move {
                 if let Err(error) = served.await {
                     tracing::error!(%error, "the health port stopped");
@@ -371,9 +431,13 @@ impl<H: Health> GrpcServer<H> {
         let routes =
             self.routes.add_service(self.health_service).add_service(reflection_v1).add_service(reflection_v1alpha);
         let server = builder
+            .layer(streaming)
             .layer(InFlightLimitLayer::new(limits.max_in_flight))
             .add_routes(routes)
-            .serve_with_incoming_shutdown(incoming(self.listener), stopping.clone().cancelled_owned());
+            .serve_with_incoming_shutdown(
+                LimitedIncoming::new(incoming(self.listener), limits.max_connections, "gRPC"),
+                stopping.clone().cancelled_owned(),
+            );
         let grace = self.grace;
         let stopped = stopping.clone();
         let served = tokio::select! {

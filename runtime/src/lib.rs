@@ -5,6 +5,7 @@
 //! * [`serve_metrics`]: the Prometheus `/metrics` endpoint.
 //! * [`StartupError`]: a failed startup stage, named.
 //! * [`grpc`]: serving with health, reflection and a SIGTERM drain.
+//! * [`limits`]: caps on connections per listener and on open streaming calls.
 //! * [`db`]: SQLite and PostgreSQL pools, and the stores' error type.
 //! * [`sql`]: statements written once for both backends ([`sql::Stmt`], [`sql::SqlBackend`]).
 //! * [`reserved`]: the reserved address ranges (not public addresses).
@@ -14,6 +15,7 @@
 pub mod db;
 pub mod grpc;
 pub mod guard;
+pub mod limits;
 pub mod reserved;
 pub mod sql;
 pub mod telemetry;
@@ -47,8 +49,9 @@ impl<T, E: Into<anyhow::Error>, S: std::fmt::Display + std::fmt::Debug> StageCon
 }
 
 /// Serves `GET /metrics` with what `render` returns (Prometheus text
-/// format) until `stop` is cancelled.
-pub async fn serve_metrics<F>(listener: TcpListener, render: F, stop: CancellationToken)
+/// format) until `stop` is cancelled, with at most `max_connections` open
+/// at once (see [`limits`]).
+pub async fn serve_metrics<F>(listener: TcpListener, max_connections: usize, render: F, stop: CancellationToken)
 where
     F: Fn() -> String + Clone + Send + Sync + 'static,
 {
@@ -59,6 +62,7 @@ where
             async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render()) }
         }),
     );
+    let listener = limits::LimitedListener::new(listener, max_connections.max(1), "metrics");
     if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
         tracing::error!(%error, "metrics endpoint failed");
     }
