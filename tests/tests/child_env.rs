@@ -68,7 +68,8 @@ async fn start_jail_runs_fail2ban_client_without_the_services_secrets() {
         ("CONTROL_ADMIN_PASSWORD_HASH", phc.as_str()),
         ("CONTROL_DATABASE_URL", db_url.as_str()),
     ];
-    let clear = ["CONTROL_FAIL2BAN_SOCKET", "CONTROL_GEO_ENDPOINT", "CONTROL_SETUP_TOKEN_FILE", "CONTROL_FAIL2BAN_CLIENT"];
+    let clear =
+        ["CONTROL_FAIL2BAN_SOCKET", "CONTROL_GEO_ENDPOINT", "CONTROL_SETUP_TOKEN_FILE", "CONTROL_FAIL2BAN_CLIENT"];
     let socket = f2b.socket_str();
     let config = f2b.config_dir().display().to_string();
     let control = ServiceProcess::spawn_with_env(
@@ -101,7 +102,10 @@ async fn start_jail_runs_fail2ban_client_without_the_services_secrets() {
     }
     let names: Vec<&str> = seen.lines().filter_map(|l| l.split_once('=').map(|(k, _)| k)).collect();
     for name in &names {
-        assert!(["PATH", "LANG", "LC_ALL", "LC_CTYPE"].contains(name) || SHELL_SET.contains(name), "the child saw {name}:\n{seen}");
+        assert!(
+            ["PATH", "LANG", "LC_ALL", "LC_CTYPE"].contains(name) || SHELL_SET.contains(name),
+            "the child saw {name}:\n{seen}"
+        );
     }
     assert!(seen.lines().any(|l| l == format!("PATH={path}")), "the path is passed:\n{seen}");
     assert!(seen.lines().any(|l| l == "LANG=C.UTF-8"), "the locale is passed:\n{seen}");

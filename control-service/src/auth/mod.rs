@@ -407,9 +407,9 @@ impl Auth {
         let current = self.store.setup_token().await?;
         // Compared in constant time; only the right token reaches the
         // database's own comparison below.
-        let valid = current.as_ref().is_some_and(|row| {
-            row.expires_at > now && bool::from(row.token.as_bytes().ct_eq(setup_token.as_bytes()))
-        });
+        let valid = current
+            .as_ref()
+            .is_some_and(|row| row.expires_at > now && bool::from(row.token.as_bytes().ct_eq(setup_token.as_bytes())));
         if !valid {
             // A concurrent Setup may have just consumed the token.
             if self.store.password().await?.is_some() {

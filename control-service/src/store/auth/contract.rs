@@ -24,6 +24,12 @@ async fn setup_and_password(store: &impl AuthStore) {
     assert_eq!(store.setup_token().await.unwrap(), None);
     // One token at a time: a second replica's candidate gets the first one.
     let (a, b, c) = (setup_token('a', 1, 100), setup_token('b', 2, 102), setup_token('c', 3, 103));
+    // Replicas racing for the first token all get the same one.
+    let raced = tokio::join!(store.ensure_setup_token(&a, 1), store.ensure_setup_token(&b, 1));
+    let (first, second) = (raced.0.unwrap().unwrap(), raced.1.unwrap().unwrap());
+    assert_eq!(first, second);
+    assert!(first == a || first == b);
+    store.clear_setup_token().await.unwrap();
     assert_eq!(store.ensure_setup_token(&a, 1).await.unwrap(), Some(a.clone()));
     assert_eq!(store.ensure_setup_token(&b, 2).await.unwrap(), Some(a.clone()), "the stored one wins");
     assert_eq!(store.setup_token().await.unwrap(), Some(a.clone()));

@@ -83,8 +83,11 @@ pub trait AuthStore: Send + Sync + std::fmt::Debug {
     /// stores `candidate` if there is none and no password exists, and
     /// returns the one stored (none once a password exists). Of replicas
     /// that call it at once, one's candidate wins and all get it.
-    async fn ensure_setup_token(&self, candidate: &SetupTokenRow, now: i64)
-    -> Result<Option<SetupTokenRow>, StoreError>;
+    async fn ensure_setup_token(
+        &self,
+        candidate: &SetupTokenRow,
+        now: i64,
+    ) -> Result<Option<SetupTokenRow>, StoreError>;
     /// Deletes the setup token (the password came from configuration).
     async fn clear_setup_token(&self) -> Result<(), StoreError>;
     /// One transaction: replaces the password if it is still `expected`
