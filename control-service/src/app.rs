@@ -310,6 +310,7 @@ impl Application {
         // Every control service sits behind the session gate; only the
         // methods in OPEN_METHODS pass without a session.
         let gate = SessionGate::new(self.auth.clone(), OPEN_METHODS);
+        let setup_auth = self.auth.clone();
         // Every service decodes at most --grpc-max-request-bytes per message.
         let max = self.max_request_bytes;
         let routes = Routes::new(Gated::new(
@@ -395,6 +396,11 @@ impl Application {
         };
         tracing::info!(%grpc_addr, %metrics_addr, health_addr, "serving");
         let scheduler_task = tokio::spawn(self.scheduler.clone().run(stopping.clone(), self.lease_retry));
+        // While no password exists, this replica's setup token file follows the database's token.
+        let setup_token_task = tokio::spawn({
+            let stop = stopping.clone();
+            async move { setup_auth.keep_setup_token_file(stop).await }
+        });
         let served = server.serve(shutdown, stopping.clone()).await;
         // Shutdown: no new runs, running jobs finish (or are cancelled), then
         // the lease goes so a follower takes over at once.
@@ -408,6 +414,7 @@ impl Application {
         let held = elector_task.await.unwrap_or(None);
         elector.release(held).await;
         let _ = prober.await;
+        let _ = setup_token_task.await;
         let _ = metrics_server.await;
         self.pool.close().await;
         tracing::info!("stopped");

@@ -29,12 +29,16 @@ use std::{
     collections::HashMap,
     net::IpAddr,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
 use bangui_runtime::guard::{Gate, bearer_token};
 use subtle::ConstantTimeEq;
+use tokio_util::sync::CancellationToken;
 use tonic::{Status, body::Body};
 
 use crate::{
@@ -44,7 +48,7 @@ use crate::{
     settings::RuntimeSettings,
     store::{
         AuthStore, StoreError,
-        auth::{Failures, Reservation, SessionRow},
+        auth::{Failures, Reservation, SessionRow, SetupTokenRow},
     },
 };
 
@@ -176,6 +180,9 @@ pub struct Auth {
     metrics: Metrics,
     /// Where this replica keeps its setup token.
     setup_token_file: Option<PathBuf>,
+    /// Whether the last write of the token file failed (its error is
+    /// logged once, not at every retry).
+    setup_token_write_failed: Arc<AtomicBool>,
     /// Password attempts under way in this process, per client key.
     in_progress: Arc<Mutex<HashMap<String, usize>>>,
 }
@@ -232,6 +239,7 @@ impl Auth {
             slowdown_max: Duration::from_secs(3),
             metrics: Metrics::new(),
             setup_token_file: None,
+            setup_token_write_failed: Arc::default(),
             in_progress: Arc::default(),
         }
     }
@@ -248,7 +256,7 @@ impl Auth {
     /// At start, with `--admin-password-hash`: that hash is the password.
     /// Sessions survive when it is unchanged and end when it changed.
     pub async fn bootstrap(&self, phc: &str) -> Result<(), AuthError> {
-        self.store.clear_setup_tokens().await?;
+        self.store.clear_setup_token().await?;
         if self.store.password().await?.as_deref() == Some(phc) {
             return Ok(());
         }
@@ -257,47 +265,115 @@ impl Auth {
         Ok(())
     }
 
-    /// At start: while no password exists, makes sure `file` holds a setup
-    /// token the database knows (a new one when it holds none), and logs
-    /// where it is; once a password exists, removes the file.
+    /// At start: while no password exists, makes sure `file` holds the
+    /// current setup token (see [`Auth::refresh_setup_token`]) and logs
+    /// where it is, never the token; once a password exists, removes the
+    /// file.
     pub async fn prepare_setup(&mut self, file: &Path) -> Result<(), AuthError> {
         // Logged as an absolute path: the operator may not know the working directory.
-        let file = &std::path::absolute(file).unwrap_or_else(|_| file.to_owned());
-        self.setup_token_file = Some(file.clone());
-        if self.store.password().await?.is_some() {
-            self.remove_setup_token_file();
-            return Ok(());
-        }
-        let known = self.store.setup_tokens().await?;
-        if let Some(token) = setup_token::read(file)
-            && known_token(&known, &token::digest(&token))
-        {
-            tracing::warn!(
-                setup_token_file = %file.display(),
-                "setup pending: the one-time setup token is in the file (made at an earlier start); \
-                 call AuthService/Setup with it"
-            );
-            return Ok(());
-        }
-        let (token, digest) = token::new_token();
-        self.store.add_setup_token(&digest, self.clock.now()).await?;
-        let written = setup_token::write(file, &token);
-        // Printed once, at the start that made it (the file keeps it).
-        tracing::warn!(
-            setup_token = %token,
-            setup_token_file = %file.display(),
-            written = written.is_ok(),
-            "setup pending: one-time setup token made; call AuthService/Setup with it (also in the file)"
-        );
-        if let Err(error) = written {
-            tracing::error!(setup_token_file = %file.display(), %error, "cannot write the setup token file; it is only in this log");
-        }
+        let file = std::path::absolute(file).unwrap_or_else(|_| file.to_owned());
+        self.setup_token_file = Some(file);
+        self.refresh_setup_token(true).await?;
         Ok(())
     }
 
-    fn remove_setup_token_file(&self) {
-        let Some(file) = &self.setup_token_file else { return };
-        match std::fs::remove_file(file) {
+    /// While no password exists: the one setup token of the whole cluster
+    /// (replicas sharing a database share it) is the stored one while it is
+    /// valid, else a new one valid for [`setup_token::LIFETIME`]; this
+    /// replica's token file is rewritten when it does not hold it. Once a
+    /// password exists: no token, no file. Returns whether setup is still
+    /// pending. `at_start` logs where the token is even when nothing changed.
+    pub async fn refresh_setup_token(&self, at_start: bool) -> Result<bool, AuthError> {
+        let Some(file) = self.setup_token_file.clone() else { return Ok(false) };
+        if self.store.password().await?.is_some() {
+            // A token stored by a replica that raced a Setup goes here too.
+            self.store.clear_setup_token().await?;
+            self.remove_setup_token_file().await;
+            return Ok(false);
+        }
+        let now = self.clock.now();
+        let (token, _) = token::new_token();
+        let lifetime = i64::try_from(setup_token::LIFETIME.as_secs()).unwrap_or(i64::MAX);
+        let candidate = SetupTokenRow { token, created_at: now, expires_at: now.saturating_add(lifetime) };
+        let Some(current) = self.store.ensure_setup_token(&candidate, now).await? else {
+            self.remove_setup_token_file().await;
+            return Ok(false);
+        };
+        let made = current.token == candidate.token;
+        let expires_at = current.expires_at;
+        let shown = setup_token::off_runtime({
+            let file = file.clone();
+            move || Ok(setup_token::read(&file))
+        })
+        .await
+        .ok()
+        .flatten();
+        if shown.as_deref() == Some(current.token.as_str()) {
+            if at_start {
+                tracing::warn!(
+                    setup_token_file = %file.display(),
+                    expires_at,
+                    "setup pending: the one-time setup token is in the file; call AuthService/Setup with it"
+                );
+            }
+            return Ok(true);
+        }
+        let written = setup_token::off_runtime({
+            let file = file.clone();
+            move || setup_token::write(&file, &current.token)
+        })
+        .await;
+        match written {
+            Ok(()) => {
+                self.setup_token_write_failed.store(false, Ordering::Relaxed);
+                let what = if made {
+                    "setup pending: a new one-time setup token is in the file; call AuthService/Setup with it"
+                } else {
+                    "setup pending: the current one-time setup token was written to the file; call AuthService/Setup with it"
+                };
+                tracing::warn!(setup_token_file = %file.display(), expires_at, "{what}");
+            }
+            // Logged once until a write succeeds again (the refresh retries).
+            Err(error) if !self.setup_token_write_failed.swap(true, Ordering::Relaxed) => tracing::error!(
+                setup_token_file = %file.display(),
+                %error,
+                "cannot write the setup token file (it is never logged): fix the path or its permissions \
+                 (--setup-token-file); the service tries again every {}s",
+                setup_token::REFRESH.as_secs()
+            ),
+            Err(_) => {}
+        }
+        Ok(true)
+    }
+
+    /// Keeps this replica's token file current until setup is done or
+    /// `stop` is cancelled: a token that expired is replaced, a file that
+    /// was deleted or holds another token is rewritten, and the file goes
+    /// once a password exists (set on any replica).
+    pub async fn keep_setup_token_file(&self, stop: CancellationToken) {
+        let mut ticks = tokio::time::interval(setup_token::REFRESH);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = ticks.tick() => match self.refresh_setup_token(false).await {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(error) => tracing::warn!(%error, "cannot check the setup token; trying again"),
+                },
+            }
+        }
+    }
+
+    async fn remove_setup_token_file(&self) {
+        let Some(file) = self.setup_token_file.clone() else { return };
+        let removed = setup_token::off_runtime({
+            let file = file.clone();
+            move || std::fs::remove_file(file)
+        })
+        .await;
+        match removed {
             Ok(()) => tracing::info!(setup_token_file = %file.display(), "a password is set: setup token file removed"),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
             Err(error) => {
@@ -310,41 +386,51 @@ impl Auth {
     /// file outlived setup (done on another replica) removes it here.
     pub async fn setup_status(&self) -> Result<(bool, bool), AuthError> {
         let set = self.store.password().await?.is_some();
-        if set && self.setup_token_file.as_deref().is_some_and(Path::exists) {
-            self.remove_setup_token_file();
+        if set && self.setup_token_file.is_some() {
+            self.remove_setup_token_file().await;
         }
         Ok((set, self.managed_by_config))
     }
 
-    /// Sets the first password; needs a setup token the service made.
+    /// Sets the first password; needs the current setup token.
     pub async fn setup(&self, password: String, setup_token: &str) -> Result<(), AuthError> {
         if self.store.password().await?.is_some() {
             return Err(AuthError::AlreadySetUp);
         }
         if setup_token.is_empty() {
             return Err(AuthError::SetupToken(
-                "Setup needs setup_token: the one-time token the control-service wrote to its log and its setup token file",
+                "Setup needs setup_token: the one-time token in the control-service's setup token file \
+                 (its log names the file)",
             ));
         }
-        let digest = token::digest(setup_token);
-        if !known_token(&self.store.setup_tokens().await?, &digest) {
-            // A concurrent Setup may have just consumed every token.
+        let now = self.clock.now();
+        let current = self.store.setup_token().await?;
+        // Compared in constant time; only the right token reaches the
+        // database's own comparison below.
+        let valid = current
+            .as_ref()
+            .is_some_and(|row| row.expires_at > now && bool::from(row.token.as_bytes().ct_eq(setup_token.as_bytes())));
+        if !valid {
+            // A concurrent Setup may have just consumed the token.
             if self.store.password().await?.is_some() {
                 return Err(AuthError::AlreadySetUp);
             }
-            tracing::warn!("Setup refused: wrong setup token");
-            return Err(AuthError::SetupToken("wrong setup_token"));
+            tracing::warn!("Setup refused: wrong or expired setup token");
+            return Err(AuthError::SetupToken(WRONG_SETUP_TOKEN));
         }
         password::check_new("password", &password)?;
         let phc = self.hasher.admit()?.run(move |memory| password::hash_in(&password, memory)).await?;
         let phc = phc.map_err(AuthError::Hash)?;
         // The token's deletion decides: of concurrent callers exactly one sets it.
-        if self.store.complete_setup(&phc, self.clock.now(), &digest).await? {
-            tracing::info!("master password set up; setup tokens deleted");
-            self.remove_setup_token_file();
+        if self.store.complete_setup(&phc, self.clock.now(), setup_token).await? {
+            tracing::info!("master password set up; setup token deleted");
+            self.remove_setup_token_file().await;
             Ok(())
-        } else {
+        } else if self.store.password().await?.is_some() {
             Err(AuthError::AlreadySetUp)
+        } else {
+            // It expired while the password was hashed.
+            Err(AuthError::SetupToken(WRONG_SETUP_TOKEN))
         }
     }
 
@@ -498,10 +584,9 @@ impl Auth {
     }
 }
 
-/// Whether `digest` is one of `known`, comparing each in constant time.
-fn known_token(known: &[Vec<u8>], digest: &[u8]) -> bool {
-    known.iter().fold(false, |found, candidate| found | bool::from(candidate.as_slice().ct_eq(digest)))
-}
+/// What Setup answers to a token that is not the current valid one.
+const WRONG_SETUP_TOKEN: &str =
+    "wrong or expired setup_token: the current one is in the control-service's setup token file";
 
 /// Lets a request through with a live session (added to the request's
 /// extensions as [`Session`]), or to one of the `open` methods

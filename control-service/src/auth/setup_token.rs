@@ -1,14 +1,40 @@
 //! The setup token file: where a fresh service leaves its one-time setup
 //! token for the operator (the way Jenkins and Grafana hand out a first
-//! password). Only the token's SHA-256 is kept in the control database.
+//! password). The log names the file, never the token.
+//!
+//! There is at most one setup token at a time, for the whole cluster: the
+//! control database keeps the token itself (table `setup_token`), so every
+//! replica sharing it writes the same one to its own file, and a restart or
+//! a rolling update keeps it. Stored in the clear rather than hashed (or
+//! encrypted with a key the replicas would need to share through yet
+//! another Secret): the token is only useful while no password exists, for
+//! [`LIFETIME`] at most, and `Setup` deletes it in the transaction that
+//! sets the password; whoever can write to the database can set the
+//! password without it anyway.
 
 use std::{
     io::Write as _,
     os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use bangui_runtime::db::Backend;
+
+/// How long a setup token is valid; then the next replica that looks
+/// replaces it.
+pub const LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// How often a replica brings its token file up to date while setup is
+/// pending (a replaced token, a deleted file, a password set elsewhere).
+pub const REFRESH: Duration = Duration::from_secs(10);
+
+/// Runs a file operation on the blocking pool, off the async workers.
+pub async fn off_runtime<T: Send + 'static>(
+    operation: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(operation).await.map_err(std::io::Error::other)?
+}
 
 /// The file's name beside a SQLite database.
 pub const FILE_NAME: &str = "setup-token";

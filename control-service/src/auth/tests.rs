@@ -53,17 +53,39 @@ async fn scenarios(stores: Stores) {
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions()) & 0o777,
         0o600
     );
-    assert_eq!(store.setup_tokens().await.unwrap(), vec![token::digest(&setup_token)], "only its SHA-256 is stored");
-    // A restart finds it and keeps it.
+    let stored = store.setup_token().await.unwrap().expect("the token is stored");
+    assert_eq!((stored.token.as_str(), stored.expires_at), (setup_token.as_str(), T0 + 86_400), "valid for 24 h");
+    // A restart keeps it, and writes it again to a lost file.
+    std::fs::remove_file(&file).unwrap();
     auth.prepare_setup(&file).await.unwrap();
     assert_eq!(setup_token::read(&file).unwrap(), setup_token);
-    assert_eq!(store.setup_tokens().await.unwrap().len(), 1);
-    // Another replica (its own file) makes its own; both work anywhere.
+    // Another replica (its own file, holding some older token) shows the
+    // same one: one valid token, whatever each file held.
     let mut other = auth.clone();
     let other_file = dir.path().join("other-token");
+    let older = "an-older-setup-token-that-is-no-longer-valid";
+    std::fs::write(&other_file, older).unwrap();
     other.prepare_setup(&other_file).await.unwrap();
-    assert_ne!(setup_token::read(&other_file).unwrap(), setup_token);
-    assert_eq!(store.setup_tokens().await.unwrap().len(), 2);
+    assert_eq!(setup_token::read(&other_file).unwrap(), setup_token);
+    assert_eq!(store.setup_token().await.unwrap().unwrap().token, setup_token);
+    assert!(matches!(other.setup(PASSWORD.into(), older).await, Err(AuthError::SetupToken(_))));
+
+    // At 24 h it expires: the next look replaces it, and each replica's
+    // file follows at its next refresh.
+    clock.advance(86_399);
+    assert!(auth.refresh_setup_token(false).await.unwrap(), "still pending");
+    assert_eq!(setup_token::read(&file).unwrap(), setup_token, "still valid");
+    clock.advance(1);
+    assert!(matches!(auth.setup(PASSWORD.into(), &setup_token).await, Err(AuthError::SetupToken(_))), "expired");
+    assert!(other.refresh_setup_token(false).await.unwrap());
+    let renewed = setup_token::read(&other_file).unwrap();
+    assert_ne!(renewed, setup_token);
+    assert_eq!(setup_token::read(&file).unwrap(), setup_token, "not yet refreshed");
+    assert!(auth.refresh_setup_token(false).await.unwrap());
+    assert_eq!(setup_token::read(&file).unwrap(), renewed);
+    assert_eq!(store.setup_token().await.unwrap().unwrap().expires_at, T0 + 2 * 86_400);
+    assert!(matches!(auth.setup(PASSWORD.into(), &setup_token).await, Err(AuthError::SetupToken(_))));
+    let setup_token = renewed;
 
     assert!(matches!(auth.setup(PASSWORD.into(), "").await, Err(AuthError::SetupToken(_))));
     assert!(matches!(auth.setup(PASSWORD.into(), "not-the-token").await, Err(AuthError::SetupToken(_))));
@@ -86,22 +108,29 @@ async fn scenarios(stores: Stores) {
     }
     assert_eq!(won, 1, "exactly one concurrent Setup wins");
     assert!(!file.exists(), "the token file goes with the setup");
-    assert!(store.setup_tokens().await.unwrap().is_empty(), "every token ends");
+    assert_eq!(store.setup_token().await.unwrap(), None, "the token ends");
     assert!(matches!(
         other.setup(PASSWORD.into(), &setup_token::read(&other_file).unwrap()).await,
         Err(AuthError::AlreadySetUp)
     ));
-    // The other replica's stale file goes when it notices.
+    // The other replica's stale file goes when it notices (a status call
+    // or its next refresh, which then says setup is done).
     assert_eq!(other.setup_status().await.unwrap(), (true, false));
     assert!(!other_file.exists());
-    // Put a known password in place for the rest.
+    std::fs::write(&other_file, &setup_token).unwrap();
+    assert!(!other.refresh_setup_token(false).await.unwrap(), "setup is done");
+    assert!(!other_file.exists());
+    assert_eq!(store.setup_token().await.unwrap(), None, "a refresh makes no token once a password exists");
+    // Put a known password in place for the rest (on a clock back at T0).
+    let clock = ManualClock::at(T0);
+    let mut auth = self::auth(&stores, &clock);
     let phc = password::hash(PASSWORD).unwrap();
     auth.bootstrap(&phc).await.unwrap();
     assert!(matches!(auth.setup(PASSWORD.into(), &setup_token).await, Err(AuthError::AlreadySetUp)));
     assert_eq!(auth.setup_status().await.unwrap(), (true, false));
     // A start with a password set makes no token.
     auth.prepare_setup(&file).await.unwrap();
-    assert!(!file.exists() && store.setup_tokens().await.unwrap().is_empty());
+    assert!(!file.exists() && store.setup_token().await.unwrap().is_none());
 
     // Login: the right password gives a token that works; a wrong one does not.
     let (token, expires_at) = auth.login(PASSWORD.into(), "10.0.0.1").await.unwrap();

@@ -6,10 +6,13 @@
 //! Commands that change fail2ban's configuration as a whole (`reload`,
 //! `start` with a config stream) are never sent over the socket: an empty
 //! stream deletes every jail. Starting a stopped jail goes through the
-//! `fail2ban-client` binary, which reads the jail's configuration itself.
+//! `fail2ban-client` binary, which reads the jail's configuration itself
+//! ([`child`]: it gets none of the service's environment but the path and
+//! the locale).
 
 pub mod banlist;
 pub mod bantimes;
+pub mod child;
 pub mod client;
 pub mod codec;
 pub mod db;
@@ -388,15 +391,8 @@ impl Fail2ban {
         };
         // `reload --if-exists <jail>` through the binary: it reads this one
         // jail's configuration and sends it; other jails are not touched.
-        let mut command = tokio::process::Command::new(&self.start.client_binary);
-        command
-            .arg("-c")
-            .arg(config_dir)
-            .arg("-s")
-            .arg(self.socket.socket_path())
-            .args(["reload", "--if-exists", jail.as_str()])
-            .kill_on_drop(true)
-            .stdin(std::process::Stdio::null());
+        let mut command =
+            child::reload_command(&self.start.client_binary, config_dir, self.socket.socket_path(), jail.as_str());
         let output = match tokio::time::timeout(self.start.timeout, command.output()).await {
             Ok(Ok(output)) => output,
             Ok(Err(error)) => {

@@ -16,7 +16,7 @@ use sqlx::Database;
 
 use super::{
     actions::ActionRow,
-    auth::SessionRow,
+    auth::{SessionRow, SetupTokenRow},
     blocklist::{RunRow, SourceRow},
     history::{ArchivedBan, CountryCount, IpCount, IpPlace, JailBanRow, JailCount},
     lease::{JobRun, Lease, LeaseGrant, Statements},
@@ -56,6 +56,7 @@ pub(crate) trait Dialect:
                  + Decode<(Vec<u8>,)>
                  + Decode<(i64, Option<i64>)>
                  + Decode<SessionRow>
+                 + Decode<SetupTokenRow>
                  // lease and ledger,
                  + Decode<Lease>
                  + Decode<LeaseGrant>

@@ -3,7 +3,7 @@
 //!
 //! | aggregate | trait | tables |
 //! | --- | --- | --- |
-//! | [`auth`] | [`AuthStore`] | `admin_password`, `setup_tokens`, `sessions`, `login_attempts` |
+//! | [`auth`] | [`AuthStore`] | `admin_password`, `setup_token`, `sessions`, `login_attempts` |
 //! | [`settings`] | [`SettingsStore`] | `settings` |
 //! | [`actions`] | [`ActionLog`] | `jail_actions` |
 //! | [`lease`] | [`LeaseStore`], [`RunLedger`] | `leases`, `job_runs`, `job_requests` |

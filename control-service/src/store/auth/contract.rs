@@ -1,13 +1,13 @@
-//! [`AuthStore`] on both backends: setup tokens that only one caller can
-//! use, password swaps that notice a change, sessions, and login attempts
-//! counted per client and overall.
+//! [`AuthStore`] on both backends: one setup token at a time that only one
+//! caller can use, password swaps that notice a change, sessions, and login
+//! attempts counted per client and overall.
 
 use super::*;
 use crate::store::{Pool, testing};
 
-/// A SHA-256's worth of `byte`.
-fn digest(byte: u8) -> Vec<u8> {
-    vec![byte; 32]
+/// A setup token of `byte`s, valid from `created_at` until `expires_at`.
+fn setup_token(byte: char, created_at: i64, expires_at: i64) -> SetupTokenRow {
+    SetupTokenRow { token: byte.to_string().repeat(43), created_at, expires_at }
 }
 
 /// A PHC string (the table takes argon2id ones only).
@@ -21,22 +21,37 @@ fn session(token: u8, expires_at: i64) -> SessionRow {
 
 async fn setup_and_password(store: &impl AuthStore) {
     assert_eq!(store.password().await.unwrap(), None);
-    assert!(store.setup_tokens().await.unwrap().is_empty());
-    store.add_setup_token(&digest(0xa), 1).await.unwrap();
-    store.add_setup_token(&digest(0xb), 2).await.unwrap();
-    assert_eq!(store.setup_tokens().await.unwrap().len(), 2);
-    assert!(!store.complete_setup(&phc(0), 3, &digest(0xd)).await.unwrap(), "an unknown token sets nothing");
-    assert_eq!((store.password().await.unwrap(), store.setup_tokens().await.unwrap().len()), (None, 2));
-    assert!(store.complete_setup(&phc(1), 3, &digest(0xb)).await.unwrap());
+    assert_eq!(store.setup_token().await.unwrap(), None);
+    // One token at a time: a second replica's candidate gets the first one.
+    let (a, b, c) = (setup_token('a', 1, 100), setup_token('b', 2, 102), setup_token('c', 3, 103));
+    // Replicas racing for the first token all get the same one.
+    let raced = tokio::join!(store.ensure_setup_token(&a, 1), store.ensure_setup_token(&b, 1));
+    let (first, second) = (raced.0.unwrap().unwrap(), raced.1.unwrap().unwrap());
+    assert_eq!(first, second);
+    assert!(first == a || first == b);
+    store.clear_setup_token().await.unwrap();
+    assert_eq!(store.ensure_setup_token(&a, 1).await.unwrap(), Some(a.clone()));
+    assert_eq!(store.ensure_setup_token(&b, 2).await.unwrap(), Some(a.clone()), "the stored one wins");
+    assert_eq!(store.setup_token().await.unwrap(), Some(a.clone()));
+    assert_eq!(store.ensure_setup_token(&b, 99).await.unwrap(), Some(a.clone()), "valid until 100");
+    // Expired: replaced by the next candidate.
+    assert_eq!(store.ensure_setup_token(&b, 100).await.unwrap(), Some(b.clone()));
+    assert_eq!(store.setup_token().await.unwrap(), Some(b.clone()));
+    store.clear_setup_token().await.unwrap();
+    assert_eq!(store.setup_token().await.unwrap(), None);
+    assert_eq!(store.ensure_setup_token(&b, 100).await.unwrap(), Some(b.clone()));
+    // Setup needs the current token, before it expires.
+    assert!(!store.complete_setup(&phc(0), 50, &a.token).await.unwrap(), "a replaced token sets nothing");
+    assert!(!store.complete_setup(&phc(0), 102, &b.token).await.unwrap(), "an expired token sets nothing");
+    assert_eq!((store.password().await.unwrap(), store.setup_token().await.unwrap()), (None, Some(b.clone())));
+    assert!(store.complete_setup(&phc(1), 101, &b.token).await.unwrap());
     assert_eq!(store.password().await.unwrap().as_deref(), Some(phc(1).as_str()));
-    assert!(store.setup_tokens().await.unwrap().is_empty(), "every token ends with the setup");
-    // Once a password exists a token sets nothing, and is not consumed.
-    store.add_setup_token(&digest(0xc), 4).await.unwrap();
-    assert!(!store.complete_setup(&phc(2), 5, &digest(0xc)).await.unwrap());
+    assert_eq!(store.setup_token().await.unwrap(), None, "the token ends with the setup");
+    // Once a password exists no token is stored, and none sets anything.
+    assert_eq!(store.ensure_setup_token(&c, 4).await.unwrap(), None);
+    assert_eq!(store.setup_token().await.unwrap(), None);
+    assert!(!store.complete_setup(&phc(2), 5, &c.token).await.unwrap());
     assert_eq!(store.password().await.unwrap().as_deref(), Some(phc(1).as_str()));
-    assert_eq!(store.setup_tokens().await.unwrap(), [digest(0xc)]);
-    store.clear_setup_tokens().await.unwrap();
-    assert!(store.setup_tokens().await.unwrap().is_empty());
 
     // A swap checks the password it replaces, and ends the other sessions.
     for token in 1..=3 {

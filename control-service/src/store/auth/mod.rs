@@ -22,6 +22,27 @@ pub struct SessionRow {
     pub client: String,
 }
 
+/// The setup token as stored: the token itself, so that every replica can
+/// write the current one to its file (see the 0009 migration).
+#[derive(Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct SetupTokenRow {
+    pub token: String,
+    pub created_at: i64,
+    /// Valid until this time (exclusive).
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for SetupTokenRow {
+    /// Without the token: a row in a log or a failed assertion keeps it private.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SetupTokenRow")
+            .field("token", &"<hidden>")
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
 /// Failed logins in a window: how many, and when the oldest was.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Failures {
@@ -50,17 +71,25 @@ pub enum Reservation {
 pub trait AuthStore: Send + Sync + std::fmt::Debug {
     /// The master password's PHC string, if one is set.
     async fn password(&self) -> Result<Option<String>, StoreError>;
-    /// One transaction: consumes the setup token `token_sha256`, sets the
-    /// password if none exists and deletes every setup token. False (and
-    /// nothing changed) when the token is unknown or a password exists
-    /// (concurrent callers: exactly one wins).
-    async fn complete_setup(&self, phc: &str, at: i64, token_sha256: &[u8]) -> Result<bool, StoreError>;
-    /// The SHA-256 of every live setup token (one per replica that made one).
-    async fn setup_tokens(&self) -> Result<Vec<Vec<u8>>, StoreError>;
-    /// Adds a setup token's SHA-256.
-    async fn add_setup_token(&self, token_sha256: &[u8], at: i64) -> Result<(), StoreError>;
-    /// Deletes every setup token (the password came from configuration).
-    async fn clear_setup_tokens(&self) -> Result<(), StoreError>;
+    /// One transaction: consumes the setup token `token` if it is the
+    /// current one and still valid at `at`, sets the password if none
+    /// exists, and deletes the token. False (and nothing changed) when the
+    /// token is not the current valid one or a password exists (concurrent
+    /// callers: exactly one wins).
+    async fn complete_setup(&self, phc: &str, at: i64, token: &str) -> Result<bool, StoreError>;
+    /// The setup token, if there is one (expired or not).
+    async fn setup_token(&self) -> Result<Option<SetupTokenRow>, StoreError>;
+    /// One transaction: deletes the setup token if it expired at `now`,
+    /// stores `candidate` if there is none and no password exists, and
+    /// returns the one stored (none once a password exists). Of replicas
+    /// that call it at once, one's candidate wins and all get it.
+    async fn ensure_setup_token(
+        &self,
+        candidate: &SetupTokenRow,
+        now: i64,
+    ) -> Result<Option<SetupTokenRow>, StoreError>;
+    /// Deletes the setup token (the password came from configuration).
+    async fn clear_setup_token(&self) -> Result<(), StoreError>;
     /// One transaction: replaces the password if it is still `expected`
     /// (`None`: any), and deletes every session but `keep`. Returns false
     /// (and changes nothing) when the password changed meanwhile.
@@ -102,10 +131,16 @@ const UPSERT_PASSWORD: &str = "INSERT INTO admin_password (id, phc, updated_at) 
 /// Replaces the password ($1 phc, $2 at) if it is still $3.
 const SWAP_PASSWORD: &str = "UPDATE admin_password SET phc = $1, updated_at = $2 WHERE id = 1 AND phc = $3";
 
-const SELECT_SETUP_TOKENS: &str = "SELECT token_sha256 FROM setup_tokens";
-const INSERT_SETUP_TOKEN: &str = "INSERT INTO setup_tokens (token_sha256, created_at) VALUES ($1, $2)";
-const DELETE_SETUP_TOKEN: &str = "DELETE FROM setup_tokens WHERE token_sha256 = $1";
-const DELETE_SETUP_TOKENS: &str = "DELETE FROM setup_tokens";
+const SELECT_SETUP_TOKEN: &str = "SELECT token, created_at, expires_at FROM setup_token WHERE id = 1";
+/// Stores the token ($1 token, $2 created, $3 expires) unless there is one
+/// or a password exists.
+const INSERT_SETUP_TOKEN: &str = "INSERT INTO setup_token (id, token, created_at, expires_at) SELECT 1, $1, $2, $3 \
+                                  WHERE NOT EXISTS (SELECT 1 FROM admin_password) ON CONFLICT (id) DO NOTHING";
+/// Deletes the token if it expired at $1.
+const DELETE_EXPIRED_SETUP_TOKEN: &str = "DELETE FROM setup_token WHERE id = 1 AND expires_at <= $1";
+/// Consumes the token if it is $1 and still valid at $2.
+const CONSUME_SETUP_TOKEN: &str = "DELETE FROM setup_token WHERE id = 1 AND token = $1 AND expires_at > $2";
+const DELETE_SETUP_TOKEN: &str = "DELETE FROM setup_token";
 
 const INSERT_SESSION: &str =
     "INSERT INTO sessions (token_sha256, created_at, expires_at, client) VALUES ($1, $2, $3, $4)";

@@ -9,31 +9,46 @@ impl<DB: Dialect> AuthStore for Store<DB> {
         Stmt::<DB>::new(SELECT_PASSWORD).optional_scalar(&mut *conn(&self.pool).await?).await
     }
 
-    async fn complete_setup(&self, phc: &str, at: i64, token_sha256: &[u8]) -> Result<bool, StoreError> {
+    async fn complete_setup(&self, phc: &str, at: i64, token: &str) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         // The token row is the lock: of concurrent callers one deletes it.
-        if Stmt::<DB>::new(DELETE_SETUP_TOKEN).bind(token_sha256).execute(&mut tx).await? != 1 {
+        if Stmt::<DB>::new(CONSUME_SETUP_TOKEN).bind(token).bind(at).execute(&mut tx).await? != 1 {
             return Ok(false);
         }
         if Stmt::<DB>::new(INSERT_PASSWORD).bind(phc).bind(at).execute(&mut tx).await? != 1 {
             return Ok(false);
         }
-        Stmt::<DB>::new(DELETE_SETUP_TOKENS).execute(&mut tx).await?;
         tx.commit().await?;
         Ok(true)
     }
 
-    async fn setup_tokens(&self) -> Result<Vec<Vec<u8>>, StoreError> {
-        Stmt::<DB>::new(SELECT_SETUP_TOKENS).scalars(&mut *conn(&self.pool).await?).await
+    async fn setup_token(&self) -> Result<Option<SetupTokenRow>, StoreError> {
+        Stmt::<DB>::new(SELECT_SETUP_TOKEN).fetch_optional(&mut *conn(&self.pool).await?).await
     }
 
-    async fn add_setup_token(&self, token_sha256: &[u8], at: i64) -> Result<(), StoreError> {
-        Stmt::<DB>::new(INSERT_SETUP_TOKEN).bind(token_sha256).bind(at).execute(&mut *conn(&self.pool).await?).await?;
-        Ok(())
+    async fn ensure_setup_token(
+        &self,
+        candidate: &SetupTokenRow,
+        now: i64,
+    ) -> Result<Option<SetupTokenRow>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        Stmt::<DB>::new(DELETE_EXPIRED_SETUP_TOKEN).bind(now).execute(&mut tx).await?;
+        // On PostgreSQL a concurrent insert makes this one wait, then do
+        // nothing; the select below (a statement of its own under read
+        // committed) then sees the winner's row.
+        Stmt::<DB>::new(INSERT_SETUP_TOKEN)
+            .bind(candidate.token.as_str())
+            .bind(candidate.created_at)
+            .bind(candidate.expires_at)
+            .execute(&mut tx)
+            .await?;
+        let row = Stmt::<DB>::new(SELECT_SETUP_TOKEN).fetch_optional(&mut tx).await?;
+        tx.commit().await?;
+        Ok(row)
     }
 
-    async fn clear_setup_tokens(&self) -> Result<(), StoreError> {
-        Stmt::<DB>::new(DELETE_SETUP_TOKENS).execute(&mut *conn(&self.pool).await?).await?;
+    async fn clear_setup_token(&self) -> Result<(), StoreError> {
+        Stmt::<DB>::new(DELETE_SETUP_TOKEN).execute(&mut *conn(&self.pool).await?).await?;
         Ok(())
     }
 
