@@ -370,9 +370,10 @@ impl Server {
     }
 
     fn jail(&mut self, name: &str) -> Result<&mut Jail, Py> {
-        self.jails.iter_mut().find(|j| j.name == name).ok_or_else(|| {
-            Py::exception("fail2ban.exceptions", "UnknownJailException", name.to_owned())
-        })
+        self.jails
+            .iter_mut()
+            .find(|j| j.name == name)
+            .ok_or_else(|| Py::exception("fail2ban.exceptions", "UnknownJailException", name.to_owned()))
     }
 
     /// Runs one command (`Transmitter.__commandHandler`); `true` when it
@@ -466,9 +467,8 @@ impl Server {
             _ => {}
         }
         let what = arg(args, 1)?;
-        let known = [
-            "banned", "logpath", "ignoreip", "ignoreself", "findtime", "maxretry", "bantime", "banip", "actions",
-        ];
+        let known =
+            ["banned", "logpath", "ignoreip", "ignoreself", "findtime", "maxretry", "bantime", "banip", "actions"];
         if !known.contains(&what) {
             return Err(invalid("Invalid command (no get action or not yet implemented)"));
         }
@@ -733,7 +733,9 @@ mod tests {
         assert!(cmd(&mut server, &["set", "bl", "unbanip", "--report-absent", "9.9.9.9"]).is_err());
         assert_eq!(cmd(&mut server, &["set", "bl", "unbanip", "2001:db8::/32"]), Ok(Py::Int(1)));
         assert_eq!(cmd(&mut server, &["unban", "--all"]), Ok(Py::Int(2)));
-        assert!(matches!(cmd(&mut server, &["get", "nope", "banip"]), Err(Py::Exception { name, .. }) if name == "UnknownJailException"));
+        assert!(
+            matches!(cmd(&mut server, &["get", "nope", "banip"]), Err(Py::Exception { name, .. }) if name == "UnknownJailException")
+        );
         assert!(matches!(cmd(&mut server, &["frobnicate"]), Err(Py::Exception { name, .. }) if name == "Exception"));
     }
 }

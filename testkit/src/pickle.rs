@@ -36,7 +36,11 @@ pub enum Py {
     /// A dict, in insertion order.
     Dict(Vec<(Py, Py)>),
     /// An exception object, e.g. `fail2ban.exceptions.UnknownJailException('x')`.
-    Exception { module: String, name: String, args: Vec<Py> },
+    Exception {
+        module: String,
+        name: String,
+        args: Vec<Py>,
+    },
 }
 
 impl Py {
@@ -522,7 +526,9 @@ mod tests {
     pub(crate) fn ban(i: usize) -> String {
         match i % 3 {
             0 => std::net::Ipv4Addr::from(0x0A00_0000 + i as u32).to_string(),
-            1 => format!("2001:db8:{:x}:{:x}:abcd:1234:5678:9abc", ((i >> 16) & 0xffff) | 0x1000, (i & 0xffff) | 0x1000),
+            1 => {
+                format!("2001:db8:{:x}:{:x}:abcd:1234:5678:9abc", ((i >> 16) & 0xffff) | 0x1000, (i & 0xffff) | 0x1000)
+            }
             _ => format!("2001:db8:{:x}:{:x}::/64", (i >> 15) + 1, (i & 0x7fff) + 1),
         }
     }

@@ -13,7 +13,7 @@
 
 use std::{net::Ipv6Addr, path::Path, time::Instant};
 
-use bangui_e2e::{ControlService, fake_fail2ban::FakeFail2ban, fail2ban::BLOCKLIST_JAIL};
+use bangui_e2e::{ControlService, fail2ban::BLOCKLIST_JAIL, fake_fail2ban::FakeFail2ban};
 use bangui_proto::control::v1::{self as pb, blocklist_service_client::BlocklistServiceClient};
 use bangui_testkit::list_server::ListServer;
 
@@ -38,7 +38,9 @@ fn database_bytes(dir: &Path) -> (u64, u64) {
 fn tables(dir: &Path) -> String {
     let out = std::process::Command::new("sqlite3")
         .arg(dir.join("control.db"))
-        .arg("SELECT name, sum(pgsize) / 1048576 FROM dbstat GROUP BY name HAVING sum(pgsize) > 1048576 ORDER BY 2 DESC")
+        .arg(
+            "SELECT name, sum(pgsize) / 1048576 FROM dbstat GROUP BY name HAVING sum(pgsize) > 1048576 ORDER BY 2 DESC",
+        )
         .output();
     out.map(|o| String::from_utf8_lossy(&o.stdout).replace('\n', "; ")).unwrap_or_default()
 }

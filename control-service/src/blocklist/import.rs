@@ -341,15 +341,15 @@ impl Blocklists {
             match (wanted, banned, is_owned) {
                 (true, false, _) => {
                     let source = listed_by.map_or(0, |i| i);
-                    mirror.to_ban(net, source, is_owned, &listings).await;
+                    mirror.queue_ban(net, source, is_owned, &listings).await;
                 }
                 (true, true, _) => {
                     if listed_here {
                         mirror.counts.already_banned += 1;
                     }
                 }
-                (false, true, true) => mirror.to_unban(net).await,
-                (false, false, true) => mirror.to_disown(net).await,
+                (false, true, true) => mirror.queue_unban(net).await,
+                (false, false, true) => mirror.queue_disown(net).await,
                 (false, _, false) => {}
             }
             if mirror.stopped.is_some() {
@@ -410,21 +410,21 @@ impl<'a> Mirror<'a> {
         }
     }
 
-    async fn to_ban(&mut self, net: IpNet, source: usize, owned: bool, listings: &[Listing<'_>]) {
+    async fn queue_ban(&mut self, net: IpNet, source: usize, owned: bool, listings: &[Listing<'_>]) {
         self.bans.push((net, source, owned));
         if self.bans.len() >= CHUNK {
             self.ban_chunk(listings).await;
         }
     }
 
-    async fn to_unban(&mut self, net: IpNet) {
+    async fn queue_unban(&mut self, net: IpNet) {
         self.unbans.push(net);
         if self.unbans.len() >= CHUNK {
             self.unban_chunk().await;
         }
     }
 
-    async fn to_disown(&mut self, net: IpNet) {
+    async fn queue_disown(&mut self, net: IpNet) {
         self.disowns.push(net);
         if self.disowns.len() >= CHUNK {
             self.disown_chunk().await;

@@ -106,11 +106,7 @@ impl JailBans {
 /// as IPv4, host bits cleared, a single address as /32 or /128. `None`
 /// for anything else (no surrounding spaces, no zone).
 pub fn canonical_ban(text: &str) -> Option<IpNet> {
-    let net = if text.contains('/') {
-        text.parse::<IpNet>().ok()?
-    } else {
-        IpNet::from(text.parse::<IpAddr>().ok()?)
-    };
+    let net = if text.contains('/') { text.parse::<IpNet>().ok()? } else { IpNet::from(text.parse::<IpAddr>().ok()?) };
     let net = match net {
         IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
             Some(v4) => IpNet::V4(Ipv4Net::new(v4, v6.prefix_len() - 96).ok()?),
@@ -163,7 +159,10 @@ pub enum BanListError {
 impl BanListError {
     /// Over a bound (as opposed to: malformed).
     pub fn is_over_limit(&self) -> bool {
-        matches!(self, BanListError::TooLarge | BanListError::TooManyItems | BanListError::Decode(DecodeError::TooLarge(_)))
+        matches!(
+            self,
+            BanListError::TooLarge | BanListError::TooManyItems | BanListError::Decode(DecodeError::TooLarge(_))
+        )
     }
 }
 
@@ -417,7 +416,9 @@ impl BanListDecoder {
             return Err(BanListError::Pickle("an opcode takes a value the stack does not have".into()));
         }
         match self.stack.pop() {
-            Some(value) if value.is_frame() => Err(BanListError::Shape("the list is not where fail2ban puts it".into())),
+            Some(value) if value.is_frame() => {
+                Err(BanListError::Shape("the list is not where fail2ban puts it".into()))
+            }
             Some(value) => Ok(value),
             None => Err(BanListError::Pickle("empty stack".into())),
         }
@@ -671,7 +672,9 @@ impl BanListDecoder {
                 Some(1)
             }
             other => {
-                return Err(BanListError::Pickle(format!("opcode 0x{other:02x}, which fail2ban's ban lists do not use")));
+                return Err(BanListError::Pickle(format!(
+                    "opcode 0x{other:02x}, which fail2ban's ban lists do not use"
+                )));
             }
         };
         Ok(used)
