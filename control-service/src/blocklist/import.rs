@@ -501,7 +501,7 @@ impl<'a> Mirror<'a> {
         }
         self.counts.rebanned += ours.iter().filter(|i| chunk[**i].2).count() as u64;
         let nets: Vec<IpNet> = ours.iter().map(|i| chunk[*i].0).collect();
-        if let Err(error) = inner.store.own(self.jail.as_str(), &nets, answered).await {
+        if let Err(error) = inner.store.own(self.jail.as_str(), &nets).await {
             // Banned but unclaimed: the next import sees them as banned by
             // someone else and leaves them; never unbanned by an import.
             tracing::warn!(%error, bans = nets.len(), "cannot record the bans this import made");

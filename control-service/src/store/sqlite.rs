@@ -15,7 +15,10 @@ pub type SqliteStore = Store<Sqlite>;
 impl SqliteStore {
     /// Opens (creating if missing) the file in `url` and migrates it.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let pool = bangui_runtime::db::sqlite_pool(url).await?;
+        // 8 MiB of page cache a connection: a blocklist import of a million walks
+        // tables far larger than any cache, and four connections of 32 MiB each
+        // would be the whole memory budget (the OS keeps the file cached anyway).
+        let pool = bangui_runtime::db::sqlite_pool_sized(url, 4, 8 * 1024).await?;
         MIGRATOR.run(&pool).await?;
         Ok(Self { pool })
     }

@@ -24,7 +24,6 @@ CREATE TABLE blocklist_listed (
 CREATE TABLE blocklist_owned (
     jail      TEXT    NOT NULL,
     net       BYTEA   NOT NULL,
-    banned_at BIGINT  NOT NULL,
     PRIMARY KEY (jail, net)
 );
 

@@ -24,7 +24,6 @@ CREATE TABLE blocklist_listed (
 CREATE TABLE blocklist_owned (
     jail      TEXT    NOT NULL,
     net       BLOB    NOT NULL,
-    banned_at INTEGER NOT NULL,
     PRIMARY KEY (jail, net)
 ) WITHOUT ROWID;
 

@@ -302,10 +302,10 @@ async fn finish_import_applies_and_records(store: &impl BlocklistStore) {
 }
 
 async fn own_owned_disown(store: &impl BlocklistStore) {
-    store.own("blocklist", &nets(&["192.0.2.1", "192.0.2.2"]), 10).await.unwrap();
+    store.own("blocklist", &nets(&["192.0.2.1", "192.0.2.2"])).await.unwrap();
     // Owning again keeps the one row.
-    store.own("blocklist", &nets(&["192.0.2.2", "192.0.2.3"]), 20).await.unwrap();
-    store.own("other", &nets(&["192.0.2.9"]), 10).await.unwrap();
+    store.own("blocklist", &nets(&["192.0.2.2", "192.0.2.3"])).await.unwrap();
+    store.own("other", &nets(&["192.0.2.9"])).await.unwrap();
     let owned =
         store.owned_of("blocklist", &nets(&["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.9"])).await.unwrap();
     assert_eq!(owned, nets(&["192.0.2.1", "192.0.2.2", "192.0.2.3"]));
@@ -320,7 +320,7 @@ async fn own_owned_disown(store: &impl BlocklistStore) {
                 .map(|i| IpNet::from(std::net::IpAddr::from(std::net::Ipv6Addr::from((0x2001_0db8u128 << 96) + i)))),
         )
         .collect();
-    store.own("big", &many, 30).await.unwrap();
+    store.own("big", &many).await.unwrap();
     assert_eq!(store.owned_of("big", &many).await.unwrap(), many);
     assert_eq!(all_owned(store, "big", 500).await, many);
     store.disown("big", &many).await.unwrap();
@@ -328,7 +328,7 @@ async fn own_owned_disown(store: &impl BlocklistStore) {
 }
 
 async fn operator_bans_and_exceptions(store: &impl BlocklistStore) {
-    store.own("blocklist", &nets(&["192.0.2.1", "192.0.2.2", "2001:db8::1"]), 10).await.unwrap();
+    store.own("blocklist", &nets(&["192.0.2.1", "192.0.2.2", "2001:db8::1"])).await.unwrap();
     // Unbanning an import's ban: an exception, no longer the imports'.
     assert!(store.operator_unbanned("blocklist", &net("192.0.2.1"), 20).await.unwrap());
     // Unbanning what imports did not ban records nothing.

@@ -209,7 +209,7 @@ pub trait BlocklistStore: Send + Sync + std::fmt::Debug {
     async fn owned_of(&self, jail: &str, candidates: &[IpNet]) -> Result<Vec<IpNet>, StoreError>;
     /// Records that imports banned `nets` in `jail` (after fail2ban did).
     /// Existing rows are kept.
-    async fn own(&self, jail: &str, nets: &[IpNet], at: i64) -> Result<(), StoreError>;
+    async fn own(&self, jail: &str, nets: &[IpNet]) -> Result<(), StoreError>;
     /// Forgets `nets` of `jail` (after they were unbanned, or left every list).
     async fn disown(&self, jail: &str, nets: &[IpNet]) -> Result<(), StoreError>;
     /// An operator unbanned `net` in `jail`: if an import had banned it,
@@ -366,7 +366,7 @@ const JAIL_EXCEPTIONS: &str =
 /// Legacy rows, a page at a time (the text tables before issue 20).
 const LEGACY_LISTED: &str = "SELECT source_id, entry FROM blocklist_entries_v1 LIMIT 5000";
 const LEGACY_LISTED_DELETE: &str = "DELETE FROM blocklist_entries_v1 WHERE source_id = $1 AND entry = $2";
-const LEGACY_OWNED: &str = "SELECT jail, entry, banned_at FROM blocklist_bans_v1 LIMIT 5000";
+const LEGACY_OWNED: &str = "SELECT jail, entry FROM blocklist_bans_v1 LIMIT 5000";
 const LEGACY_OWNED_DELETE: &str = "DELETE FROM blocklist_bans_v1 WHERE jail = $1 AND entry = $2";
 
 /// Of a chunk ($2 …), those an import banned in jail $1.
@@ -375,8 +375,8 @@ const OWNED_OF: &str = "SELECT net FROM blocklist_owned WHERE jail = $1 AND net 
 const DISOWN: &str = "DELETE FROM blocklist_owned WHERE jail = $1 AND net IN ";
 /// Adds rows `($1 source_id, $n net)`.
 const ADD_LISTED: &str = "INSERT INTO blocklist_listed (source_id, net) VALUES ";
-/// Adds rows `($1 jail, $n net, $2 banned_at)`.
-const OWN: &str = "INSERT INTO blocklist_owned (jail, net, banned_at) VALUES ";
+/// Adds rows `($1 jail, $n net)`.
+const OWN: &str = "INSERT INTO blocklist_owned (jail, net) VALUES ";
 /// After [`ADD_LISTED`] and [`OWN`]: rows already there are kept.
 const KEEP_EXISTING: &str = " ON CONFLICT DO NOTHING";
 

@@ -238,10 +238,10 @@ impl<DB: Dialect> BlocklistStore for Store<DB> {
         select_in(&mut *conn(&self.pool).await?, OWNED_OF, 1, |stmt: Stmt<DB>| stmt.bind(jail), candidates).await
     }
 
-    async fn own(&self, jail: &str, nets: &[IpNet], at: i64) -> Result<(), StoreError> {
+    async fn own(&self, jail: &str, nets: &[IpNet]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let fixed = |stmt: Stmt<DB>| stmt.bind(jail).bind(at);
-        insert_rows(&mut *tx, OWN, 2, fixed, |p| format!("($1, {p}, $2)"), nets).await?;
+        let fixed = |stmt: Stmt<DB>| stmt.bind(jail);
+        insert_rows(&mut *tx, OWN, 1, fixed, |p| format!("($1, {p})"), nets).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -361,7 +361,7 @@ impl<DB: Dialect> BlocklistStore for Store<DB> {
         loop {
             let mut tx = self.pool.begin().await?;
             let listed: Vec<(i64, String)> = Stmt::<DB>::new(LEGACY_LISTED).fetch_all(&mut tx).await?;
-            let owned: Vec<(String, String, i64)> = Stmt::<DB>::new(LEGACY_OWNED).fetch_all(&mut tx).await?;
+            let owned: Vec<(String, String)> = Stmt::<DB>::new(LEGACY_OWNED).fetch_all(&mut tx).await?;
             if listed.is_empty() && owned.is_empty() {
                 return Ok(moved);
             }
@@ -376,11 +376,11 @@ impl<DB: Dialect> BlocklistStore for Store<DB> {
                 }
                 Stmt::<DB>::new(LEGACY_LISTED_DELETE).bind(*source_id).bind(entry.as_str()).execute(&mut tx).await?;
             }
-            for (jail, entry, banned_at) in &owned {
+            for (jail, entry) in &owned {
                 if let Ok(net) = entry.parse::<IpNet>().or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from))
                 {
-                    let sql = values_rows(OWN, 3, 1, |p| format!("($1, {p}, $2)"), KEEP_EXISTING);
-                    let fixed = |stmt: Stmt<DB>| stmt.bind(jail.as_str()).bind(*banned_at);
+                    let sql = values_rows(OWN, 2, 1, |p| format!("($1, {p})"), KEEP_EXISTING);
+                    let fixed = |stmt: Stmt<DB>| stmt.bind(jail.as_str());
                     chunk_stmt(sql, &fixed, &[net_bytes(&net.trunc())]).execute(&mut tx).await?;
                 }
                 Stmt::<DB>::new(LEGACY_OWNED_DELETE).bind(jail.as_str()).bind(entry.as_str()).execute(&mut tx).await?;
