@@ -29,6 +29,9 @@ pub enum Py {
     Int(i64),
     Float(f64),
     Str(String),
+    /// A string that is one object wherever it appears in a reply (a
+    /// jail's name): saved once, then fetched from the memo.
+    Shared(String),
     /// fail2ban's `IPAddr` (or a ban's raw id): `builtins.str(text)`.
     Ip(String),
     List(Vec<Py>),
@@ -36,7 +39,11 @@ pub enum Py {
     /// A dict, in insertion order.
     Dict(Vec<(Py, Py)>),
     /// An exception object, e.g. `fail2ban.exceptions.UnknownJailException('x')`.
-    Exception { module: String, name: String, args: Vec<Py> },
+    Exception {
+        module: String,
+        name: String,
+        args: Vec<Py>,
+    },
 }
 
 impl Py {
@@ -118,6 +125,7 @@ pub fn write_ban_list_reply(count: usize, ban: impl Fn(usize) -> String, sink: &
 enum Shared {
     Name(String),
     Class(String, String),
+    Object(String),
 }
 
 #[derive(Debug)]
@@ -193,6 +201,13 @@ impl Pickler {
                 self.write(&op);
             }
             Py::Str(text) => self.save_str(text),
+            Py::Shared(text) => match self.memo.get(&Shared::Object(text.clone())) {
+                Some(&index) => self.get(index),
+                None => {
+                    self.save_str(text);
+                    self.memo.insert(Shared::Object(text.clone()), self.memo_len - 1);
+                }
+            },
             Py::Ip(text) => self.save_reduce("builtins", "str", std::slice::from_ref(&Py::str(text.clone()))),
             Py::Tuple(items) => self.save_tuple(items),
             Py::List(items) => {
@@ -522,7 +537,9 @@ mod tests {
     pub(crate) fn ban(i: usize) -> String {
         match i % 3 {
             0 => std::net::Ipv4Addr::from(0x0A00_0000 + i as u32).to_string(),
-            1 => format!("2001:db8:{:x}:{:x}:abcd:1234:5678:9abc", ((i >> 16) & 0xffff) | 0x1000, (i & 0xffff) | 0x1000),
+            1 => {
+                format!("2001:db8:{:x}:{:x}:abcd:1234:5678:9abc", ((i >> 16) & 0xffff) | 0x1000, (i & 0xffff) | 0x1000)
+            }
             _ => format!("2001:db8:{:x}:{:x}::/64", (i >> 15) + 1, (i & 0x7fff) + 1),
         }
     }

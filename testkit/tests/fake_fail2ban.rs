@@ -54,7 +54,10 @@ fn fail2ban_client_talks_to_it() {
     let fake = start("client");
     assert_eq!(client(&fake, &["ping"]), (true, "Server replied: pong\n".into()));
     let (ok, status) = client(&fake, &["status"]);
-    assert!(ok && status.contains("Number of jail:\t2") && status.contains("Jail list:\tblocklist-import, sshd"), "{status}");
+    assert!(
+        ok && status.contains("Number of jail:\t2") && status.contains("Jail list:\tblocklist-import, sshd"),
+        "{status}"
+    );
     let (ok, banned) = client(&fake, &["set", "blocklist-import", "banip", "192.0.2.1", "2001:db8::/32", "192.0.2.1"]);
     assert!(ok && banned.trim() == "2", "{banned}");
     let (ok, list) = client(&fake, &["get", "blocklist-import", "banip"]);

@@ -106,11 +106,7 @@ impl JailBans {
 /// as IPv4, host bits cleared, a single address as /32 or /128. `None`
 /// for anything else (no surrounding spaces, no zone).
 pub fn canonical_ban(text: &str) -> Option<IpNet> {
-    let net = if text.contains('/') {
-        text.parse::<IpNet>().ok()?
-    } else {
-        IpNet::from(text.parse::<IpAddr>().ok()?)
-    };
+    let net = if text.contains('/') { text.parse::<IpNet>().ok()? } else { IpNet::from(text.parse::<IpAddr>().ok()?) };
     let net = match net {
         IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
             Some(v4) => IpNet::V4(Ipv4Net::new(v4, v6.prefix_len() - 96).ok()?),
@@ -163,7 +159,10 @@ pub enum BanListError {
 impl BanListError {
     /// Over a bound (as opposed to: malformed).
     pub fn is_over_limit(&self) -> bool {
-        matches!(self, BanListError::TooLarge | BanListError::TooManyItems | BanListError::Decode(DecodeError::TooLarge(_)))
+        matches!(
+            self,
+            BanListError::TooLarge | BanListError::TooManyItems | BanListError::Decode(DecodeError::TooLarge(_))
+        )
     }
 }
 
@@ -417,7 +416,9 @@ impl BanListDecoder {
             return Err(BanListError::Pickle("an opcode takes a value the stack does not have".into()));
         }
         match self.stack.pop() {
-            Some(value) if value.is_frame() => Err(BanListError::Shape("the list is not where fail2ban puts it".into())),
+            Some(value) if value.is_frame() => {
+                Err(BanListError::Shape("the list is not where fail2ban puts it".into()))
+            }
             Some(value) => Ok(value),
             None => Err(BanListError::Pickle("empty stack".into())),
         }
@@ -604,10 +605,9 @@ impl BanListDecoder {
                 Some(1)
             }
             b'c' => {
-                let Some(lines) = two_lines(&input[1..])? else { return Ok(None) };
-                let (module, name, len) = lines;
-                self.push(class_of(module, name))?;
-                Some(1 + len)
+                let Some(global) = two_lines(&input[1..])? else { return Ok(None) };
+                self.push(class_of(global.module, global.name))?;
+                Some(1 + global.len)
             }
             0x93 => {
                 let name = self.pop()?;
@@ -671,7 +671,9 @@ impl BanListDecoder {
                 Some(1)
             }
             other => {
-                return Err(BanListError::Pickle(format!("opcode 0x{other:02x}, which fail2ban's ban lists do not use")));
+                return Err(BanListError::Pickle(format!(
+                    "opcode 0x{other:02x}, which fail2ban's ban lists do not use"
+                )));
             }
         };
         Ok(used)
@@ -686,9 +688,17 @@ fn class_of(module: &[u8], name: &[u8]) -> Val {
     }
 }
 
-/// `module\nname\n` at the start of `input`: both lines and the bytes
-/// they take; `None` when they are not complete yet.
-fn two_lines(input: &[u8]) -> Result<Option<(&[u8], &[u8], usize)>, BanListError> {
+/// The argument of a `GLOBAL` opcode: `module\nname\n`.
+struct GlobalName<'a> {
+    module: &'a [u8],
+    name: &'a [u8],
+    /// Bytes both lines take.
+    len: usize,
+}
+
+/// The `GLOBAL` argument at the start of `input`; `None` when it is not
+/// complete yet.
+fn two_lines(input: &[u8]) -> Result<Option<GlobalName<'_>>, BanListError> {
     let line = |from: usize| -> Result<Option<usize>, BanListError> {
         let window = &input[from.min(input.len())..];
         match window.iter().take(MAX_LINE + 1).position(|&b| b == b'\n') {
@@ -699,7 +709,7 @@ fn two_lines(input: &[u8]) -> Result<Option<(&[u8], &[u8], usize)>, BanListError
     };
     let Some(first) = line(0)? else { return Ok(None) };
     let Some(second) = line(first + 1)? else { return Ok(None) };
-    Ok(Some((&input[..first], &input[first + 1..second], second + 1)))
+    Ok(Some(GlobalName { module: &input[..first], name: &input[first + 1..second], len: second + 1 }))
 }
 
 enum Start {
@@ -714,10 +724,7 @@ enum Start {
 /// `PROTO n`, an optional `FRAME`, `BININT1 0`, `EMPTY_LIST`.
 fn start_of(bytes: &[u8]) -> Start {
     let mut pos = 0;
-    let expect = |pos: usize, want: u8| match bytes.get(pos) {
-        None => None,
-        Some(&b) => Some(b == want),
-    };
+    let expect = |pos: usize, want: u8| bytes.get(pos).map(|&b| b == want);
     match expect(pos, 0x80) {
         None => return Start::Wait,
         Some(false) => return Start::Other,
