@@ -21,6 +21,12 @@
 //! `set <jail> idle on|off|bantime|findtime|maxretry|addignoreip|delignoreip`.
 //! Anything else answers the exception fail2ban raises (`Invalid command`,
 //! `UnknownJailException`, `IndexError`, …).
+//!
+//! Where it differs from fail2ban: it reads no log (a jail's `File list`
+//! is empty, nothing fails), runs no action, keeps no database (`get
+//! dbfile` says what `--dbfile` gave), resolves no host name, and pickles
+//! an address banned in two jails twice in `banned`, where fail2ban may
+//! pickle its one cached object once and refer back to it.
 
 use std::{
     collections::HashMap,
@@ -430,7 +436,7 @@ impl Server {
     fn banned(&mut self, ids: &[String]) -> Py {
         if ids.is_empty() {
             return Py::List(
-                self.jails.iter().map(|j| Py::Dict(vec![(Py::str(j.name.clone()), j.unordered())])).collect(),
+                self.jails.iter().map(|j| Py::Dict(vec![(Py::Shared(j.name.clone()), j.unordered())])).collect(),
             );
         }
         Py::List(
@@ -438,7 +444,11 @@ impl Server {
                 .map(|ip| {
                     let id = BanId::parse(ip);
                     Py::List(
-                        self.jails.iter().filter(|j| j.bans.contains(&id)).map(|j| Py::str(j.name.clone())).collect(),
+                        self.jails
+                            .iter()
+                            .filter(|j| j.bans.contains(&id))
+                            .map(|j| Py::Shared(j.name.clone()))
+                            .collect(),
                     )
                 })
                 .collect(),
@@ -600,13 +610,13 @@ impl Server {
 
 /// Serves `listener` until a `stop` command; each connection on a thread
 /// of its own, the commands one at a time (as fail2ban does).
-pub fn serve(listener: UnixListener, server: Server) -> io::Result<()> {
+pub fn serve(listener: UnixListener, server: Server, log: bool) -> io::Result<()> {
     let server = Arc::new(Mutex::new(server));
     for stream in listener.incoming() {
         let stream = stream?;
         let server = Arc::clone(&server);
         std::thread::spawn(move || {
-            if let Ok(true) = connection(stream, &server) {
+            if let Ok(true) = connection(stream, &server, log) {
                 // `stop`: the reply is out; the server ends.
                 std::process::exit(0);
             }
@@ -617,7 +627,7 @@ pub fn serve(listener: UnixListener, server: Server) -> io::Result<()> {
 
 /// One client: commands until it closes or says goodbye. `true` when it
 /// asked the server to stop.
-fn connection(mut stream: UnixStream, server: &Mutex<Server>) -> io::Result<bool> {
+fn connection(mut stream: UnixStream, server: &Mutex<Server>, log: bool) -> io::Result<bool> {
     let mut buffer: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
@@ -638,6 +648,10 @@ fn connection(mut stream: UnixStream, server: &Mutex<Server>) -> io::Result<bool
         }
         let (reply, stop) = match pickle::loads_request(&message) {
             Ok(command) => {
+                if log {
+                    let shown: String = command.join(" ").chars().take(200).collect();
+                    eprintln!("fake-fail2ban: {shown}");
+                }
                 let (outcome, stop) = server.lock().unwrap_or_else(PoisonError::into_inner).handle(&command);
                 let reply = match outcome {
                     Ok(value) => pickle::ok_reply(value),
@@ -660,12 +674,13 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// The binary's options: `--socket PATH`, `--jail NAME[=BANTIME]`
-/// (repeated), `--dbfile PATH`.
+/// (repeated), `--dbfile PATH`, `--log` (each command to stderr).
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     pub socket: PathBuf,
     pub jails: Vec<JailSpec>,
     pub dbfile: Option<String>,
+    pub log: bool,
 }
 
 impl Options {
@@ -679,6 +694,7 @@ impl Options {
                 "--socket" => socket = Some(PathBuf::from(value()?)),
                 "--jail" => options.jails.push(JailSpec::parse(&value()?)?),
                 "--dbfile" => options.dbfile = Some(value()?),
+                "--log" => options.log = true,
                 other => return Err(format!("unknown argument {other:?}")),
             }
         }
@@ -729,7 +745,10 @@ mod tests {
         assert_eq!(cmd(&mut server, &["set", "bl", "unbanip", "9.9.9.9"]), Ok(Py::Int(0)));
         // As fail2ban: only its own text of a ban finds it.
         assert_eq!(cmd(&mut server, &["set", "bl", "unbanip", "1.2.3.4/32", "::ffff:1.2.3.4"]), Ok(Py::Int(0)));
-        assert_eq!(cmd(&mut server, &["banned", "1.2.3.4/32"]), Ok(Py::List(vec![Py::List(vec![Py::str("bl")])])));
+        assert_eq!(
+            cmd(&mut server, &["banned", "1.2.3.4/32"]),
+            Ok(Py::List(vec![Py::List(vec![Py::Shared("bl".into())])]))
+        );
         assert!(cmd(&mut server, &["set", "bl", "unbanip", "--report-absent", "9.9.9.9"]).is_err());
         assert_eq!(cmd(&mut server, &["set", "bl", "unbanip", "2001:db8::/32"]), Ok(Py::Int(1)));
         assert_eq!(cmd(&mut server, &["unban", "--all"]), Ok(Py::Int(2)));

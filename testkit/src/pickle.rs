@@ -29,6 +29,9 @@ pub enum Py {
     Int(i64),
     Float(f64),
     Str(String),
+    /// A string that is one object wherever it appears in a reply (a
+    /// jail's name): saved once, then fetched from the memo.
+    Shared(String),
     /// fail2ban's `IPAddr` (or a ban's raw id): `builtins.str(text)`.
     Ip(String),
     List(Vec<Py>),
@@ -122,6 +125,7 @@ pub fn write_ban_list_reply(count: usize, ban: impl Fn(usize) -> String, sink: &
 enum Shared {
     Name(String),
     Class(String, String),
+    Object(String),
 }
 
 #[derive(Debug)]
@@ -197,6 +201,13 @@ impl Pickler {
                 self.write(&op);
             }
             Py::Str(text) => self.save_str(text),
+            Py::Shared(text) => match self.memo.get(&Shared::Object(text.clone())) {
+                Some(&index) => self.get(index),
+                None => {
+                    self.save_str(text);
+                    self.memo.insert(Shared::Object(text.clone()), self.memo_len - 1);
+                }
+            },
             Py::Ip(text) => self.save_reduce("builtins", "str", std::slice::from_ref(&Py::str(text.clone()))),
             Py::Tuple(items) => self.save_tuple(items),
             Py::List(items) => {

@@ -1,7 +1,8 @@
 //! Harness for the end-to-end tests: starts the real service binaries on
 //! loopback ports chosen by the OS, waits until they say they serve, and
 //! hands out gRPC clients and a real `grpcurl`; runs a real
-//! fail2ban-server in a temporary directory ([`fail2ban`]); starts a
+//! fail2ban-server in a temporary directory ([`fail2ban`]), or a fake one
+//! that answers at once for benchmarks ([`fake_fail2ban`]); starts a
 //! PostgreSQL cluster a test can stop and restart ([`pg_cluster`]).
 //!
 //! The binaries are the ones cargo builds beside the test executables

@@ -605,10 +605,9 @@ impl BanListDecoder {
                 Some(1)
             }
             b'c' => {
-                let Some(lines) = two_lines(&input[1..])? else { return Ok(None) };
-                let (module, name, len) = lines;
-                self.push(class_of(module, name))?;
-                Some(1 + len)
+                let Some(global) = two_lines(&input[1..])? else { return Ok(None) };
+                self.push(class_of(global.module, global.name))?;
+                Some(1 + global.len)
             }
             0x93 => {
                 let name = self.pop()?;
@@ -689,9 +688,17 @@ fn class_of(module: &[u8], name: &[u8]) -> Val {
     }
 }
 
-/// `module\nname\n` at the start of `input`: both lines and the bytes
-/// they take; `None` when they are not complete yet.
-fn two_lines(input: &[u8]) -> Result<Option<(&[u8], &[u8], usize)>, BanListError> {
+/// The argument of a `GLOBAL` opcode: `module\nname\n`.
+struct GlobalName<'a> {
+    module: &'a [u8],
+    name: &'a [u8],
+    /// Bytes both lines take.
+    len: usize,
+}
+
+/// The `GLOBAL` argument at the start of `input`; `None` when it is not
+/// complete yet.
+fn two_lines(input: &[u8]) -> Result<Option<GlobalName<'_>>, BanListError> {
     let line = |from: usize| -> Result<Option<usize>, BanListError> {
         let window = &input[from.min(input.len())..];
         match window.iter().take(MAX_LINE + 1).position(|&b| b == b'\n') {
@@ -702,7 +709,7 @@ fn two_lines(input: &[u8]) -> Result<Option<(&[u8], &[u8], usize)>, BanListError
     };
     let Some(first) = line(0)? else { return Ok(None) };
     let Some(second) = line(first + 1)? else { return Ok(None) };
-    Ok(Some((&input[..first], &input[first + 1..second], second + 1)))
+    Ok(Some(GlobalName { module: &input[..first], name: &input[first + 1..second], len: second + 1 }))
 }
 
 enum Start {
@@ -717,10 +724,7 @@ enum Start {
 /// `PROTO n`, an optional `FRAME`, `BININT1 0`, `EMPTY_LIST`.
 fn start_of(bytes: &[u8]) -> Start {
     let mut pos = 0;
-    let expect = |pos: usize, want: u8| match bytes.get(pos) {
-        None => None,
-        Some(&b) => Some(b == want),
-    };
+    let expect = |pos: usize, want: u8| bytes.get(pos).map(|&b| b == want);
     match expect(pos, 0x80) {
         None => return Start::Wait,
         Some(false) => return Start::Other,

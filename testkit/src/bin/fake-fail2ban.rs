@@ -2,7 +2,7 @@
 //! ([`bangui_testkit::fake_fail2ban`]):
 //!
 //! ```text
-//! fake-fail2ban --socket /tmp/f2b.sock --jail blocklist-import=-1 --jail sshd [--dbfile PATH]
+//! fake-fail2ban --socket /tmp/f2b.sock --jail blocklist-import=-1 --jail sshd [--dbfile PATH] [--log]
 //! ```
 //!
 //! It prints `ready` once the socket listens and serves until it is sent
@@ -17,7 +17,7 @@ fn main() -> ExitCode {
         Ok(options) => options,
         Err(error) => {
             eprintln!("fake-fail2ban: {error}");
-            eprintln!("usage: fake-fail2ban --socket PATH [--jail NAME[=BANTIME]]... [--dbfile PATH]");
+            eprintln!("usage: fake-fail2ban --socket PATH [--jail NAME[=BANTIME]]... [--dbfile PATH] [--log]");
             return ExitCode::from(2);
         }
     };
@@ -32,7 +32,7 @@ fn main() -> ExitCode {
     };
     println!("ready");
     let _ = std::io::stdout().flush();
-    match serve(listener, Server::new(&options.jails, options.dbfile)) {
+    match serve(listener, Server::new(&options.jails, options.dbfile), options.log) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("fake-fail2ban: {error}");
