@@ -196,6 +196,12 @@ impl World {
                         model.jail.clear();
                     }
                     self.f2b.restart();
+                    // fail2ban restores its bans from its database a moment
+                    // after it answers `status`.
+                    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+                    while self.banned() != model.jail && std::time::Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
                     prop_assert_eq!(self.banned(), model.jail.clone(), "fail2ban restored after step {}", n);
                 }
             }
