@@ -70,8 +70,16 @@ pub(crate) trait Dialect:
                  + Decode<RunRow>,
     >
 {
-    /// Rows per archive insert (14 parameters each).
+    /// Rows per archive insert (15 parameters each).
     const ROWS_PER_INSERT: usize;
+
+    /// The placeholder of parameter `n` in a statement built at run time
+    /// whose generated placeholders appear in the text in their order, each
+    /// once, after any fixed `$k` (k < n) it reuses. SQLite writes `?` (the
+    /// next number): sqlx looks every parameter up by its name, and SQLite
+    /// finds a name by scanning every named one, so a thousand `$n` bind in
+    /// quadratic time (measured: half of a million-address import's CPU).
+    fn placeholder(n: usize) -> String;
 
     /// Taken inside the transaction of an attempt reservation before it
     /// counts, with the client key as `$1`, where the database lets two

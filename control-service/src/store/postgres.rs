@@ -49,6 +49,10 @@ impl Dialect for Postgres {
     /// milliseconds, against seconds of full scans over the next import.
     const ANALYZE_ENTRIES: Option<&'static str> = Some("ANALYZE blocklist_listed");
 
+    fn placeholder(n: usize) -> String {
+        format!("${n}")
+    }
+
     fn lease_statements() -> &'static Statements {
         &LEASE
     }

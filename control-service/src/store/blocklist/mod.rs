@@ -23,7 +23,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use super::StoreError;
+use super::{Dialect, StoreError};
 use crate::{
     blocklist::{BadLine, ImportCounts},
     kinds::{CidrPolicy, ImportStatus, RunTrigger},
@@ -369,28 +369,32 @@ const LEGACY_LISTED_DELETE: &str = "DELETE FROM blocklist_entries_v1 WHERE sourc
 const LEGACY_OWNED: &str = "SELECT jail, entry FROM blocklist_bans_v1 LIMIT 5000";
 const LEGACY_OWNED_DELETE: &str = "DELETE FROM blocklist_bans_v1 WHERE jail = $1 AND entry = $2";
 
-/// Of a chunk ($2 …), those an import banned in jail $1.
-const OWNED_OF: &str = "SELECT net FROM blocklist_owned WHERE jail = $1 AND net IN ";
-/// Forgets a chunk ($2 …) of jail $1's import bans.
-const DISOWN: &str = "DELETE FROM blocklist_owned WHERE jail = $1 AND net IN ";
-/// Adds rows `($1 source_id, $n net)`.
+/// Of a chunk, those an import banned in a jail ([`in_list`]).
+const OWNED_OF: &str = "SELECT net FROM blocklist_owned WHERE jail = ";
+/// Forgets a chunk of a jail's import bans ([`in_list`]).
+const DISOWN: &str = "DELETE FROM blocklist_owned WHERE jail = ";
+/// Adds rows `(source_id, net)` ([`key_rows`]).
 const ADD_LISTED: &str = "INSERT INTO blocklist_listed (source_id, net) VALUES ";
-/// Adds rows `($1 jail, $n net)`.
+/// Adds rows `(jail, net)` ([`key_rows`]).
 const OWN: &str = "INSERT INTO blocklist_owned (jail, net) VALUES ";
-/// After [`ADD_LISTED`] and [`OWN`]: rows already there are kept.
-const KEEP_EXISTING: &str = " ON CONFLICT DO NOTHING";
 
-/// `head` followed by `($first, …)` for `n` values.
-fn in_list(head: &str, first: usize, n: usize) -> String {
-    let numbers: Vec<String> = (first..first + n).map(|i| format!("${i}")).collect();
-    format!("{head}({})", numbers.join(", "))
+// The list statements number their parameters with `Dialect::placeholder`,
+// every one in the order it is bound: SQLite binds a thousand numbered
+// parameters in quadratic time.
+
+/// `head`, the key's placeholder, then ` AND net IN (…)` with `n`
+/// placeholders: bind the key, then the chunk.
+fn in_list<DB: Dialect>(head: &str, n: usize) -> String {
+    let numbers: Vec<String> = (2..n + 2).map(DB::placeholder).collect();
+    format!("{head}{} AND net IN ({})", DB::placeholder(1), numbers.join(", "))
 }
 
-/// `head`, then one row per value `n` of the chunk (numbered from
-/// `first`), each `row(placeholder)`, then `tail`.
-fn values_rows(head: &str, first: usize, n: usize, row: impl Fn(&str) -> String, tail: &str) -> String {
-    let rows: Vec<String> = (first..first + n).map(|i| row(&format!("${i}"))).collect();
-    format!("{head}{}{tail}", rows.join(", "))
+/// `head`, then `n` rows `(key, net)`; rows already there are kept. Bind
+/// the key and a network for each row.
+fn key_rows<DB: Dialect>(head: &str, n: usize) -> String {
+    let rows: Vec<String> =
+        (0..n).map(|i| format!("({}, {})", DB::placeholder(2 * i + 1), DB::placeholder(2 * i + 2))).collect();
+    format!("{head}{} ON CONFLICT DO NOTHING", rows.join(", "))
 }
 
 /// A stored count: the columns are signed.
@@ -553,12 +557,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn list_statements_number_after_the_fixed_parameters() {
-        assert_eq!(in_list(OWNED_OF, 2, 3), format!("{OWNED_OF}($2, $3, $4)"));
+    fn list_statements_number_their_parameters_in_binding_order() {
+        use sqlx::{Postgres, Sqlite};
+        assert_eq!(in_list::<Postgres>(OWNED_OF, 3), format!("{OWNED_OF}$1 AND net IN ($2, $3, $4)"));
+        assert_eq!(in_list::<Sqlite>(OWNED_OF, 2), format!("{OWNED_OF}? AND net IN (?, ?)"));
         assert_eq!(
-            values_rows(ADD_LISTED, 2, 2, |p| format!("($1, {p})"), KEEP_EXISTING),
-            format!("{ADD_LISTED}($1, $2), ($1, $3){KEEP_EXISTING}")
+            key_rows::<Postgres>(ADD_LISTED, 2),
+            format!("{ADD_LISTED}($1, $2), ($3, $4) ON CONFLICT DO NOTHING")
         );
+        assert_eq!(key_rows::<Sqlite>(OWN, 2), format!("{OWN}(?, ?), (?, ?) ON CONFLICT DO NOTHING"));
     }
 
     #[test]

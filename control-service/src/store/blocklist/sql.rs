@@ -6,67 +6,61 @@ use sqlx::AssertSqlSafe;
 use super::*;
 use crate::store::{Dialect, Stmt, Store, conn};
 
-/// `sql` with the fixed parameters bound by `fixed`, then each of `values`.
-fn chunk_stmt<DB: Dialect>(sql: String, fixed: &impl Fn(Stmt<DB>) -> Stmt<DB>, values: &[Vec<u8>]) -> Stmt<DB> {
-    values.iter().fold(fixed(Stmt::new(AssertSqlSafe(sql))), |stmt, v| stmt.bind(v.as_slice()))
-}
-
-/// `nets` as stored.
-fn encoded(nets: &[IpNet]) -> Vec<Vec<u8>> {
-    nets.iter().map(net_bytes).collect()
-}
-
 /// Stored networks read back.
 fn decoded(rows: Vec<Vec<u8>>) -> Result<Vec<IpNet>, StoreError> {
     rows.iter().map(|b| bytes_net(b)).collect()
 }
 
-/// Of `candidates`, those `head … IN (chunk)` returns, chunk by chunk;
-/// `fixed` binds the `fixed_count` parameters before the chunk.
+/// Binds a statement's key (a jail or a source id).
+type Key<'k, DB> = &'k (dyn Fn(Stmt<DB>) -> Stmt<DB> + Send + Sync);
+
+/// Of `candidates`, those [`in_list`]`(head, chunk)` returns, chunk by chunk.
 async fn select_in<DB: Dialect>(
     conn: &mut DB::Connection,
     head: &str,
-    fixed_count: usize,
-    fixed: impl Fn(Stmt<DB>) -> Stmt<DB> + Send + Sync,
+    key: Key<'_, DB>,
     candidates: &[IpNet],
 ) -> Result<Vec<IpNet>, StoreError> {
     let mut found = Vec::new();
     for chunk in candidates.chunks(LIST_CHUNK) {
-        let sql = in_list(head, fixed_count + 1, chunk.len());
-        let rows: Vec<Vec<u8>> = chunk_stmt(sql, &fixed, &encoded(chunk)).scalars(conn).await?;
+        let rows: Vec<Vec<u8>> = in_stmt(head, key, chunk).scalars(conn).await?;
         found.extend(decoded(rows)?);
     }
     found.sort_unstable();
     Ok(found)
 }
 
-/// Runs `head … IN (chunk)` (a DELETE) chunk by chunk.
+/// Runs [`in_list`]`(head, chunk)` (a DELETE) chunk by chunk.
 async fn delete_in<DB: Dialect>(
     conn: &mut DB::Connection,
     head: &str,
-    fixed_count: usize,
-    fixed: impl Fn(Stmt<DB>) -> Stmt<DB> + Send + Sync,
+    key: Key<'_, DB>,
     values: &[IpNet],
 ) -> Result<(), StoreError> {
     for chunk in values.chunks(LIST_CHUNK) {
-        chunk_stmt(in_list(head, fixed_count + 1, chunk.len()), &fixed, &encoded(chunk)).execute(conn).await?;
+        in_stmt(head, key, chunk).execute(conn).await?;
     }
     Ok(())
 }
 
-/// Inserts one row per value, `row(placeholder)`, chunk by chunk; rows
-/// already there are kept.
+/// [`in_list`]`(head, chunk)` with the key and the chunk bound.
+fn in_stmt<DB: Dialect>(head: &str, key: Key<'_, DB>, chunk: &[IpNet]) -> Stmt<DB> {
+    let stmt = key(Stmt::new(AssertSqlSafe(in_list::<DB>(head, chunk.len()))));
+    chunk.iter().fold(stmt, |stmt, net| stmt.bind(net_bytes(net).as_slice()))
+}
+
+/// Inserts [`key_rows`]`(head, chunk)`, chunk by chunk; rows already there
+/// are kept.
 async fn insert_rows<DB: Dialect>(
     conn: &mut DB::Connection,
     head: &str,
-    fixed_count: usize,
-    fixed: impl Fn(Stmt<DB>) -> Stmt<DB> + Send + Sync,
-    row: impl Fn(&str) -> String + Send + Sync,
+    key: Key<'_, DB>,
     values: &[IpNet],
 ) -> Result<(), StoreError> {
     for chunk in values.chunks(LIST_CHUNK) {
-        let sql = values_rows(head, fixed_count + 1, chunk.len(), &row, KEEP_EXISTING);
-        chunk_stmt(sql, &fixed, &encoded(chunk)).execute(conn).await?;
+        let stmt = Stmt::new(AssertSqlSafe(key_rows::<DB>(head, chunk.len())));
+        let stmt = chunk.iter().fold(stmt, |stmt, net| key(stmt).bind(net_bytes(net).as_slice()));
+        stmt.execute(conn).await?;
     }
     Ok(())
 }
@@ -235,20 +229,19 @@ impl<DB: Dialect> BlocklistStore for Store<DB> {
     }
 
     async fn owned_of(&self, jail: &str, candidates: &[IpNet]) -> Result<Vec<IpNet>, StoreError> {
-        select_in(&mut *conn(&self.pool).await?, OWNED_OF, 1, |stmt: Stmt<DB>| stmt.bind(jail), candidates).await
+        select_in(&mut *conn(&self.pool).await?, OWNED_OF, &|stmt: Stmt<DB>| stmt.bind(jail), candidates).await
     }
 
     async fn own(&self, jail: &str, nets: &[IpNet]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let fixed = |stmt: Stmt<DB>| stmt.bind(jail);
-        insert_rows(&mut *tx, OWN, 1, fixed, |p| format!("($1, {p})"), nets).await?;
+        insert_rows(&mut *tx, OWN, &|stmt: Stmt<DB>| stmt.bind(jail), nets).await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn disown(&self, jail: &str, nets: &[IpNet]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        delete_in(&mut *tx, DISOWN, 1, |stmt: Stmt<DB>| stmt.bind(jail), nets).await?;
+        delete_in(&mut *tx, DISOWN, &|stmt: Stmt<DB>| stmt.bind(jail), nets).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -303,8 +296,7 @@ impl<DB: Dialect> BlocklistStore for Store<DB> {
             // The whole list replaces the old one: a merge of the two would
             // read as many rows as it saves writing.
             Stmt::<DB>::new(DELETE_LISTED).bind(source_id).execute(&mut tx).await?;
-            let fixed = |stmt: Stmt<DB>| stmt.bind(source_id);
-            insert_rows(&mut *tx, ADD_LISTED, 1, fixed, |p| format!("($1, {p})"), listed).await?;
+            insert_rows(&mut *tx, ADD_LISTED, &|stmt: Stmt<DB>| stmt.bind(source_id), listed).await?;
         }
         if let Some(seen) = &commit.seen {
             Stmt::<DB>::new(SET_SEEN)
@@ -369,19 +361,15 @@ impl<DB: Dialect> BlocklistStore for Store<DB> {
                 // A row that is not a network cannot be banned or unbanned: dropped.
                 if let Ok(net) = entry.parse::<IpNet>().or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from))
                 {
-                    let sql = values_rows(ADD_LISTED, 2, 1, |p| format!("($1, {p})"), KEEP_EXISTING);
-                    chunk_stmt(sql, &|stmt: Stmt<DB>| stmt.bind(*source_id), &[net_bytes(&net.trunc())])
-                        .execute(&mut tx)
-                        .await?;
+                    let key = |stmt: Stmt<DB>| stmt.bind(*source_id);
+                    insert_rows(&mut *tx, ADD_LISTED, &key, &[net.trunc()]).await?;
                 }
                 Stmt::<DB>::new(LEGACY_LISTED_DELETE).bind(*source_id).bind(entry.as_str()).execute(&mut tx).await?;
             }
             for (jail, entry) in &owned {
                 if let Ok(net) = entry.parse::<IpNet>().or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from))
                 {
-                    let sql = values_rows(OWN, 2, 1, |p| format!("($1, {p})"), KEEP_EXISTING);
-                    let fixed = |stmt: Stmt<DB>| stmt.bind(jail.as_str());
-                    chunk_stmt(sql, &fixed, &[net_bytes(&net.trunc())]).execute(&mut tx).await?;
+                    insert_rows(&mut *tx, OWN, &|stmt: Stmt<DB>| stmt.bind(jail.as_str()), &[net.trunc()]).await?;
                 }
                 Stmt::<DB>::new(LEGACY_OWNED_DELETE).bind(jail.as_str()).bind(entry.as_str()).execute(&mut tx).await?;
             }

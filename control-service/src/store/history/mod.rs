@@ -5,14 +5,15 @@
 //! the queries a [`HistoryFilter`] shapes are built here as text with
 //! numbered parameters ([`Built`]); `sql.rs` binds and runs them on
 //! either backend. What differs is how many rows one archive insert
-//! carries (`Dialect::ROWS_PER_INSERT`).
+//! carries (`Dialect::ROWS_PER_INSERT`) and how it writes its placeholders
+//! (`Dialect::placeholder`).
 
 mod sql;
 
 #[cfg(test)]
 mod contract;
 
-use super::StoreError;
+use super::{Dialect, StoreError};
 use crate::kinds::{Event, Origin};
 
 /// One archived event.
@@ -295,8 +296,9 @@ const UPSERT_CURSOR: &str = "INSERT INTO history_cursors (source, position, upda
 /// Parameters an archived row binds.
 const PARAMS_PER_ROW: usize = 15;
 
-/// One multi-row insert of `rows`; rows already archived are skipped.
-fn archive_insert(rows: &[ArchivedBan]) -> Built {
+/// One multi-row insert of `rows`; rows already archived are skipped. Its
+/// parameters are bound in the order they appear: `Dialect::placeholder`.
+fn archive_insert<DB: Dialect>(rows: &[ArchivedBan]) -> Built {
     let mut built = Built { sql: String::new(), params: Vec::with_capacity(rows.len() * PARAMS_PER_ROW) };
     let mut values = Vec::with_capacity(rows.len());
     for r in rows {
@@ -318,7 +320,13 @@ fn archive_insert(rows: &[ArchivedBan]) -> Built {
             Param::Int(r.archived_at),
             text(&r.source),
         ];
-        let placeholders: Vec<String> = cells.into_iter().map(|c| built.param(c)).collect();
+        let placeholders: Vec<String> = cells
+            .into_iter()
+            .map(|c| {
+                built.params.push(c);
+                DB::placeholder(built.params.len())
+            })
+            .collect();
         values.push(format!("({})", placeholders.join(", ")));
     }
     built.sql = format!(

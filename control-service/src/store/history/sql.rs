@@ -29,7 +29,7 @@ impl<DB: Dialect> HistoryStore for Store<DB> {
         let mut tx = self.pool.begin().await?;
         let mut added = 0;
         for chunk in rows.chunks(DB::ROWS_PER_INSERT) {
-            added += statement::<DB>(archive_insert(chunk)).execute(&mut tx).await?;
+            added += statement::<DB>(archive_insert::<DB>(chunk)).execute(&mut tx).await?;
         }
         tx.commit().await?;
         Ok(added)
