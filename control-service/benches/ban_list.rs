@@ -16,16 +16,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{io::Write, path::PathBuf, time::Instant};
+use std::{io::Write, path::PathBuf, sync::Arc, time::Instant};
 
-use bangui_testkit::pickle::{END, write_ban_list_reply};
-use control_service::{
-    fail2ban::{
-        Fail2ban, JailName, SocketClient, SocketSettings, StartSettings,
-        banlist::{BanListDecoder, BanListReply, Fed},
-    },
-    metrics::Metrics,
+use bangui_fail2ban::{
+    Fail2ban, JailName, SocketClient, SocketSettings, StartSettings, Unobserved,
+    banlist::{BanListDecoder, BanListReply, Fed},
 };
+use bangui_testkit::pickle::{END, write_ban_list_reply};
 
 /// The `i`-th of `count` full-length IPv6 addresses (39 characters),
 /// distinct, in no order (fail2ban lists bans by when they end).
@@ -142,7 +139,7 @@ fn over_the_socket(count: usize) {
         config_dir: None,
         timeout: std::time::Duration::from_secs(30),
     };
-    let fail2ban = Fail2ban::new(SocketClient::new(settings, Metrics::new()), start);
+    let fail2ban = Fail2ban::new(SocketClient::new(settings, Arc::new(Unobserved)), start);
     let jail = JailName::parse("jail", "blocklist-import").unwrap();
     let baseline = reset_peak();
     let started = Instant::now();

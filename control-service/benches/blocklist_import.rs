@@ -26,6 +26,7 @@ use std::{
     net::{IpAddr, Ipv4Addr},
     path::Path,
     process::Command,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -33,13 +34,10 @@ use bangui_e2e::{
     ControlService,
     fail2ban::{BLOCKLIST_JAIL, Fail2banOptions, Fail2banServer},
 };
+use bangui_fail2ban::{SocketClient, SocketSettings, Unobserved};
 use bangui_proto::control::v1::{self as pb, blocklist_service_client::BlocklistServiceClient};
 use bangui_runtime::reserved::reserved_range;
 use bangui_testkit::list_server::ListServer;
-use control_service::{
-    fail2ban::{SocketClient, SocketSettings},
-    metrics::Metrics,
-};
 
 /// Addresses in the list unless `BENCH_ADDRESSES` says otherwise.
 const DEFAULT_ADDRESSES: usize = 20_000;
@@ -184,7 +182,7 @@ async fn one_at_a_time(f2b: &Fail2banServer, addresses: &[Ipv4Addr]) -> Duration
         reply_timeout: Duration::from_secs(10),
         max_in_flight: 1,
     };
-    let client = SocketClient::new(settings, Metrics::new());
+    let client = SocketClient::new(settings, Arc::new(Unobserved));
     let started = Instant::now();
     for ip in addresses {
         let ip = ip.to_string();

@@ -25,14 +25,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bangui_fail2ban::{Fail2ban, SocketClient, SocketSettings, StartSettings, Unobserved};
 use bangui_testkit::postgres::PgSchema;
 use control_service::{
     clock::{Clock, SystemClock},
-    fail2ban::{Fail2ban, SocketClient, SocketSettings, StartSettings},
     geo_client::GeoClient,
     history::{History, SyncOutcome},
     kinds::{Event, Origin},
-    metrics::Metrics,
     settings::{RuntimeSettings, SettingsUpdate},
     store::{
         PgStore, SqliteStore, Stores,
@@ -258,7 +257,7 @@ async fn main() {
             reply_timeout: Duration::from_secs(1),
             max_in_flight: 1,
         },
-        Metrics::new(),
+        Arc::new(Unobserved),
     );
     let fail2ban = Fail2ban::new(
         socket,

@@ -43,7 +43,6 @@ use crate::{
     clock::{Clock, SystemClock},
     cluster::Cluster,
     config::Config,
-    fail2ban::{Fail2ban, SocketClient},
     geo_client::GeoClient,
     history::{History, queries::HistoryQueries},
     jails::Jails,
@@ -53,6 +52,7 @@ use crate::{
     settings::RuntimeSettings,
     store::{Pool, Stores},
 };
+use bangui_fail2ban::{Fail2ban, SocketClient};
 
 /// Health service names of the dependencies.
 pub const HEALTH_FAIL2BAN: &str = "fail2ban";
@@ -158,7 +158,7 @@ impl Application {
         if let Some(phc) = &config.admin_password_hash {
             auth.bootstrap(phc).await.stage(Stage::Auth)?;
         }
-        let socket = SocketClient::new(config.socket_settings(), metrics.clone());
+        let socket = SocketClient::new(config.socket_settings(), Arc::new(metrics.clone()));
         // Not probed here: fail2ban being away is no reason to refuse to start.
         let fail2ban = Fail2ban::new(socket, config.start_settings()).with_database(config.fail2ban_db.clone());
         // main refuses this first (exit 2); here too for embedders of the library.

@@ -6,11 +6,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use bangui_runtime::{LogFormat, grpc::ServeLimits};
 use clap::Parser;
 
-use crate::{
-    auth::ThrottlePolicy,
-    fail2ban::{SocketSettings, StartSettings},
-    leader::ElectorSettings,
-};
+use crate::{auth::ThrottlePolicy, leader::ElectorSettings};
+use bangui_fail2ban::{SocketSettings, StartSettings};
 
 /// Subcommands (without one, the service runs).
 #[derive(Debug, Clone, clap::Subcommand)]

@@ -2,20 +2,9 @@
 //! error enum (`AuthError`, `SettingsError`, `Fail2banError`, …) built on
 //! these; `api` maps every one of them to a gRPC status.
 
-/// A bad argument: which request field, and why (INVALID_ARGUMENT with a
-/// BadRequest detail naming the field).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {reason}")]
-pub struct InvalidArgument {
-    pub field: &'static str,
-    pub reason: String,
-}
-
-impl InvalidArgument {
-    pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
-        Self { field, reason: reason.into() }
-    }
-}
+/// A bad argument: which request field, and why (shared with the fail2ban
+/// crate).
+pub use bangui_runtime::InvalidArgument;
 
 /// The control database failed (shared with the geo-service).
 pub use bangui_runtime::db::StoreError;

@@ -11,13 +11,13 @@ use std::{net::IpAddr, sync::Arc};
 
 use crate::{
     clock::Clock,
-    fail2ban::{ActiveBan, Fail2ban, Fail2banError, JailDetail, JailName, JailParams, JailStatus, ServerStatus},
     geo_client::{Country, GeoClient},
     history::History,
     kinds::{ActionKind, Event},
     metrics::Metrics,
     store::{ActionLog, BlocklistStore, actions::JailAction},
 };
+use bangui_fail2ban::{ActiveBan, Fail2ban, Fail2banError, JailDetail, JailName, JailParams, JailStatus, ServerStatus};
 
 /// Active bans with their countries.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -48,7 +48,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod error;
-pub mod fail2ban;
+
 pub mod geo_client;
 pub mod history;
 pub mod jails;

@@ -11,7 +11,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::fail2ban::Fail2banError;
+use bangui_fail2ban::{CommandObserver, Fail2banError};
 
 /// `control_fail2ban_commands_total{command,outcome}`: commands sent to fail2ban's socket.
 pub const FAIL2BAN_COMMANDS: &str = "control_fail2ban_commands";
@@ -196,21 +196,6 @@ impl Metrics {
         }
     }
 
-    pub(crate) fn fail2ban_command(&self, command: &str, error: Option<&Fail2banError>, took: Duration) {
-        let command = command_label(command);
-        let outcome = match error {
-            None => "ok",
-            Some(Fail2banError::Unavailable { .. }) => "unavailable",
-            Some(Fail2banError::Timeout { .. }) => "timeout",
-            Some(Fail2banError::UnknownJail(_)) => "not_found",
-            Some(Fail2banError::Rejected { .. }) => "rejected",
-            Some(Fail2banError::Invalid(_)) => "invalid",
-            Some(_) => "error",
-        };
-        self.inner.commands.get_or_create(&CommandLabels { command, outcome }).inc();
-        self.inner.durations.get_or_create(&CommandOnly { command }).observe(took.as_secs_f64());
-    }
-
     pub fn set_dependency_up(&self, dependency: &'static str, up: bool) {
         self.inner.dependency_up.get_or_create(&DependencyLabels { dependency }).set(i64::from(up));
     }
@@ -255,5 +240,15 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.inner.registry);
         out
+    }
+}
+
+impl CommandObserver for Metrics {
+    /// Counts a command to fail2ban by outcome, and times it.
+    fn command(&self, command: &str, error: Option<&Fail2banError>, took: Duration) {
+        let command = command_label(command);
+        let outcome = error.map_or("ok", Fail2banError::kind);
+        self.inner.commands.get_or_create(&CommandLabels { command, outcome }).inc();
+        self.inner.durations.get_or_create(&CommandOnly { command }).observe(took.as_secs_f64());
     }
 }

@@ -5,18 +5,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use bangui_e2e::{
     fail2ban::{BLOCKLIST_JAIL, Fail2banOptions, Fail2banServer},
     fake_fail2ban::FakeFail2ban,
 };
-use control_service::{
-    fail2ban::{
-        Fail2ban, Fail2banError, JailBans, JailName, SocketClient, SocketSettings, StartSettings,
-        banlist::{MAX_BAN_LIST_ITEMS, canonical_ban},
-    },
-    metrics::Metrics,
+use bangui_fail2ban::{
+    Fail2ban, Fail2banError, JailBans, JailName, SocketClient, SocketSettings, StartSettings, Unobserved,
+    banlist::{MAX_BAN_LIST_ITEMS, canonical_ban},
 };
 
 fn client(socket: PathBuf, reply_timeout: Duration, max_in_flight: usize) -> Fail2ban {
@@ -24,7 +21,7 @@ fn client(socket: PathBuf, reply_timeout: Duration, max_in_flight: usize) -> Fai
         SocketSettings { path: socket, connect_timeout: Duration::from_secs(2), reply_timeout, max_in_flight };
     let start =
         StartSettings { client_binary: "fail2ban-client".into(), config_dir: None, timeout: Duration::from_secs(30) };
-    Fail2ban::new(SocketClient::new(settings, Metrics::new()), start)
+    Fail2ban::new(SocketClient::new(settings, Arc::new(Unobserved)), start)
 }
 
 fn jail(name: &str) -> JailName {

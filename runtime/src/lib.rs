@@ -4,6 +4,7 @@
 //! * [`shutdown_signal`]: resolves on SIGTERM or Ctrl-C.
 //! * [`serve_metrics`]: the Prometheus `/metrics` endpoint.
 //! * [`StartupError`]: a failed startup stage, named.
+//! * [`InvalidArgument`]: a bad request field, and why.
 //! * [`grpc`]: serving with health, reflection and a SIGTERM drain.
 //! * [`limits`]: caps on connections per listener and on open streaming calls.
 //! * [`db`]: SQLite and PostgreSQL pools, and the stores' error type.
@@ -26,6 +27,21 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use telemetry::LogFormat;
+
+/// A bad argument: which request field, and why (INVALID_ARGUMENT with a
+/// BadRequest detail naming the field).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct InvalidArgument {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+impl InvalidArgument {
+    pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        Self { field, reason: reason.into() }
+    }
+}
 
 /// A startup failure: which stage, and why. `S` is the service's own stage
 /// enum; its `Display` is the name printed in the error.

@@ -22,8 +22,8 @@ use crate::{
         BadLine, Blocklists, ImportCounts, ImportRun, Preview, PreviewTarget, Source, SourceInput, SourceView,
     },
     error::InvalidArgument,
-    fail2ban::JailName,
 };
+use bangui_fail2ban::JailName;
 
 /// Longest an `ImportNow` with `wait` waits (under the default RPC
 /// deadline, --grpc-request-timeout 60 s).

@@ -11,15 +11,11 @@ use bangui_proto::prost_types::Timestamp;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
-use super::invalid;
-use crate::{
-    error::InvalidArgument,
-    fail2ban::{
-        ActiveBan, JailName, JailParams, JailStatus,
-        validate::{parse_ignore_entry, parse_ip, parse_seconds},
-    },
-    geo_client::Country,
-    jails::Jails,
+use super::{fail2ban_status, invalid};
+use crate::{error::InvalidArgument, geo_client::Country, jails::Jails};
+use bangui_fail2ban::{
+    ActiveBan, JailName, JailParams, JailStatus,
+    validate::{parse_ignore_entry, parse_ip, parse_seconds},
 };
 
 /// The JailService handlers.
@@ -67,32 +63,29 @@ fn ban(ban: ActiveBan, country: Option<Country>) -> pb::Ban {
     }
 }
 
-impl TryFrom<&SetJailParamsRequest> for JailParams {
-    type Error = InvalidArgument;
-
-    fn try_from(request: &SetJailParamsRequest) -> Result<Self, InvalidArgument> {
-        let params = JailParams {
-            bantime: request.bantime_seconds.map(|v| parse_seconds("bantime_seconds", v, true)).transpose()?,
-            findtime: request.findtime_seconds.map(|v| parse_seconds("findtime_seconds", v, false)).transpose()?,
-            maxretry: request
-                .maxretry
-                .map(|v| {
-                    if (1..=10_000).contains(&v) {
-                        Ok(v)
-                    } else {
-                        Err(InvalidArgument::new("maxretry", "must be 1..=10000"))
-                    }
-                })
-                .transpose()?,
-        };
-        if params == JailParams::default() {
-            return Err(InvalidArgument::new(
-                "bantime_seconds",
-                "nothing to change: set bantime_seconds, findtime_seconds and/or maxretry",
-            ));
-        }
-        Ok(params)
+/// The new values a SetJailParams request asks for, checked.
+fn jail_params(request: &SetJailParamsRequest) -> Result<JailParams, InvalidArgument> {
+    let params = JailParams {
+        bantime: request.bantime_seconds.map(|v| parse_seconds("bantime_seconds", v, true)).transpose()?,
+        findtime: request.findtime_seconds.map(|v| parse_seconds("findtime_seconds", v, false)).transpose()?,
+        maxretry: request
+            .maxretry
+            .map(|v| {
+                if (1..=10_000).contains(&v) {
+                    Ok(v)
+                } else {
+                    Err(InvalidArgument::new("maxretry", "must be 1..=10000"))
+                }
+            })
+            .transpose()?,
+    };
+    if params == JailParams::default() {
+        return Err(InvalidArgument::new(
+            "bantime_seconds",
+            "nothing to change: set bantime_seconds, findtime_seconds and/or maxretry",
+        ));
     }
+    Ok(params)
 }
 
 #[tonic::async_trait]
@@ -113,7 +106,7 @@ impl JailService for JailApi {
                     ..Default::default()
                 }));
             }
-            Err(error) => return Err(error.into()),
+            Err(error) => return Err(fail2ban_status(error)),
         };
         let sum = |f: fn(&JailStatus) -> u64| status.jails.iter().map(f).sum();
         Ok(Response::new(GetServerStatusResponse {
@@ -131,14 +124,14 @@ impl JailService for JailApi {
 
     #[instrument(skip_all, fields(rpc = "ListJails"))]
     async fn list_jails(&self, _request: Request<ListJailsRequest>) -> Result<Response<ListJailsResponse>, Status> {
-        let jails = self.jails.list().await?;
+        let jails = self.jails.list().await.map_err(fail2ban_status)?;
         Ok(Response::new(ListJailsResponse { jails: jails.into_iter().map(summary).collect() }))
     }
 
     #[instrument(skip_all, fields(rpc = "GetJail", jail = %request.get_ref().jail))]
     async fn get_jail(&self, request: Request<GetJailRequest>) -> Result<Response<GetJailResponse>, Status> {
         let jail = jail_name(&request.get_ref().jail)?;
-        let detail = self.jails.detail(&jail).await?;
+        let detail = self.jails.detail(&jail).await.map_err(fail2ban_status)?;
         Ok(Response::new(GetJailResponse {
             log_paths: detail.status.log_paths.clone(),
             journal_matches: detail.status.journal_matches.clone(),
@@ -155,14 +148,14 @@ impl JailService for JailApi {
     #[instrument(skip_all, fields(rpc = "StartJail", jail = %request.get_ref().jail))]
     async fn start_jail(&self, request: Request<StartJailRequest>) -> Result<Response<StartJailResponse>, Status> {
         let jail = jail_name(&request.get_ref().jail)?;
-        let (status, started) = self.jails.start(&jail).await?;
+        let (status, started) = self.jails.start(&jail).await.map_err(fail2ban_status)?;
         Ok(Response::new(StartJailResponse { summary: Some(summary(status)), started }))
     }
 
     #[instrument(skip_all, fields(rpc = "StopJail", jail = %request.get_ref().jail))]
     async fn stop_jail(&self, request: Request<StopJailRequest>) -> Result<Response<StopJailResponse>, Status> {
         let jail = jail_name(&request.get_ref().jail)?;
-        self.jails.stop(&jail).await?;
+        self.jails.stop(&jail).await.map_err(fail2ban_status)?;
         Ok(Response::new(StopJailResponse {}))
     }
 
@@ -172,7 +165,7 @@ impl JailService for JailApi {
         request: Request<SetJailIdleRequest>,
     ) -> Result<Response<SetJailIdleResponse>, Status> {
         let jail = jail_name(&request.get_ref().jail)?;
-        let idle = self.jails.set_idle(&jail, request.get_ref().idle).await?;
+        let idle = self.jails.set_idle(&jail, request.get_ref().idle).await.map_err(fail2ban_status)?;
         Ok(Response::new(SetJailIdleResponse { idle }))
     }
 
@@ -182,8 +175,9 @@ impl JailService for JailApi {
         request: Request<SetJailParamsRequest>,
     ) -> Result<Response<SetJailParamsResponse>, Status> {
         let jail = jail_name(&request.get_ref().jail)?;
-        let params = JailParams::try_from(request.get_ref()).map_err(invalid)?;
-        let (bantime_seconds, findtime_seconds, maxretry) = self.jails.set_params(&jail, params).await?;
+        let params = jail_params(request.get_ref()).map_err(invalid)?;
+        let (bantime_seconds, findtime_seconds, maxretry) =
+            self.jails.set_params(&jail, params).await.map_err(fail2ban_status)?;
         Ok(Response::new(SetJailParamsResponse { bantime_seconds, findtime_seconds, maxretry }))
     }
 
@@ -194,7 +188,7 @@ impl JailService for JailApi {
     ) -> Result<Response<AddIgnoreIpResponse>, Status> {
         let jail = jail_name(&request.get_ref().jail)?;
         let entry = parse_ignore_entry("ip", &request.get_ref().ip).map_err(invalid)?;
-        let ignore_ips = self.jails.add_ignore(&jail, &entry).await?;
+        let ignore_ips = self.jails.add_ignore(&jail, &entry).await.map_err(fail2ban_status)?;
         Ok(Response::new(AddIgnoreIpResponse { ignore_ips }))
     }
 
@@ -205,7 +199,7 @@ impl JailService for JailApi {
     ) -> Result<Response<RemoveIgnoreIpResponse>, Status> {
         let jail = jail_name(&request.get_ref().jail)?;
         let entry = parse_ignore_entry("ip", &request.get_ref().ip).map_err(invalid)?;
-        let ignore_ips = self.jails.remove_ignore(&jail, &entry).await?;
+        let ignore_ips = self.jails.remove_ignore(&jail, &entry).await.map_err(fail2ban_status)?;
         Ok(Response::new(RemoveIgnoreIpResponse { ignore_ips }))
     }
 
@@ -213,7 +207,7 @@ impl JailService for JailApi {
     async fn ban_ip(&self, request: Request<BanIpRequest>) -> Result<Response<BanIpResponse>, Status> {
         let jail = jail_name(&request.get_ref().jail)?;
         let ip = parse_ip("ip", &request.get_ref().ip).map_err(invalid)?;
-        let newly_banned = self.jails.ban(&jail, ip).await?;
+        let newly_banned = self.jails.ban(&jail, ip).await.map_err(fail2ban_status)?;
         Ok(Response::new(BanIpResponse { newly_banned }))
     }
 
@@ -221,7 +215,7 @@ impl JailService for JailApi {
     async fn unban_ip(&self, request: Request<UnbanIpRequest>) -> Result<Response<UnbanIpResponse>, Status> {
         let ip = parse_ip("ip", &request.get_ref().ip).map_err(invalid)?;
         let jail = request.get_ref().jail.as_deref().map(jail_name).transpose()?;
-        let unbanned = self.jails.unban(ip, jail.as_ref()).await?;
+        let unbanned = self.jails.unban(ip, jail.as_ref()).await.map_err(fail2ban_status)?;
         Ok(Response::new(UnbanIpResponse { unbanned }))
     }
 
@@ -230,7 +224,7 @@ impl JailService for JailApi {
         &self,
         _request: Request<ListActiveBansRequest>,
     ) -> Result<Response<ListActiveBansResponse>, Status> {
-        let located = self.jails.active_bans().await.map_err(Status::from)?;
+        let located = self.jails.active_bans().await.map_err(fail2ban_status)?;
         Ok(Response::new(ListActiveBansResponse {
             bans: located.bans.into_iter().map(|(b, c)| ban(b, c)).collect(),
             geo_available: located.geo_available,
@@ -241,28 +235,28 @@ impl JailService for JailApi {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fail2ban::Fail2banError;
+    use bangui_fail2ban::Fail2banError;
 
     #[test]
     fn params_need_something_valid_to_change() {
         let mut request = SetJailParamsRequest { jail: "sshd".into(), ..Default::default() };
-        assert_eq!(JailParams::try_from(&request).unwrap_err().field, "bantime_seconds");
+        assert_eq!(jail_params(&request).unwrap_err().field, "bantime_seconds");
         request.maxretry = Some(0);
-        assert_eq!(JailParams::try_from(&request).unwrap_err().field, "maxretry");
+        assert_eq!(jail_params(&request).unwrap_err().field, "maxretry");
         request.maxretry = Some(5);
         request.findtime_seconds = Some(-1);
-        assert_eq!(JailParams::try_from(&request).unwrap_err().field, "findtime_seconds");
+        assert_eq!(jail_params(&request).unwrap_err().field, "findtime_seconds");
         request.findtime_seconds = Some(600);
         request.bantime_seconds = Some(-1);
         assert_eq!(
-            JailParams::try_from(&request).unwrap(),
+            jail_params(&request).unwrap(),
             JailParams { bantime: Some(-1), findtime: Some(600), maxretry: Some(5) }
         );
     }
 
     #[test]
     fn errors_map_to_meaningful_codes() {
-        let code = |e: Fail2banError| Status::from(e).code();
+        let code = |e: Fail2banError| fail2ban_status(e).code();
         assert_eq!(
             code(Fail2banError::Unavailable { socket: "/x".into(), reason: "refused".into() }),
             tonic::Code::Unavailable

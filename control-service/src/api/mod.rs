@@ -18,10 +18,10 @@ use crate::{
     blocklist::BlocklistError,
     cluster::ClusterError,
     error::{InvalidArgument, StoreError},
-    fail2ban::Fail2banError,
     history::queries::QueryError,
     settings::SettingsError,
 };
+use bangui_fail2ban::Fail2banError;
 
 /// INVALID_ARGUMENT naming the field, with a BadRequest detail.
 pub fn invalid(error: InvalidArgument) -> Status {
@@ -32,22 +32,19 @@ pub fn invalid(error: InvalidArgument) -> Status {
     )
 }
 
-impl From<Fail2banError> for Status {
-    fn from(error: Fail2banError) -> Self {
-        match error {
-            Fail2banError::Invalid(e) => invalid(e),
-            e @ (Fail2banError::Unavailable { .. } | Fail2banError::Timeout { .. }) => {
-                Status::unavailable(e.to_string())
-            }
-            e @ Fail2banError::UnknownJail(_) => Status::not_found(e.to_string()),
-            e @ Fail2banError::ReplyTooLarge { .. } => Status::resource_exhausted(e.to_string()),
-            e @ (Fail2banError::Rejected { .. } | Fail2banError::CannotStart { .. }) => {
-                Status::failed_precondition(e.to_string())
-            }
-            e @ (Fail2banError::Server(_) | Fail2banError::Protocol(_)) => {
-                tracing::error!(error = %e, "fail2ban answered something this service cannot use");
-                Status::internal("fail2ban's reply could not be used; see the control-service log")
-            }
+/// fail2ban's failure as the caller should see it.
+pub(crate) fn fail2ban_status(error: Fail2banError) -> Status {
+    match error {
+        Fail2banError::Invalid(e) => invalid(e),
+        e @ (Fail2banError::Unavailable { .. } | Fail2banError::Timeout { .. }) => Status::unavailable(e.to_string()),
+        e @ Fail2banError::UnknownJail(_) => Status::not_found(e.to_string()),
+        e @ Fail2banError::ReplyTooLarge { .. } => Status::resource_exhausted(e.to_string()),
+        e @ (Fail2banError::Rejected { .. } | Fail2banError::CannotStart { .. }) => {
+            Status::failed_precondition(e.to_string())
+        }
+        e @ (Fail2banError::Server(_) | Fail2banError::Protocol(_)) => {
+            tracing::error!(error = %e, "fail2ban answered something this service cannot use");
+            Status::internal("fail2ban's reply could not be used; see the control-service log")
         }
     }
 }
@@ -131,7 +128,7 @@ impl From<BlocklistError> for Status {
             e @ BlocklistError::NoException { .. } => Status::not_found(e.to_string()),
             e @ BlocklistError::Incomplete(_) => Status::unavailable(e.to_string()),
             e @ BlocklistError::PreviewsBusy(_) => Status::resource_exhausted(e.to_string()),
-            BlocklistError::Fail2ban(e) => e.into(),
+            BlocklistError::Fail2ban(e) => fail2ban_status(e),
             // The list's server is another party: its failure is not ours.
             e @ (BlocklistError::Fetch(_) | BlocklistError::Parse(_)) => Status::failed_precondition(e.to_string()),
             BlocklistError::Store(e) => store_unavailable(&e),

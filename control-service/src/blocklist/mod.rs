@@ -87,7 +87,6 @@ pub use crate::store::blocklist::{ImportRun, Source, SourceSpec};
 use crate::{
     clock::Clock,
     error::{InvalidArgument, StoreError},
-    fail2ban::{Fail2ban, Fail2banError, JailName},
     history::History,
     kinds::{CidrPolicy, ImportStatus, RunTrigger},
     settings::{RuntimeSettings, Schedules, check_cron},
@@ -96,6 +95,7 @@ use crate::{
         blocklist::{BanException, BlocklistStore, ImportCommit, SeenBody, SourceWriteError},
     },
 };
+use bangui_fail2ban::{Fail2ban, Fail2banError, JailName};
 
 /// The jail a source is mirrored into when it names none.
 pub const DEFAULT_JAIL: &str = "blocklist-import";

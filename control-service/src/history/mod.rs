@@ -47,10 +47,6 @@ use std::{
 
 use crate::{
     clock::Clock,
-    fail2ban::{
-        Fail2ban, Fail2banError,
-        db::{BanData, Fail2banBan, Fail2banDb, ReadLimits},
-    },
     geo_client::{Country, GeoClient},
     kinds::{Event, Origin},
     metrics::Metrics,
@@ -59,6 +55,10 @@ use crate::{
         HistoryStore, StoreError,
         history::{ArchivedBan, GeoFill},
     },
+};
+use bangui_fail2ban::{
+    Fail2ban, Fail2banError,
+    db::{BanData, Fail2banBan, Fail2banDb, ReadLimits},
 };
 
 pub mod queries;

@@ -14,10 +14,10 @@ pub use crate::store::history::{ArchivedBan, IpCount, IpSummary, JailCount};
 use crate::{
     clock::Clock,
     error::{InvalidArgument, StoreError},
-    fail2ban::validate::{JailName, parse_ip},
     kinds::Origin,
     store::{HistoryStore, history::HistoryFilter},
 };
+use bangui_fail2ban::validate::{JailName, parse_ip};
 
 const HOUR: i64 = 3600;
 const DAY: i64 = 86_400;

@@ -9,9 +9,9 @@ use std::{sync::Arc, time::Duration};
 use super::*;
 use crate::{
     clock::ManualClock,
-    fail2ban::{SocketClient, SocketSettings, StartSettings},
     store::{Stores, history::HistoryFilter, testing},
 };
+use bangui_fail2ban::{SocketClient, SocketSettings, StartSettings, Unobserved};
 
 const T0: i64 = 1_800_000_000;
 
@@ -44,7 +44,7 @@ async fn setup() -> Setup {
             reply_timeout: Duration::from_secs(1),
             max_in_flight: 1,
         },
-        Metrics::new(),
+        Arc::new(Unobserved),
     );
     let start =
         StartSettings { client_binary: "fail2ban-client".into(), config_dir: None, timeout: Duration::from_secs(1) };

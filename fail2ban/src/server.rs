@@ -1,22 +1,5 @@
-//! Talking to fail2ban: its pickle protocol ([`codec`]), the socket
-//! ([`client`]), argument checks ([`validate`]) and, here, the typed
-//! commands the control-service uses, with their replies parsed into plain
-//! structs.
-//!
-//! Commands that change fail2ban's configuration as a whole (`reload`,
-//! `start` with a config stream) are never sent over the socket: an empty
-//! stream deletes every jail. Starting a stopped jail goes through the
-//! `fail2ban-client` binary, which reads the jail's configuration itself
-//! ([`child`]: it gets none of the service's environment but the path and
-//! the locale).
-
-pub mod banlist;
-pub mod bantimes;
-pub mod child;
-pub mod client;
-pub mod codec;
-pub mod db;
-pub mod validate;
+//! The typed commands of one fail2ban-server, with their replies parsed
+//! into plain structs ([`Fail2ban`]).
 
 use std::{
     collections::HashMap,
@@ -26,125 +9,19 @@ use std::{
     time::Duration,
 };
 
-use self::bantimes::{BanTimes, LocalBan};
-pub use self::{
+use bangui_runtime::InvalidArgument;
+
+use crate::{
+    ActiveBan, Fail2banError, JailDetail, JailParams, JailStatus, ServerStatus, StartSettings,
     banlist::JailBans,
-    client::{SocketClient, SocketSettings},
+    bantimes::{self, BanTimes, LocalBan},
+    child,
+    client::SocketClient,
     codec::PyValue,
+    db,
+    error::shape,
     validate::JailName,
 };
-use crate::error::InvalidArgument;
-
-/// What can go wrong talking to fail2ban.
-#[derive(Debug, thiserror::Error)]
-pub enum Fail2banError {
-    #[error(transparent)]
-    Invalid(#[from] InvalidArgument),
-    #[error("fail2ban is unavailable on {socket}: {reason}")]
-    Unavailable { socket: String, reason: String },
-    #[error("fail2ban did not answer `{command}` within {after:?}")]
-    Timeout { after: Duration, command: String },
-    #[error("jail {0:?} does not exist")]
-    UnknownJail(String),
-    #[error("fail2ban refused the command: {class}: {message}")]
-    Rejected { class: String, message: String },
-    #[error("fail2ban failed: {0}")]
-    Server(String),
-    #[error("unexpected reply from fail2ban: {0}")]
-    Protocol(String),
-    /// The reply is larger than this service reads (e.g. a jail with more
-    /// bans than [`banlist::MAX_BAN_LIST_ITEMS`]); nothing of it is used.
-    #[error("fail2ban's reply to `{command}` is not read: {limit}")]
-    ReplyTooLarge { command: String, limit: String },
-    #[error("cannot start jail {jail:?}: {reason}")]
-    CannotStart { jail: String, reason: String },
-}
-
-impl Fail2banError {
-    pub(crate) fn from_exception(module: &str, name: &str, args: &PyValue) -> Self {
-        let message = codec::Reply::exception_message(args);
-        match (module, name) {
-            ("fail2ban.exceptions", "UnknownJailException") => Fail2banError::UnknownJail(message),
-            _ => Fail2banError::Rejected { class: format!("{module}.{name}"), message },
-        }
-    }
-
-    /// fail2ban could not be reached (as opposed to: it answered no).
-    pub fn is_unavailable(&self) -> bool {
-        matches!(self, Fail2banError::Unavailable { .. } | Fail2banError::Timeout { .. })
-    }
-}
-
-fn shape(what: &str, value: &PyValue) -> Fail2banError {
-    let mut text = format!("{value:?}");
-    if text.len() > 200 {
-        let cut = (0..=200).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
-        text.truncate(cut);
-        text.push('…');
-    }
-    Fail2banError::Protocol(format!("{what}: {text}"))
-}
-
-/// A jail's counters, from `status <jail>`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct JailStatus {
-    pub name: String,
-    pub currently_failed: u64,
-    pub total_failed: u64,
-    pub currently_banned: u64,
-    pub total_banned: u64,
-    pub log_paths: Vec<String>,
-    pub journal_matches: Vec<String>,
-    /// Last idle flag set through this service, if any (fail2ban cannot be asked).
-    pub idle: Option<bool>,
-}
-
-/// One active ban, from `get <jail> banip --with-time`. Times are Unix seconds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ActiveBan {
-    pub jail: String,
-    pub ip: String,
-    pub banned_at: i64,
-    /// `None` for a permanent ban.
-    pub expires_at: Option<i64>,
-    /// -1 for a permanent ban.
-    pub ban_seconds: i64,
-}
-
-/// A jail in full.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JailDetail {
-    pub status: JailStatus,
-    pub bans: Vec<ActiveBan>,
-    pub bantime: i64,
-    pub findtime: i64,
-    pub maxretry: u32,
-    pub ignore_ips: Vec<String>,
-    pub actions: Vec<String>,
-}
-
-/// Server-wide status.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerStatus {
-    pub version: String,
-    pub jails: Vec<JailStatus>,
-}
-
-/// New values for a jail; `None` leaves a value as it is.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct JailParams {
-    pub bantime: Option<i64>,
-    pub findtime: Option<i64>,
-    pub maxretry: Option<u32>,
-}
-
-/// How to start a stopped jail: fail2ban-client with the configuration.
-#[derive(Debug, Clone)]
-pub struct StartSettings {
-    pub client_binary: PathBuf,
-    pub config_dir: Option<PathBuf>,
-    pub timeout: Duration,
-}
 
 /// fail2ban's jails and bans, as typed operations.
 #[derive(Debug, Clone)]
@@ -465,7 +342,7 @@ impl Fail2ban {
         ))
     }
 
-    /// `entry` is a normalized IP or network (see [`validate::parse_ignore_entry`]).
+    /// `entry` is a normalized IP or network (see [`crate::validate::parse_ignore_entry`]).
     pub async fn add_ignore(&self, jail: &JailName, entry: &str) -> Result<Vec<String>, Fail2banError> {
         self.ensure_jail(jail).await?;
         let value = self.socket.call(&["set", jail.as_str(), "addignoreip", entry]).await?;
@@ -611,7 +488,7 @@ const BULK_ROW_WAIT: Duration = Duration::from_secs(5);
 /// checked here again before they reach the socket.
 impl Fail2ban {
     /// Every ban of `jail` as fail2ban holds it now (`get <jail> banip`),
-    /// canonical, sorted and without duplicates; see [`banlist`] for how
+    /// canonical, sorted and without duplicates; see [`crate::banlist`] for how
     /// the reply is read in bounded memory and its limits. A jail larger
     /// than the limits is [`Fail2banError::ReplyTooLarge`], never a part of
     /// its bans. The command takes one of the client's slots like any

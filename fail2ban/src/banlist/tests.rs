@@ -12,7 +12,7 @@ use super::*;
 
 macro_rules! captured {
     ($name:literal) => {
-        include_bytes!(concat!("../../../testdata/fail2ban-1.0.2/", $name, ".pickle")).as_slice()
+        include_bytes!(concat!("../../testdata/fail2ban-1.0.2/", $name, ".pickle")).as_slice()
     };
 }
 

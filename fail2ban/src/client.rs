@@ -18,7 +18,6 @@ use super::{
     codec::{self, CLOSE, END, MAX_REPLY_BYTES, PyValue, Reply},
     validate::check_framing,
 };
-use crate::metrics::Metrics;
 
 /// How the client reaches fail2ban.
 #[derive(Debug, Clone)]
@@ -31,18 +30,32 @@ pub struct SocketSettings {
     pub max_in_flight: usize,
 }
 
+/// Told of every command a [`SocketClient`] sent: its first word, how it
+/// ended and how long it took (the services' metrics).
+pub trait CommandObserver: std::fmt::Debug + Send + Sync {
+    fn command(&self, command: &str, error: Option<&Fail2banError>, took: Duration);
+}
+
+/// Observes nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unobserved;
+
+impl CommandObserver for Unobserved {
+    fn command(&self, _command: &str, _error: Option<&Fail2banError>, _took: Duration) {}
+}
+
 /// Sends commands to fail2ban's socket.
 #[derive(Debug, Clone)]
 pub struct SocketClient {
     settings: Arc<SocketSettings>,
     slots: Arc<Semaphore>,
-    metrics: Metrics,
+    observer: Arc<dyn CommandObserver>,
 }
 
 impl SocketClient {
-    pub fn new(settings: SocketSettings, metrics: Metrics) -> Self {
+    pub fn new(settings: SocketSettings, observer: Arc<dyn CommandObserver>) -> Self {
         let slots = Arc::new(Semaphore::new(settings.max_in_flight.max(1)));
-        Self { settings: Arc::new(settings), slots, metrics }
+        Self { settings: Arc::new(settings), slots, observer }
     }
 
     pub fn socket_path(&self) -> &std::path::Path {
@@ -110,7 +123,7 @@ impl SocketClient {
         outcome: Result<T, Fail2banError>,
     ) -> Result<T, Fail2banError> {
         let command = args.first().copied().unwrap_or_default();
-        self.metrics.fail2ban_command(command, outcome.as_ref().err(), started.elapsed());
+        self.observer.command(command, outcome.as_ref().err(), started.elapsed());
         outcome
     }
 

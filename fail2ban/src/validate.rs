@@ -4,7 +4,7 @@
 
 use std::{fmt, net::IpAddr};
 
-use crate::error::InvalidArgument;
+use bangui_runtime::InvalidArgument;
 
 /// The marker fail2ban's framing uses; no argument may contain it.
 const FRAMING_MARKER: &str = "<F2B_";
