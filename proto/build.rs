@@ -15,9 +15,11 @@ const PACKAGES: &[(&[&str], &str)] = &[
             "bangui/control/v1/cluster.proto",
             "bangui/control/v1/history.proto",
             "bangui/control/v1/blocklist.proto",
+            "bangui/control/v1/host.proto",
         ],
         "bangui_control_v1_descriptor.bin",
     ),
+    (&["bangui/agent/v1/agent.proto"], "bangui_agent_v1_descriptor.bin"),
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {

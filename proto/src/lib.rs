@@ -31,4 +31,17 @@ pub mod control {
     }
 }
 
+/// `bangui.agent.v1`: what a fail2ban-agent speaks to the control plane.
+pub mod agent {
+    /// Version 1 of the agent protocol.
+    #[allow(missing_docs, missing_debug_implementations, clippy::all, clippy::pedantic)]
+    pub mod v1 {
+        tonic::include_proto!("bangui.agent.v1");
+
+        /// The encoded descriptor set of `bangui.agent.v1`, for server
+        /// reflection.
+        pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("bangui_agent_v1_descriptor");
+    }
+}
+
 pub use prost_types;
