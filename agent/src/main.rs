@@ -1,0 +1,54 @@
+//! The fail2ban-agent binary: enroll once, then hold the host's stream to
+//! the control plane until SIGTERM.
+
+use std::{process::ExitCode, sync::Arc};
+
+use bangui_fail2ban::{Fail2ban, SocketClient, StartSettings, Unobserved};
+use bangui_runtime::{ConfigExt, shutdown_signal, telemetry};
+use fail2ban_agent::{Config, enroll, session};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = Config::from_env_and_args();
+    if let Err(message) = config.check() {
+        <Config as clap::CommandFactory>::command().error(clap::error::ErrorKind::ValueValidation, message).exit();
+    }
+    if let Err(error) = telemetry::init(config.log_format, &config.log, "--log / FAIL2BAN_AGENT_LOG") {
+        eprintln!("fail2ban-agent: {error:#}");
+        return ExitCode::FAILURE;
+    }
+    let stop = CancellationToken::new();
+    let signal = shutdown_signal();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        signal.await;
+        tracing::info!("stopping");
+        on_signal.cancel();
+    });
+    let identity = tokio::select! {
+        () = stop.cancelled() => return ExitCode::SUCCESS,
+        identity = enroll::identity(&config) => match identity {
+            Ok(identity) => identity,
+            Err(error) => {
+                tracing::error!(error = %format!("{error:#}"), "cannot enroll");
+                eprintln!("fail2ban-agent: {error:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let socket = SocketClient::new(config.socket_settings(), Arc::new(Unobserved));
+    // The agent starts no jail yet (StartJail arrives with the commands).
+    let start =
+        StartSettings { client_binary: "fail2ban-client".into(), config_dir: None, timeout: config.fail2ban_timeout };
+    let fail2ban = Fail2ban::new(socket, start);
+    tracing::info!(host_id = %identity.host_id, host_name = %identity.host_name, "fail2ban-agent running");
+    match session::run(&config, &identity, &fail2ban, stop).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(end) => {
+            tracing::error!(error = %end, "stopped");
+            eprintln!("fail2ban-agent: {end}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! The host's one live stream to the control plane.
+//!
+//! An attempt: connect to the next endpoint, open `Attach` with the
+//! credential, send Hello (this process's `instance`, the versions, the
+//! jails), wait for Welcome, then send a Heartbeat every
+//! `Welcome.heartbeat_seconds` until the stream ends. A stream that ends,
+//! a replica that drains, a network that drops: the next attempt goes to
+//! the next endpoint after a short random wait ([`Backoff`]), so the host
+//! is back on another replica within a moment. A refused credential
+//! (revoked) ends the agent: retrying cannot help, and the operator sees
+//! the unit fail.
+
+use std::time::Duration;
+
+use bangui_fail2ban::Fail2ban;
+use bangui_proto::agent::v1::{
+    AttachRequest, AttachResponse, Heartbeat, Hello, Welcome, agent_service_client::AgentServiceClient, attach_request,
+    attach_response,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Request, Status, metadata::MetadataValue};
+
+use crate::{Config, backoff::Backoff, connect, identity::Identity};
+
+/// How long the control plane has to answer Hello.
+const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
+/// Heartbeat cadence when the control plane names none.
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// Why the agent stopped holding its stream.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionEnd {
+    /// The control plane refused the credential (revoked, or not this host's).
+    #[error("the control plane refused this host's credential: {0}")]
+    Refused(String),
+    /// The control plane does not speak this agent's version.
+    #[error("the control plane does not accept this agent: {0}")]
+    Incompatible(String),
+}
+
+/// What fail2ban says about itself, for Hello and Heartbeat.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Fail2banState {
+    version: String,
+    jails: Vec<String>,
+}
+
+impl Fail2banState {
+    /// Read now; fail2ban down reads as no version and no jails.
+    async fn read(fail2ban: &Fail2ban) -> Self {
+        let version = fail2ban.version().await.unwrap_or_default();
+        let mut jails = fail2ban.jail_names().await.unwrap_or_default();
+        jails.sort();
+        Self { version, jails }
+    }
+}
+
+/// Holds the stream until `stop`; `Err` only when retrying cannot help.
+pub async fn run(
+    config: &Config,
+    identity: &Identity,
+    fail2ban: &Fail2ban,
+    stop: CancellationToken,
+) -> Result<(), SessionEnd> {
+    let instance = uuid::Uuid::new_v4().to_string();
+    let mut backoff = Backoff::new(config.reconnect_max);
+    let mut endpoints = config.control_endpoint.iter().cycle();
+    loop {
+        let Some(endpoint) = endpoints.next() else { return Ok(()) };
+        let attempt = attach(config, endpoint, identity, &instance, fail2ban, &stop);
+        match attempt.await {
+            Ok(Attached::Stopped) => return Ok(()),
+            Ok(Attached::Ended { after_welcome }) => {
+                if after_welcome {
+                    backoff.reset();
+                }
+                tracing::info!(%endpoint, "stream to the control plane ended; attaching again");
+            }
+            Err(status) => match status.code() {
+                Code::Unauthenticated | Code::PermissionDenied => {
+                    return Err(SessionEnd::Refused(status.message().to_owned()));
+                }
+                Code::FailedPrecondition => return Err(SessionEnd::Incompatible(status.message().to_owned())),
+                code => {
+                    tracing::warn!(%endpoint, ?code, reason = %status.message(), "cannot attach to the control plane");
+                }
+            },
+        }
+        let wait = backoff.next_delay();
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// How an attempt that was not refused ended.
+enum Attached {
+    Stopped,
+    Ended { after_welcome: bool },
+}
+
+/// One attempt at `endpoint`.
+async fn attach(
+    config: &Config,
+    endpoint: &str,
+    identity: &Identity,
+    instance: &str,
+    fail2ban: &Fail2ban,
+    stop: &CancellationToken,
+) -> Result<Attached, Status> {
+    let channel = connect::channel(config, endpoint)
+        .await
+        .map_err(|e| Status::unavailable(format!("cannot reach {endpoint}: {e:#}")))?;
+    let mut client = AgentServiceClient::new(channel).max_decoding_message_size(connect::MAX_MESSAGE_BYTES);
+    let (sender, receiver) = mpsc::channel::<AttachRequest>(8);
+    let state = Fail2banState::read(fail2ban).await;
+    let hello = Hello {
+        host_id: identity.host_id.clone(),
+        agent_version: crate::VERSION.to_owned(),
+        instance: instance.to_owned(),
+        fail2ban_version: state.version.clone(),
+        jails: state.jails.clone(),
+    };
+    send(&sender, attach_request::Body::Hello(hello)).await?;
+    let mut request = Request::new(ReceiverStream::new(receiver));
+    let bearer = MetadataValue::try_from(format!("Bearer {}", identity.credential))
+        .map_err(|_| Status::unauthenticated("the saved credential is not a header value"))?;
+    request.metadata_mut().insert("authorization", bearer);
+    let mut replies = client.attach(request).await?.into_inner();
+    let welcome = match tokio::time::timeout(WELCOME_TIMEOUT, replies.message()).await {
+        Ok(Ok(Some(AttachResponse { body: Some(attach_response::Body::Welcome(welcome)) }))) => welcome,
+        Ok(Ok(_)) => return Ok(Attached::Ended { after_welcome: false }),
+        Ok(Err(status)) => return Err(status),
+        Err(_) => return Err(Status::deadline_exceeded("no Welcome within 10 s")),
+    };
+    let Welcome { host_name, replica, control_version, heartbeat_seconds } = welcome;
+    tracing::info!(%endpoint, %replica, %host_name, %control_version, "attached to the control plane");
+    let cadence =
+        if heartbeat_seconds == 0 { DEFAULT_HEARTBEAT } else { Duration::from_secs(heartbeat_seconds.into()) };
+    let mut beat = tokio::time::interval(cadence);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    beat.tick().await;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return Ok(Attached::Stopped),
+            _ = beat.tick() => {
+                let state = Fail2banState::read(fail2ban).await;
+                let heartbeat = Heartbeat { fail2ban_version: state.version, jails: state.jails };
+                if send(&sender, attach_request::Body::Heartbeat(heartbeat)).await.is_err() {
+                    return Ok(Attached::Ended { after_welcome: true });
+                }
+            }
+            reply = replies.message() => match reply {
+                Ok(Some(_)) => {}
+                Ok(None) => return Ok(Attached::Ended { after_welcome: true }),
+                Err(status) if matches!(status.code(), Code::Unauthenticated | Code::PermissionDenied) => {
+                    return Err(status);
+                }
+                Err(status) => {
+                    tracing::info!(%endpoint, code = ?status.code(), reason = %status.message(), "stream closed");
+                    return Ok(Attached::Ended { after_welcome: true });
+                }
+            },
+        }
+    }
+}
+
+async fn send(sender: &mpsc::Sender<AttachRequest>, body: attach_request::Body) -> Result<(), Status> {
+    sender.send(AttachRequest { body: Some(body) }).await.map_err(|_| Status::unavailable("the stream is closed"))
+}
