@@ -12,6 +12,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod agent;
 pub mod fail2ban;
 pub mod fake_fail2ban;
 pub mod ip_api;
