@@ -61,6 +61,11 @@ pub struct Config {
     #[arg(long, env = "FAIL2BAN_AGENT_RECONNECT_MAX", default_value = "5s", value_parser = humantime::parse_duration)]
     pub reconnect_max: Duration,
 
+    /// Where `/metrics` is served (Prometheus text). Loopback by default:
+    /// nothing off the host reaches the agent unless you say so.
+    #[arg(long, env = "FAIL2BAN_AGENT_METRICS_LISTEN", default_value = "127.0.0.1:9466")]
+    pub metrics_listen: std::net::SocketAddr,
+
     /// Log format.
     #[arg(long, env = "FAIL2BAN_AGENT_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,

@@ -14,6 +14,7 @@ pub mod config;
 pub mod connect;
 pub mod enroll;
 pub mod identity;
+pub mod metrics;
 pub mod session;
 
 pub use config::Config;

@@ -3,9 +3,9 @@
 
 use std::{process::ExitCode, sync::Arc};
 
-use bangui_fail2ban::{Fail2ban, SocketClient, StartSettings, Unobserved};
+use bangui_fail2ban::{Fail2ban, SocketClient, StartSettings};
 use bangui_runtime::{ConfigExt, shutdown_signal, telemetry};
-use fail2ban_agent::{Config, enroll, session};
+use fail2ban_agent::{Config, enroll, metrics::Metrics, session};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -19,6 +19,20 @@ async fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let stop = CancellationToken::new();
+    let metrics = Metrics::new();
+    let listener = match tokio::net::TcpListener::bind(config.metrics_listen).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("fail2ban-agent: --metrics-listen {}: {error}", config.metrics_listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let metrics_addr = listener.local_addr().map_or_else(|_| config.metrics_listen.to_string(), |a| a.to_string());
+    let render = {
+        let metrics = metrics.clone();
+        move || metrics.render()
+    };
+    tokio::spawn(bangui_runtime::serve_metrics(listener, 8, render, stop.clone()));
     let signal = shutdown_signal();
     let on_signal = stop.clone();
     tokio::spawn(async move {
@@ -37,13 +51,13 @@ async fn main() -> ExitCode {
             }
         },
     };
-    let socket = SocketClient::new(config.socket_settings(), Arc::new(Unobserved));
+    let socket = SocketClient::new(config.socket_settings(), Arc::new(metrics.clone()));
     // The agent starts no jail yet (StartJail arrives with the commands).
     let start =
         StartSettings { client_binary: "fail2ban-client".into(), config_dir: None, timeout: config.fail2ban_timeout };
     let fail2ban = Fail2ban::new(socket, start);
-    tracing::info!(host_id = %identity.host_id, host_name = %identity.host_name, "fail2ban-agent running");
-    match session::run(&config, &identity, &fail2ban, stop).await {
+    tracing::info!(host_id = %identity.host_id, host_name = %identity.host_name, metrics = %metrics_addr, "fail2ban-agent running");
+    match session::run(&config, &identity, &fail2ban, &metrics, stop).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(end) => {
             tracing::error!(error = %end, "stopped");

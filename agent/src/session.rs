@@ -22,7 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Status, metadata::MetadataValue};
 
-use crate::{Config, backoff::Backoff, connect, identity::Identity};
+use crate::{Config, backoff::Backoff, connect, identity::Identity, metrics::Metrics};
 
 /// How long the control plane has to answer Hello.
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,6 +62,7 @@ pub async fn run(
     config: &Config,
     identity: &Identity,
     fail2ban: &Fail2ban,
+    metrics: &Metrics,
     stop: CancellationToken,
 ) -> Result<(), SessionEnd> {
     let instance = uuid::Uuid::new_v4().to_string();
@@ -69,8 +70,10 @@ pub async fn run(
     let mut endpoints = config.control_endpoint.iter().cycle();
     loop {
         let Some(endpoint) = endpoints.next() else { return Ok(()) };
-        let attempt = attach(config, endpoint, identity, &instance, fail2ban, &stop);
-        match attempt.await {
+        let attempt = attach(config, endpoint, identity, &instance, fail2ban, metrics, &stop);
+        let outcome = attempt.await;
+        metrics.set_connected(false);
+        match outcome {
             Ok(Attached::Stopped) => return Ok(()),
             Ok(Attached::Ended { after_welcome }) => {
                 if after_welcome {
@@ -80,10 +83,15 @@ pub async fn run(
             }
             Err(status) => match status.code() {
                 Code::Unauthenticated | Code::PermissionDenied => {
+                    metrics.attach_attempt("refused");
                     return Err(SessionEnd::Refused(status.message().to_owned()));
                 }
-                Code::FailedPrecondition => return Err(SessionEnd::Incompatible(status.message().to_owned())),
+                Code::FailedPrecondition => {
+                    metrics.attach_attempt("refused");
+                    return Err(SessionEnd::Incompatible(status.message().to_owned()));
+                }
                 code => {
+                    metrics.attach_attempt("unreachable");
                     tracing::warn!(%endpoint, ?code, reason = %status.message(), "cannot attach to the control plane");
                 }
             },
@@ -109,6 +117,7 @@ async fn attach(
     identity: &Identity,
     instance: &str,
     fail2ban: &Fail2ban,
+    metrics: &Metrics,
     stop: &CancellationToken,
 ) -> Result<Attached, Status> {
     let channel = connect::channel(config, endpoint)
@@ -137,6 +146,8 @@ async fn attach(
         Err(_) => return Err(Status::deadline_exceeded("no Welcome within 10 s")),
     };
     let Welcome { host_name, replica, control_version, heartbeat_seconds } = welcome;
+    metrics.attach_attempt("attached");
+    metrics.set_connected(true);
     tracing::info!(%endpoint, %replica, %host_name, %control_version, "attached to the control plane");
     let cadence =
         if heartbeat_seconds == 0 { DEFAULT_HEARTBEAT } else { Duration::from_secs(heartbeat_seconds.into()) };

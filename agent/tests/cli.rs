@@ -12,6 +12,7 @@ fn agent(state: &std::path::Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_fail2ban-agent"))
         .arg("--state-dir")
         .arg(state)
+        .args(["--metrics-listen", "127.0.0.1:0"])
         .args(args)
         .env_remove("FAIL2BAN_AGENT_ENROLL_TOKEN")
         .env_remove("FAIL2BAN_AGENT_CONTROL_ENDPOINT")

@@ -28,7 +28,16 @@ impl AgentProcess {
     pub fn start(endpoint: &str, state_dir: &Path, socket: &Path, args: &[&str]) -> Self {
         let mut command = Command::new(binary("fail2ban-agent"));
         command
-            .args(["--control-endpoint", endpoint, "--log-format", "json", "--log", "info"])
+            .args([
+                "--control-endpoint",
+                endpoint,
+                "--log-format",
+                "json",
+                "--log",
+                "info",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
             .arg("--state-dir")
             .arg(state_dir)
             .arg("--fail2ban-socket")

@@ -1,0 +1,107 @@
+//! The agent's Prometheus metrics, served on `--metrics-listen` (loopback
+//! by default: nothing off the host reaches the agent).
+
+use std::{sync::Arc, time::Duration};
+
+use bangui_fail2ban::{CommandObserver, Fail2banError};
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+/// `agent_connected`: 1 while the host's stream is attached.
+pub const CONNECTED: &str = "agent_connected";
+/// `agent_attach_attempts_total{outcome}`: attempts to attach (`attached`,
+/// `unreachable`, `refused`).
+pub const ATTACH_ATTEMPTS: &str = "agent_attach_attempts";
+/// `agent_fail2ban_commands_total{command,outcome}`: commands sent to the local fail2ban.
+pub const FAIL2BAN_COMMANDS: &str = "agent_fail2ban_commands";
+/// `agent_fail2ban_command_duration_seconds{command}`.
+pub const FAIL2BAN_COMMAND_DURATION: &str = "agent_fail2ban_command_duration_seconds";
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CommandLabels {
+    command: String,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CommandOnly {
+    command: String,
+}
+
+/// The agent's metrics and their registry.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    registry: Registry,
+    connected: Gauge,
+    attempts: Family<OutcomeLabels, Counter>,
+    commands: Family<CommandLabels, Counter>,
+    durations: Family<CommandOnly, Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let connected = Gauge::default();
+        registry.register(CONNECTED, "1 while the host's stream to the control plane is attached", connected.clone());
+        let attempts = Family::<OutcomeLabels, Counter>::default();
+        registry.register(ATTACH_ATTEMPTS, "Attempts to attach to the control plane, by outcome", attempts.clone());
+        let commands = Family::<CommandLabels, Counter>::default();
+        registry.register(FAIL2BAN_COMMANDS, "Commands sent to the local fail2ban, by outcome", commands.clone());
+        let durations = Family::<CommandOnly, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0])
+        });
+        registry.register(FAIL2BAN_COMMAND_DURATION, "Time from a fail2ban command to its reply", durations.clone());
+        Self { inner: Arc::new(Inner { registry, connected, attempts, commands, durations }) }
+    }
+
+    pub fn set_connected(&self, connected: bool) {
+        self.inner.connected.set(i64::from(connected));
+    }
+
+    /// `outcome`: `attached`, `unreachable` or `refused`.
+    pub fn attach_attempt(&self, outcome: &'static str) {
+        self.inner.attempts.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// The Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        if encode(&mut text, &self.inner.registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+}
+
+impl CommandObserver for Metrics {
+    fn command(&self, command: &str, error: Option<&Fail2banError>, took: Duration) {
+        // Only fail2ban's own command words become labels.
+        let command = if command.len() <= 16 && command.bytes().all(|b| b.is_ascii_lowercase()) {
+            command.to_owned()
+        } else {
+            "other".to_owned()
+        };
+        let outcome = error.map_or("ok", Fail2banError::kind);
+        self.inner.commands.get_or_create(&CommandLabels { command: command.clone(), outcome }).inc();
+        self.inner.durations.get_or_create(&CommandOnly { command }).observe(took.as_secs_f64());
+    }
+}
