@@ -264,7 +264,7 @@ async fn main() {
         StartSettings { client_binary: "fail2ban-client".into(), config_dir: None, timeout: Duration::from_secs(1) },
     );
     let geo = GeoClient::new(None, Duration::from_secs(1), Duration::from_secs(5), None, None).unwrap();
-    let history = History::new(store.clone(), fail2ban, geo, settings, clock, Some(f2b_path));
+    let history = History::new(store.clone(), fail2ban.with_database(Some(f2b_path)), geo, settings, clock);
     let started = Instant::now();
     let SyncOutcome::Synced(report) = history.sync().await.unwrap() else { panic!("the sync was skipped") };
     let took = started.elapsed();

@@ -178,15 +178,9 @@ impl Application {
         if !geo.is_configured() {
             tracing::info!("no --geo-endpoint: active bans come without countries");
         }
-        let history = History::new(
-            stores.history.clone(),
-            fail2ban.clone(),
-            geo.clone(),
-            settings.clone(),
-            clock.clone(),
-            config.fail2ban_db.clone(),
-        )
-        .with_metrics(metrics.clone());
+        let history =
+            History::new(stores.history.clone(), fail2ban.clone(), geo.clone(), settings.clone(), clock.clone())
+                .with_metrics(metrics.clone());
         let jails = Jails::new(
             fail2ban.clone(),
             stores.actions.clone(),

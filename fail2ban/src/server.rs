@@ -35,6 +35,9 @@ pub struct Fail2ban {
     times: Arc<BanTimes>,
 }
 
+/// What `get dbfile` answers when fail2ban keeps its database in memory.
+const IN_MEMORY: &str = ":memory:";
+
 /// How long a manual ban's database row is waited for (fail2ban writes it
 /// from another thread, a moment after the ban).
 const BAN_ROW_WAIT: Duration = Duration::from_secs(1);
@@ -58,10 +61,7 @@ impl Fail2ban {
         if let Some(pool) = self.times.cached().await {
             return Some(pool);
         }
-        let path = match self.times.configured() {
-            Some(path) => path.clone(),
-            None => self.dbfile().await.ok().flatten()?,
-        };
+        let path = self.database_path().await.ok().flatten()?;
         self.times.open(&path).await
     }
 
@@ -105,6 +105,17 @@ impl Fail2ban {
             PyValue::None => Ok(None),
             other => Err(shape("get dbfile", &other)),
         }
+    }
+
+    /// fail2ban's database file, found in one place for every reader: the
+    /// path given ([`Fail2ban::with_database`], `--fail2ban-db`), else what
+    /// fail2ban says (`get dbfile`). `None`: fail2ban keeps none (no
+    /// `dbfile`, or `:memory:`).
+    pub async fn database_path(&self) -> Result<Option<PathBuf>, Fail2banError> {
+        if let Some(path) = self.times.configured() {
+            return Ok(Some(path.clone()));
+        }
+        Ok(self.dbfile().await?.filter(|path| path.as_os_str() != IN_MEMORY))
     }
 
     /// The names of the running jails.
@@ -599,6 +610,29 @@ mod tests {
         for bad in ["", "1.2.3.4", "1.2.3.4 \tyesterday + 1 = x", "1.2.3.4 \t2026-11-23 16:17:36 + soon = x"] {
             assert!(matches!(parse_ban_line(bad), Err(Fail2banError::Protocol(_))), "{bad}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_given_database_path_is_used_without_asking_fail2ban() {
+        let socket = SocketClient::new(
+            crate::SocketSettings {
+                path: "/nonexistent/fail2ban.sock".into(),
+                connect_timeout: Duration::from_millis(100),
+                reply_timeout: Duration::from_millis(100),
+                max_in_flight: 1,
+            },
+            Arc::new(crate::Unobserved),
+        );
+        let start = StartSettings {
+            client_binary: "fail2ban-client".into(),
+            config_dir: None,
+            timeout: Duration::from_secs(1),
+        };
+        let fail2ban = Fail2ban::new(socket, start);
+        // Not given: fail2ban is asked, and it is down.
+        assert!(fail2ban.database_path().await.unwrap_err().is_unavailable());
+        let given = fail2ban.with_database(Some("/var/lib/fail2ban/fail2ban.sqlite3".into()));
+        assert_eq!(given.database_path().await.unwrap(), Some(PathBuf::from("/var/lib/fail2ban/fail2ban.sqlite3")));
     }
 
     #[test]

@@ -80,8 +80,6 @@ pub const RECHECK_OVERLAP: i64 = 3_600;
 /// Log lines kept per ban, and characters per line.
 const MAX_MATCHES: usize = 20;
 const MAX_MATCH_CHARS: usize = 500;
-/// What `get dbfile` answers when fail2ban keeps its database in memory.
-const IN_MEMORY: &str = ":memory:";
 
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
@@ -122,8 +120,6 @@ pub struct History {
     geo: GeoClient,
     settings: RuntimeSettings,
     clock: Arc<dyn Clock>,
-    /// `--fail2ban-db`: read this file instead of asking fail2ban.
-    db_path: Option<PathBuf>,
     metrics: Metrics,
     /// "fail2ban keeps no database" was logged (once, until it keeps one).
     no_database_said: Arc<AtomicBool>,
@@ -257,18 +253,8 @@ impl History {
         geo: GeoClient,
         settings: RuntimeSettings,
         clock: Arc<dyn Clock>,
-        db_path: Option<PathBuf>,
     ) -> Self {
-        Self {
-            store,
-            fail2ban,
-            geo,
-            settings,
-            clock,
-            db_path,
-            metrics: Metrics::new(),
-            no_database_said: Arc::default(),
-        }
+        Self { store, fail2ban, geo, settings, clock, metrics: Metrics::new(), no_database_said: Arc::default() }
     }
 
     /// Counts unreadable rows in the service's metrics.
@@ -282,14 +268,11 @@ impl History {
         &self.store
     }
 
-    /// fail2ban's database file; `None` when it keeps none (said once in
-    /// the log, not at every run).
+    /// fail2ban's database file ([`Fail2ban::database_path`]); `None` when
+    /// it keeps none (said once in the log, not at every run).
     async fn db_path(&self) -> Result<Option<PathBuf>, HistoryError> {
-        if let Some(path) = &self.db_path {
-            return Ok(Some(path.clone()));
-        }
-        match self.fail2ban.dbfile().await {
-            Ok(Some(path)) if path.as_os_str() != IN_MEMORY => {
+        match self.fail2ban.database_path().await {
+            Ok(Some(path)) => {
                 if self.no_database_said.swap(false, Ordering::Relaxed) {
                     tracing::info!(path = %path.display(), "fail2ban keeps a database again: the history sync resumes");
                 }

@@ -52,11 +52,10 @@ async fn setup() -> Setup {
     let history_store = stores.history;
     let history = History::new(
         history_store.clone(),
-        Fail2ban::new(socket, start),
+        Fail2ban::new(socket, start).with_database(Some(f2b_path)),
         geo,
         settings,
         Arc::new(clock.clone()),
-        Some(f2b_path),
     );
     Setup { history, store: history_store, f2b, clock, _dir: dir }
 }
