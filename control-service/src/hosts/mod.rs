@@ -178,7 +178,7 @@ impl Hosts {
         match self.store.enroll(&credential::hash(token), &new).await? {
             Enrollment::Enrolled(row) => {
                 tracing::info!(host = %row.id, name = %row.name, "host enrolled");
-                Ok(Enrolled { host: row.into(), credential: secret })
+                Ok(Enrolled { host: (*row).into(), credential: secret })
             }
             Enrollment::TokenRefused => Err(HostError::TokenRefused),
             Enrollment::IdTaken => Err(HostError::IdTaken(id.as_str().to_owned())),
@@ -196,7 +196,7 @@ impl Hosts {
 
     pub async fn rename(&self, id: &HostId, name: &HostName) -> Result<Host, HostError> {
         match self.store.rename_host(id.as_str(), name.as_str()).await? {
-            Rename::Renamed(row) => Ok(row.into()),
+            Rename::Renamed(row) => Ok((*row).into()),
             Rename::NotFound => Err(HostError::NotFound(id.as_str().into())),
             Rename::NameTaken => Err(HostError::NameTaken(name.as_str().into())),
         }

@@ -51,7 +51,7 @@ pub struct NewHost<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Enrollment {
     /// The host, with the name it got; the token is used.
-    Enrolled(HostRow),
+    Enrolled(Box<HostRow>),
     /// The token is unknown, used or expired (nothing written).
     TokenRefused,
     /// A host with this id exists (nothing written, the token stays unused).
@@ -63,7 +63,7 @@ pub enum Enrollment {
 /// What a rename came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rename {
-    Renamed(HostRow),
+    Renamed(Box<HostRow>),
     NotFound,
     NameTaken,
 }

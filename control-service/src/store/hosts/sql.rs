@@ -41,7 +41,7 @@ impl<DB: Dialect> HostStore for Store<DB> {
             if inserted > 0 {
                 let row: HostRow = Stmt::<DB>::new(sql.select_host.as_str()).bind(host.id).fetch_one(&mut tx).await?;
                 tx.commit().await?;
-                return Ok(Enrollment::Enrolled(row));
+                return Ok(Enrollment::Enrolled(Box::new(row)));
             }
             // Not inserted: the id was enrolled meanwhile, or the name is taken.
             let exists: i64 = Stmt::<DB>::new(HOST_EXISTS).bind(host.id).scalar(&mut tx).await?;
@@ -76,7 +76,7 @@ impl<DB: Dialect> HostStore for Store<DB> {
                     .bind(id)
                     .fetch_optional(&mut conn)
                     .await?;
-                Ok(row.map_or(Rename::NotFound, Rename::Renamed))
+                Ok(row.map_or(Rename::NotFound, |row| Rename::Renamed(Box::new(row))))
             }
             Err(error) if is_unique_violation(&error) => Ok(Rename::NameTaken),
             Err(error) => Err(error),
