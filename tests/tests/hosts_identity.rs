@@ -319,3 +319,46 @@ async fn agent_streams_have_their_own_cap() {
         }
     }
 }
+
+/// Two replicas on one PostgreSQL: the lease in the host's row makes one
+/// live stream per host across them; the same agent process moving to the
+/// other replica takes over; a revocation on the replica without the
+/// stream cuts it at that stream's next refresh (every second).
+#[tokio::test]
+async fn one_stream_per_host_across_replicas() {
+    let schema = bangui_e2e::PgSchema::create("hosts_identity").await;
+    let url = schema.url();
+    let one = ControlService::start(&["--database-url", &url]);
+    let two = ControlService::start(&["--database-url", &url]);
+    let (addr_one, addr_two) = (one.agent_addr().unwrap(), two.agent_addr().unwrap());
+    let mut hosts_one = HostServiceClient::new(one.authed().await);
+    let mut hosts_two = HostServiceClient::new(two.authed().await);
+    let request = CreateEnrollmentTokenRequest { ttl_seconds: 60, note: String::new() };
+    let token = hosts_one.create_enrollment_token(request).await.unwrap().into_inner().token;
+    let request = EnrollRequest { token, host_id: HOST_A.into(), host_name: "edge".into() };
+    let credential = agent_client(addr_two).await.enroll(request).await.unwrap().into_inner().credential;
+
+    let mut first = attach(addr_one, &credential, hello(HOST_A, "i1", &["sshd"])).await.unwrap();
+    let shown = host(&mut hosts_two, HOST_A).await;
+    assert!(shown.connected && shown.replica == first.welcome.replica, "{shown:?}");
+    // Another process with the credential, on the other replica: refused.
+    let (code_, message) = code(attach(addr_two, &credential, hello(HOST_A, "i2", &[])).await);
+    assert_eq!(code_, Code::AlreadyExists, "{message}");
+    // The same process reconnecting there takes over; the old stream ends.
+    let mut second = attach(addr_two, &credential, hello(HOST_A, "i1", &["sshd"])).await.unwrap();
+    assert_ne!(second.welcome.replica, first.welcome.replica);
+    let ended = tokio::time::timeout(Duration::from_secs(3), first.responses.message()).await.expect("taken over");
+    assert_eq!(ended.unwrap_err().code(), Code::Aborted);
+    assert_eq!(host(&mut hosts_one, HOST_A).await.replica, second.welcome.replica);
+
+    // Revoked through the replica that does not hold the stream.
+    hosts_one.revoke_host(RevokeHostRequest { id: HOST_A.into() }).await.unwrap();
+    let returned = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(5), second.responses.message()).await.expect("cut");
+    let cut_after = returned.elapsed();
+    println!("revocation on the other replica cut the stream after {cut_after:?}");
+    assert_eq!(ended.unwrap_err().code(), Code::Unauthenticated);
+    // One refresh period (1 s) plus a database round trip.
+    assert!(cut_after <= Duration::from_millis(1200), "the stream ended {cut_after:?} after RevokeHost");
+    assert_eq!(code(attach(addr_two, &credential, hello(HOST_A, "i1", &[])).await).0, Code::Unauthenticated);
+}
