@@ -351,9 +351,14 @@ async fn one_stream_per_host_across_replicas() {
     assert_eq!(ended.unwrap_err().code(), Code::Aborted);
     assert_eq!(host(&mut hosts_one, HOST_A).await.replica, second.welcome.replica);
 
-    // Revoked through the replica that does not hold the stream.
+    // Revoked through the replica that does not hold the stream, at a
+    // random point of its refresh period (the steps above line the two
+    // replicas' ticks up, which would hide the wait).
+    tokio::time::sleep(Duration::from_millis(rand::random_range(0..1000))).await;
+    let asked = Instant::now();
     hosts_one.revoke_host(RevokeHostRequest { id: HOST_A.into() }).await.unwrap();
     let returned = Instant::now();
+    println!("RevokeHost took {:?}", returned - asked);
     let ended = tokio::time::timeout(Duration::from_secs(5), second.responses.message()).await.expect("cut");
     let cut_after = returned.elapsed();
     println!("revocation on the other replica cut the stream after {cut_after:?}");
