@@ -16,7 +16,8 @@ use anyhow::Context;
 use bangui_proto::control::v1::{
     FILE_DESCRIPTOR_SET, auth_service_server::AuthServiceServer, blocklist_service_server::BlocklistServiceServer,
     cluster_service_server::ClusterServiceServer, history_service_server::HistoryServiceServer,
-    jail_service_server::JailServiceServer, settings_service_server::SettingsServiceServer,
+    host_service_server::HostServiceServer, jail_service_server::JailServiceServer,
+    settings_service_server::SettingsServiceServer,
 };
 use bangui_runtime::{
     StageContext,
@@ -31,10 +32,12 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
     api::{
+        agent::AgentApi,
         auth::{AuthApi, OPEN_METHODS},
         blocklist::BlocklistApi,
         cluster::ClusterApi,
         history::HistoryApi,
+        hosts::HostApi,
         jail::JailApi,
         settings::SettingsApi,
     },
@@ -45,6 +48,7 @@ use crate::{
     config::Config,
     geo_client::GeoClient,
     history::{History, queries::HistoryQueries},
+    hosts::Hosts,
     jails::Jails,
     jobs::{JobContext, JobKind, Scheduler},
     leader::Elector,
@@ -103,6 +107,9 @@ pub struct Application {
     tls: Option<tonic::transport::ServerTlsConfig>,
     queries: HistoryQueries,
     cluster: Cluster,
+    hosts: Hosts,
+    /// The agent port (`--agent-listen`).
+    agent: TcpListener,
     elector: Elector,
     scheduler: Scheduler,
     lease_retry: Duration,
@@ -195,6 +202,7 @@ impl Application {
         tracing::info!(replica = %elector_settings.replica, ttl = ?elector_settings.ttl, "replica identity");
         let lease_retry = elector_settings.retry;
         let replica = elector_settings.replica.clone();
+        let hosts = Hosts::new(stores.hosts.clone(), &replica, config.agent_max_streams as usize);
         let (elector, leadership) = Elector::new(stores.lease.clone(), elector_settings, metrics.clone());
         let fetcher = Fetcher::new(config.fetch_settings()).stage(Stage::Clients)?;
         let blocklists = Blocklists::new(BlocklistDeps {
@@ -246,6 +254,10 @@ impl Application {
             .with_context(|| format!("cannot listen on {} (--listen)", config.listen))
             .stage(Stage::Grpc)?;
         let health_listener = bangui_runtime::grpc::bind_health(config.health_listen).await.stage(Stage::Grpc)?;
+        let agent = TcpListener::bind(config.agent_listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (--agent-listen)", config.agent_listen))
+            .stage(Stage::Grpc)?;
         // Last, so a start that fails leaves no token behind.
         auth.prepare_setup(&config.setup_token_path()).await.stage(Stage::Auth)?;
         Ok(Self {
@@ -256,6 +268,8 @@ impl Application {
             tls,
             queries,
             cluster,
+            hosts,
+            agent,
             elector,
             scheduler,
             lease_retry,
@@ -276,6 +290,11 @@ impl Application {
     /// The address the gRPC server listens on.
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The address of the agent port.
+    pub fn agent_addr(&self) -> SocketAddr {
+        self.agent.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     /// The address of the plaintext health-only port, if there is one.
@@ -329,11 +348,26 @@ impl Application {
         ))
         .add_service(Gated::new(
             HistoryServiceServer::new(HistoryApi::new(self.queries)).max_decoding_message_size(max),
+            gate.clone(),
+        ))
+        .add_service(Gated::new(
+            HostServiceServer::new(HostApi::new(self.hosts.clone())).max_decoding_message_size(max),
             gate,
         ));
 
         let stopping = CancellationToken::new();
         let grpc_addr = self.grpc.local_addr()?;
+        let agent_addr = self.agent.local_addr()?;
+        // The agent port: no session gate (agents bring their own
+        // credential), the gRPC port's TLS, its own stream cap.
+        let agent_server = tokio::spawn(crate::agent_port::serve(
+            self.agent,
+            AgentApi::new(self.hosts, stopping.clone()),
+            self.tls.clone(),
+            self.limits,
+            self.shutdown_grace,
+            stopping.clone(),
+        ));
         let metrics_addr = self.metrics_listener.local_addr()?;
         let metrics = self.metrics.clone();
         let metrics_server = tokio::spawn(serve_metrics(
@@ -382,13 +416,14 @@ impl Application {
                 service_name::<ClusterServiceServer<ClusterApi>>(),
                 service_name::<HistoryServiceServer<HistoryApi>>(),
                 service_name::<BlocklistServiceServer<BlocklistApi>>(),
+                service_name::<HostServiceServer<HostApi>>(),
             ],
             grace: self.shutdown_grace,
             tls: self.tls,
             health_listener: self.health_listener,
             limits: self.limits,
         };
-        tracing::info!(%grpc_addr, %metrics_addr, health_addr, "serving");
+        tracing::info!(%grpc_addr, %metrics_addr, %agent_addr, health_addr, "serving");
         let scheduler_task = tokio::spawn(self.scheduler.clone().run(stopping.clone(), self.lease_retry));
         // While no password exists, this replica's setup token file follows the database's token.
         let setup_token_task = tokio::spawn({
@@ -410,6 +445,11 @@ impl Application {
         let _ = prober.await;
         let _ = setup_token_task.await;
         let _ = metrics_server.await;
+        match agent_server.await {
+            Ok(Err(error)) => tracing::error!(%error, "the agent port failed"),
+            Err(error) => tracing::error!(%error, "the agent port task failed"),
+            Ok(Ok(())) => {}
+        }
         self.pool.close().await;
         tracing::info!("stopped");
         served

@@ -54,6 +54,23 @@ pub struct Config {
     #[arg(long, env = "CONTROL_LISTEN", default_value = "0.0.0.0:50052")]
     pub listen: SocketAddr,
 
+    /// Address the agent port listens on: `bangui.agent.v1.AgentService`
+    /// (Enroll, Attach) for the fleet's fail2ban-agents, outside the
+    /// session gate (agents authenticate with their enrollment token or
+    /// host credential), with the gRPC port's TLS settings.
+    #[arg(long, env = "CONTROL_AGENT_LISTEN", default_value = "0.0.0.0:50053")]
+    pub agent_listen: SocketAddr,
+
+    /// Agent streams (Attach) open at once on this replica, apart from
+    /// --grpc-max-in-flight; one more is answered RESOURCE_EXHAUSTED.
+    #[arg(
+        long,
+        env = "CONTROL_AGENT_MAX_STREAMS",
+        default_value_t = 2000,
+        value_parser = clap::value_parser!(u32).range(1..=100_000),
+    )]
+    pub agent_max_streams: u32,
+
     /// Address the Prometheus metrics endpoint (`/metrics`) listens on.
     #[arg(long, env = "CONTROL_METRICS_LISTEN", default_value = "0.0.0.0:9465")]
     pub metrics_listen: SocketAddr,
@@ -355,6 +372,12 @@ impl Config {
         if let Some(clash) = bangui_runtime::grpc::health_listen_clash(self.listen, self.health_listen) {
             return Err(clash);
         }
+        if self.agent_listen.port() != 0 && self.agent_listen.port() == self.listen.port() {
+            return Err(format!(
+                "--agent-listen {} and --listen {} name the same port: the agent port needs one of its own",
+                self.agent_listen, self.listen
+            ));
+        }
         if let Some(endpoint) = &self.geo_endpoint {
             let tls_flag = [("--geo-tls-ca", &self.geo_tls_ca), ("--geo-tls-cert", &self.geo_tls_cert)]
                 .into_iter()
@@ -541,6 +564,18 @@ mod tests {
         assert_eq!(limits.max_streaming_calls, 64);
         assert_eq!(limits.streaming_call_max_age, Duration::from_secs(30 * 60));
         assert_eq!(config.max_request_bytes(), 64 * 1024);
+        assert_eq!(config.agent_listen.to_string(), "0.0.0.0:50053");
+        assert_eq!(config.agent_max_streams, 2000);
+    }
+
+    #[test]
+    fn the_agent_port_is_a_port_of_its_own() {
+        let check = |args: &[&str]| Config::try_from_args(["control-service"].iter().chain(args)).unwrap().check();
+        let error = check(&["--listen", "0.0.0.0:50052", "--agent-listen", "127.0.0.1:50052"]).unwrap_err();
+        assert!(error.contains("--agent-listen") && error.contains("--listen"), "{error}");
+        assert!(check(&["--listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0"]).is_ok());
+        let error = Config::try_from_args(["control-service", "--agent-max-streams", "0"]).unwrap_err();
+        assert!(error.to_string().contains("--agent-max-streams"), "{error}");
     }
 
     #[test]

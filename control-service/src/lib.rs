@@ -15,6 +15,8 @@
 //! * `main.rs`: the binary (config, build, serve until SIGTERM).
 //! * [`app`]: startup stages, serving gRPC and metrics, dependency probes,
 //!   graceful shutdown.
+//! * [`agent_port`]: the agent port (`--agent-listen`), where the fleet's
+//!   agents enroll and attach, outside the session gate.
 //! * [`config`]: the typed configuration (defaults → `CONTROL_*` env → flags).
 //! * [`api`]: the gRPC edge, one module per service: proto ↔ domain
 //!   conversions and the one error → status mapping.
@@ -26,6 +28,8 @@
 //!   into a jail.
 //! * [`history`]: the ban archive's sync from fail2ban's database;
 //!   [`history::queries`], the dashboard's questions over it.
+//! * [`hosts`]: the fleet's identity: enrollment, credentials, revocation
+//!   and each host's one live agent stream (HostService, AgentService).
 //! * [`cluster`]: who leads, the jobs and "run now", behind ClusterService.
 //! * [`leader`]: the lease and the elector (exactly one replica leads).
 //! * [`jobs`]: the scheduled jobs, gated on leadership and the run ledger.
@@ -40,6 +44,7 @@
 //! * [`clock`]: wall time, injectable so tests can move it.
 //! * [`metrics`]: Prometheus metric names and the registry.
 
+pub mod agent_port;
 pub mod api;
 pub mod app;
 pub mod auth;
@@ -51,6 +56,7 @@ pub mod error;
 
 pub mod geo_client;
 pub mod history;
+pub mod hosts;
 pub mod jails;
 pub mod jobs;
 pub mod kinds;

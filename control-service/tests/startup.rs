@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 fn run(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_control-service"))
-        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0"])
         .args(args)
         .env_remove("CONTROL_DATABASE_URL")
         .output()
@@ -107,7 +107,8 @@ fn database_url_errors_never_print_the_password() {
 fn a_geo_token_over_plaintext_is_warned_about_at_start() {
     use std::io::{BufRead, BufReader};
     let mut child = Command::new(env!("CARGO_BIN_EXE_control-service"))
-        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--database-url", "sqlite::memory:"])
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0"])
+        .args(["--database-url", "sqlite::memory:"])
         .args(["--fail2ban-socket", "/nonexistent/fail2ban.sock", "--log-format", "json"])
         .args(["--geo-endpoint", "http://127.0.0.1:1", "--geo-auth-token", "TOKEN-VALUE-42"])
         .env_remove("CONTROL_DATABASE_URL")

@@ -227,6 +227,17 @@ impl ServiceProcess {
         })
     }
 
+    /// The agent port (`--agent-listen`), as the `serving` line names it.
+    pub fn agent_addr(&self) -> Option<SocketAddr> {
+        self.logs().iter().find_map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).ok()?;
+            if value.get("message")?.as_str()? != "serving" {
+                return None;
+            }
+            value.get("agent_addr")?.as_str()?.parse().ok()
+        })
+    }
+
     /// Everything the process printed so far.
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().unwrap().clone()
@@ -403,6 +414,11 @@ impl ControlService {
             args.extend(["--setup-token-file".to_owned(), dir.path().join("setup-token").display().to_string()]);
             dir
         });
+        // The agent port on loopback, a fresh port each time: the default
+        // (0.0.0.0:50053) would clash between tests running at once.
+        if !args.iter().any(|a| a == "--agent-listen") {
+            args.extend(["--agent-listen".to_owned(), "127.0.0.1:0".to_owned()]);
+        }
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         // As deployed (deploy/control-service.Dockerfile): one malloc arena.
         let mut env = env.to_vec();

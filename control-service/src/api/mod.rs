@@ -3,10 +3,12 @@
 //! convert the answer back. Errors become gRPC statuses here, in one
 //! exhaustive mapping per error type.
 
+pub mod agent;
 pub mod auth;
 pub mod blocklist;
 pub mod cluster;
 pub mod history;
+pub mod hosts;
 pub mod jail;
 pub mod settings;
 

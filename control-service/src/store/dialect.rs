@@ -19,6 +19,7 @@ use super::{
     auth::{SessionRow, SetupTokenRow},
     blocklist::{RunRow, SourceRow},
     history::{ArchivedBan, CountryCount, IpCount, IpPlace, JailBanRow, JailCount},
+    hosts::HostRow,
     lease::{JobRun, Lease, LeaseGrant, Statements},
 };
 
@@ -67,7 +68,10 @@ pub(crate) trait Dialect:
                  + Decode<ActionRow>
                  // blocklists.
                  + Decode<SourceRow>
-                 + Decode<RunRow>,
+                 + Decode<RunRow>
+                 // hosts.
+                 + Decode<HostRow>
+                 + Decode<(Vec<u8>, Option<i64>)>,
     >
 {
     /// Rows per archive insert (15 parameters each).
@@ -97,4 +101,7 @@ pub(crate) trait Dialect:
     /// The lease and ledger statements in this dialect (its clock, its
     /// row lock).
     fn lease_statements() -> &'static Statements;
+
+    /// The host statements in this dialect (its clock).
+    fn host_statements() -> &'static super::hosts::Statements;
 }

@@ -9,6 +9,7 @@
 //! | [`lease`] | [`LeaseStore`], [`RunLedger`] | `leases`, `job_runs`, `job_requests` |
 //! | [`history`] | [`HistoryStore`] | `ban_history`, `history_cursors` |
 //! | [`blocklist`] | [`BlocklistStore`] | `blocklist_sources`, `blocklist_listed`, `blocklist_owned`, `blocklist_exceptions`, `blocklist_runs` |
+//! | [`hosts`] | [`HostStore`] | `hosts`, `enrollment_tokens` |
 //!
 //! Each aggregate is a folder: `mod.rs` holds its trait, row types and
 //! statements (the same text on both backends: numbered `$n` parameters,
@@ -32,6 +33,7 @@ pub mod auth;
 pub mod blocklist;
 mod dialect;
 pub mod history;
+pub mod hosts;
 pub mod lease;
 pub mod postgres;
 pub mod settings;
@@ -48,8 +50,8 @@ use sqlx::Database;
 
 pub(crate) use self::dialect::Dialect;
 pub use self::{
-    actions::ActionLog, auth::AuthStore, blocklist::BlocklistStore, history::HistoryStore, lease::LeaseStore,
-    lease::RunLedger, postgres::PgStore, settings::SettingsStore, sqlite::SqliteStore,
+    actions::ActionLog, auth::AuthStore, blocklist::BlocklistStore, history::HistoryStore, hosts::HostStore,
+    lease::LeaseStore, lease::RunLedger, postgres::PgStore, settings::SettingsStore, sqlite::SqliteStore,
 };
 /// Errors of the store (shared with the other service).
 pub use crate::error::StoreError;
@@ -96,12 +98,20 @@ impl<DB: Dialect> Pool for Store<DB> {
 
 /// One backend, seen through each repository trait.
 pub trait ControlDb:
-    Pool + AuthStore + SettingsStore + ActionLog + LeaseStore + RunLedger + HistoryStore + BlocklistStore
+    Pool + AuthStore + SettingsStore + ActionLog + LeaseStore + RunLedger + HistoryStore + BlocklistStore + HostStore
 {
 }
 
 impl<T> ControlDb for T where
-    T: Pool + AuthStore + SettingsStore + ActionLog + LeaseStore + RunLedger + HistoryStore + BlocklistStore
+    T: Pool
+        + AuthStore
+        + SettingsStore
+        + ActionLog
+        + LeaseStore
+        + RunLedger
+        + HistoryStore
+        + BlocklistStore
+        + HostStore
 {
 }
 
@@ -116,6 +126,7 @@ pub struct Stores {
     pub ledger: Arc<dyn RunLedger>,
     pub history: Arc<dyn HistoryStore>,
     pub blocklists: Arc<dyn BlocklistStore>,
+    pub hosts: Arc<dyn HostStore>,
 }
 
 impl Stores {
@@ -130,7 +141,8 @@ impl Stores {
             lease: db.clone(),
             ledger: db.clone(),
             history: db.clone(),
-            blocklists: db,
+            blocklists: db.clone(),
+            hosts: db,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 
 use sqlx::{Postgres, postgres::PgConnectOptions};
 
-use super::{Dialect, Store, StoreError, lease::Statements};
+use super::{Dialect, Store, StoreError, hosts, lease::Statements};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/control/postgres");
 
@@ -29,10 +29,13 @@ impl PgStore {
 }
 
 /// The database's clock in Unix milliseconds (`now()` is the transaction's
-/// start). A run's term check locks the lease row (FOR SHARE), so a new
-/// holder's acquire waits until the run's row is committed.
-static LEASE: LazyLock<Statements> =
-    LazyLock::new(|| Statements::new("(extract(epoch from now()) * 1000)::bigint", " FOR SHARE"));
+/// start).
+const NOW_MS: &str = "(extract(epoch from now()) * 1000)::bigint";
+
+/// A run's term check locks the lease row (FOR SHARE), so a new holder's
+/// acquire waits until the run's row is committed.
+static LEASE: LazyLock<Statements> = LazyLock::new(|| Statements::new(NOW_MS, " FOR SHARE"));
+static HOSTS: LazyLock<hosts::Statements> = LazyLock::new(|| hosts::Statements::new(NOW_MS));
 
 impl Dialect for Postgres {
     /// PostgreSQL takes 65 535 parameters a statement.
@@ -55,5 +58,9 @@ impl Dialect for Postgres {
 
     fn lease_statements() -> &'static Statements {
         &LEASE
+    }
+
+    fn host_statements() -> &'static hosts::Statements {
+        &HOSTS
     }
 }

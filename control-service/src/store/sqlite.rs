@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 
 use sqlx::Sqlite;
 
-use super::{Dialect, Store, StoreError, lease::Statements};
+use super::{Dialect, Store, StoreError, hosts, lease::Statements};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/control/sqlite");
 
@@ -25,10 +25,12 @@ impl SqliteStore {
 }
 
 /// The database's clock in Unix milliseconds (SQLite has no such function;
-/// `'now'` is the same for every use within one statement). Runs need no
-/// row lock: the database has one writer.
-static LEASE: LazyLock<Statements> =
-    LazyLock::new(|| Statements::new("CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)", ""));
+/// `'now'` is the same for every use within one statement).
+const NOW_MS: &str = "CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)";
+
+/// Runs need no row lock: the database has one writer.
+static LEASE: LazyLock<Statements> = LazyLock::new(|| Statements::new(NOW_MS, ""));
+static HOSTS: LazyLock<hosts::Statements> = LazyLock::new(|| hosts::Statements::new(NOW_MS));
 
 impl Dialect for Sqlite {
     /// With numbered placeholders binding got slower with the square of a
@@ -51,5 +53,9 @@ impl Dialect for Sqlite {
 
     fn lease_statements() -> &'static Statements {
         &LEASE
+    }
+
+    fn host_statements() -> &'static hosts::Statements {
+        &HOSTS
     }
 }

@@ -1,0 +1,193 @@
+//! `bangui.agent.v1.AgentService`, on the agent port (`--agent-listen`),
+//! outside the session gate: Enroll is authenticated by its token, Attach
+//! by the host credential in `authorization: Bearer …`.
+//!
+//! Attach reads the Hello (within [`HELLO_TIMEOUT`]) before it answers, so
+//! every refusal is the call's status; then a task keeps the stream: it
+//! refreshes the host's lease every heartbeat, ends the stream when the
+//! host is revoked or the agent falls silent, and releases the lease.
+
+use std::{pin::Pin, time::Duration};
+
+use bangui_proto::agent::v1::{
+    AttachRequest, AttachResponse, EnrollRequest, EnrollResponse, Welcome, agent_service_server::AgentService,
+    attach_request::Body as Inbound, attach_response::Body as Outbound,
+};
+use tokio::sync::mpsc;
+use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::instrument;
+
+use crate::hosts::{Announcement, HEARTBEAT, Hello, HostError, HostId, HostName, Hosts, LiveStream, name, version};
+
+/// How long an Attach may take to send its Hello.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// An agent silent this long (no heartbeat) is cut.
+pub const SILENCE: Duration = Duration::from_secs(5);
+
+/// The AgentService handlers.
+#[derive(Debug, Clone)]
+pub struct AgentApi {
+    hosts: Hosts,
+    /// Cancelled when the replica shuts down: every stream ends.
+    stopping: CancellationToken,
+}
+
+impl AgentApi {
+    pub fn new(hosts: Hosts, stopping: CancellationToken) -> Self {
+        Self { hosts, stopping }
+    }
+}
+
+/// The credential of `authorization: Bearer <credential>`.
+fn bearer<T>(request: &Request<T>) -> Result<String, Status> {
+    request
+        .metadata()
+        .get("authorization")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(|credential| credential.trim().to_owned())
+        .ok_or_else(|| Status::unauthenticated("Attach needs `authorization: Bearer <host credential>`"))
+}
+
+impl TryFrom<bangui_proto::agent::v1::Hello> for Hello {
+    type Error = Status;
+
+    fn try_from(hello: bangui_proto::agent::v1::Hello) -> Result<Self, Status> {
+        let host_id = HostId::parse("hello.host_id", &hello.host_id).map_err(super::invalid)?;
+        name::bounded("hello.agent_version", &hello.agent_version).map_err(super::invalid)?;
+        name::bounded("hello.instance", &hello.instance).map_err(super::invalid)?;
+        if hello.instance.is_empty() {
+            return Err(super::invalid(crate::error::InvalidArgument::new("hello.instance", "required")));
+        }
+        let announcement =
+            Announcement::parse(("hello.fail2ban_version", "hello.jails"), &hello.fail2ban_version, &hello.jails)
+                .map_err(super::invalid)?;
+        Ok(Self { host_id, agent_version: hello.agent_version, instance: hello.instance, announcement })
+    }
+}
+
+/// The first message, which must be a Hello, within [`HELLO_TIMEOUT`].
+async fn read_hello(inbound: &mut Streaming<AttachRequest>) -> Result<Hello, Status> {
+    let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
+        .await
+        .map_err(|_| Status::deadline_exceeded(format!("no Hello within {HELLO_TIMEOUT:?}")))??;
+    match first.and_then(|m| m.body) {
+        Some(Inbound::Hello(hello)) => hello.try_into(),
+        _ => Err(Status::invalid_argument("the first message of Attach must be a Hello")),
+    }
+}
+
+/// Keeps an attached stream until it ends; returns the status it ends
+/// with (`None`: the agent closed it).
+async fn keep(
+    live: &LiveStream,
+    mut inbound: Streaming<AttachRequest>,
+    stopping: &CancellationToken,
+) -> Option<Status> {
+    let mut ticks = tokio::time::interval(HEARTBEAT);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    let mut heard = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            () = live.cancelled() => return Some(live.why_cut().await.into()),
+            () = stopping.cancelled() => {
+                return Some(Status::unavailable("this replica is shutting down: attach to another"));
+            }
+            _ = ticks.tick() => {
+                if heard.elapsed() > SILENCE {
+                    return Some(Status::deadline_exceeded(format!("no heartbeat within {SILENCE:?}")));
+                }
+                if let Err(error) = live.refresh().await {
+                    return Some(error.into());
+                }
+            }
+            message = inbound.message() => match message {
+                Ok(Some(AttachRequest { body: Some(Inbound::Heartbeat(beat)) })) => {
+                    let said = Announcement::parse(
+                        ("heartbeat.fail2ban_version", "heartbeat.jails"),
+                        &beat.fail2ban_version,
+                        &beat.jails,
+                    );
+                    match said {
+                        Ok(said) => live.record(said),
+                        Err(invalid) => return Some(super::invalid(invalid)),
+                    }
+                    heard = tokio::time::Instant::now();
+                }
+                Ok(Some(_)) => return Some(Status::invalid_argument("after the Hello only Heartbeats are sent")),
+                Ok(None) | Err(_) => return None,
+            },
+        }
+    }
+}
+
+type AttachStream = Pin<Box<dyn Stream<Item = Result<AttachResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AgentService for AgentApi {
+    #[instrument(skip_all, fields(host_id = %request.get_ref().host_id))]
+    async fn enroll(&self, request: Request<EnrollRequest>) -> Result<Response<EnrollResponse>, Status> {
+        let request = request.into_inner();
+        let id = HostId::parse("host_id", &request.host_id).map_err(super::invalid)?;
+        let name = HostName::parse("host_name", &request.host_name).map_err(super::invalid)?;
+        let enrolled = self.hosts.enroll(&request.token, &id, &name).await?;
+        Ok(Response::new(EnrollResponse {
+            host_id: enrolled.host.id,
+            credential: enrolled.credential,
+            host_name: enrolled.host.name,
+        }))
+    }
+
+    type AttachStream = AttachStream;
+
+    #[instrument(skip_all)]
+    async fn attach(&self, request: Request<Streaming<AttachRequest>>) -> Result<Response<AttachStream>, Status> {
+        let permit = self.hosts.stream_permit()?;
+        let credential = bearer(&request)?;
+        let mut inbound = request.into_inner();
+        let hello = read_hello(&mut inbound).await?;
+        let live = self.hosts.attach(permit, &credential, hello).await?;
+        let (tx, rx) = mpsc::channel(2);
+        let welcome = Welcome {
+            host_name: live.host_name().to_owned(),
+            replica: self.hosts.replica().to_owned(),
+            control_version: version::CONTROL_VERSION.to_owned(),
+            heartbeat_seconds: u32::try_from(HEARTBEAT.as_secs()).unwrap_or(1),
+        };
+        // The channel is empty: this send cannot wait.
+        let _ = tx.send(Ok(AttachResponse { body: Some(Outbound::Welcome(welcome)) })).await;
+        let stopping = self.stopping.clone();
+        tokio::spawn(async move {
+            let ended = tokio::select! {
+                ended = keep(&live, inbound, &stopping) => ended,
+                // The agent went away: nobody reads the answer.
+                () = tx.closed() => None,
+            };
+            live.close().await;
+            if let Some(status) = ended {
+                let _ = tx.send(Err(status)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+impl From<HostError> for Status {
+    fn from(error: HostError) -> Self {
+        match error {
+            HostError::Invalid(e) => super::invalid(e),
+            e @ HostError::NotFound(_) => Status::not_found(e.to_string()),
+            e @ (HostError::NameTaken(_) | HostError::IdTaken(_) | HostError::AlreadyConnected(_)) => {
+                Status::already_exists(e.to_string())
+            }
+            e @ (HostError::TokenRefused | HostError::Unauthenticated(_)) => Status::unauthenticated(e.to_string()),
+            e @ HostError::Version { .. } => Status::failed_precondition(e.to_string()),
+            e @ HostError::TooManyStreams(_) => Status::resource_exhausted(e.to_string()),
+            e @ HostError::LeaseLost(_) => Status::aborted(e.to_string()),
+            HostError::Store(e) => super::store_unavailable(&e),
+        }
+    }
+}
