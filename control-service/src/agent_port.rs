@@ -22,6 +22,8 @@ use crate::api::agent::AgentApi;
 
 /// The largest message the agent port decodes.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Calls open at once on one connection of the agent port.
+const MAX_STREAMS_PER_CONNECTION: u32 = 4;
 /// A TLS handshake that does not finish within this frees its place.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -36,6 +38,9 @@ pub async fn serve(
     stopping: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut builder = Server::builder()
+        // One agent holds one stream (and enrolls once): a connection that
+        // opens many is not an agent.
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .http2_keepalive_interval(Some(limits.http2_keepalive_interval))
         .http2_keepalive_timeout(Some(limits.http2_keepalive_timeout));
     if let Some(tls) = tls {

@@ -26,17 +26,23 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// An agent silent this long (no heartbeat) is cut.
 pub const SILENCE: Duration = Duration::from_secs(5);
 
+/// Enroll calls handled at once; one more is RESOURCE_EXHAUSTED at once
+/// (anybody can call Enroll: a flood of wrong tokens must not queue up
+/// database work).
+pub const ENROLLS_AT_ONCE: usize = 8;
+
 /// The AgentService handlers.
 #[derive(Debug, Clone)]
 pub struct AgentApi {
     hosts: Hosts,
+    enrolls: std::sync::Arc<tokio::sync::Semaphore>,
     /// Cancelled when the replica shuts down: every stream ends.
     stopping: CancellationToken,
 }
 
 impl AgentApi {
     pub fn new(hosts: Hosts, stopping: CancellationToken) -> Self {
-        Self { hosts, stopping }
+        Self { hosts, enrolls: std::sync::Arc::new(tokio::sync::Semaphore::new(ENROLLS_AT_ONCE)), stopping }
     }
 }
 
@@ -130,6 +136,9 @@ type AttachStream = Pin<Box<dyn Stream<Item = Result<AttachResponse, Status>> + 
 impl AgentService for AgentApi {
     #[instrument(skip_all, fields(host_id = %request.get_ref().host_id))]
     async fn enroll(&self, request: Request<EnrollRequest>) -> Result<Response<EnrollResponse>, Status> {
+        let _turn = self.enrolls.try_acquire().map_err(|_| {
+            Status::resource_exhausted(format!("more than {ENROLLS_AT_ONCE} enrollments at once: try again"))
+        })?;
         let request = request.into_inner();
         let id = HostId::parse("host_id", &request.host_id).map_err(super::invalid)?;
         let name = HostName::parse("host_name", &request.host_name).map_err(super::invalid)?;
