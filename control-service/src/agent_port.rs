@@ -1,7 +1,9 @@
 //! The agent port (`--agent-listen`): `bangui.agent.v1.AgentService` alone,
 //! outside the session gate, with the gRPC port's TLS settings, its own
-//! connection cap and a small decode limit (an agent's largest message, a
-//! Hello with 1 000 jail names, is far below [`MAX_MESSAGE_BYTES`]).
+//! connection cap, its own in-flight cap on calls being answered (Enroll,
+//! an Attach before its Welcome; `--grpc-max-in-flight` places), and a
+//! small decode limit: [`MAX_MESSAGE_BYTES`] holds an agent's largest
+//! message, a Hello with 1 000 jail names of 100 characters.
 //!
 //! Agent streams live for hours, so the port's shutdown does not wait for
 //! them: `stopping` ends every stream (UNAVAILABLE: the agent attaches to
@@ -11,7 +13,7 @@ use std::time::Duration;
 
 use bangui_proto::agent::v1::agent_service_server::AgentServiceServer;
 use bangui_runtime::{
-    grpc::{ServeLimits, incoming},
+    grpc::{InFlightLimitLayer, ServeLimits, incoming},
     limits::LimitedIncoming,
 };
 use tokio::net::TcpListener;
@@ -21,7 +23,7 @@ use tonic::transport::{Server, ServerTlsConfig};
 use crate::api::agent::AgentApi;
 
 /// The largest message the agent port decodes.
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+pub const MAX_MESSAGE_BYTES: usize = 128 * 1024;
 /// Calls open at once on one connection of the agent port.
 const MAX_STREAMS_PER_CONNECTION: u32 = 4;
 /// A TLS handshake that does not finish within this frees its place.
@@ -49,10 +51,13 @@ pub async fn serve(
     let service = AgentServiceServer::new(api)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let server = builder.add_service(service).serve_with_incoming_shutdown(
-        LimitedIncoming::new(incoming(listener), limits.max_connections, "agent"),
-        stopping.clone().cancelled_owned(),
-    );
+    let server = builder
+        .layer(InFlightLimitLayer::named(limits.max_in_flight, "agent calls in flight"))
+        .add_service(service)
+        .serve_with_incoming_shutdown(
+            LimitedIncoming::new(incoming(listener), limits.max_connections, "agent"),
+            stopping.clone().cancelled_owned(),
+        );
     tokio::select! {
         served = server => served.map_err(anyhow::Error::from),
         () = async {

@@ -202,7 +202,8 @@ impl Application {
         tracing::info!(replica = %elector_settings.replica, ttl = ?elector_settings.ttl, "replica identity");
         let lease_retry = elector_settings.retry;
         let replica = elector_settings.replica.clone();
-        let hosts = Hosts::new(stores.hosts.clone(), &replica, config.agent_max_streams as usize);
+        let hosts = Hosts::new(stores.hosts.clone(), &replica, config.agent_max_streams as usize)
+            .with_gauge(metrics.agent_streams());
         let (elector, leadership) = Elector::new(stores.lease.clone(), elector_settings, metrics.clone());
         let fetcher = Fetcher::new(config.fetch_settings()).stage(Stage::Clients)?;
         let blocklists = Blocklists::new(BlocklistDeps {

@@ -22,6 +22,8 @@ pub const DEPENDENCY_UP: &str = "control_dependency_up";
 /// `control_jail_actions_total{action,outcome}`: changes made to fail2ban through this service.
 pub const JAIL_ACTIONS: &str = "control_jail_actions";
 
+/// `control_agent_streams`: agent streams (Attach) open on this replica.
+pub const AGENT_STREAMS: &str = "control_agent_streams";
 /// `control_is_leader`: 1 while this replica leads.
 pub const IS_LEADER: &str = "control_is_leader";
 /// `control_leader_term`: the term this replica leads with (0 when following).
@@ -99,6 +101,7 @@ struct Inner {
     actions: Family<ActionLabels, Counter>,
     is_leader: Gauge,
     term: Gauge,
+    agent_streams: Gauge,
     renew_failures: Counter,
     job_runs: Family<JobLabels, Counter>,
     job_durations: Family<JobOnly, Histogram>,
@@ -155,6 +158,8 @@ impl Metrics {
         registry.register(IS_LEADER, "1 while this replica leads", is_leader.clone());
         let term = Gauge::default();
         registry.register(LEADER_TERM, "The term this replica leads with (0 when following)", term.clone());
+        let agent_streams = Gauge::default();
+        registry.register(AGENT_STREAMS, "Agent streams (Attach) open on this replica", agent_streams.clone());
         let renew_failures = Counter::default();
         registry.register(LEASE_RENEW_FAILURES, "Lease acquire/renew attempts that failed", renew_failures.clone());
         let job_runs = Family::<JobLabels, Counter>::default();
@@ -186,6 +191,7 @@ impl Metrics {
                 actions,
                 is_leader,
                 term,
+                agent_streams,
                 renew_failures,
                 job_runs,
                 job_durations,
@@ -194,6 +200,11 @@ impl Metrics {
                 unreadable_rows,
             }),
         }
+    }
+
+    /// The gauge of open agent streams (the hosts domain moves it).
+    pub fn agent_streams(&self) -> Gauge {
+        self.inner.agent_streams.clone()
     }
 
     pub fn set_dependency_up(&self, dependency: &'static str, up: bool) {

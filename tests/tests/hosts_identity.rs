@@ -367,3 +367,82 @@ async fn one_stream_per_host_across_replicas() {
     assert!(cut_after <= Duration::from_millis(1200), "the stream ended {cut_after:?} after RevokeHost");
     assert_eq!(code(attach(addr_two, &credential, hello(HOST_A, "i1", &[])).await).0, Code::Unauthenticated);
 }
+
+/// What an agent sends is bounded before anything is written: jail lists,
+/// jail names, the message size, the wait for a Hello.
+#[tokio::test]
+async fn agent_input_is_bounded() {
+    let control = ControlService::start(&[]);
+    let agent_addr = control.agent_addr().unwrap();
+    let mut hosts = HostServiceClient::new(control.authed().await);
+    let request = CreateEnrollmentTokenRequest { ttl_seconds: 60, note: String::new() };
+    let token = hosts.create_enrollment_token(request).await.unwrap().into_inner().token;
+    let request = EnrollRequest { token, host_id: HOST_A.into(), host_name: "bounded".into() };
+    let credential = agent_client(agent_addr).await.enroll(request).await.unwrap().into_inner().credential;
+    let names = |n: usize| -> Vec<String> { (0..n).map(|i| format!("{i:0>100}")).collect() };
+    let with_jails = |jails: Vec<String>| Hello { jails, ..hello(HOST_A, "i1", &[]) };
+
+    // 1 001 jails: INVALID_ARGUMENT naming the field, nothing written.
+    let (code_, message) = code(attach(agent_addr, &credential, with_jails(names(1001))).await);
+    assert_eq!(code_, Code::InvalidArgument);
+    assert!(message.contains("hello.jails"), "{message}");
+    // Twice the largest legitimate Hello is refused by its size, unread.
+    let (code_, message) = code(attach(agent_addr, &credential, with_jails(names(2000))).await);
+    assert!(matches!(code_, Code::OutOfRange | Code::ResourceExhausted), "{code_:?} {message}");
+    let shown = host(&mut hosts, HOST_A).await;
+    assert!(shown.jails.is_empty() && shown.last_seen.is_none() && !shown.connected, "{shown:?}");
+    // The largest legitimate Hello (1 000 names of 100 characters) fits.
+    let agent = attach(agent_addr, &credential, with_jails(names(1000))).await.unwrap();
+    assert_eq!(host(&mut hosts, HOST_A).await.jails.len(), 1000);
+    assert_eq!(control.metric("control_agent_streams").await, Some(1.0));
+    drop(agent);
+
+    // An Attach that never says Hello is ended after 10 s.
+    let (_tx, rx) = mpsc::channel::<AttachRequest>(1);
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    request.metadata_mut().insert("authorization", format!("Bearer {credential}").parse().unwrap());
+    let started = Instant::now();
+    let silent = agent_client(agent_addr).await.attach(request).await;
+    let waited = started.elapsed();
+    assert_eq!(code(silent).0, Code::DeadlineExceeded);
+    assert!(waited >= Duration::from_secs(9) && waited < Duration::from_secs(15), "{waited:?}");
+    assert_eq!(control.metric("control_agent_streams").await, Some(0.0));
+}
+
+/// The agent port takes the gRPC port's TLS settings: with `--tls-cert` and
+/// `--tls-client-ca` an agent needs TLS and a client certificate.
+#[tokio::test]
+async fn the_agent_port_speaks_the_grpc_ports_tls() {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let pki = bangui_e2e::tls::Pki::new();
+    let (cert, key, ca) = (pki.arg("server.pem"), pki.arg("server.key"), pki.arg("ca.pem"));
+    let control = ControlService::start(&["--tls-cert", &cert, "--tls-key", &key, "--tls-client-ca", &ca]);
+    let port = control.agent_addr().unwrap().port();
+    let enroll = |channel| async move {
+        let request = EnrollRequest { token: "no-such-token".into(), host_id: HOST_A.into(), host_name: "tls".into() };
+        AgentServiceClient::new(channel).enroll(request).await
+    };
+    let tls = |client: bool| {
+        let mut tls =
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pki.read("ca.pem"))).domain_name("localhost");
+        if client {
+            tls = tls.identity(Identity::from_pem(pki.read("client.pem"), pki.read("client.key")));
+        }
+        Endpoint::from_shared(format!("https://127.0.0.1:{port}")).unwrap().tls_config(tls).unwrap()
+    };
+    // Through mTLS the service answers (the token is refused on its merits).
+    let channel = tls(true).connect().await.unwrap();
+    assert_eq!(code(enroll(channel).await).0, Code::Unauthenticated);
+    // Without a client certificate, or in plaintext, no call gets through.
+    // (A failed handshake shows up at connect or at the first call,
+    // depending on the TLS version; never as the service's answer.)
+    if let Ok(channel) = tls(false).connect().await {
+        let (code_, message) = code(enroll(channel).await);
+        assert!(matches!(code_, Code::Unknown | Code::Unavailable), "{code_:?} {message}");
+    }
+    let plain = Endpoint::from_shared(format!("http://127.0.0.1:{port}")).unwrap().connect().await;
+    if let Ok(channel) = plain {
+        let (code_, message) = code(enroll(channel).await);
+        assert!(matches!(code_, Code::Unknown | Code::Unavailable | Code::Internal), "{code_:?} {message}");
+    }
+}

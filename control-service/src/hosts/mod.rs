@@ -22,6 +22,7 @@ pub mod version;
 
 use std::{sync::Arc, time::Duration};
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Semaphore;
 
 pub use self::{
@@ -133,6 +134,8 @@ pub struct Hosts {
     /// One permit per open agent stream (`--agent-max-streams`).
     streams: Arc<Semaphore>,
     max_streams: usize,
+    /// `control_agent_streams`.
+    open_streams: Gauge,
 }
 
 impl Hosts {
@@ -143,7 +146,14 @@ impl Hosts {
             replica: replica.into(),
             streams: Arc::new(Semaphore::new(max_streams)),
             max_streams,
+            open_streams: Gauge::default(),
         }
+    }
+
+    /// Counts open streams in `gauge` (`control_agent_streams`).
+    pub fn with_gauge(mut self, gauge: Gauge) -> Self {
+        self.open_streams = gauge;
+        self
     }
 
     /// This replica's name, as streams record it.

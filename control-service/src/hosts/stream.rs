@@ -82,6 +82,7 @@ impl Hosts {
             Ok(None) | Err(_) => String::new(),
         };
         tracing::info!(host = %hello.host_id.as_str(), name = %host_name, instance = %hello.instance, "agent attached");
+        self.open_streams.inc();
         Ok(LiveStream {
             hosts: self.clone(),
             host: hello.host_id,
@@ -136,6 +137,7 @@ impl LiveStream {
 
     /// Ends the stream: releases the lease if it still holds it.
     pub async fn close(self) {
+        self.hosts.open_streams.dec();
         self.hosts.registry.remove(self.host.as_str(), &self.stream_id);
         if let Err(error) = self.hosts.store.release_stream(self.host.as_str(), &self.stream_id).await {
             // The lease goes stale by itself.
