@@ -17,7 +17,7 @@ use bangui_proto::agent::v1::{
     AttachRequest, AttachResponse, Heartbeat, Hello, Welcome, agent_service_client::AgentServiceClient, attach_request,
     attach_response,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Status, metadata::MetadataValue};
@@ -28,6 +28,12 @@ use crate::{Config, backoff::Backoff, connect, identity::Identity, metrics::Metr
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
 /// Heartbeat cadence when the control plane names none.
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
+/// How often fail2ban is asked for its version and jails. Heartbeats carry
+/// the last answer: a fail2ban that hangs never delays a heartbeat (the
+/// control plane cuts an agent silent for a few seconds).
+const STATE_REFRESH: Duration = Duration::from_secs(10);
+/// How long the first Hello waits for fail2ban's first answer.
+const FIRST_STATE_WAIT: Duration = Duration::from_secs(3);
 
 /// Why the agent stopped holding its stream.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +61,30 @@ impl Fail2banState {
         jails.sort();
         Self { version, jails }
     }
+
+    /// Reads fail2ban every [`STATE_REFRESH`] into a watch until `stop`.
+    fn watch(fail2ban: Fail2ban, stop: CancellationToken) -> watch::Receiver<Option<Self>> {
+        let (sender, receiver) = watch::channel(None);
+        tokio::spawn(async move {
+            loop {
+                let state = tokio::select! {
+                    () = stop.cancelled() => return,
+                    state = Self::read(&fail2ban) => state,
+                };
+                sender.send_replace(Some(state));
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(STATE_REFRESH) => {}
+                }
+            }
+        });
+        receiver
+    }
+}
+
+/// The last state read (empty before the first answer).
+fn current(state: &watch::Receiver<Option<Fail2banState>>) -> Fail2banState {
+    state.borrow().clone().unwrap_or_default()
 }
 
 /// Holds the stream until `stop`; `Err` only when retrying cannot help.
@@ -66,11 +96,14 @@ pub async fn run(
     stop: CancellationToken,
 ) -> Result<(), SessionEnd> {
     let instance = uuid::Uuid::new_v4().to_string();
+    let mut state = Fail2banState::watch(fail2ban.clone(), stop.child_token());
+    // The first Hello names fail2ban's jails when it answers soon.
+    let _ = tokio::time::timeout(FIRST_STATE_WAIT, state.wait_for(Option::is_some)).await;
     let mut backoff = Backoff::new(config.reconnect_max);
     let mut endpoints = config.control_endpoint.iter().cycle();
     loop {
         let Some(endpoint) = endpoints.next() else { return Ok(()) };
-        let attempt = attach(config, endpoint, identity, &instance, fail2ban, metrics, &stop);
+        let attempt = attach(config, endpoint, identity, &instance, &state, metrics, &stop);
         let outcome = attempt.await;
         metrics.set_connected(false);
         match outcome {
@@ -116,7 +149,7 @@ async fn attach(
     endpoint: &str,
     identity: &Identity,
     instance: &str,
-    fail2ban: &Fail2ban,
+    state: &watch::Receiver<Option<Fail2banState>>,
     metrics: &Metrics,
     stop: &CancellationToken,
 ) -> Result<Attached, Status> {
@@ -125,13 +158,13 @@ async fn attach(
         .map_err(|e| Status::unavailable(format!("cannot reach {endpoint}: {e:#}")))?;
     let mut client = AgentServiceClient::new(channel).max_decoding_message_size(connect::MAX_MESSAGE_BYTES);
     let (sender, receiver) = mpsc::channel::<AttachRequest>(8);
-    let state = Fail2banState::read(fail2ban).await;
+    let said = current(state);
     let hello = Hello {
         host_id: identity.host_id.clone(),
         agent_version: crate::VERSION.to_owned(),
         instance: instance.to_owned(),
-        fail2ban_version: state.version.clone(),
-        jails: state.jails.clone(),
+        fail2ban_version: said.version,
+        jails: said.jails,
     };
     send(&sender, attach_request::Body::Hello(hello)).await?;
     let mut request = Request::new(ReceiverStream::new(receiver));
@@ -158,8 +191,8 @@ async fn attach(
         tokio::select! {
             () = stop.cancelled() => return Ok(Attached::Stopped),
             _ = beat.tick() => {
-                let state = Fail2banState::read(fail2ban).await;
-                let heartbeat = Heartbeat { fail2ban_version: state.version, jails: state.jails };
+                let said = current(state);
+                let heartbeat = Heartbeat { fail2ban_version: said.version, jails: said.jails };
                 if send(&sender, attach_request::Body::Heartbeat(heartbeat)).await.is_err() {
                     return Ok(Attached::Ended { after_welcome: true });
                 }

@@ -178,6 +178,13 @@ impl Fail2banServer {
         self.dir.path().join("run/f2b.sock")
     }
 
+    /// Sends `signal` (e.g. `-STOP`, `-CONT`) to the server process.
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("fail2ban-server runs");
+        let status = Command::new("kill").args([signal, &child.id().to_string()]).status().expect("kill");
+        assert!(status.success(), "kill {signal}");
+    }
+
     pub fn socket_str(&self) -> String {
         self.socket().display().to_string()
     }

@@ -1,7 +1,8 @@
 //! The real `fail2ban-agent` against the real control-service (issue 21):
 //! it enrolls with a one-time token, attaches, and the host is listed with
 //! what its fail2ban-server says; a restarted agent is the same host; a
-//! revoked one is cut and exits; and when the replica holding its stream
+//! fail2ban that hangs does not cut the stream; a revoked agent is cut and
+//! exits; and when the replica holding its stream
 //! gets SIGTERM, the agent is on the other replica within 2 s.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -86,6 +87,30 @@ async fn an_agent_enrolls_attaches_and_stays_the_same_host_across_restarts() {
         hosts(&control).await.first().is_some_and(|h| h.connected)
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_fail2ban_does_not_cut_the_hosts_stream() {
+    let f2b = Fail2banServer::start();
+    let control = ControlService::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_file(&control, dir.path()).await;
+    let agent = AgentProcess::start(
+        &agent_endpoint(&control),
+        &dir.path().join("state"),
+        &f2b.socket(),
+        &["--enroll-token-file", token.to_str().unwrap()],
+    );
+    agent.wait_attached(1).await;
+    // fail2ban stops answering (its socket still accepts) for longer than
+    // the control plane lets an agent stay silent (5 s).
+    f2b.signal("-STOP");
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let host = hosts(&control).await.remove(0);
+    f2b.signal("-CONT");
+    assert!(host.connected, "{host:?}");
+    assert_eq!(agent.count("attached to the control plane"), 1, "the stream was cut: {:?}", agent.logs());
+    assert_eq!(agent.count("stream to the control plane ended"), 0, "{:?}", agent.logs());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
