@@ -52,6 +52,15 @@ pub struct Config {
     #[arg(long, env = "FAIL2BAN_AGENT_TLS_DOMAIN")]
     pub tls_domain: Option<String>,
 
+    /// mTLS: the agent's client certificate (PEM), for a control plane
+    /// that asks for one (`--tls-client-ca` there).
+    #[arg(long, env = "FAIL2BAN_AGENT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of `--tls-cert`.
+    #[arg(long, env = "FAIL2BAN_AGENT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Deadline for reaching an endpoint (TCP and TLS).
     #[arg(long, env = "FAIL2BAN_AGENT_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,

@@ -1,7 +1,7 @@
 //! Reaching one control-plane endpoint: TCP (no delay), TLS when the
 //! endpoint is `https://`, with the connect deadline.
 
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::Config;
 
@@ -20,6 +20,11 @@ pub async fn channel(config: &Config, endpoint: &str) -> anyhow::Result<Channel>
         if let Some(ca) = &config.tls_ca {
             let pem = tokio::fs::read(ca).await.map_err(|e| anyhow::anyhow!("--tls-ca {}: {e}", ca.display()))?;
             tls = tls.ca_certificate(Certificate::from_pem(pem));
+        }
+        if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+            let read =
+                |path: &std::path::PathBuf| std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()));
+            tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
         }
         if let Some(domain) = &config.tls_domain {
             tls = tls.domain_name(domain.clone());

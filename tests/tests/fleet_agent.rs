@@ -170,3 +170,72 @@ async fn an_agent_is_on_the_other_replica_within_two_seconds_of_a_drain() {
     })
     .await;
 }
+
+/// Under the control-service's mTLS (`--tls-cert`, `--tls-client-ca`) the
+/// agent attaches with `--tls-ca` and its client certificate; without the
+/// certificate it never gets a call through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_attaches_over_mtls() {
+    use bangui_e2e::{Bearer, tls::Pki};
+    use bangui_proto::control::v1::{LoginRequest, SetupRequest, auth_service_client::AuthServiceClient};
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+    let f2b = Fail2banServer::start();
+    let pki = Pki::new();
+    let control = ControlService::start(&[
+        "--tls-cert",
+        &pki.arg("server.pem"),
+        "--tls-key",
+        &pki.arg("server.key"),
+        "--tls-client-ca",
+        &pki.arg("ca.pem"),
+    ]);
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(pki.read("ca.pem")))
+        .domain_name("localhost")
+        .identity(Identity::from_pem(pki.read("client.pem"), pki.read("client.key")));
+    let channel = Endpoint::from_shared(format!("https://127.0.0.1:{}", control.grpc_addr.port()))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut auth = AuthServiceClient::new(channel.clone());
+    let password = "a long enough password".to_owned();
+    auth.setup(SetupRequest { password: password.clone(), setup_token: control.setup_token() }).await.unwrap();
+    let session = auth.login(LoginRequest { password }).await.unwrap().into_inner().token;
+    let bearer = Bearer(format!("Bearer {session}").parse().unwrap());
+    let mut hosts = HostServiceClient::with_interceptor(channel, bearer);
+    let token = hosts
+        .create_enrollment_token(pb::CreateEnrollmentTokenRequest { ttl_seconds: 600, note: String::new() })
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("enroll-token"), token).unwrap();
+    let token_file = dir.path().join("enroll-token").display().to_string();
+    let endpoint = format!("https://localhost:{}", control.agent_addr().unwrap().port());
+    let (ca, cert, key) = (pki.arg("ca.pem"), pki.arg("client.pem"), pki.arg("client.key"));
+
+    // No client certificate: the handshake fails, nothing is enrolled.
+    let mut bare = AgentProcess::start(
+        &endpoint,
+        &dir.path().join("bare"),
+        &f2b.socket(),
+        &["--enroll-token-file", &token_file, "--tls-ca", &ca],
+    );
+    assert_eq!(bare.wait_exit(Duration::from_secs(20)).await.code(), Some(1), "{:?}", bare.logs());
+    assert!(hosts.list_hosts(pb::ListHostsRequest {}).await.unwrap().into_inner().hosts.is_empty());
+
+    let agent = AgentProcess::start(
+        &endpoint,
+        &dir.path().join("state"),
+        &f2b.socket(),
+        &["--enroll-token-file", &token_file, "--tls-ca", &ca, "--tls-cert", &cert, "--tls-key", &key],
+    );
+    agent.wait_attached(1).await;
+    let listed = hosts.list_hosts(pb::ListHostsRequest {}).await.unwrap().into_inner().hosts;
+    assert!(listed.len() == 1 && listed[0].connected, "{listed:?}");
+}
