@@ -148,6 +148,19 @@ async fn enroll_attach_revoke() {
     let b = agents.enroll(enroll(&second_token, HOST_B, "web-1")).await.unwrap().into_inner();
     assert_eq!(b.host_name, "web-1-2");
 
+    // HostService input is checked the same way.
+    let too_long = CreateEnrollmentTokenRequest { ttl_seconds: 8 * 24 * 3600, note: String::new() };
+    let (code_, message) = code(hosts.create_enrollment_token(too_long).await);
+    assert_eq!(code_, Code::InvalidArgument);
+    assert!(message.contains("ttl_seconds"), "{message}");
+    let chatty = CreateEnrollmentTokenRequest { ttl_seconds: 60, note: "n".repeat(201) };
+    let (code_, message) = code(hosts.create_enrollment_token(chatty).await);
+    assert_eq!(code_, Code::InvalidArgument);
+    assert!(message.contains("note"), "{message}");
+    let (code_, message) = code(hosts.get_host(GetHostRequest { id: "../etc".into() }).await);
+    assert_eq!(code_, Code::InvalidArgument);
+    assert!(message.contains("id"), "{message}");
+
     // An expired token is refused.
     let short = token(1).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
