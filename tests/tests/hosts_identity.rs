@@ -322,15 +322,23 @@ async fn agent_streams_have_their_own_cap() {
     // A stream that ends gives its place back.
     drop(first);
     let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
+    let mut second = loop {
         match attach(agent_addr, &credentials[1], hello(HOST_B, "i2", &[])).await {
-            Ok(_) => break,
+            Ok(agent) => break agent,
             Err(status) if status.code() == Code::ResourceExhausted && Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(status) => panic!("{status:?}"),
         }
-    }
+    };
+    // SIGTERM: open streams end at once (UNAVAILABLE: attach elsewhere),
+    // so they do not hold the drain for its whole grace period.
+    let started = Instant::now();
+    let (status, ended) = tokio::join!(control.shutdown(), second.responses.message());
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "shutdown took {:?}", started.elapsed());
+    let (code_, message) = code(ended);
+    assert_eq!(code_, Code::Unavailable, "{message}");
 }
 
 /// Two replicas on one PostgreSQL: the lease in the host's row makes one
