@@ -148,6 +148,19 @@ async fn enroll_attach_revoke() {
     let b = agents.enroll(enroll(&second_token, HOST_B, "web-1")).await.unwrap().into_inner();
     assert_eq!(b.host_name, "web-1-2");
 
+    // HostService input is checked the same way.
+    let too_long = CreateEnrollmentTokenRequest { ttl_seconds: 8 * 24 * 3600, note: String::new() };
+    let (code_, message) = code(hosts.create_enrollment_token(too_long).await);
+    assert_eq!(code_, Code::InvalidArgument);
+    assert!(message.contains("ttl_seconds"), "{message}");
+    let chatty = CreateEnrollmentTokenRequest { ttl_seconds: 60, note: "n".repeat(201) };
+    let (code_, message) = code(hosts.create_enrollment_token(chatty).await);
+    assert_eq!(code_, Code::InvalidArgument);
+    assert!(message.contains("note"), "{message}");
+    let (code_, message) = code(hosts.get_host(GetHostRequest { id: "../etc".into() }).await);
+    assert_eq!(code_, Code::InvalidArgument);
+    assert!(message.contains("id"), "{message}");
+
     // An expired token is refused.
     let short = token(1).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -309,15 +322,23 @@ async fn agent_streams_have_their_own_cap() {
     // A stream that ends gives its place back.
     drop(first);
     let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
+    let mut second = loop {
         match attach(agent_addr, &credentials[1], hello(HOST_B, "i2", &[])).await {
-            Ok(_) => break,
+            Ok(agent) => break agent,
             Err(status) if status.code() == Code::ResourceExhausted && Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(status) => panic!("{status:?}"),
         }
-    }
+    };
+    // SIGTERM: open streams end at once (UNAVAILABLE: attach elsewhere),
+    // so they do not hold the drain for its whole grace period.
+    let started = Instant::now();
+    let (status, ended) = tokio::join!(control.shutdown(), second.responses.message());
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "shutdown took {:?}", started.elapsed());
+    let (code_, message) = code(ended);
+    assert_eq!(code_, Code::Unavailable, "{message}");
 }
 
 /// Two replicas on one PostgreSQL: the lease in the host's row makes one

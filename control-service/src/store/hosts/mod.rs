@@ -125,7 +125,10 @@ pub trait HostStore: Send + Sync + std::fmt::Debug {
 const HOST_COLUMNS: &str = "id, name, enrolled_at, last_seen, agent_version, fail2ban_version, jails, revoked_at, \
                             stream_holder, stream_seen_at";
 
-/// Statements judged by the database's clock, with a `{now}` hole.
+// The statements. `{now}` is the database's clock (see `Statements`),
+// `{columns}` a host row's columns.
+
+/// Stores token hash $1, valid for $2 ms.
 const INSERT_TOKEN: &str = "INSERT INTO enrollment_tokens (token_hash, created_at, expires_at) VALUES ($1, {now}, {now} + $2) RETURNING expires_at";
 /// Uses token $1 for host $2: the one statement that decides.
 const USE_TOKEN: &str = "UPDATE enrollment_tokens SET used_at = {now}, used_by = $2 \
