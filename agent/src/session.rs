@@ -104,7 +104,11 @@ pub async fn run(
     loop {
         let Some(endpoint) = endpoints.next() else { return Ok(()) };
         let attempt = attach(config, endpoint, identity, &instance, &state, metrics, &stop);
-        let outcome = attempt.await;
+        // SIGTERM while connecting or waiting for Welcome ends at once.
+        let outcome = tokio::select! {
+            () = stop.cancelled() => Ok(Attached::Stopped),
+            outcome = attempt => outcome,
+        };
         metrics.set_connected(false);
         match outcome {
             Ok(Attached::Stopped) => return Ok(()),

@@ -46,3 +46,34 @@ fn a_damaged_identity_is_an_error_not_a_new_host() {
     // Nothing was enrolled in its place.
     assert!(!dir.path().join("host-id").exists());
 }
+
+#[test]
+fn sigterm_while_connecting_ends_the_agent_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let identity = r#"{"host_id": "0f8fad5b-d9cb-469f-a165-70867728950e", "host_name": "h", "credential": "c"}"#;
+    std::fs::write(dir.path().join("identity.json"), identity).unwrap();
+    // Accepts and never answers: the agent waits in its connect/HTTP/2 handshake.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fail2ban-agent"))
+        .arg("--state-dir")
+        .arg(dir.path())
+        .args(["--metrics-listen", "127.0.0.1:0", "--control-endpoint", &endpoint, "--connect-timeout", "30s"])
+        .args(["--fail2ban-socket", "/nonexistent/fail2ban.sock"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _held = silent.accept().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let asked = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(asked.elapsed() < std::time::Duration::from_secs(3), "still running 3 s after SIGTERM");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+}
