@@ -467,3 +467,46 @@ async fn the_agent_port_speaks_the_grpc_ports_tls() {
         assert!(matches!(code_, Code::Unknown | Code::Unavailable | Code::Internal), "{code_:?} {message}");
     }
 }
+
+/// One connection of the agent port carries at most 4 calls: a fifth waits
+/// for a place (an agent needs one stream; a connection opening hundreds
+/// is not an agent), while the same call on a new connection is answered
+/// at once.
+#[tokio::test]
+async fn one_agent_connection_carries_four_calls() {
+    let control = ControlService::start(&[]);
+    let addr = control.agent_addr().unwrap();
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    // Four Attach calls that never send their Hello hold their places
+    // (the service waits up to 10 s for it).
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let (tx, rx) = mpsc::channel::<AttachRequest>(1);
+        let mut client = AgentServiceClient::new(channel.clone());
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        request.metadata_mut().insert("authorization", "Bearer held".parse().unwrap());
+        held.push((tx, tokio::spawn(async move { client.attach(request).await.map(|_| ()) })));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A fifth on the same connection: a Hello with a wrong credential,
+    // which the service refuses at once, if it ever reaches it.
+    let refused_at_once = |channel: tonic::transport::Channel| async move {
+        let (tx, rx) = mpsc::channel(1);
+        tx.send(AttachRequest { body: Some(Inbound::Hello(hello(HOST_A, "i", &[]))) }).await.unwrap();
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        request.metadata_mut().insert("authorization", "Bearer wrong".parse().unwrap());
+        request.set_timeout(Duration::from_secs(1));
+        let answer = AgentServiceClient::new(channel).attach(request).await;
+        drop(tx);
+        answer.map(|_| ()).unwrap_err().code()
+    };
+    // The client's own deadline ends it (CANCELLED "Timeout expired"): it
+    // never left the client's queue for a place on the connection.
+    assert_eq!(refused_at_once(channel.clone()).await, Code::Cancelled, "a fifth call got through");
+    let fresh = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    assert_eq!(refused_at_once(fresh).await, Code::Unauthenticated);
+    for (tx, task) in held {
+        drop(tx);
+        task.abort();
+    }
+}
