@@ -28,8 +28,9 @@ USER 65532:65532
 ENV MALLOC_ARENA_MAX=1 \
     CONTROL_LISTEN=0.0.0.0:50052 \
     CONTROL_METRICS_LISTEN=0.0.0.0:9465 \
+    CONTROL_AGENT_LISTEN=0.0.0.0:50053 \
     CONTROL_LOG_FORMAT=json \
     CONTROL_DATABASE_URL=sqlite:///var/lib/control-service/control.db \
     CONTROL_FAIL2BAN_SOCKET=/var/run/fail2ban/fail2ban.sock
-EXPOSE 50052 9465
+EXPOSE 50052 50053 9465
 ENTRYPOINT ["/usr/local/bin/control-service"]
