@@ -3,7 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use bangui_fail2ban::{CommandObserver, Fail2banError};
+use bangui_fail2ban::{CommandObserver, Fail2banError, command_label};
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -27,13 +27,13 @@ struct OutcomeLabels {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct CommandLabels {
-    command: String,
+    command: &'static str,
     outcome: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct CommandOnly {
-    command: String,
+    command: &'static str,
 }
 
 /// The agent's metrics and their registry.
@@ -94,14 +94,9 @@ impl Metrics {
 
 impl CommandObserver for Metrics {
     fn command(&self, command: &str, error: Option<&Fail2banError>, took: Duration) {
-        // Only fail2ban's own command words become labels.
-        let command = if command.len() <= 16 && command.bytes().all(|b| b.is_ascii_lowercase()) {
-            command.to_owned()
-        } else {
-            "other".to_owned()
-        };
+        let command = command_label(command);
         let outcome = error.map_or("ok", Fail2banError::kind);
-        self.inner.commands.get_or_create(&CommandLabels { command: command.clone(), outcome }).inc();
+        self.inner.commands.get_or_create(&CommandLabels { command, outcome }).inc();
         self.inner.durations.get_or_create(&CommandOnly { command }).observe(took.as_secs_f64());
     }
 }

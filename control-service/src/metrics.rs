@@ -11,7 +11,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use bangui_fail2ban::{CommandObserver, Fail2banError};
+use bangui_fail2ban::{CommandObserver, Fail2banError, command_label};
 
 /// `control_fail2ban_commands_total{command,outcome}`: commands sent to fail2ban's socket.
 pub const FAIL2BAN_COMMANDS: &str = "control_fail2ban_commands";
@@ -119,21 +119,6 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-/// The command word as a bounded label value.
-fn command_label(command: &str) -> &'static str {
-    match command {
-        "ping" => "ping",
-        "version" => "version",
-        "status" => "status",
-        "get" => "get",
-        "set" => "set",
-        "stop" => "stop",
-        "unban" => "unban",
-        "banned" => "banned",
-        _ => "other",
     }
 }
 

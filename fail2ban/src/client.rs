@@ -36,6 +36,22 @@ pub trait CommandObserver: std::fmt::Debug + Send + Sync {
     fn command(&self, command: &str, error: Option<&Fail2banError>, took: Duration);
 }
 
+/// A command's first word as a metrics label: fail2ban's own words, every
+/// other one `other` (labels stay a small, fixed set whatever is sent).
+pub fn command_label(command: &str) -> &'static str {
+    match command {
+        "ping" => "ping",
+        "version" => "version",
+        "status" => "status",
+        "get" => "get",
+        "set" => "set",
+        "stop" => "stop",
+        "unban" => "unban",
+        "banned" => "banned",
+        _ => "other",
+    }
+}
+
 /// Observes nothing.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Unobserved;

@@ -24,7 +24,7 @@ pub mod validate;
 
 pub use self::{
     banlist::JailBans,
-    client::{CommandObserver, SocketClient, SocketSettings, Unobserved},
+    client::{CommandObserver, SocketClient, SocketSettings, Unobserved, command_label},
     codec::PyValue,
     error::Fail2banError,
     server::{BAN_LIST_TIMEOUT, BULK_TIMEOUT, Fail2ban},
