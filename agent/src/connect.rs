@@ -8,6 +8,12 @@ use crate::Config;
 /// The largest message the agent reads from the control plane.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
+/// A PEM file, read at every connect: a renewed certificate is used from
+/// the next connection on.
+async fn read_pem(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    tokio::fs::read(path).await.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
 /// A channel to `endpoint`, connected.
 pub async fn channel(config: &Config, endpoint: &str) -> anyhow::Result<Channel> {
     let mut target = Endpoint::from_shared(endpoint.to_owned())?
@@ -18,13 +24,10 @@ pub async fn channel(config: &Config, endpoint: &str) -> anyhow::Result<Channel>
     if endpoint.starts_with("https://") {
         let mut tls = ClientTlsConfig::new();
         if let Some(ca) = &config.tls_ca {
-            let pem = tokio::fs::read(ca).await.map_err(|e| anyhow::anyhow!("--tls-ca {}: {e}", ca.display()))?;
-            tls = tls.ca_certificate(Certificate::from_pem(pem));
+            tls = tls.ca_certificate(Certificate::from_pem(read_pem(ca).await?));
         }
         if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
-            let read =
-                |path: &std::path::PathBuf| std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()));
-            tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+            tls = tls.identity(Identity::from_pem(read_pem(cert).await?, read_pem(key).await?));
         }
         if let Some(domain) = &config.tls_domain {
             tls = tls.domain_name(domain.clone());
