@@ -4,12 +4,14 @@
 //! the host's identity on disk ([`identity`]), and holds the host's one
 //! live stream to any control-service replica ([`session`]), reconnecting
 //! with jittered backoff ([`backoff`]) to the next endpoint when a replica
-//! goes away.
+//! goes away. The jail operations the control plane sends down that
+//! stream run against the local fail2ban ([`commands`]).
 //!
 //! What it reports about fail2ban comes from [`bangui_fail2ban`], the same
 //! code the control-service uses for a local socket.
 
 pub mod backoff;
+pub mod commands;
 pub mod config;
 pub mod connect;
 pub mod enroll;

@@ -17,6 +17,9 @@ pub const CONNECTED: &str = "agent_connected";
 pub const ATTACH_ATTEMPTS: &str = "agent_attach_attempts";
 /// `agent_fail2ban_commands_total{command,outcome}`: commands sent to the local fail2ban.
 pub const FAIL2BAN_COMMANDS: &str = "agent_fail2ban_commands";
+/// `agent_commands_total{command,outcome}`: commands from the control plane
+/// (`outcome`: `ok`, `expired`, or the failure's kind).
+pub const COMMANDS: &str = "agent_commands";
 /// `agent_fail2ban_command_duration_seconds{command}`.
 pub const FAIL2BAN_COMMAND_DURATION: &str = "agent_fail2ban_command_duration_seconds";
 
@@ -48,6 +51,7 @@ struct Inner {
     connected: Gauge,
     attempts: Family<OutcomeLabels, Counter>,
     commands: Family<CommandLabels, Counter>,
+    runs: Family<CommandLabels, Counter>,
     durations: Family<CommandOnly, Histogram>,
 }
 
@@ -66,11 +70,13 @@ impl Metrics {
         registry.register(ATTACH_ATTEMPTS, "Attempts to attach to the control plane, by outcome", attempts.clone());
         let commands = Family::<CommandLabels, Counter>::default();
         registry.register(FAIL2BAN_COMMANDS, "Commands sent to the local fail2ban, by outcome", commands.clone());
+        let runs = Family::<CommandLabels, Counter>::default();
+        registry.register(COMMANDS, "Commands from the control plane, by outcome", runs.clone());
         let durations = Family::<CommandOnly, Histogram>::new_with_constructor(|| {
             Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0])
         });
         registry.register(FAIL2BAN_COMMAND_DURATION, "Time from a fail2ban command to its reply", durations.clone());
-        Self { inner: Arc::new(Inner { registry, connected, attempts, commands, durations }) }
+        Self { inner: Arc::new(Inner { registry, connected, attempts, commands, runs, durations }) }
     }
 
     pub fn set_connected(&self, connected: bool) {
@@ -80,6 +86,11 @@ impl Metrics {
     /// `outcome`: `attached`, `unreachable` or `refused`.
     pub fn attach_attempt(&self, outcome: &'static str) {
         self.inner.attempts.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// A command from the control plane ended with `outcome`.
+    pub fn command_run(&self, command: &'static str, outcome: &'static str) {
+        self.inner.runs.get_or_create(&CommandLabels { command, outcome }).inc();
     }
 
     /// The Prometheus text format.

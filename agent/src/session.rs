@@ -22,7 +22,14 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Status, metadata::MetadataValue};
 
-use crate::{Config, backoff::Backoff, connect, identity::Identity, metrics::Metrics};
+use crate::{
+    Config,
+    backoff::Backoff,
+    commands::{ControlClock, Runner},
+    connect,
+    identity::Identity,
+    metrics::Metrics,
+};
 
 /// How long the control plane has to answer Hello.
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
@@ -95,15 +102,15 @@ pub async fn run(
     metrics: &Metrics,
     stop: CancellationToken,
 ) -> Result<(), SessionEnd> {
-    let instance = uuid::Uuid::new_v4().to_string();
     let mut state = Fail2banState::watch(fail2ban.clone(), stop.child_token());
     // The first Hello names fail2ban's jails when it answers soon.
     let _ = tokio::time::timeout(FIRST_STATE_WAIT, state.wait_for(Option::is_some)).await;
+    let session = Session { config, identity, fail2ban, metrics, instance: uuid::Uuid::new_v4().to_string(), state };
     let mut backoff = Backoff::new(config.reconnect_max);
     let mut endpoints = config.control_endpoint.iter().cycle();
     loop {
         let Some(endpoint) = endpoints.next() else { return Ok(()) };
-        let attempt = attach(config, endpoint, identity, &instance, &state, metrics, &stop);
+        let attempt = session.attach(endpoint, &stop);
         // SIGTERM while connecting or waiting for Welcome ends at once.
         let outcome = tokio::select! {
             () = stop.cancelled() => Ok(Attached::Stopped),
@@ -147,71 +154,80 @@ enum Attached {
     Ended { after_welcome: bool },
 }
 
-/// One attempt at `endpoint`.
-async fn attach(
-    config: &Config,
-    endpoint: &str,
-    identity: &Identity,
-    instance: &str,
-    state: &watch::Receiver<Option<Fail2banState>>,
-    metrics: &Metrics,
-    stop: &CancellationToken,
-) -> Result<Attached, Status> {
-    let channel = connect::channel(config, endpoint)
-        .await
-        .map_err(|e| Status::unavailable(format!("cannot reach {endpoint}: {e:#}")))?;
-    let mut client = AgentServiceClient::new(channel).max_decoding_message_size(connect::MAX_MESSAGE_BYTES);
-    let (sender, receiver) = mpsc::channel::<AttachRequest>(8);
-    let said = current(state);
-    let hello = Hello {
-        host_id: identity.host_id.clone(),
-        agent_version: crate::VERSION.to_owned(),
-        instance: instance.to_owned(),
-        fail2ban_version: said.version,
-        jails: said.jails,
-    };
-    send(&sender, attach_request::Body::Hello(hello)).await?;
-    let mut request = Request::new(ReceiverStream::new(receiver));
-    let bearer = MetadataValue::try_from(format!("Bearer {}", identity.credential))
-        .map_err(|_| Status::unauthenticated("the saved credential is not a header value"))?;
-    request.metadata_mut().insert("authorization", bearer);
-    let mut replies = client.attach(request).await?.into_inner();
-    let welcome = match tokio::time::timeout(WELCOME_TIMEOUT, replies.message()).await {
-        Ok(Ok(Some(AttachResponse { body: Some(attach_response::Body::Welcome(welcome)) }))) => welcome,
-        Ok(Ok(_)) => return Ok(Attached::Ended { after_welcome: false }),
-        Ok(Err(status)) => return Err(status),
-        Err(_) => return Err(Status::deadline_exceeded("no Welcome within 10 s")),
-    };
-    let Welcome { host_name, replica, control_version, heartbeat_seconds } = welcome;
-    metrics.attach_attempt("attached");
-    metrics.set_connected(true);
-    tracing::info!(%endpoint, %replica, %host_name, %control_version, "attached to the control plane");
-    let cadence =
-        if heartbeat_seconds == 0 { DEFAULT_HEARTBEAT } else { Duration::from_secs(heartbeat_seconds.into()) };
-    let mut beat = tokio::time::interval(cadence);
-    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    beat.tick().await;
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return Ok(Attached::Stopped),
-            _ = beat.tick() => {
-                let said = current(state);
-                let heartbeat = Heartbeat { fail2ban_version: said.version, jails: said.jails };
-                if send(&sender, attach_request::Body::Heartbeat(heartbeat)).await.is_err() {
-                    return Ok(Attached::Ended { after_welcome: true });
+/// What every attempt needs.
+struct Session<'a> {
+    config: &'a Config,
+    identity: &'a Identity,
+    fail2ban: &'a Fail2ban,
+    metrics: &'a Metrics,
+    /// This agent process (see `Hello.instance`).
+    instance: String,
+    state: watch::Receiver<Option<Fail2banState>>,
+}
+
+impl Session<'_> {
+    /// One attempt at `endpoint`.
+    async fn attach(&self, endpoint: &str, stop: &CancellationToken) -> Result<Attached, Status> {
+        let Self { config, identity, fail2ban, metrics, instance, state } = self;
+        let channel = connect::channel(config, endpoint)
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot reach {endpoint}: {e:#}")))?;
+        let mut client = AgentServiceClient::new(channel).max_decoding_message_size(connect::MAX_MESSAGE_BYTES);
+        let (sender, receiver) = mpsc::channel::<AttachRequest>(8);
+        let said = current(state);
+        let hello = Hello {
+            host_id: identity.host_id.clone(),
+            agent_version: crate::VERSION.to_owned(),
+            instance: instance.to_owned(),
+            fail2ban_version: said.version,
+            jails: said.jails,
+        };
+        send(&sender, attach_request::Body::Hello(hello)).await?;
+        let mut request = Request::new(ReceiverStream::new(receiver));
+        let bearer = MetadataValue::try_from(format!("Bearer {}", identity.credential))
+            .map_err(|_| Status::unauthenticated("the saved credential is not a header value"))?;
+        request.metadata_mut().insert("authorization", bearer);
+        let mut replies = client.attach(request).await?.into_inner();
+        let welcome = match tokio::time::timeout(WELCOME_TIMEOUT, replies.message()).await {
+            Ok(Ok(Some(AttachResponse { body: Some(attach_response::Body::Welcome(welcome)) }))) => welcome,
+            Ok(Ok(_)) => return Ok(Attached::Ended { after_welcome: false }),
+            Ok(Err(status)) => return Err(status),
+            Err(_) => return Err(Status::deadline_exceeded("no Welcome within 10 s")),
+        };
+        let Welcome { host_name, replica, control_version, heartbeat_seconds, control_unix_ms } = welcome;
+        let runner =
+            Runner::new((*fail2ban).clone(), ControlClock::from_welcome(control_unix_ms), (*metrics).clone(), sender.clone());
+        metrics.attach_attempt("attached");
+        metrics.set_connected(true);
+        tracing::info!(%endpoint, %replica, %host_name, %control_version, "attached to the control plane");
+        let cadence =
+            if heartbeat_seconds == 0 { DEFAULT_HEARTBEAT } else { Duration::from_secs(heartbeat_seconds.into()) };
+        let mut beat = tokio::time::interval(cadence);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        beat.tick().await;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return Ok(Attached::Stopped),
+                _ = beat.tick() => {
+                    let said = current(state);
+                    let heartbeat = Heartbeat { fail2ban_version: said.version, jails: said.jails };
+                    if send(&sender, attach_request::Body::Heartbeat(heartbeat)).await.is_err() {
+                        return Ok(Attached::Ended { after_welcome: true });
+                    }
                 }
+                reply = replies.message() => match reply {
+                    Ok(Some(AttachResponse { body: Some(attach_response::Body::Command(command)) })) => runner.start(command),
+                    Ok(Some(_)) => {}
+                    Ok(None) => return Ok(Attached::Ended { after_welcome: true }),
+                    Err(status) if matches!(status.code(), Code::Unauthenticated | Code::PermissionDenied) => {
+                        return Err(status);
+                    }
+                    Err(status) => {
+                        tracing::info!(%endpoint, code = ?status.code(), reason = %status.message(), "stream closed");
+                        return Ok(Attached::Ended { after_welcome: true });
+                    }
+                },
             }
-            reply = replies.message() => match reply {
-                Ok(Some(_)) => {}
-                Ok(None) => return Ok(Attached::Ended { after_welcome: true }),
-                Err(status) if matches!(status.code(), Code::Unauthenticated | Code::PermissionDenied) => {
-                    return Err(status);
-                }
-                Err(status) => {
-                    tracing::info!(%endpoint, code = ?status.code(), reason = %status.message(), "stream closed");
-                    return Ok(Attached::Ended { after_welcome: true });
-                }
-            },
         }
     }
 }

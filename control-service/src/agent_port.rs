@@ -2,8 +2,11 @@
 //! outside the session gate, with the gRPC port's TLS settings, its own
 //! connection cap, its own in-flight cap on calls being answered (Enroll,
 //! an Attach before its Welcome; `--grpc-max-in-flight` places), and a
-//! small decode limit: [`MAX_MESSAGE_BYTES`] holds an agent's largest
-//! message, a Hello with 1 000 jail names of 100 characters.
+//! decode limit: [`MAX_MESSAGE_BYTES`] holds an agent's largest message,
+//! a command result of `bangui_fail2ban::command::MAX_JSON_BYTES` (a
+//! Hello with 1 000 jail names of 100 characters is a tenth of it). An
+//! agent sends results only for commands sent to it, one message at a
+//! time per stream.
 //!
 //! Agent streams live for hours, so the port's shutdown does not wait for
 //! them: `stopping` ends every stream (UNAVAILABLE: the agent attaches to
@@ -23,7 +26,7 @@ use tonic::transport::{Server, ServerTlsConfig};
 use crate::api::agent::AgentApi;
 
 /// The largest message the agent port decodes.
-pub const MAX_MESSAGE_BYTES: usize = 128 * 1024;
+pub const MAX_MESSAGE_BYTES: usize = bangui_fail2ban::command::MAX_JSON_BYTES + 64 * 1024;
 /// Calls open at once on one connection of the agent port.
 const MAX_STREAMS_PER_CONNECTION: u32 = 4;
 /// A TLS handshake that does not finish within this frees its place.

@@ -46,6 +46,7 @@ use crate::{
     clock::{Clock, SystemClock},
     cluster::Cluster,
     config::Config,
+    fleet::Fleet,
     geo_client::GeoClient,
     history::{History, queries::HistoryQueries},
     hosts::Hosts,
@@ -188,15 +189,6 @@ impl Application {
         let history =
             History::new(stores.history.clone(), fail2ban.clone(), geo.clone(), settings.clone(), clock.clone())
                 .with_metrics(metrics.clone());
-        let jails = Jails::new(
-            fail2ban.clone(),
-            stores.actions.clone(),
-            geo.clone(),
-            history.clone(),
-            metrics.clone(),
-            clock.clone(),
-        )
-        .with_imports(stores.blocklists.clone());
 
         let elector_settings = config.elector().stage(Stage::Leader)?;
         tracing::info!(replica = %elector_settings.replica, ttl = ?elector_settings.ttl, "replica identity");
@@ -204,6 +196,15 @@ impl Application {
         let replica = elector_settings.replica.clone();
         let hosts = Hosts::new(stores.hosts.clone(), &replica, config.agent_max_streams as usize)
             .with_gauge(metrics.agent_streams());
+        let jails = Jails::new(
+            Fleet::new(fail2ban.clone(), hosts.clone(), stores.hosts.clone()),
+            stores.actions.clone(),
+            geo.clone(),
+            history.clone(),
+            metrics.clone(),
+            clock.clone(),
+        )
+        .with_imports(stores.blocklists.clone());
         let (elector, leadership) = Elector::new(stores.lease.clone(), elector_settings, metrics.clone());
         let fetcher = Fetcher::new(config.fetch_settings()).stage(Stage::Clients)?;
         let blocklists = Blocklists::new(BlocklistDeps {

@@ -1,6 +1,7 @@
-//! Jails and bans as the control-service offers them: fail2ban's typed
-//! commands, every change logged in the control database, and active bans
-//! placed on the map through the geo-service.
+//! Jails and bans as the control-service offers them, on any host of the
+//! fleet ([`Fleet`]): each operation a [`Command`] run on its host, every
+//! change logged in the control database, and active bans placed on the
+//! map through the geo-service.
 //!
 //! An operator's ban or unban also tells the blocklist mirror: an unban of
 //! a ban an import made becomes an exception (imports do not ban it again
@@ -9,15 +10,21 @@
 
 use std::{net::IpAddr, sync::Arc};
 
+use tokio::time::Instant;
+
 use crate::{
     clock::Clock,
+    fleet::{Fleet, Target},
     geo_client::{Country, GeoClient},
     history::History,
     kinds::{ActionKind, Event},
     metrics::Metrics,
     store::{ActionLog, BlocklistStore, actions::JailAction},
 };
-use bangui_fail2ban::{ActiveBan, Fail2ban, Fail2banError, JailDetail, JailName, JailParams, JailStatus, ServerStatus};
+use bangui_fail2ban::{
+    ActiveBan, Fail2ban, Fail2banError, JailDetail, JailName, JailParams, JailStatus, ServerStatus,
+    command::{Command, Reply},
+};
 
 /// Active bans with their countries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +37,7 @@ pub struct LocatedBans {
 /// The jail operations behind `JailService`.
 #[derive(Debug, Clone)]
 pub struct Jails {
-    fail2ban: Fail2ban,
+    fleet: Fleet,
     actions: Arc<dyn ActionLog>,
     geo: GeoClient,
     history: History,
@@ -42,14 +49,14 @@ pub struct Jails {
 
 impl Jails {
     pub fn new(
-        fail2ban: Fail2ban,
+        fleet: Fleet,
         actions: Arc<dyn ActionLog>,
         geo: GeoClient,
         history: History,
         metrics: Metrics,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self { fail2ban, actions, geo, history, metrics, clock, imports: None }
+        Self { fleet, actions, geo, history, metrics, clock, imports: None }
     }
 
     /// Tells the blocklist mirror about the operator's bans and unbans.
@@ -58,45 +65,94 @@ impl Jails {
         self
     }
 
+    /// The control-service's own fail2ban (the host `local`).
     pub fn fail2ban(&self) -> &Fail2ban {
-        &self.fail2ban
+        self.fleet.local()
     }
 
-    pub async fn server_status(&self) -> Result<ServerStatus, Fail2banError> {
-        self.fail2ban.server_status().await
+    pub fn fleet(&self) -> &Fleet {
+        &self.fleet
     }
 
-    pub async fn list(&self) -> Result<Vec<JailStatus>, Fail2banError> {
-        Ok(self.fail2ban.server_status().await?.jails)
+    async fn run(&self, host: &Target, command: Command, deadline: Instant) -> Result<Reply, Fail2banError> {
+        self.fleet.run(host, &command, deadline).await
     }
 
-    pub async fn detail(&self, jail: &JailName) -> Result<JailDetail, Fail2banError> {
-        self.fail2ban.jail_detail(jail).await
-    }
-
-    pub async fn start(&self, jail: &JailName) -> Result<(JailStatus, bool), Fail2banError> {
-        let started = self.fail2ban.start_jail(jail).await;
-        if !matches!(started, Ok(false)) {
-            self.log(ActionKind::Start, Some(jail), None, String::new(), &started).await;
+    pub async fn server_status(&self, host: &Target, deadline: Instant) -> Result<ServerStatus, Fail2banError> {
+        match self.run(host, Command::ServerStatus, deadline).await? {
+            Reply::ServerStatus { status } => Ok(status),
+            other => Err(unexpected(&other)),
         }
-        let started = started?;
-        Ok((self.fail2ban.jail_status(jail).await?, started))
     }
 
-    pub async fn stop(&self, jail: &JailName) -> Result<(), Fail2banError> {
-        let result = self.fail2ban.stop_jail(jail).await;
-        self.log(ActionKind::Stop, Some(jail), None, String::new(), &result).await;
+    pub async fn detail(&self, host: &Target, jail: &JailName, deadline: Instant) -> Result<JailDetail, Fail2banError> {
+        match self.run(host, Command::JailDetail { jail: jail.to_string() }, deadline).await? {
+            Reply::JailDetail { detail } => Ok(detail),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub async fn start(
+        &self,
+        host: &Target,
+        jail: &JailName,
+        deadline: Instant,
+    ) -> Result<(JailStatus, bool), Fail2banError> {
+        let result = match self.run(host, Command::StartJail { jail: jail.to_string() }, deadline).await {
+            Ok(Reply::Started { status, started }) => Ok((status, started)),
+            Ok(other) => Err(unexpected(&other)),
+            Err(error) => Err(error),
+        };
+        if !matches!(result, Ok((_, false))) {
+            self.log(host, ActionKind::Start, Some(jail), None, String::new(), &result).await;
+        }
         result
     }
 
-    pub async fn set_idle(&self, jail: &JailName, idle: bool) -> Result<bool, Fail2banError> {
-        let result = self.fail2ban.set_idle(jail, idle).await;
-        self.log(ActionKind::Idle, Some(jail), None, format!("idle={idle}"), &result).await;
+    pub async fn stop(&self, host: &Target, jail: &JailName, deadline: Instant) -> Result<(), Fail2banError> {
+        let result = match self.run(host, Command::StopJail { jail: jail.to_string() }, deadline).await {
+            Ok(Reply::Stopped) => Ok(()),
+            Ok(other) => Err(unexpected(&other)),
+            Err(error) => Err(error),
+        };
+        self.log(host, ActionKind::Stop, Some(jail), None, String::new(), &result).await;
         result
     }
 
-    pub async fn set_params(&self, jail: &JailName, params: JailParams) -> Result<(i64, i64, u32), Fail2banError> {
-        let result = self.fail2ban.set_params(jail, params).await;
+    pub async fn set_idle(
+        &self,
+        host: &Target,
+        jail: &JailName,
+        idle: bool,
+        deadline: Instant,
+    ) -> Result<bool, Fail2banError> {
+        let result = match self.run(host, Command::SetIdle { jail: jail.to_string(), idle }, deadline).await {
+            Ok(Reply::Idle { idle }) => Ok(idle),
+            Ok(other) => Err(unexpected(&other)),
+            Err(error) => Err(error),
+        };
+        self.log(host, ActionKind::Idle, Some(jail), None, format!("idle={idle}"), &result).await;
+        result
+    }
+
+    pub async fn set_params(
+        &self,
+        host: &Target,
+        jail: &JailName,
+        params: JailParams,
+        deadline: Instant,
+    ) -> Result<(i64, i64, u32), Fail2banError> {
+        let command = Command::SetParams {
+            jail: jail.to_string(),
+            bantime: params.bantime,
+            findtime: params.findtime,
+            maxretry: params.maxretry,
+        };
+        let result = match self.run(host, command, deadline).await {
+            Ok(Reply::Params { bantime, findtime, maxretry }) => Ok((bantime, findtime, maxretry)),
+            Ok(other) => Err(unexpected(&other)),
+            Err(error) => Err(error),
+        };
         let mut detail = Vec::new();
         if let Some(v) = params.bantime {
             detail.push(format!("bantime={v}"));
@@ -107,28 +163,52 @@ impl Jails {
         if let Some(v) = params.maxretry {
             detail.push(format!("maxretry={v}"));
         }
-        self.log(ActionKind::Params, Some(jail), None, detail.join(" "), &result).await;
+        self.log(host, ActionKind::Params, Some(jail), None, detail.join(" "), &result).await;
         result
     }
 
-    pub async fn add_ignore(&self, jail: &JailName, entry: &str) -> Result<Vec<String>, Fail2banError> {
-        let result = self.fail2ban.add_ignore(jail, entry).await;
-        self.log(ActionKind::IgnoreAdd, Some(jail), Some(entry), String::new(), &result).await;
+    /// Adds (`add`) or removes an ignore-list entry; the list after.
+    pub async fn change_ignore(
+        &self,
+        host: &Target,
+        jail: &JailName,
+        entry: &str,
+        add: bool,
+        deadline: Instant,
+    ) -> Result<Vec<String>, Fail2banError> {
+        let (jail_text, entry_text) = (jail.to_string(), entry.to_owned());
+        let (command, kind) = if add {
+            (Command::AddIgnore { jail: jail_text, entry: entry_text }, ActionKind::IgnoreAdd)
+        } else {
+            (Command::RemoveIgnore { jail: jail_text, entry: entry_text }, ActionKind::IgnoreRemove)
+        };
+        let result = match self.run(host, command, deadline).await {
+            Ok(Reply::IgnoreList { entries }) => Ok(entries),
+            Ok(other) => Err(unexpected(&other)),
+            Err(error) => Err(error),
+        };
+        self.log(host, kind, Some(jail), Some(entry), String::new(), &result).await;
         result
     }
 
-    pub async fn remove_ignore(&self, jail: &JailName, entry: &str) -> Result<Vec<String>, Fail2banError> {
-        let result = self.fail2ban.remove_ignore(jail, entry).await;
-        self.log(ActionKind::IgnoreRemove, Some(jail), Some(entry), String::new(), &result).await;
-        result
-    }
-
-    pub async fn ban(&self, jail: &JailName, ip: IpAddr) -> Result<bool, Fail2banError> {
-        let (newly, time) = match self.fail2ban.ban_timed(jail, ip).await {
-            Ok(time) => (Ok(time.is_some()), time),
+    pub async fn ban(
+        &self,
+        host: &Target,
+        jail: &JailName,
+        ip: IpAddr,
+        deadline: Instant,
+    ) -> Result<bool, Fail2banError> {
+        let (newly, time) = match self.run(host, Command::Ban { jail: jail.to_string(), ip }, deadline).await {
+            Ok(Reply::Banned { ban }) => (Ok(ban.is_some()), ban),
+            Ok(other) => (Err(unexpected(&other)), None),
             Err(error) => (Err(error), None),
         };
-        self.log(ActionKind::Ban, Some(jail), Some(&ip.to_string()), String::new(), &newly).await;
+        self.log(host, ActionKind::Ban, Some(jail), Some(&ip.to_string()), String::new(), &newly).await;
+        // The blocklist mirror and the archive hold the host `local` only
+        // (until the archive records each ban's host).
+        if !host.is_local() {
+            return newly;
+        }
         if newly.is_ok()
             && let Some(imports) = &self.imports
         {
@@ -148,14 +228,20 @@ impl Jails {
         newly
     }
 
-    pub async fn unban(&self, ip: IpAddr, jail: Option<&JailName>) -> Result<u32, Fail2banError> {
-        // The jails it is banned in, for the archive's unban events.
-        let from: Vec<String> = match jail {
-            Some(jail) => vec![jail.to_string()],
-            None => self.fail2ban.jails_banning(ip).await.unwrap_or_default(),
+    pub async fn unban(
+        &self,
+        host: &Target,
+        ip: IpAddr,
+        jail: Option<&JailName>,
+        deadline: Instant,
+    ) -> Result<u32, Fail2banError> {
+        let command = Command::Unban { ip, jail: jail.map(ToString::to_string) };
+        let (result, from) = match self.run(host, command, deadline).await {
+            Ok(Reply::Unbanned { lifted, jails }) => (Ok(lifted), jails),
+            Ok(other) => (Err(unexpected(&other)), Vec::new()),
+            Err(error) => (Err(error), Vec::new()),
         };
-        let result = self.fail2ban.unban(ip, jail).await;
-        if matches!(result, Ok(n) if n > 0) {
+        if host.is_local() && matches!(result, Ok(n) if n > 0) {
             let now = self.clock.now();
             for jail in &from {
                 self.history.record_manual(jail, &ip.to_string(), now, 0, Event::Unban).await;
@@ -163,7 +249,7 @@ impl Jails {
             }
         }
         let detail = result.as_ref().map(|n| format!("lifted={n}")).unwrap_or_default();
-        self.log(ActionKind::Unban, jail, Some(&ip.to_string()), detail, &result).await;
+        self.log(host, ActionKind::Unban, jail, Some(&ip.to_string()), detail, &result).await;
         result
     }
 
@@ -178,16 +264,23 @@ impl Jails {
         }
     }
 
-    /// Every active ban; countries when the geo-service answers, none when
+    /// Every active ban of `host`.
+    pub async fn active_bans(&self, host: &Target, deadline: Instant) -> Result<Vec<ActiveBan>, Fail2banError> {
+        match self.run(host, Command::ActiveBans, deadline).await? {
+            Reply::ActiveBans { bans } => Ok(bans),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// `bans` with their countries when the geo-service answers, none when
     /// it does not (the bans still come back).
-    pub async fn active_bans(&self) -> Result<LocatedBans, Fail2banError> {
-        let bans = self.fail2ban.active_bans().await?;
+    pub async fn locate(&self, bans: Vec<ActiveBan>) -> LocatedBans {
         if bans.is_empty() || !self.geo.is_configured() {
             let geo_available = bans.is_empty() && self.geo.is_configured();
-            return Ok(LocatedBans { bans: bans.into_iter().map(|b| (b, None)).collect(), geo_available });
+            return LocatedBans { bans: bans.into_iter().map(|b| (b, None)).collect(), geo_available };
         }
         match self.geo.countries(bans.iter().map(|b| b.ip.as_str())).await {
-            Ok(countries) => Ok(LocatedBans {
+            Ok(countries) => LocatedBans {
                 bans: bans
                     .into_iter()
                     .map(|b| {
@@ -196,10 +289,10 @@ impl Jails {
                     })
                     .collect(),
                 geo_available: true,
-            }),
+            },
             Err(error) => {
                 tracing::warn!(%error, "geo-service unavailable: active bans without countries");
-                Ok(LocatedBans { bans: bans.into_iter().map(|b| (b, None)).collect(), geo_available: false })
+                LocatedBans { bans: bans.into_iter().map(|b| (b, None)).collect(), geo_available: false }
             }
         }
     }
@@ -209,6 +302,7 @@ impl Jails {
     /// does not undo the change: it is reported in the service log.
     async fn log<T>(
         &self,
+        host: &Target,
         kind: ActionKind,
         jail: Option<&JailName>,
         ip: Option<&str>,
@@ -223,6 +317,10 @@ impl Jails {
             Ok(_) => detail,
             Err(error) => error.to_string(),
         };
+        // The action log has no host column: another host's action says
+        // which host it was in its detail.
+        let detail =
+            if host.is_local() { detail } else { format!("host={} {detail}", host.name).trim_end().to_owned() };
         self.metrics.jail_action(kind.as_str(), ok);
         let action = JailAction {
             at: self.clock.now(),
@@ -237,4 +335,10 @@ impl Jails {
             tracing::error!(%error, action = kind.as_str(), "cannot record the jail action in the control database");
         }
     }
+}
+
+/// A reply that does not answer the command sent (an agent of another
+/// version, or a bug): refused rather than guessed at.
+fn unexpected(reply: &Reply) -> Fail2banError {
+    Fail2banError::Protocol(format!("the host answered another operation ({})", reply.label()))
 }

@@ -53,6 +53,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod fleet;
 
 pub mod geo_client;
 pub mod history;

@@ -29,6 +29,10 @@ pub enum Fail2banError {
     ReplyTooLarge { command: String, limit: String },
     #[error("cannot start jail {jail:?}: {reason}")]
     CannotStart { jail: String, reason: String },
+    /// One of the above, on another host: its kind and its message, as the
+    /// agent sent them ([`crate::command::Failure`]).
+    #[error("{message}")]
+    Remote { kind: &'static str, message: String },
 }
 
 impl Fail2banError {
@@ -40,22 +44,29 @@ impl Fail2banError {
         }
     }
 
-    /// A short label of the error's kind, for metrics: `unavailable`,
-    /// `timeout`, `not_found`, `rejected`, `invalid` or `error`.
+    /// Every [`Fail2banError::kind`].
+    pub const KINDS: [&'static str; 8] =
+        ["unavailable", "timeout", "not_found", "rejected", "cannot_start", "too_large", "invalid", "error"];
+
+    /// A short label of the error's kind, for metrics and for the wire
+    /// (one of [`Fail2banError::KINDS`]).
     pub fn kind(&self) -> &'static str {
         match self {
             Fail2banError::Unavailable { .. } => "unavailable",
             Fail2banError::Timeout { .. } => "timeout",
             Fail2banError::UnknownJail(_) => "not_found",
             Fail2banError::Rejected { .. } => "rejected",
+            Fail2banError::CannotStart { .. } => "cannot_start",
+            Fail2banError::ReplyTooLarge { .. } => "too_large",
             Fail2banError::Invalid(_) => "invalid",
-            _ => "error",
+            Fail2banError::Remote { kind, .. } => kind,
+            Fail2banError::Server(_) | Fail2banError::Protocol(_) => "error",
         }
     }
 
     /// fail2ban could not be reached (as opposed to: it answered no).
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Fail2banError::Unavailable { .. } | Fail2banError::Timeout { .. })
+        matches!(self.kind(), "unavailable" | "timeout")
     }
 }
 

@@ -15,6 +15,7 @@ pub mod banlist;
 pub mod bantimes;
 pub mod child;
 pub mod client;
+pub mod command;
 pub mod codec;
 pub mod db;
 mod error;

@@ -2,8 +2,10 @@
 
 use std::{path::PathBuf, time::Duration};
 
+use serde::{Deserialize, Serialize};
+
 /// A jail's counters, from `status <jail>`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JailStatus {
     pub name: String,
     pub currently_failed: u64,
@@ -17,7 +19,7 @@ pub struct JailStatus {
 }
 
 /// One active ban, from `get <jail> banip --with-time`. Times are Unix seconds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActiveBan {
     pub jail: String,
     pub ip: String,
@@ -29,7 +31,7 @@ pub struct ActiveBan {
 }
 
 /// A jail in full.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JailDetail {
     pub status: JailStatus,
     pub bans: Vec<ActiveBan>,
@@ -41,7 +43,7 @@ pub struct JailDetail {
 }
 
 /// Server-wide status.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerStatus {
     pub version: String,
     pub jails: Vec<JailStatus>,

@@ -26,6 +26,9 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// An agent silent this long (no heartbeat) is cut.
 pub const SILENCE: Duration = Duration::from_secs(5);
 
+/// Messages queued toward one agent (the Welcome, commands).
+const OUTBOUND: usize = 16;
+
 /// Enroll calls handled at once; one more is RESOURCE_EXHAUSTED at once
 /// (anybody can call Enroll: a flood of wrong tokens must not queue up
 /// database work).
@@ -86,12 +89,16 @@ async fn read_hello(inbound: &mut Streaming<AttachRequest>) -> Result<Hello, Sta
 }
 
 /// Keeps an attached stream until it ends; returns the status it ends
-/// with (`None`: the agent closed it).
+/// with (`None`: the agent closed it). Commands from this replica's callers
+/// go down `outbound`; their results come up `inbound`.
 async fn keep(
-    live: &LiveStream,
+    hosts: &Hosts,
+    live: &mut LiveStream,
     mut inbound: Streaming<AttachRequest>,
+    outbound: &mpsc::Sender<Result<AttachResponse, Status>>,
     stopping: &CancellationToken,
 ) -> Option<Status> {
+    let mut commands = live.take_commands()?;
     let mut ticks = tokio::time::interval(HEARTBEAT);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
@@ -101,6 +108,11 @@ async fn keep(
             () = live.cancelled() => return Some(live.why_cut().await.into()),
             () = stopping.cancelled() => {
                 return Some(Status::unavailable("this replica is shutting down: attach to another"));
+            }
+            Some(command) = commands.recv() => {
+                if outbound.send(Ok(AttachResponse { body: Some(Outbound::Command(command)) })).await.is_err() {
+                    return None;
+                }
             }
             _ = ticks.tick() => {
                 if heard.elapsed() > SILENCE {
@@ -123,7 +135,10 @@ async fn keep(
                     }
                     heard = tokio::time::Instant::now();
                 }
-                Ok(Some(_)) => return Some(Status::invalid_argument("after the Hello only Heartbeats are sent")),
+                Ok(Some(AttachRequest { body: Some(Inbound::Result(result)) })) => hosts.command_answered(result),
+                Ok(Some(_)) => {
+                    return Some(Status::invalid_argument("after the Hello only Heartbeats and CommandResults are sent"));
+                }
                 Ok(None) | Err(_) => return None,
             },
         }
@@ -158,20 +173,22 @@ impl AgentService for AgentApi {
         let credential = bearer(&request)?;
         let mut inbound = request.into_inner();
         let hello = read_hello(&mut inbound).await?;
-        let live = self.hosts.attach(permit, &credential, hello).await?;
-        let (tx, rx) = mpsc::channel(2);
+        let mut live = self.hosts.attach(permit, &credential, hello).await?;
+        let (tx, rx) = mpsc::channel(OUTBOUND);
         let welcome = Welcome {
             host_name: live.host_name().to_owned(),
             replica: self.hosts.replica().to_owned(),
             control_version: version::CONTROL_VERSION.to_owned(),
             heartbeat_seconds: u32::try_from(HEARTBEAT.as_secs()).unwrap_or(1),
+            control_unix_ms: chrono::Utc::now().timestamp_millis(),
         };
         // The channel is empty: this send cannot wait.
         let _ = tx.send(Ok(AttachResponse { body: Some(Outbound::Welcome(welcome)) })).await;
         let stopping = self.stopping.clone();
+        let hosts = self.hosts.clone();
         tokio::spawn(async move {
             let ended = tokio::select! {
-                ended = keep(&live, inbound, &stopping) => ended,
+                ended = keep(&hosts, &mut live, inbound, &tx, &stopping) => ended,
                 // The agent went away: nobody reads the answer.
                 () = tx.closed() => None,
             };

@@ -48,6 +48,17 @@ pub(crate) fn fail2ban_status(error: Fail2banError) -> Status {
             tracing::error!(error = %e, "fail2ban answered something this service cannot use");
             Status::internal("fail2ban's reply could not be used; see the control-service log")
         }
+        // Another host's failure, by the kind its agent named.
+        Fail2banError::Remote { kind, message } => Status::new(
+            match kind {
+                "unavailable" | "timeout" => Code::Unavailable,
+                "not_found" => Code::NotFound,
+                "rejected" | "cannot_start" => Code::FailedPrecondition,
+                "too_large" => Code::ResourceExhausted,
+                _ => Code::Internal,
+            },
+            message,
+        ),
     }
 }
 

@@ -7,6 +7,7 @@
 //! * [`version`]: which agent versions this control plane speaks.
 //! * [`registry`]: the live streams on this replica, to cut them at once.
 //! * [`stream`]: one agent stream's life: attach, keep the lease, end.
+//! * [`commands`]: jail operations down a stream here, and their answers.
 //!
 //! Across replicas the database decides (`store::hosts`): a token is used
 //! by one UPDATE, a stream holds a lease in its host's row that it
@@ -14,6 +15,7 @@
 //! once; a stream on another replica is cut at its next refresh (every
 //! [`HEARTBEAT`]), which finds the host revoked.
 
+pub mod commands;
 pub mod credential;
 pub mod name;
 pub mod registry;
@@ -130,6 +132,8 @@ pub struct Enrolled {
 pub struct Hosts {
     store: Arc<dyn HostStore>,
     registry: Registry,
+    /// Commands sent down streams here, waiting for their results.
+    waiting: commands::Waiting,
     replica: Arc<str>,
     /// One permit per open agent stream (`--agent-max-streams`).
     streams: Arc<Semaphore>,
@@ -143,6 +147,7 @@ impl Hosts {
         Self {
             store,
             registry: Registry::default(),
+            waiting: commands::Waiting::default(),
             replica: replica.into(),
             streams: Arc::new(Semaphore::new(max_streams)),
             max_streams,
@@ -231,6 +236,14 @@ impl Hosts {
         match self.store.credential(id.as_str()).await? {
             Some((stored, None)) if credential::matches(credential, &stored) => Ok(()),
             _ => Err(HostError::Unauthenticated(REFUSED)),
+        }
+    }
+
+    /// A command's result came up a stream on this replica.
+    pub fn command_answered(&self, result: bangui_proto::agent::v1::CommandResult) {
+        let id = result.id.clone();
+        if !self.waiting.answer(result) {
+            tracing::info!(%id, "a command result nobody waits for (its caller gave up): dropped");
         }
     }
 

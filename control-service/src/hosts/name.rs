@@ -40,6 +40,9 @@ impl HostName {
         if !text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')) {
             return Err(InvalidArgument::new(field, "a host name has only letters, digits, '.', '-' and '_'"));
         }
+        if text.eq_ignore_ascii_case(crate::fleet::LOCAL) {
+            return Err(InvalidArgument::new(field, "`local` is the control-service's own fail2ban: choose another name"));
+        }
         Ok(Self(text.to_owned()))
     }
 

@@ -1,5 +1,5 @@
-//! The live agent streams on this replica: host id → the stream's id, its
-//! agent instance and a cancellation token. Revoking a host, or its own
+//! The live agent streams on this replica: host id → the stream's id, a
+//! cancellation token and the way down the stream for commands. Revoking a host, or its own
 //! agent reconnecting here, cancels the old stream at once; the database
 //! lease (`store::hosts`) is what makes a stream the host's only one
 //! across replicas, this map only lets this replica reach its own.
@@ -9,12 +9,15 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
+use bangui_proto::agent::v1::Command;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug)]
 struct Entry {
     stream_id: String,
     cancel: CancellationToken,
+    commands: mpsc::Sender<Command>,
 }
 
 /// The live streams of this replica.
@@ -30,9 +33,9 @@ impl Registry {
 
     /// Records `stream_id` as `host`'s stream; a stream it replaces (the
     /// same agent reconnecting) is cancelled.
-    pub fn insert(&self, host: &str, stream_id: &str, cancel: CancellationToken) {
-        let old =
-            self.with(|streams| streams.insert(host.to_owned(), Entry { stream_id: stream_id.to_owned(), cancel }));
+    pub fn insert(&self, host: &str, stream_id: &str, cancel: CancellationToken, commands: mpsc::Sender<Command>) {
+        let entry = Entry { stream_id: stream_id.to_owned(), cancel, commands };
+        let old = self.with(|streams| streams.insert(host.to_owned(), entry));
         if let Some(old) = old {
             old.cancel.cancel();
         }
@@ -53,6 +56,11 @@ impl Registry {
         entry.map(|e| e.cancel.cancel()).is_some()
     }
 
+    /// The way down `host`'s stream, if it is on this replica.
+    pub fn commands(&self, host: &str) -> Option<mpsc::Sender<Command>> {
+        self.with(|streams| streams.get(host).map(|e| e.commands.clone()))
+    }
+
     /// Live streams on this replica.
     pub fn len(&self) -> usize {
         self.with(|streams| streams.len())
@@ -71,8 +79,9 @@ mod tests {
     fn a_replaced_or_revoked_stream_is_cancelled() {
         let registry = Registry::default();
         let (first, second) = (CancellationToken::new(), CancellationToken::new());
-        registry.insert("h", "s1", first.clone());
-        registry.insert("h", "s2", second.clone());
+        let (commands, _down) = mpsc::channel(1);
+        registry.insert("h", "s1", first.clone(), commands.clone());
+        registry.insert("h", "s2", second.clone(), commands);
         assert!(first.is_cancelled() && !second.is_cancelled());
         registry.remove("h", "s1");
         assert_eq!(registry.len(), 1, "s1 no longer owns the entry");

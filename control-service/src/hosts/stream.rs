@@ -8,7 +8,8 @@
 
 use std::sync::{Mutex, PoisonError};
 
-use tokio::sync::OwnedSemaphorePermit;
+use bangui_proto::agent::v1::Command;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::{Announcement, HostError, HostId, Hosts, STALE, credential, version};
@@ -35,8 +36,15 @@ pub struct LiveStream {
     cancel: CancellationToken,
     /// What the agent last said, written at the next refresh.
     announcement: Mutex<Announcement>,
+    /// Commands for this host from this replica's callers, until the
+    /// stream's keeper takes them ([`LiveStream::take_commands`]).
+    commands: Option<mpsc::Receiver<Command>>,
     _permit: OwnedSemaphorePermit,
 }
+
+/// Commands queued for one stream, at most; a caller beyond waits for a
+/// place (within its deadline).
+const QUEUED_COMMANDS: usize = 64;
 
 impl Hosts {
     /// A place for one more stream, or RESOURCE_EXHAUSTED at once.
@@ -76,7 +84,8 @@ impl Hosts {
             return Err(HostError::AlreadyConnected(hello.host_id.as_str().to_owned()));
         }
         let cancel = CancellationToken::new();
-        self.registry.insert(hello.host_id.as_str(), &stream_id, cancel.clone());
+        let (commands_in, commands) = mpsc::channel(QUEUED_COMMANDS);
+        self.registry.insert(hello.host_id.as_str(), &stream_id, cancel.clone(), commands_in);
         let host_name = match self.store.host(hello.host_id.as_str()).await {
             Ok(Some(row)) => row.name,
             Ok(None) | Err(_) => String::new(),
@@ -91,6 +100,7 @@ impl Hosts {
             agent_version: hello.agent_version,
             cancel,
             announcement: Mutex::new(hello.announcement),
+            commands: Some(commands),
             _permit: permit,
         })
     }
@@ -99,6 +109,15 @@ impl Hosts {
 impl LiveStream {
     pub fn host_name(&self) -> &str {
         &self.host_name
+    }
+
+    pub fn host(&self) -> &HostId {
+        &self.host
+    }
+
+    /// The commands callers on this replica send the host (once).
+    pub fn take_commands(&mut self) -> Option<mpsc::Receiver<Command>> {
+        self.commands.take()
     }
 
     /// Resolves when this replica cuts the stream (the host revoked here,
