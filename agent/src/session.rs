@@ -195,8 +195,12 @@ impl Session<'_> {
             Err(_) => return Err(Status::deadline_exceeded("no Welcome within 10 s")),
         };
         let Welcome { host_name, replica, control_version, heartbeat_seconds, control_unix_ms } = welcome;
-        let runner =
-            Runner::new((*fail2ban).clone(), ControlClock::from_welcome(control_unix_ms), (*metrics).clone(), sender.clone());
+        let runner = Runner::new(
+            (*fail2ban).clone(),
+            ControlClock::from_welcome(control_unix_ms),
+            (*metrics).clone(),
+            sender.clone(),
+        );
         metrics.attach_attempt("attached");
         metrics.set_connected(true);
         tracing::info!(%endpoint, %replica, %host_name, %control_version, "attached to the control plane");

@@ -29,16 +29,42 @@ pub const MAX_JSON_BYTES: usize = 1 << 20;
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Command {
     ServerStatus,
-    JailDetail { jail: String },
-    StartJail { jail: String },
-    StopJail { jail: String },
-    SetIdle { jail: String, idle: bool },
-    SetParams { jail: String, bantime: Option<i64>, findtime: Option<i64>, maxretry: Option<u32> },
-    AddIgnore { jail: String, entry: String },
-    RemoveIgnore { jail: String, entry: String },
-    Ban { jail: String, ip: IpAddr },
+    JailDetail {
+        jail: String,
+    },
+    StartJail {
+        jail: String,
+    },
+    StopJail {
+        jail: String,
+    },
+    SetIdle {
+        jail: String,
+        idle: bool,
+    },
+    SetParams {
+        jail: String,
+        bantime: Option<i64>,
+        findtime: Option<i64>,
+        maxretry: Option<u32>,
+    },
+    AddIgnore {
+        jail: String,
+        entry: String,
+    },
+    RemoveIgnore {
+        jail: String,
+        entry: String,
+    },
+    Ban {
+        jail: String,
+        ip: IpAddr,
+    },
     /// From `jail`, or from every jail.
-    Unban { ip: IpAddr, jail: Option<String> },
+    Unban {
+        ip: IpAddr,
+        jail: Option<String>,
+    },
     ActiveBans,
 }
 
@@ -84,21 +110,43 @@ impl Command {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Reply {
-    ServerStatus { status: ServerStatus },
-    JailDetail { detail: JailDetail },
+    ServerStatus {
+        status: ServerStatus,
+    },
+    JailDetail {
+        detail: JailDetail,
+    },
     /// `started`: false when it was running already.
-    Started { status: JailStatus, started: bool },
+    Started {
+        status: JailStatus,
+        started: bool,
+    },
     Stopped,
-    Idle { idle: bool },
-    Params { bantime: i64, findtime: i64, maxretry: u32 },
-    IgnoreList { entries: Vec<String> },
+    Idle {
+        idle: bool,
+    },
+    Params {
+        bantime: i64,
+        findtime: i64,
+        maxretry: u32,
+    },
+    IgnoreList {
+        entries: Vec<String>,
+    },
     /// `None`: it was banned already. Else fail2ban's ban time (Unix
     /// seconds) and length.
-    Banned { ban: Option<(i64, i64)> },
+    Banned {
+        ban: Option<(i64, i64)>,
+    },
     /// How many bans were lifted, and the jails the address was banned in
     /// before (for the archive's unban events).
-    Unbanned { lifted: u32, jails: Vec<String> },
-    ActiveBans { bans: Vec<ActiveBan> },
+    Unbanned {
+        lifted: u32,
+        jails: Vec<String>,
+    },
+    ActiveBans {
+        bans: Vec<ActiveBan>,
+    },
 }
 
 impl Reply {
@@ -151,11 +199,9 @@ pub struct Failure {
 impl From<&Fail2banError> for Failure {
     fn from(error: &Fail2banError) -> Self {
         match error {
-            Fail2banError::Invalid(invalid) => Failure {
-                kind: "invalid".into(),
-                message: invalid.reason.clone(),
-                field: invalid.field.to_owned(),
-            },
+            Fail2banError::Invalid(invalid) => {
+                Failure { kind: "invalid".into(), message: invalid.reason.clone(), field: invalid.field.to_owned() }
+            }
             Fail2banError::Remote { kind, message } => {
                 Failure { kind: (*kind).to_owned(), message: message.clone(), field: String::new() }
             }
@@ -166,7 +212,8 @@ impl From<&Fail2banError> for Failure {
 
 /// The request fields a command can name as invalid: a field read from the
 /// wire becomes one of these (or `operation`).
-const FIELDS: [&str; 8] = ["jail", "ip", "bantime_seconds", "findtime_seconds", "maxretry", "entry", "idle", "operation"];
+const FIELDS: [&str; 8] =
+    ["jail", "ip", "bantime_seconds", "findtime_seconds", "maxretry", "entry", "idle", "operation"];
 
 impl From<Failure> for Fail2banError {
     fn from(failure: Failure) -> Self {
@@ -275,7 +322,8 @@ mod tests {
 
     #[test]
     fn a_reply_too_large_is_refused_whole() {
-        let ban = ActiveBan { jail: "j".into(), ip: "192.0.2.1".into(), banned_at: 1, expires_at: None, ban_seconds: -1 };
+        let ban =
+            ActiveBan { jail: "j".into(), ip: "192.0.2.1".into(), banned_at: 1, expires_at: None, ban_seconds: -1 };
         let reply = Reply::ActiveBans { bans: vec![ban; 20_000] };
         let error = reply.to_json(&Command::ActiveBans).unwrap_err();
         assert_eq!(error.kind(), "too_large");

@@ -67,11 +67,14 @@ fn banned(f2b: &Fail2banServer) -> BTreeSet<String> {
 }
 
 async fn unban(jails: &mut JailServiceClient<Authed>, ip: &str) {
-    jails.unban_ip(pb::UnbanIpRequest { ip: ip.into(), jail: Some(BLOCKLIST_JAIL.into()) }).await.unwrap();
+    jails
+        .unban_ip(pb::UnbanIpRequest { ip: ip.into(), jail: Some(BLOCKLIST_JAIL.into()), ..Default::default() })
+        .await
+        .unwrap();
 }
 
 async fn ban(jails: &mut JailServiceClient<Authed>, ip: &str) {
-    jails.ban_ip(pb::BanIpRequest { ip: ip.into(), jail: BLOCKLIST_JAIL.into() }).await.unwrap();
+    jails.ban_ip(pb::BanIpRequest { ip: ip.into(), jail: BLOCKLIST_JAIL.into(), ..Default::default() }).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -174,12 +174,17 @@ impl World {
                     prop_assert_eq!(self.banned(), model.jail.clone(), "after step {} {:?} of {:?}", n, step, steps);
                 }
                 Step::OperatorUnban(i) => {
-                    let request = pb::UnbanIpRequest { ip: UNIVERSE[*i].into(), jail: Some(BLOCKLIST_JAIL.into()) };
+                    let request = pb::UnbanIpRequest {
+                        ip: UNIVERSE[*i].into(),
+                        jail: Some(BLOCKLIST_JAIL.into()),
+                        ..Default::default()
+                    };
                     self.jails.unban_ip(request).await.unwrap();
                     model.operator_unban(UNIVERSE[*i]);
                 }
                 Step::OperatorBan(i) => {
-                    let request = pb::BanIpRequest { ip: UNIVERSE[*i].into(), jail: BLOCKLIST_JAIL.into() };
+                    let request =
+                        pb::BanIpRequest { ip: UNIVERSE[*i].into(), jail: BLOCKLIST_JAIL.into(), ..Default::default() };
                     self.jails.ban_ip(request).await.unwrap();
                     model.operator_ban(UNIVERSE[*i]);
                 }

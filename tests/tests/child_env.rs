@@ -91,8 +91,12 @@ async fn start_jail_runs_fail2ban_client_without_the_services_secrets() {
         .into_inner();
     let bearer = Bearer(format!("Bearer {}", login.token).parse().unwrap());
     let mut jails = JailServiceClient::with_interceptor(control.channel().await, bearer);
-    jails.stop_jail(pb::StopJailRequest { jail: "beta".into() }).await.unwrap();
-    let started = jails.start_jail(pb::StartJailRequest { jail: "beta".into() }).await.unwrap().into_inner();
+    jails.stop_jail(pb::StopJailRequest { jail: "beta".into(), ..Default::default() }).await.unwrap();
+    let started = jails
+        .start_jail(pb::StartJailRequest { jail: "beta".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(started.started, "the real fail2ban-client ran under the wrapper");
     assert!(f2b.client_ok(&["status"]).contains("alpha, beta"));
 

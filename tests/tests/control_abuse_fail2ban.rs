@@ -215,14 +215,16 @@ async fn hostile_memo_amplification_reply_is_internal_and_memory_stays_small() {
     let before = control.peak_rss_kib();
 
     for round in 0..3 {
-        let error = jails.list_active_bans(pb::ListActiveBansRequest {}).await.unwrap_err();
+        let error = jails.list_active_bans(pb::ListActiveBansRequest { ..Default::default() }).await.unwrap_err();
         assert_eq!(error.code(), Code::Internal, "round {round}: {error:?}");
-        let error = jails.get_jail(pb::GetJailRequest { jail: "alpha".into() }).await.unwrap_err();
+        let error =
+            jails.get_jail(pb::GetJailRequest { jail: "alpha".into(), ..Default::default() }).await.unwrap_err();
         assert_eq!(error.code(), Code::Internal, "round {round}: {error:?}");
         // Other RPCs still answer.
-        let status = jails.get_server_status(pb::GetServerStatusRequest {}).await.unwrap().into_inner();
+        let status =
+            jails.get_server_status(pb::GetServerStatusRequest { ..Default::default() }).await.unwrap().into_inner();
         assert!(status.online && status.version == "1.0.2", "{status:?}");
-        let list = jails.list_jails(pb::ListJailsRequest {}).await.unwrap().into_inner();
+        let list = jails.list_jails(pb::ListJailsRequest { ..Default::default() }).await.unwrap().into_inner();
         assert_eq!(list.jails.len(), 1);
     }
     assert_eq!(fake.ban_requests.load(Ordering::SeqCst), 6, "each hostile reply was read");
@@ -246,7 +248,7 @@ async fn honest_reply_of_100000_bans_decodes_in_proportional_memory() {
     let mut jails = control.jails().await.max_decoding_message_size(64 * 1024 * 1024);
     let before = control.peak_rss_kib();
 
-    let listed = jails.list_active_bans(pb::ListActiveBansRequest {}).await.unwrap().into_inner();
+    let listed = jails.list_active_bans(pb::ListActiveBansRequest { ..Default::default() }).await.unwrap().into_inner();
     assert_eq!(listed.bans.len(), 100_000);
     assert_eq!(listed.bans[0].ip, "10.0.0.0");
     assert_eq!(listed.bans[99_999].ip, "10.1.134.159");
@@ -254,7 +256,8 @@ async fn honest_reply_of_100000_bans_decodes_in_proportional_memory() {
     let after_one = control.peak_rss_kib();
     // Again: the peak does not grow with repeated calls.
     for _ in 0..2 {
-        let again = jails.list_active_bans(pb::ListActiveBansRequest {}).await.unwrap().into_inner();
+        let again =
+            jails.list_active_bans(pb::ListActiveBansRequest { ..Default::default() }).await.unwrap().into_inner();
         assert_eq!(again.bans.len(), 100_000);
     }
     let peak = control.peak_rss_kib();
@@ -302,7 +305,10 @@ async fn ban_times_are_right_when_fail2ban_runs_in_another_time_zone() {
     let printed = f2b.client_ok(&["get", "alpha", "banip", "--with-time"]);
     let started = epoch_now();
     // A manual ban through the service.
-    let banned = jails.ban_ip(pb::BanIpRequest { jail: "alpha".into(), ip: "192.0.2.2".into() }).await.unwrap();
+    let banned = jails
+        .ban_ip(pb::BanIpRequest { jail: "alpha".into(), ip: "192.0.2.2".into(), ..Default::default() })
+        .await
+        .unwrap();
     assert!(banned.into_inner().newly_banned);
 
     let mut rows = Vec::new();
@@ -322,7 +328,8 @@ async fn ban_times_are_right_when_fail2ban_runs_in_another_time_zone() {
     let tokyo = [chrono_like(&rows[0].1, 9 * 3600), chrono_like(&rows[0].1, 9 * 3600 - 1)];
     assert!(tokyo.iter().any(|t| printed.contains(t)), "fail2ban printed {printed:?}, Tokyo time of the ban {tokyo:?}");
 
-    let detail = jails.get_jail(pb::GetJailRequest { jail: "alpha".into() }).await.unwrap().into_inner();
+    let detail =
+        jails.get_jail(pb::GetJailRequest { jail: "alpha".into(), ..Default::default() }).await.unwrap().into_inner();
     let mut from_detail: Vec<(String, i64)> =
         detail.bans.iter().map(|b| (b.ip.clone(), b.banned_at.as_ref().unwrap().seconds)).collect();
     from_detail.sort();
@@ -333,7 +340,7 @@ async fn ban_times_are_right_when_fail2ban_runs_in_another_time_zone() {
             .iter()
             .all(|b| b.expires_at.as_ref().unwrap().seconds == b.banned_at.as_ref().unwrap().seconds + 3600)
     );
-    let listed = jails.list_active_bans(pb::ListActiveBansRequest {}).await.unwrap().into_inner();
+    let listed = jails.list_active_bans(pb::ListActiveBansRequest { ..Default::default() }).await.unwrap().into_inner();
     let mut from_list: Vec<(String, i64)> =
         listed.bans.iter().map(|b| (b.ip.clone(), b.banned_at.as_ref().unwrap().seconds)).collect();
     from_list.sort();
@@ -411,7 +418,7 @@ async fn jails_with_names_users_cannot_type_are_listed() {
     f2b.client_ok(&["set", "web+api", "banip", "198.51.100.8"]);
     f2b.client_ok(&["set", "alpha", "banip", "198.51.100.9"]);
 
-    let listed = jails.list_active_bans(pb::ListActiveBansRequest {}).await.unwrap().into_inner();
+    let listed = jails.list_active_bans(pb::ListActiveBansRequest { ..Default::default() }).await.unwrap().into_inner();
     let mut seen: Vec<(String, String)> = listed.bans.iter().map(|b| (b.jail.clone(), b.ip.clone())).collect();
     seen.sort();
     assert_eq!(
@@ -423,7 +430,7 @@ async fn jails_with_names_users_cannot_type_are_listed() {
         ]
     );
     let names: Vec<String> = jails
-        .list_jails(pb::ListJailsRequest {})
+        .list_jails(pb::ListJailsRequest { ..Default::default() })
         .await
         .unwrap()
         .into_inner()
@@ -433,10 +440,13 @@ async fn jails_with_names_users_cannot_type_are_listed() {
         .collect();
     assert_eq!(names, ["alpha", "beta", "my jail", "web+api"]);
     // What users send is still checked.
-    let error = jails.get_jail(pb::GetJailRequest { jail: "my jail".into() }).await.unwrap_err();
+    let error = jails.get_jail(pb::GetJailRequest { jail: "my jail".into(), ..Default::default() }).await.unwrap_err();
     assert_eq!(error.code(), Code::InvalidArgument);
     // An unban of the address from every jail reaches the odd one too.
-    let lifted = jails.unban_ip(pb::UnbanIpRequest { ip: "198.51.100.7".into(), jail: None }).await.unwrap();
+    let lifted = jails
+        .unban_ip(pb::UnbanIpRequest { ip: "198.51.100.7".into(), jail: None, ..Default::default() })
+        .await
+        .unwrap();
     assert_eq!(lifted.into_inner().unbanned, 1);
     assert!(f2b.banned("my jail").is_empty());
 }

@@ -129,16 +129,18 @@ async fn the_control_service_works_against_the_fake() {
     let control = ControlService::start(&["--fail2ban-socket", &socket, "--probe-interval", "200ms"]);
     let mut jails = control.jails().await;
 
-    let status = jails.get_server_status(pb::GetServerStatusRequest {}).await.unwrap().into_inner();
+    let status =
+        jails.get_server_status(pb::GetServerStatusRequest { ..Default::default() }).await.unwrap().into_inner();
     assert!(status.online, "{status:?}");
     assert_eq!((status.version.as_str(), status.jail_count), ("1.0.2", 2));
 
-    let ban = |ip: &str| pb::BanIpRequest { jail: "sshd".into(), ip: ip.into() };
+    let ban = |ip: &str| pb::BanIpRequest { jail: "sshd".into(), ip: ip.into(), ..Default::default() };
     assert!(jails.ban_ip(ban("192.0.2.10")).await.unwrap().into_inner().newly_banned);
     assert!(jails.ban_ip(ban("2001:DB8::10")).await.unwrap().into_inner().newly_banned);
     assert!(!jails.ban_ip(ban("192.0.2.10")).await.unwrap().into_inner().newly_banned, "already banned");
 
-    let sshd = jails.get_jail(pb::GetJailRequest { jail: "sshd".into() }).await.unwrap().into_inner();
+    let sshd =
+        jails.get_jail(pb::GetJailRequest { jail: "sshd".into(), ..Default::default() }).await.unwrap().into_inner();
     assert_eq!((sshd.bantime_seconds, sshd.findtime_seconds, sshd.maxretry), (3600, 600, 5));
     let mut ips: Vec<&str> = sshd.bans.iter().map(|b| b.ip.as_str()).collect();
     ips.sort_unstable();
@@ -149,14 +151,19 @@ async fn the_control_service_works_against_the_fake() {
         assert!((at - now).abs() <= 5, "banned at {at}, now {now}");
         assert_eq!(b.expires_at.as_ref().unwrap().seconds - at, 3600);
     }
-    let summary = jails.get_server_status(pb::GetServerStatusRequest {}).await.unwrap().into_inner();
+    let summary =
+        jails.get_server_status(pb::GetServerStatusRequest { ..Default::default() }).await.unwrap().into_inner();
     assert_eq!((summary.currently_banned, summary.total_banned), (2, 2));
 
-    let unban = |ip: &str, jail: Option<&str>| pb::UnbanIpRequest { ip: ip.into(), jail: jail.map(str::to_owned) };
+    let unban = |ip: &str, jail: Option<&str>| pb::UnbanIpRequest {
+        ip: ip.into(),
+        jail: jail.map(str::to_owned),
+        ..Default::default()
+    };
     assert_eq!(jails.unban_ip(unban("192.0.2.10", Some("sshd"))).await.unwrap().into_inner().unbanned, 1);
     assert_eq!(jails.unban_ip(unban("192.0.2.10", Some("sshd"))).await.unwrap().into_inner().unbanned, 0);
     assert_eq!(jails.unban_ip(unban("2001:db8::10", None)).await.unwrap().into_inner().unbanned, 1);
-    let missing = jails.get_jail(pb::GetJailRequest { jail: "nope".into() }).await.unwrap_err();
+    let missing = jails.get_jail(pb::GetJailRequest { jail: "nope".into(), ..Default::default() }).await.unwrap_err();
     assert_eq!(missing.code(), tonic::Code::NotFound);
     // What the fake holds now, read with fail2ban's own client.
     let out = std::process::Command::new("fail2ban-client").args(["-s", &socket, "get", "sshd", "banip"]).output();

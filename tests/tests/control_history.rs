@@ -64,7 +64,7 @@ async fn bans_are_archived_with_countries_and_survive_fail2bans_purge() {
     f2b.fail_logins("alpha", "81.2.69.160", 3);
     f2b.fail_logins("alpha", "203.0.113.50", 3);
     let mut jails = control.jails().await;
-    jails.ban_ip(pb::BanIpRequest { jail: "beta".into(), ip: "8.8.8.9".into() }).await.unwrap();
+    jails.ban_ip(pb::BanIpRequest { jail: "beta".into(), ip: "8.8.8.9".into(), ..Default::default() }).await.unwrap();
     // The manual ban is archived at once.
     let manual =
         pb::HistoryFilter { window: pb::Window::Window24h.into(), origin: "manual".into(), ..Default::default() };
@@ -156,7 +156,7 @@ async fn bans_are_archived_with_countries_and_survive_fail2bans_purge() {
     })
     .await;
     // An unban through the API is an event in the address's timeline.
-    jails.unban_ip(pb::UnbanIpRequest { ip: "8.8.8.9".into(), jail: None }).await.unwrap();
+    jails.unban_ip(pb::UnbanIpRequest { ip: "8.8.8.9".into(), jail: None, ..Default::default() }).await.unwrap();
     let timeline = history
         .get_ip_history(pb::GetIpHistoryRequest { ip: "8.8.8.9".into(), ..Default::default() })
         .await

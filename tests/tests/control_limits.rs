@@ -117,7 +117,11 @@ async fn rpcs_beyond_the_in_flight_limit_are_shed_at_once_and_none_hangs() {
         let mut jails = pb::jail_service_client::JailServiceClient::new(channels[i % channels.len()].clone());
         calls.push(tokio::spawn(async move {
             let begun = Instant::now();
-            let answer = tokio::time::timeout(Duration::from_secs(30), jails.list_jails(pb::ListJailsRequest {})).await;
+            let answer = tokio::time::timeout(
+                Duration::from_secs(30),
+                jails.list_jails(pb::ListJailsRequest { ..Default::default() }),
+            )
+            .await;
             (answer.expect("an RPC hung past 30 s"), begun.elapsed())
         }));
     }

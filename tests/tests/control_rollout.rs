@@ -60,7 +60,10 @@ async fn call(addr: &str, token: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let bearer = Bearer(format!("Bearer {token}").parse().unwrap());
     let mut jails = JailServiceClient::with_interceptor(channel.clone(), bearer.clone());
-    let jails = jails.list_jails(pb::ListJailsRequest {}).await.map_err(|s| format!("ListJails: {s:?}"))?;
+    let jails = jails
+        .list_jails(pb::ListJailsRequest { ..Default::default() })
+        .await
+        .map_err(|s| format!("ListJails: {s:?}"))?;
     if jails.into_inner().jails.len() != 2 {
         return Err("ListJails: not the two jails".into());
     }

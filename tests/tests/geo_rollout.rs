@@ -91,14 +91,14 @@ async fn a_rolling_update_of_the_geo_service_loses_no_call() {
     let mut jails = control.jails().await;
     // Addresses the sample database places (and one it does not).
     for (jail, ip) in [("alpha", "8.8.8.8"), ("beta", "81.2.69.160"), ("alpha", "192.0.2.77")] {
-        jails.ban_ip(pb::BanIpRequest { jail: jail.into(), ip: ip.into() }).await.unwrap();
+        jails.ban_ip(pb::BanIpRequest { jail: jail.into(), ip: ip.into(), ..Default::default() }).await.unwrap();
     }
     // Both geo-services take lookups before the rollout starts.
     for geo in &geos {
         eventually(10, "lookups on both geo-services", || {
             let mut jails = jails.clone();
             async move {
-                jails.list_active_bans(pb::ListActiveBansRequest {}).await.unwrap();
+                jails.list_active_bans(pb::ListActiveBansRequest { ..Default::default() }).await.unwrap();
                 found(geo).await > 0.0
             }
         })
@@ -113,7 +113,7 @@ async fn a_rolling_update_of_the_geo_service_loses_no_call() {
             let mut tally = Tally::default();
             while !stop.load(Ordering::Relaxed) {
                 let started = Instant::now();
-                let answer = jails.list_active_bans(pb::ListActiveBansRequest {}).await;
+                let answer = jails.list_active_bans(pb::ListActiveBansRequest { ..Default::default() }).await;
                 tally.max_latency = tally.max_latency.max(started.elapsed());
                 tally.calls += 1;
                 match answer {

@@ -168,7 +168,10 @@ async fn control_health_port_serves_plaintext_beside_tls_and_drains() {
             Ok(request)
         },
     );
-    let held = tokio::spawn(async move { jails.get_server_status(cpb::GetServerStatusRequest {}).await });
+    let held =
+        tokio::spawn(
+            async move { jails.get_server_status(cpb::GetServerStatusRequest { ..Default::default() }).await },
+        );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!held.is_finished(), "the call did not wait on fail2ban: {:?}", held.await);
 

@@ -76,6 +76,7 @@ async fn attach_with(addr: SocketAddr, credential: &str, first: Inbound) -> Resu
     let initial = match first {
         Inbound::Hello(h) => Heartbeat { fail2ban_version: h.fail2ban_version, jails: h.jails },
         Inbound::Heartbeat(h) => h,
+        Inbound::Result(_) => Heartbeat::default(),
     };
     let (state, mut latest) = watch::channel(initial);
     let beats = tx.clone();
@@ -407,8 +408,9 @@ async fn agent_input_is_bounded() {
     let (code_, message) = code(attach(agent_addr, &credential, with_jails(names(1001))).await);
     assert_eq!(code_, Code::InvalidArgument);
     assert!(message.contains("hello.jails"), "{message}");
-    // Twice the largest legitimate Hello is refused by its size, unread.
-    let (code_, message) = code(attach(agent_addr, &credential, with_jails(names(2000))).await);
+    // A message over the agent port's limit (a command result's 1 MiB and
+    // a margin) is refused by its size, unread.
+    let (code_, message) = code(attach(agent_addr, &credential, with_jails(names(12_000))).await);
     assert!(matches!(code_, Code::OutOfRange | Code::ResourceExhausted), "{code_:?} {message}");
     let shown = host(&mut hosts, HOST_A).await;
     assert!(shown.jails.is_empty() && shown.last_seen.is_none() && !shown.connected, "{shown:?}");

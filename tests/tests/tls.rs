@@ -155,8 +155,8 @@ async fn control_reaches_geo_over_mtls_with_the_token_and_serves_tls_itself() {
         "geo-token",
     ]);
     let mut jails = control.jails().await;
-    jails.ban_ip(cpb::BanIpRequest { jail: "alpha".into(), ip: "8.8.8.8".into() }).await.unwrap();
-    let bans = jails.list_active_bans(cpb::ListActiveBansRequest {}).await.unwrap().into_inner();
+    jails.ban_ip(cpb::BanIpRequest { jail: "alpha".into(), ip: "8.8.8.8".into(), ..Default::default() }).await.unwrap();
+    let bans = jails.list_active_bans(cpb::ListActiveBansRequest { ..Default::default() }).await.unwrap().into_inner();
     assert!(bans.geo_available, "{bans:?}");
     assert_eq!(bans.bans[0].country_code, "US");
 

@@ -41,7 +41,10 @@ impl HostName {
             return Err(InvalidArgument::new(field, "a host name has only letters, digits, '.', '-' and '_'"));
         }
         if text.eq_ignore_ascii_case(crate::fleet::LOCAL) {
-            return Err(InvalidArgument::new(field, "`local` is the control-service's own fail2ban: choose another name"));
+            return Err(InvalidArgument::new(
+                field,
+                "`local` is the control-service's own fail2ban: choose another name",
+            ));
         }
         Ok(Self(text.to_owned()))
     }
