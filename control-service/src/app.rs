@@ -195,7 +195,8 @@ impl Application {
         let lease_retry = elector_settings.retry;
         let replica = elector_settings.replica.clone();
         let hosts = Hosts::new(stores.hosts.clone(), &replica, config.agent_max_streams as usize)
-            .with_gauge(metrics.agent_streams());
+            .with_gauge(metrics.agent_streams())
+            .with_notices(stores.notices.clone());
         let jails = Jails::new(
             Fleet::new(fail2ban.clone(), hosts.clone(), stores.hosts.clone()),
             stores.actions.clone(),
@@ -362,6 +363,8 @@ impl Application {
         let agent_addr = self.agent.local_addr()?;
         // The agent port: no session gate (agents bring their own
         // credential), the gRPC port's TLS, its own stream cap.
+        // Commands other replicas write for the hosts whose streams are here.
+        let relay = tokio::spawn(self.hosts.clone().relay(stopping.clone()));
         let agent_server = tokio::spawn(crate::agent_port::serve(
             self.agent,
             AgentApi::new(self.hosts, stopping.clone()),
@@ -445,6 +448,7 @@ impl Application {
         let held = elector_task.await.unwrap_or(None);
         elector.release(held).await;
         let _ = prober.await;
+        let _ = relay.await;
         let _ = setup_token_task.await;
         let _ = metrics_server.await;
         match agent_server.await {

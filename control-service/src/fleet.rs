@@ -3,7 +3,9 @@
 //! The host `local` is the control-service's own fail2ban
 //! (`--fail2ban-socket`): its commands run in this process, through the
 //! same [`command::run`] an agent uses. Every enrolled host's commands go
-//! down its agent's stream ([`Hosts::command_here`]). A request names a
+//! down its agent's stream: from this replica when the stream is here
+//! ([`Hosts::command_here`]), else through the database to the replica
+//! that holds it ([`Hosts::command_elsewhere`]). A request names a
 //! host by name or id; an empty name means the only host when there is
 //! exactly one ([`Fleet::address`]).
 
@@ -137,7 +139,7 @@ impl Fleet {
         let id = HostId::parse("host", &target.id)?;
         match self.hosts.command_here(&id, &target.name, command, deadline).await {
             Some(answer) => answer,
-            None => Err(unreachable(&target.name, "its agent is not connected")),
+            None => self.hosts.command_elsewhere(&id, &target.name, command, deadline).await,
         }
     }
 }

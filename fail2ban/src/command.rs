@@ -189,7 +189,7 @@ impl Reply {
 
 /// A [`Fail2banError`] as it crosses the wire: its kind
 /// ([`Fail2banError::kind`]), its message, and for `invalid` the field.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
     pub kind: String,
     pub message: String,

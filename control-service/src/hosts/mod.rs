@@ -8,6 +8,8 @@
 //! * [`registry`]: the live streams on this replica, to cut them at once.
 //! * [`stream`]: one agent stream's life: attach, keep the lease, end.
 //! * [`commands`]: jail operations down a stream here, and their answers.
+//! * [`relay`]: jail operations for a host whose stream is on another
+//!   replica, through the database.
 //!
 //! Across replicas the database decides (`store::hosts`): a token is used
 //! by one UPDATE, a stream holds a lease in its host's row that it
@@ -19,6 +21,7 @@ pub mod commands;
 pub mod credential;
 pub mod name;
 pub mod registry;
+pub mod relay;
 pub mod stream;
 pub mod version;
 
@@ -134,6 +137,8 @@ pub struct Hosts {
     registry: Registry,
     /// Commands sent down streams here, waiting for their results.
     waiting: commands::Waiting,
+    /// PostgreSQL's notifications, when there are several replicas.
+    notices: Option<Arc<crate::store::postgres::Notices>>,
     replica: Arc<str>,
     /// One permit per open agent stream (`--agent-max-streams`).
     streams: Arc<Semaphore>,
@@ -148,6 +153,7 @@ impl Hosts {
             store,
             registry: Registry::default(),
             waiting: commands::Waiting::default(),
+            notices: None,
             replica: replica.into(),
             streams: Arc::new(Semaphore::new(max_streams)),
             max_streams,
@@ -158,6 +164,13 @@ impl Hosts {
     /// Counts open streams in `gauge` (`control_agent_streams`).
     pub fn with_gauge(mut self, gauge: Gauge) -> Self {
         self.open_streams = gauge;
+        self
+    }
+
+    /// Wakes command relays through `notices` (PostgreSQL): commands then
+    /// reach hosts whose streams are on other replicas ([`relay`]).
+    pub fn with_notices(mut self, notices: Option<Arc<crate::store::postgres::Notices>>) -> Self {
+        self.notices = notices;
         self
     }
 

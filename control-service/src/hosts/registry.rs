@@ -61,6 +61,10 @@ impl Registry {
         self.with(|streams| streams.get(host).map(|e| e.commands.clone()))
     }
 
+    pub fn contains(&self, host: &str) -> bool {
+        self.with(|streams| streams.contains_key(host))
+    }
+
     /// Live streams on this replica.
     pub fn len(&self) -> usize {
         self.with(|streams| streams.len())

@@ -19,7 +19,7 @@ use super::{
     auth::{SessionRow, SetupTokenRow},
     blocklist::{RunRow, SourceRow},
     history::{ArchivedBan, CountryCount, IpCount, IpPlace, JailBanRow, JailCount},
-    hosts::HostRow,
+    hosts::{HostRow, TakenCommand},
     lease::{JobRun, Lease, LeaseGrant, Statements},
 };
 
@@ -71,7 +71,9 @@ pub(crate) trait Dialect:
                  + Decode<RunRow>
                  // hosts.
                  + Decode<HostRow>
-                 + Decode<(Vec<u8>, Option<i64>)>,
+                 + Decode<(Vec<u8>, Option<i64>)>
+                 + Decode<TakenCommand>
+                 + Decode<(Option<String>,)>,
     >
 {
     /// Rows per archive insert (15 parameters each).
@@ -97,6 +99,11 @@ pub(crate) trait Dialect:
     /// statements then read every row of the source, 15 times slower).
     /// `None` where the planner's defaults already pick the index.
     const ANALYZE_ENTRIES: Option<&'static str>;
+
+    /// Wakes the listeners of channel `$1` with payload `$2`, where the
+    /// database has notifications (PostgreSQL's NOTIFY); `None` where it
+    /// has one process (SQLite: one replica, nothing to wake).
+    const NOTIFY: Option<&'static str>;
 
     /// The lease and ledger statements in this dialect (its clock, its
     /// row lock).

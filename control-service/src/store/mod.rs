@@ -127,6 +127,8 @@ pub struct Stores {
     pub history: Arc<dyn HistoryStore>,
     pub blocklists: Arc<dyn BlocklistStore>,
     pub hosts: Arc<dyn HostStore>,
+    /// PostgreSQL's notifications (several replicas); `None` on SQLite.
+    pub notices: Option<Arc<postgres::Notices>>,
 }
 
 impl Stores {
@@ -143,6 +145,7 @@ impl Stores {
             history: db.clone(),
             blocklists: db.clone(),
             hosts: db,
+            notices: None,
         }
     }
 }
@@ -151,6 +154,10 @@ impl Stores {
 pub async fn connect(url: &str) -> Result<Stores, StoreError> {
     Ok(match Backend::of(url)? {
         Backend::Sqlite => Stores::of(SqliteStore::connect(url).await?),
-        Backend::Postgres => Stores::of(PgStore::connect(url).await?),
+        Backend::Postgres => {
+            let store = PgStore::connect(url).await?;
+            let notices = postgres::Notices::start(&store, &[hosts::COMMANDS_CHANNEL, hosts::RESULTS_CHANNEL]);
+            Stores { notices: Some(notices), ..Stores::of(store) }
+        }
     })
 }

@@ -1,9 +1,13 @@
 //! The PostgreSQL control database, shared by several replicas, and
 //! PostgreSQL's side of `Dialect`.
 
-use std::sync::LazyLock;
+use std::{sync::LazyLock, time::Duration};
 
-use sqlx::{Postgres, postgres::PgConnectOptions};
+use sqlx::{
+    Postgres,
+    postgres::{PgConnectOptions, PgListener},
+};
+use tokio::sync::broadcast;
 
 use super::{Dialect, Store, StoreError, hosts, lease::Statements};
 
@@ -56,11 +60,61 @@ impl Dialect for Postgres {
         format!("${n}")
     }
 
+    const NOTIFY: Option<&'static str> = Some("SELECT pg_notify($1, $2)");
+
     fn lease_statements() -> &'static Statements {
         &LEASE
     }
 
     fn host_statements() -> &'static hosts::Statements {
         &HOSTS
+    }
+}
+
+/// Notifications from PostgreSQL (LISTEN), handed to every subscriber as
+/// (channel, payload). They are only a wake-up: whoever waits on one also
+/// polls, so a notification lost while the listening connection was
+/// reconnecting delays, never loses, what it announced.
+#[derive(Debug)]
+pub struct Notices {
+    sender: broadcast::Sender<(String, String)>,
+}
+
+/// Notifications a slow subscriber may fall behind by before it is told
+/// it lagged (it then polls).
+const NOTICES_KEPT: usize = 1024;
+
+impl Notices {
+    /// Listens on `channels` with a connection of its own, from now until
+    /// `pool` closes, reconnecting after a second when the connection drops.
+    pub fn start(store: &PgStore, channels: &'static [&'static str]) -> std::sync::Arc<Self> {
+        let (sender, _) = broadcast::channel(NOTICES_KEPT);
+        let notices = std::sync::Arc::new(Self { sender: sender.clone() });
+        let pool = store.pool.clone();
+        tokio::spawn(async move {
+            while !pool.is_closed() {
+                let listening = async {
+                    let mut listener = PgListener::connect_with(&pool).await?;
+                    listener.listen_all(channels.iter().copied()).await?;
+                    loop {
+                        let notice = listener.recv().await?;
+                        // Nobody subscribed: nobody waits.
+                        let _ = sender.send((notice.channel().to_owned(), notice.payload().to_owned()));
+                    }
+                };
+                let ended: Result<(), sqlx::Error> = listening.await;
+                if let Err(error) = ended
+                    && !pool.is_closed()
+                {
+                    tracing::warn!(%error, "LISTEN connection lost: listening again in 1 s (waiters poll meanwhile)");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        });
+        notices
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<(String, String)> {
+        self.sender.subscribe()
     }
 }

@@ -51,6 +51,8 @@ impl Dialect for Sqlite {
         "?".to_owned()
     }
 
+    const NOTIFY: Option<&'static str> = None;
+
     fn lease_statements() -> &'static Statements {
         &LEASE
     }

@@ -126,7 +126,51 @@ async fn one_stream_per_host(store: &impl HostStore) {
     assert!(!store.take_stream(&claim("nobody", "s6", "i6"), &presence("[]"), 15_000).await.unwrap());
 }
 
+fn command<'a>(id: &'a str, host: &'a str, ttl_ms: i64) -> NewCommand<'a> {
+    NewCommand { id, host, operation: r#"{"op":"server_status"}"#, ttl_ms }
+}
+
+async fn commands_are_taken_once_and_never_late<S: HostStore + 'static>(store: Arc<S>) {
+    store.insert_command(&command("c1", "cmd-a", 60_000)).await.unwrap();
+    store.insert_command(&command("c2", "cmd-a", 1)).await.unwrap();
+    store.insert_command(&command("c3", "cmd-b", 60_000)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let mut waiting = store.hosts_with_commands().await.unwrap();
+    waiting.sort();
+    assert_eq!(waiting, ["cmd-a", "cmd-b"]);
+    let taken = store.take_commands("cmd-a", "replica-1").await.unwrap();
+    assert_eq!(taken.len(), 1, "c2's deadline passed: never taken: {taken:?}");
+    assert_eq!((taken[0].id.as_str(), taken[0].host_id.as_str()), ("c1", "cmd-a"));
+    assert!(taken[0].left_ms > 50_000 && taken[0].left_ms <= 60_000, "{taken:?}");
+    assert!(store.take_commands("cmd-a", "replica-2").await.unwrap().is_empty(), "taken once");
+    assert_eq!(store.hosts_with_commands().await.unwrap(), ["cmd-b"]);
+
+    // Two replicas at once: one takes it.
+    store.insert_command(&command("c4", "cmd-c", 60_000)).await.unwrap();
+    let racers = ["r1", "r2", "r3", "r4"].map(|replica| {
+        let store = store.clone();
+        tokio::spawn(async move { store.take_commands("cmd-c", replica).await.unwrap().len() })
+    });
+    let mut takes = 0;
+    for racer in racers {
+        takes += racer.await.unwrap();
+    }
+    assert_eq!(takes, 1);
+
+    assert_eq!(store.command_outcome("c1").await.unwrap(), None);
+    assert!(store.finish_command("c1", r#"{"reply":"x"}"#).await.unwrap());
+    assert!(!store.finish_command("c1", r#"{"reply":"y"}"#).await.unwrap(), "one outcome");
+    assert_eq!(store.command_outcome("c1").await.unwrap().as_deref(), Some(r#"{"reply":"x"}"#));
+    store.delete_command("c1").await.unwrap();
+    assert_eq!(store.command_outcome("c1").await.unwrap(), None);
+    assert!(!store.finish_command("c1", "late").await.unwrap(), "its caller gave up");
+    // c2's deadline passed; the others' did not.
+    assert_eq!(store.purge_commands(0).await.unwrap(), 1);
+    assert!(store.take_commands("cmd-b", "replica-1").await.unwrap().len() == 1, "c3 kept");
+}
+
 async fn run_all<S: HostStore + 'static>(store: Arc<S>) {
+    commands_are_taken_once_and_never_late(store.clone()).await;
     a_token_enrolls_once(&*store).await;
     concurrent_uses_enroll_once(store.clone()).await;
     an_expired_token_is_refused(&*store).await;

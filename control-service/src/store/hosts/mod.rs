@@ -89,6 +89,27 @@ pub struct StreamClaim<'a> {
     pub instance: &'a str,
 }
 
+/// A command row for a host whose stream is on another replica.
+#[derive(Debug, Clone, Copy)]
+pub struct NewCommand<'a> {
+    pub id: &'a str,
+    pub host: &'a str,
+    /// JSON of the operation (`bangui_fail2ban::command::Command`).
+    pub operation: &'a str,
+    /// Milliseconds from now (the database's clock) until its deadline.
+    pub ttl_ms: i64,
+}
+
+/// A command row taken by the replica holding its host's stream.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct TakenCommand {
+    pub id: String,
+    pub host_id: String,
+    pub operation: String,
+    /// Milliseconds left until its deadline (the database's clock).
+    pub left_ms: i64,
+}
+
 /// The fleet's hosts and enrollment tokens.
 #[async_trait::async_trait]
 pub trait HostStore: Send + Sync + std::fmt::Debug {
@@ -120,7 +141,34 @@ pub trait HostStore: Send + Sync + std::fmt::Debug {
     async fn refresh_stream(&self, host: &str, stream_id: &str, presence: &Presence<'_>) -> Result<bool, StoreError>;
     /// Releases the lease if `stream_id` still holds it.
     async fn release_stream(&self, host: &str, stream_id: &str) -> Result<bool, StoreError>;
+
+    // Commands across replicas (`host_commands`).
+
+    /// Writes a command row, and wakes the replicas where the database can
+    /// (NOTIFY `bangui_host_commands` with the host id).
+    async fn insert_command(&self, command: &NewCommand<'_>) -> Result<(), StoreError>;
+    /// The hosts with a command nobody took yet, before its deadline.
+    async fn hosts_with_commands(&self) -> Result<Vec<String>, StoreError>;
+    /// Takes `host`'s commands not taken yet, before their deadline, for
+    /// `replica` (one UPDATE: a row is taken once).
+    async fn take_commands(&self, host: &str, replica: &str) -> Result<Vec<TakenCommand>, StoreError>;
+    /// Writes a taken command's outcome (once) and wakes its caller
+    /// (NOTIFY `bangui_host_results` with the command id); false when the
+    /// row is gone (its caller gave up) or has an outcome.
+    async fn finish_command(&self, id: &str, outcome: &str) -> Result<bool, StoreError>;
+    /// The command's outcome, once there is one.
+    async fn command_outcome(&self, id: &str) -> Result<Option<String>, StoreError>;
+    /// Deletes the row (its caller read the outcome, or gave up).
+    async fn delete_command(&self, id: &str) -> Result<(), StoreError>;
+    /// Deletes rows whose deadline passed more than `after_ms` ago (their
+    /// callers crashed before deleting them); how many.
+    async fn purge_commands(&self, after_ms: i64) -> Result<u64, StoreError>;
 }
+
+/// Where a command row wakes the replicas.
+pub const COMMANDS_CHANNEL: &str = "bangui_host_commands";
+/// Where an outcome wakes the command's caller.
+pub const RESULTS_CHANNEL: &str = "bangui_host_results";
 
 const HOST_COLUMNS: &str = "id, name, enrolled_at, last_seen, agent_version, fail2ban_version, jails, revoked_at, \
                             stream_holder, stream_seen_at";
@@ -152,6 +200,19 @@ const TAKE_STREAM: &str = "UPDATE hosts SET stream_id = $2, stream_holder = $3, 
 /// Refreshes host $1's lease held by stream $2 (presence $3 $4 $5).
 const REFRESH_STREAM: &str = "UPDATE hosts SET stream_seen_at = {now}, last_seen = {now}, agent_version = $3, \
      fail2ban_version = $4, jails = $5 WHERE id = $1 AND stream_id = $2 AND revoked_at IS NULL";
+/// Command $1 for host $2, operation $3, deadline $4 ms from now.
+const INSERT_COMMAND: &str = "INSERT INTO host_commands (id, host_id, operation, created_at, deadline_at) \
+     VALUES ($1, $2, $3, {now}, {now} + $4)";
+const HOSTS_WITH_COMMANDS: &str =
+    "SELECT DISTINCT host_id FROM host_commands WHERE taken_by IS NULL AND deadline_at > {now}";
+/// Takes host $1's waiting commands for replica $2.
+const TAKE_COMMANDS: &str = "UPDATE host_commands SET taken_by = $2, taken_at = {now} \
+     WHERE host_id = $1 AND taken_by IS NULL AND deadline_at > {now} \
+     RETURNING id, host_id, operation, deadline_at - {now} AS left_ms";
+const FINISH_COMMAND: &str = "UPDATE host_commands SET outcome = $2 WHERE id = $1 AND outcome IS NULL";
+const COMMAND_OUTCOME: &str = "SELECT outcome FROM host_commands WHERE id = $1";
+const DELETE_COMMAND: &str = "DELETE FROM host_commands WHERE id = $1";
+const PURGE_COMMANDS: &str = "DELETE FROM host_commands WHERE deadline_at < {now} - $1";
 const RELEASE_STREAM: &str = "UPDATE hosts SET stream_id = NULL, stream_holder = NULL, stream_instance = NULL, \
      stream_seen_at = NULL WHERE id = $1 AND stream_id = $2";
 
@@ -166,6 +227,10 @@ pub(crate) struct Statements {
     revoke_host: String,
     take_stream: String,
     refresh_stream: String,
+    insert_command: String,
+    hosts_with_commands: String,
+    take_commands: String,
+    purge_commands: String,
 }
 
 impl Statements {
@@ -181,6 +246,10 @@ impl Statements {
             revoke_host: render(REVOKE_HOST),
             take_stream: render(TAKE_STREAM),
             refresh_stream: render(REFRESH_STREAM),
+            insert_command: render(INSERT_COMMAND),
+            hosts_with_commands: render(HOSTS_WITH_COMMANDS),
+            take_commands: render(TAKE_COMMANDS),
+            purge_commands: render(PURGE_COMMANDS),
         }
     }
 }
@@ -201,6 +270,10 @@ mod tests {
             &s.revoke_host,
             &s.take_stream,
             &s.refresh_stream,
+            &s.insert_command,
+            &s.hosts_with_commands,
+            &s.take_commands,
+            &s.purge_commands,
         ] {
             assert!(!sql.contains('{') && sql.contains("NOW_MS"), "{sql}");
         }

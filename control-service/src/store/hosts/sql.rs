@@ -129,4 +129,71 @@ impl<DB: Dialect> HostStore for Store<DB> {
             Stmt::<DB>::new(RELEASE_STREAM).bind(host).bind(stream_id).execute(&mut *conn(&self.pool).await?).await?;
         Ok(released > 0)
     }
+
+    async fn insert_command(&self, command: &NewCommand<'_>) -> Result<(), StoreError> {
+        let mut conn = conn(&self.pool).await?;
+        Stmt::<DB>::new(DB::host_statements().insert_command.as_str())
+            .bind(command.id)
+            .bind(command.host)
+            .bind(command.operation)
+            .bind(command.ttl_ms)
+            .execute(&mut conn)
+            .await?;
+        notify::<DB>(&mut conn, COMMANDS_CHANNEL, command.host).await
+    }
+
+    async fn hosts_with_commands(&self) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String,)> = Stmt::<DB>::new(DB::host_statements().hosts_with_commands.as_str())
+            .fetch_all(&mut *conn(&self.pool).await?)
+            .await?;
+        Ok(rows.into_iter().map(|(host,)| host).collect())
+    }
+
+    async fn take_commands(&self, host: &str, replica: &str) -> Result<Vec<TakenCommand>, StoreError> {
+        Stmt::<DB>::new(DB::host_statements().take_commands.as_str())
+            .bind(host)
+            .bind(replica)
+            .fetch_all(&mut *conn(&self.pool).await?)
+            .await
+    }
+
+    async fn finish_command(&self, id: &str, outcome: &str) -> Result<bool, StoreError> {
+        let mut conn = conn(&self.pool).await?;
+        if Stmt::<DB>::new(FINISH_COMMAND).bind(id).bind(outcome).execute(&mut conn).await? == 0 {
+            return Ok(false);
+        }
+        notify::<DB>(&mut conn, RESULTS_CHANNEL, id).await?;
+        Ok(true)
+    }
+
+    async fn command_outcome(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let row: Option<(Option<String>,)> =
+            Stmt::<DB>::new(COMMAND_OUTCOME).bind(id).fetch_optional(&mut *conn(&self.pool).await?).await?;
+        Ok(row.and_then(|(outcome,)| outcome))
+    }
+
+    async fn delete_command(&self, id: &str) -> Result<(), StoreError> {
+        Stmt::<DB>::new(DELETE_COMMAND).bind(id).execute(&mut *conn(&self.pool).await?).await?;
+        Ok(())
+    }
+
+    async fn purge_commands(&self, after_ms: i64) -> Result<u64, StoreError> {
+        Stmt::<DB>::new(DB::host_statements().purge_commands.as_str())
+            .bind(after_ms)
+            .execute(&mut *conn(&self.pool).await?)
+            .await
+    }
+}
+
+/// Wakes the listeners of `channel` where the database can (PostgreSQL's
+/// NOTIFY); elsewhere the waiting side's polling finds the change.
+async fn notify<DB: Dialect>(
+    conn: &mut DB::Connection,
+    channel: &str,
+    payload: &str,
+) -> Result<(), StoreError> {
+    if let Some(sql) = DB::NOTIFY {
+        Stmt::<DB>::new(sql).bind(channel).bind(payload).execute(conn).await?;
+    }
+    Ok(())
 }
