@@ -48,7 +48,7 @@ use crate::{
     config::Config,
     geo_client::GeoClient,
     history::{History, queries::HistoryQueries},
-    hosts::Hosts,
+    hosts::{Hosts, events::HostEvents},
     jails::Jails,
     jobs::{JobContext, JobKind, Scheduler},
     leader::Elector,
@@ -108,6 +108,8 @@ pub struct Application {
     queries: HistoryQueries,
     cluster: Cluster,
     hosts: Hosts,
+    /// Stores the hosts' outbox events.
+    host_events: HostEvents,
     /// The agent port (`--agent-listen`).
     agent: TcpListener,
     elector: Elector,
@@ -235,6 +237,7 @@ impl Application {
         let scheduler =
             Scheduler::new(stores.ledger.clone(), leadership.clone(), clock.clone(), context, metrics.clone());
         let queries = HistoryQueries::new(stores.history.clone(), clock.clone());
+        let host_events = HostEvents::new(history.clone());
         let cluster = Cluster::new(
             stores.lease.clone(),
             stores.ledger.clone(),
@@ -270,6 +273,7 @@ impl Application {
             queries,
             cluster,
             hosts,
+            host_events,
             agent,
             elector,
             scheduler,
@@ -363,7 +367,7 @@ impl Application {
         // credential), the gRPC port's TLS, its own stream cap.
         let agent_server = tokio::spawn(crate::agent_port::serve(
             self.agent,
-            AgentApi::new(self.hosts, stopping.clone()),
+            AgentApi::new(self.hosts, stopping.clone()).with_events(self.host_events),
             self.tls.clone(),
             self.limits,
             self.shutdown_grace,

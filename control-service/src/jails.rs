@@ -15,7 +15,7 @@ use crate::{
     history::History,
     kinds::{ActionKind, Event},
     metrics::Metrics,
-    store::{ActionLog, BlocklistStore, actions::JailAction},
+    store::{ActionLog, BlocklistStore, actions::JailAction, history::LOCAL_HOST},
 };
 use bangui_fail2ban::{ActiveBan, Fail2ban, Fail2banError, JailDetail, JailName, JailParams, JailStatus, ServerStatus};
 
@@ -143,7 +143,9 @@ impl Jails {
             // Archived at once, with fail2ban's own ban time (its database
             // row, see `Fail2ban::ban_timed`): the sync then finds the same
             // (jail, ip, banned_at) and leaves it `manual`.
-            self.history.record_manual(jail.as_str(), &ip.to_string(), banned_at, ban_seconds, Event::Ban).await;
+            self.history
+                .record_manual(LOCAL_HOST, jail.as_str(), &ip.to_string(), banned_at, ban_seconds, Event::Ban)
+                .await;
         }
         newly
     }
@@ -158,7 +160,7 @@ impl Jails {
         if matches!(result, Ok(n) if n > 0) {
             let now = self.clock.now();
             for jail in &from {
-                self.history.record_manual(jail, &ip.to_string(), now, 0, Event::Unban).await;
+                self.history.record_manual(LOCAL_HOST, jail, &ip.to_string(), now, 0, Event::Unban).await;
                 self.except_import(jail, ip, now).await;
             }
         }

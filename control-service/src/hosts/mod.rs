@@ -7,6 +7,8 @@
 //! * [`version`]: which agent versions this control plane speaks.
 //! * [`registry`]: the live streams on this replica, to cut them at once.
 //! * [`stream`]: one agent stream's life: attach, keep the lease, end.
+//! * [`events`]: the history events a host's agent delivers from its
+//!   outbox, stored once each.
 //!
 //! Across replicas the database decides (`store::hosts`): a token is used
 //! by one UPDATE, a stream holds a lease in its host's row that it
@@ -15,6 +17,7 @@
 //! [`HEARTBEAT`]), which finds the host revoked.
 
 pub mod credential;
+pub mod events;
 pub mod name;
 pub mod registry;
 pub mod stream;

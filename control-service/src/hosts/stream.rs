@@ -101,6 +101,15 @@ impl LiveStream {
         &self.host_name
     }
 
+    pub fn host_id(&self) -> &str {
+        self.host.as_str()
+    }
+
+    /// This stream's id (what the host's lease names while it holds it).
+    pub fn stream_id(&self) -> &str {
+        &self.stream_id
+    }
+
     /// Resolves when this replica cuts the stream (the host revoked here,
     /// or its agent attached again).
     pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
