@@ -4,7 +4,10 @@
 //! the host's identity on disk ([`identity`]), and holds the host's one
 //! live stream to any control-service replica ([`session`]), reconnecting
 //! with jittered backoff ([`backoff`]) to the next endpoint when a replica
-//! goes away.
+//! goes away. The host's ban history goes up through a durable outbox
+//! ([`outbox`]): filled from fail2ban's database whether or not the
+//! control plane is reachable, delivered with per-host sequence numbers
+//! and deleted once acknowledged.
 //!
 //! What it reports about fail2ban comes from [`bangui_fail2ban`], the same
 //! code the control-service uses for a local socket.
@@ -15,6 +18,7 @@ pub mod connect;
 pub mod enroll;
 pub mod identity;
 pub mod metrics;
+pub mod outbox;
 pub mod session;
 
 pub use config::Config;

@@ -22,7 +22,14 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Status, metadata::MetadataValue};
 
-use crate::{Config, backoff::Backoff, connect, identity::Identity, metrics::Metrics};
+use crate::{
+    Config,
+    backoff::Backoff,
+    connect,
+    identity::Identity,
+    metrics::Metrics,
+    outbox::{Outbox, delivery::Delivery},
+};
 
 /// How long the control plane has to answer Hello.
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
@@ -92,6 +99,7 @@ pub async fn run(
     config: &Config,
     identity: &Identity,
     fail2ban: &Fail2ban,
+    outbox: &Outbox,
     metrics: &Metrics,
     stop: CancellationToken,
 ) -> Result<(), SessionEnd> {
@@ -103,7 +111,7 @@ pub async fn run(
     let mut endpoints = config.control_endpoint.iter().cycle();
     loop {
         let Some(endpoint) = endpoints.next() else { return Ok(()) };
-        let attempt = attach(config, endpoint, identity, &instance, &state, metrics, &stop);
+        let attempt = attach(config, endpoint, identity, &instance, &state, outbox, metrics, &stop);
         // SIGTERM while connecting or waiting for Welcome ends at once.
         let outcome = tokio::select! {
             () = stop.cancelled() => Ok(Attached::Stopped),
@@ -148,12 +156,14 @@ enum Attached {
 }
 
 /// One attempt at `endpoint`.
+#[allow(clippy::too_many_arguments)]
 async fn attach(
     config: &Config,
     endpoint: &str,
     identity: &Identity,
     instance: &str,
     state: &watch::Receiver<Option<Fail2banState>>,
+    outbox: &Outbox,
     metrics: &Metrics,
     stop: &CancellationToken,
 ) -> Result<Attached, Status> {
@@ -182,7 +192,10 @@ async fn attach(
         Ok(Err(status)) => return Err(status),
         Err(_) => return Err(Status::deadline_exceeded("no Welcome within 10 s")),
     };
-    let Welcome { host_name, replica, control_version, heartbeat_seconds } = welcome;
+    let Welcome { host_name, replica, control_version, heartbeat_seconds, last_sequence, .. } = welcome;
+    let mut delivery = Delivery::start(outbox, last_sequence)
+        .await
+        .map_err(|e| Status::unavailable(format!("the outbox cannot be read: {e}")))?;
     metrics.attach_attempt("attached");
     metrics.set_connected(true);
     tracing::info!(%endpoint, %replica, %host_name, %control_version, "attached to the control plane");
@@ -201,7 +214,25 @@ async fn attach(
                     return Ok(Attached::Ended { after_welcome: true });
                 }
             }
+            () = delivery.ready() => match delivery.next_batch().await {
+                Ok(Some(batch)) => {
+                    if send(&sender, attach_request::Body::Events(batch)).await.is_err() {
+                        return Ok(Attached::Ended { after_welcome: true });
+                    }
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::error!(%error, "the outbox cannot be read; attaching again");
+                    return Ok(Attached::Ended { after_welcome: true });
+                }
+            },
             reply = replies.message() => match reply {
+                Ok(Some(AttachResponse { body: Some(attach_response::Body::Ack(ack)) })) => {
+                    if let Err(error) = delivery.acknowledged(ack.through).await {
+                        tracing::error!(%error, "the outbox cannot be written; attaching again");
+                        return Ok(Attached::Ended { after_welcome: true });
+                    }
+                }
                 Ok(Some(_)) => {}
                 Ok(None) => return Ok(Attached::Ended { after_welcome: true }),
                 Err(status) if matches!(status.code(), Code::Unauthenticated | Code::PermissionDenied) => {
