@@ -272,7 +272,7 @@ async fn every_ban_is_archived_once_with_its_host_across_kills_and_restarts() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(ip.hosts, [host.clone()]);
+    assert_eq!(ip.hosts, std::slice::from_ref(&host));
     // A host filter that is not a host id nor `local` names its field.
     let bad = history
         .list_bans(pb::ListBansRequest {
