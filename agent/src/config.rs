@@ -37,6 +37,19 @@ pub struct Config {
     #[arg(long, env = "FAIL2BAN_AGENT_FAIL2BAN_SOCKET", default_value = "/var/run/fail2ban/fail2ban.sock")]
     pub fail2ban_socket: PathBuf,
 
+    /// fail2ban's database file, read for the host's ban history (default:
+    /// the file fail2ban names, `get dbfile`).
+    #[arg(long, env = "FAIL2BAN_AGENT_FAIL2BAN_DB")]
+    pub fail2ban_db: Option<PathBuf>,
+
+    /// How often fail2ban's database is read into the outbox.
+    #[arg(long, env = "FAIL2BAN_AGENT_HISTORY_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub history_interval: Duration,
+
+    /// How far back the first read of fail2ban's database goes.
+    #[arg(long, env = "FAIL2BAN_AGENT_HISTORY_BACKFILL", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub history_backfill: Duration,
+
     /// Deadline for one fail2ban command.
     #[arg(long, env = "FAIL2BAN_AGENT_FAIL2BAN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub fail2ban_timeout: Duration,

@@ -5,7 +5,12 @@ use std::{process::ExitCode, sync::Arc};
 
 use bangui_fail2ban::{Fail2ban, SocketClient, StartSettings};
 use bangui_runtime::{ConfigExt, shutdown_signal, telemetry};
-use fail2ban_agent::{Config, enroll, metrics::Metrics, session};
+use fail2ban_agent::{
+    Config, enroll,
+    metrics::Metrics,
+    outbox::{Outbox, sync::SyncSettings},
+    session,
+};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -55,9 +60,19 @@ async fn main() -> ExitCode {
     // The agent starts no jail yet (StartJail arrives with the commands).
     let start =
         StartSettings { client_binary: "fail2ban-client".into(), config_dir: None, timeout: config.fail2ban_timeout };
-    let fail2ban = Fail2ban::new(socket, start);
+    let fail2ban = Fail2ban::new(socket, start).with_database(config.fail2ban_db.clone());
+    let outbox = match Outbox::open(&config.state_dir, metrics.clone()).await {
+        Ok(outbox) => outbox,
+        Err(error) => {
+            tracing::error!(%error, "cannot open the outbox");
+            eprintln!("fail2ban-agent: cannot open the outbox in {}: {error}", config.state_dir.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let sync = SyncSettings { interval: config.history_interval, backfill: config.history_backfill };
+    tokio::spawn(fail2ban_agent::outbox::sync::run(outbox.clone(), fail2ban.clone(), sync, stop.clone()));
     tracing::info!(host_id = %identity.host_id, host_name = %identity.host_name, metrics = %metrics_addr, "fail2ban-agent running");
-    match session::run(&config, &identity, &fail2ban, &metrics, stop).await {
+    match session::run(&config, &identity, &fail2ban, &outbox, &metrics, stop).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(end) => {
             tracing::error!(error = %end, "stopped");

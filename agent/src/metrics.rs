@@ -22,10 +22,23 @@ pub const FAIL2BAN_COMMANDS: &str = "agent_fail2ban_commands";
 pub const COMMANDS: &str = "agent_commands";
 /// `agent_fail2ban_command_duration_seconds{command}`.
 pub const FAIL2BAN_COMMAND_DURATION: &str = "agent_fail2ban_command_duration_seconds";
+/// `agent_outbox_backlog`: history events in the outbox the control plane
+/// has not acknowledged.
+pub const OUTBOX_BACKLOG: &str = "agent_outbox_backlog";
+/// `agent_outbox_events_total`: history events written to the outbox.
+pub const OUTBOX_EVENTS: &str = "agent_outbox_events";
+/// `agent_history_unreadable_rows_total{reason}`: fail2ban rows taken
+/// without their log lines (`not_utf8`, `not_json`, `too_large`).
+pub const HISTORY_UNREADABLE_ROWS: &str = "agent_history_unreadable_rows";
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -53,6 +66,9 @@ struct Inner {
     commands: Family<CommandLabels, Counter>,
     runs: Family<CommandLabels, Counter>,
     durations: Family<CommandOnly, Histogram>,
+    backlog: Gauge,
+    written: Counter,
+    unreadable: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -76,7 +92,29 @@ impl Metrics {
             Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0])
         });
         registry.register(FAIL2BAN_COMMAND_DURATION, "Time from a fail2ban command to its reply", durations.clone());
-        Self { inner: Arc::new(Inner { registry, connected, attempts, commands, runs, durations }) }
+        let backlog = Gauge::default();
+        registry.register(OUTBOX_BACKLOG, "History events in the outbox not yet acknowledged", backlog.clone());
+        let written = Counter::default();
+        registry.register(OUTBOX_EVENTS, "History events written to the outbox", written.clone());
+        let unreadable = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            HISTORY_UNREADABLE_ROWS,
+            "fail2ban rows taken without their log lines, by reason",
+            unreadable.clone(),
+        );
+        Self {
+            inner: Arc::new(Inner {
+                registry,
+                connected,
+                attempts,
+                commands,
+                runs,
+                durations,
+                backlog,
+                written,
+                unreadable,
+            }),
+        }
     }
 
     pub fn set_connected(&self, connected: bool) {
@@ -86,6 +124,19 @@ impl Metrics {
     /// `outcome`: `attached`, `unreachable` or `refused`.
     pub fn attach_attempt(&self, outcome: &'static str) {
         self.inner.attempts.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    pub fn set_outbox_backlog(&self, events: i64) {
+        self.inner.backlog.set(events.max(0));
+    }
+
+    pub fn outbox_written(&self, events: u64) {
+        self.inner.written.inc_by(events);
+    }
+
+    /// `reason`: `not_utf8`, `not_json` or `too_large`.
+    pub fn history_unreadable_row(&self, reason: &'static str) {
+        self.inner.unreadable.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     /// A command from the control plane ended with `outcome`.

@@ -29,6 +29,7 @@ use crate::{
     connect,
     identity::Identity,
     metrics::Metrics,
+    outbox::{Outbox, delivery::Delivery},
 };
 
 /// How long the control plane has to answer Hello.
@@ -99,13 +100,15 @@ pub async fn run(
     config: &Config,
     identity: &Identity,
     fail2ban: &Fail2ban,
+    outbox: &Outbox,
     metrics: &Metrics,
     stop: CancellationToken,
 ) -> Result<(), SessionEnd> {
     let mut state = Fail2banState::watch(fail2ban.clone(), stop.child_token());
     // The first Hello names fail2ban's jails when it answers soon.
     let _ = tokio::time::timeout(FIRST_STATE_WAIT, state.wait_for(Option::is_some)).await;
-    let session = Session { config, identity, fail2ban, metrics, instance: uuid::Uuid::new_v4().to_string(), state };
+    let session =
+        Session { config, identity, fail2ban, outbox, metrics, instance: uuid::Uuid::new_v4().to_string(), state };
     let mut backoff = Backoff::new(config.reconnect_max);
     let mut endpoints = config.control_endpoint.iter().cycle();
     loop {
@@ -159,6 +162,8 @@ struct Session<'a> {
     config: &'a Config,
     identity: &'a Identity,
     fail2ban: &'a Fail2ban,
+    /// The host's history events, delivered after Welcome.
+    outbox: &'a Outbox,
     metrics: &'a Metrics,
     /// This agent process (see `Hello.instance`).
     instance: String,
@@ -168,7 +173,7 @@ struct Session<'a> {
 impl Session<'_> {
     /// One attempt at `endpoint`.
     async fn attach(&self, endpoint: &str, stop: &CancellationToken) -> Result<Attached, Status> {
-        let Self { config, identity, fail2ban, metrics, instance, state } = self;
+        let Self { config, identity, fail2ban, outbox, metrics, instance, state } = self;
         let channel = connect::channel(config, endpoint)
             .await
             .map_err(|e| Status::unavailable(format!("cannot reach {endpoint}: {e:#}")))?;
@@ -194,7 +199,11 @@ impl Session<'_> {
             Ok(Err(status)) => return Err(status),
             Err(_) => return Err(Status::deadline_exceeded("no Welcome within 10 s")),
         };
-        let Welcome { host_name, replica, control_version, heartbeat_seconds, control_unix_ms } = welcome;
+        let Welcome { host_name, replica, control_version, heartbeat_seconds, control_unix_ms, last_sequence } =
+            welcome;
+        let mut delivery = Delivery::start(outbox, last_sequence)
+            .await
+            .map_err(|e| Status::unavailable(format!("the outbox cannot be read: {e}")))?;
         let runner = Runner::new(
             (*fail2ban).clone(),
             ControlClock::from_welcome(control_unix_ms),
@@ -219,8 +228,26 @@ impl Session<'_> {
                         return Ok(Attached::Ended { after_welcome: true });
                     }
                 }
+                () = delivery.ready() => match delivery.next_batch().await {
+                    Ok(Some(batch)) => {
+                        if send(&sender, attach_request::Body::Events(batch)).await.is_err() {
+                            return Ok(Attached::Ended { after_welcome: true });
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        tracing::error!(%error, "the outbox cannot be read; attaching again");
+                        return Ok(Attached::Ended { after_welcome: true });
+                    }
+                },
                 reply = replies.message() => match reply {
                     Ok(Some(AttachResponse { body: Some(attach_response::Body::Command(command)) })) => runner.start(command),
+                    Ok(Some(AttachResponse { body: Some(attach_response::Body::Ack(ack)) })) => {
+                        if let Err(error) = delivery.acknowledged(ack.through).await {
+                            tracing::error!(%error, "the outbox cannot be written; attaching again");
+                            return Ok(Attached::Ended { after_welcome: true });
+                        }
+                    }
                     Ok(Some(_)) => {}
                     Ok(None) => return Ok(Attached::Ended { after_welcome: true }),
                     Err(status) if matches!(status.code(), Code::Unauthenticated | Code::PermissionDenied) => {

@@ -102,6 +102,7 @@ pub fn synthetic_bans(n: usize, now: i64, seed: u64) -> Vec<ArchivedBan> {
             };
             ArchivedBan {
                 id: 0,
+                host: "local".into(),
                 jail: jail.into(),
                 ip,
                 banned_at: now - age,

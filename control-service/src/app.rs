@@ -49,7 +49,7 @@ use crate::{
     fleet::Fleet,
     geo_client::GeoClient,
     history::{History, queries::HistoryQueries},
-    hosts::Hosts,
+    hosts::{Hosts, events::HostEvents},
     jails::Jails,
     jobs::{JobContext, JobKind, Scheduler},
     leader::Elector,
@@ -109,6 +109,8 @@ pub struct Application {
     queries: HistoryQueries,
     cluster: Cluster,
     hosts: Hosts,
+    /// Stores the hosts' outbox events.
+    host_events: HostEvents,
     /// The agent port (`--agent-listen`).
     agent: TcpListener,
     elector: Elector,
@@ -237,6 +239,7 @@ impl Application {
         let scheduler =
             Scheduler::new(stores.ledger.clone(), leadership.clone(), clock.clone(), context, metrics.clone());
         let queries = HistoryQueries::new(stores.history.clone(), clock.clone());
+        let host_events = HostEvents::new(history.clone());
         let cluster = Cluster::new(
             stores.lease.clone(),
             stores.ledger.clone(),
@@ -272,6 +275,7 @@ impl Application {
             queries,
             cluster,
             hosts,
+            host_events,
             agent,
             elector,
             scheduler,
@@ -367,7 +371,7 @@ impl Application {
         let relay = tokio::spawn(self.hosts.clone().relay(stopping.clone()));
         let agent_server = tokio::spawn(crate::agent_port::serve(
             self.agent,
-            AgentApi::new(self.hosts, stopping.clone()),
+            AgentApi::new(self.hosts, stopping.clone()).with_events(self.host_events),
             self.tls.clone(),
             self.limits,
             self.shutdown_grace,

@@ -24,8 +24,9 @@ use crate::{
     store::HostStore,
 };
 
-/// The name and id of the control-service's own fail2ban.
-pub const LOCAL: &str = "local";
+/// The name and id of the control-service's own fail2ban (the archive's
+/// host for its bans too).
+pub const LOCAL: &str = crate::store::history::LOCAL_HOST;
 
 /// How long a command may take when the caller sets no deadline.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);

@@ -204,12 +204,9 @@ impl Jails {
             Err(error) => (Err(error), None),
         };
         self.log(host, ActionKind::Ban, Some(jail), Some(&ip.to_string()), String::new(), &newly).await;
-        // The blocklist mirror and the archive hold the host `local` only
-        // (until the archive records each ban's host).
-        if !host.is_local() {
-            return newly;
-        }
+        // The blocklist mirror holds the host `local` only.
         if newly.is_ok()
+            && host.is_local()
             && let Some(imports) = &self.imports
         {
             // Banned by hand now, whoever banned it before: no import lifts it.
@@ -222,8 +219,11 @@ impl Jails {
         if let Some((banned_at, ban_seconds)) = time {
             // Archived at once, with fail2ban's own ban time (its database
             // row, see `Fail2ban::ban_timed`): the sync then finds the same
-            // (jail, ip, banned_at) and leaves it `manual`.
-            self.history.record_manual(jail.as_str(), &ip.to_string(), banned_at, ban_seconds, Event::Ban).await;
+            // (host, jail, ip, banned_at) and leaves it `manual`, as does
+            // the host's agent's outbox delivery.
+            self.history
+                .record_manual(&host.id, jail.as_str(), &ip.to_string(), banned_at, ban_seconds, Event::Ban)
+                .await;
         }
         newly
     }
@@ -241,11 +241,13 @@ impl Jails {
             Ok(other) => (Err(unexpected(&other)), Vec::new()),
             Err(error) => (Err(error), Vec::new()),
         };
-        if host.is_local() && matches!(result, Ok(n) if n > 0) {
+        if matches!(result, Ok(n) if n > 0) {
             let now = self.clock.now();
             for jail in &from {
-                self.history.record_manual(jail, &ip.to_string(), now, 0, Event::Unban).await;
-                self.except_import(jail, ip, now).await;
+                self.history.record_manual(&host.id, jail, &ip.to_string(), now, 0, Event::Unban).await;
+                if host.is_local() {
+                    self.except_import(jail, ip, now).await;
+                }
             }
         }
         let detail = result.as_ref().map(|n| format!("lifted={n}")).unwrap_or_default();

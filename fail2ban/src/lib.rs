@@ -1,8 +1,9 @@
 //! Talking to fail2ban: its pickle protocol ([`codec`]), the socket
 //! ([`client`]), argument checks ([`validate`]) and the typed
 //! commands ([`Fail2ban`], in `server`), with their replies parsed into
-//! plain structs (`types`). The control-service and `fail2ban-agent`
-//! both use it.
+//! plain structs (`types`); fail2ban's database ([`db`]) and the no-loss
+//! reading of its `bans` table into a sink ([`history`]). The
+//! control-service and `fail2ban-agent` both use it.
 //!
 //! Commands that change fail2ban's configuration as a whole (`reload`,
 //! `start` with a config stream) are never sent over the socket: an empty
@@ -19,6 +20,7 @@ pub mod codec;
 pub mod command;
 pub mod db;
 mod error;
+pub mod history;
 mod server;
 mod types;
 pub mod validate;

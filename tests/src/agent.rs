@@ -70,6 +70,16 @@ impl AgentProcess {
         self.child.id()
     }
 
+    /// Peak resident set size so far, in KiB: `VmHWM` from `/proc/PID/status`.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no VmHWM for fail2ban-agent"))
+    }
+
     pub fn state_dir(&self) -> &Path {
         &self.state_dir
     }

@@ -248,6 +248,7 @@ async fn ip_history_pages(history: &mut HistoryServiceClient<bangui_e2e::Authed>
         ip: SEEDED_IP.into(),
         page_size,
         page_token: page_token.into(),
+        host: String::new(),
     };
     let first = history.get_ip_history(request(0, "")).await.unwrap().into_inner();
     assert_eq!(first.events.len(), 100, "default page");

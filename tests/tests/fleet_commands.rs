@@ -13,7 +13,9 @@ use std::{
 };
 
 use bangui_e2e::{ControlService, agent::AgentProcess, fail2ban::Fail2banServer};
-use bangui_proto::control::v1::{self as pb, host_service_client::HostServiceClient};
+use bangui_proto::control::v1::{
+    self as pb, history_service_client::HistoryServiceClient, host_service_client::HostServiceClient,
+};
 use tonic::Code;
 
 /// `control` with one agent, `name`, beside `f2b`; the control-service's
@@ -33,7 +35,7 @@ async fn enrolled(control: &ControlService, f2b: &Fail2banServer, dir: &Path, na
         &endpoint,
         &dir.join(name),
         &f2b.socket(),
-        &["--enroll-token-file", token_path.to_str().unwrap(), "--host-name", name],
+        &["--enroll-token-file", token_path.to_str().unwrap(), "--host-name", name, "--history-interval", "300ms"],
     );
     agent.wait_attached(1).await;
     agent
@@ -86,6 +88,40 @@ async fn every_jail_operation_reaches_the_host_it_names() {
     assert_eq!(detail.bans.len(), 1);
     assert_eq!(detail.bans[0].ip, "192.0.2.41");
     assert_eq!(detail.bans[0].host, "web-1");
+
+    // Archived once, with its host: recorded as the operator's at once, and
+    // the same ban from web-1's outbox (fail2ban's own row) is not a second.
+    let mut history = HistoryServiceClient::new(control.authed().await);
+    let archived = |ip: &str| {
+        let mut history = history.clone();
+        let filter = pb::HistoryFilter {
+            window: pb::Window::All as i32,
+            host: id.clone(),
+            ip_prefix: ip.into(),
+            ..Default::default()
+        };
+        async move {
+            history
+                .list_bans(pb::ListBansRequest { filter: Some(filter), page_size: 100, ..Default::default() })
+                .await
+                .unwrap()
+                .into_inner()
+                .bans
+        }
+    };
+    let first = archived("192.0.2.41").await;
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!((first[0].origin.as_str(), first[0].host.as_str()), ("manual", id.as_str()));
+    // A later ban made on web-1 itself arrives through the outbox, after
+    // (in sequence) the operator's: then that one has been delivered too.
+    f2b.client_ok(&["set", "alpha", "banip", "192.0.2.42"]);
+    bangui_e2e::eventually(20, "web-1's own ban archived from its outbox", || async {
+        archived("192.0.2.42").await.iter().any(|b| b.origin == "fail2ban")
+    })
+    .await;
+    assert_eq!(archived("192.0.2.41").await.len(), 1, "the outbox's copy of an operator's ban is not archived twice");
+    f2b.client_ok(&["set", "alpha", "unbanip", "192.0.2.42"]);
+    history.get_ip_history(pb::GetIpHistoryRequest { ip: "192.0.2.41".into(), ..Default::default() }).await.unwrap();
 
     // Every jail operation, on web-1.
     let idle = jails

@@ -76,7 +76,7 @@ async fn attach_with(addr: SocketAddr, credential: &str, first: Inbound) -> Resu
     let initial = match first {
         Inbound::Hello(h) => Heartbeat { fail2ban_version: h.fail2ban_version, jails: h.jails },
         Inbound::Heartbeat(h) => h,
-        Inbound::Result(_) => Heartbeat::default(),
+        Inbound::Result(_) | Inbound::Events(_) => Heartbeat::default(),
     };
     let (state, mut latest) = watch::channel(initial);
     let beats = tx.clone();

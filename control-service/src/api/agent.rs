@@ -19,7 +19,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::instrument;
 
-use crate::hosts::{Announcement, HEARTBEAT, Hello, HostError, HostId, HostName, Hosts, LiveStream, name, version};
+use crate::hosts::{
+    Announcement, HEARTBEAT, Hello, HostError, HostId, HostName, Hosts, LiveStream,
+    events::{HostEvents, Intake},
+    name, version,
+};
 
 /// How long an Attach may take to send its Hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,11 +45,25 @@ pub struct AgentApi {
     enrolls: std::sync::Arc<tokio::sync::Semaphore>,
     /// Cancelled when the replica shuts down: every stream ends.
     stopping: CancellationToken,
+    /// Stores the events agents deliver (none: Events are refused).
+    events: Option<HostEvents>,
 }
 
 impl AgentApi {
     pub fn new(hosts: Hosts, stopping: CancellationToken) -> Self {
-        Self { hosts, enrolls: std::sync::Arc::new(tokio::sync::Semaphore::new(ENROLLS_AT_ONCE)), stopping }
+        Self {
+            hosts,
+            enrolls: std::sync::Arc::new(tokio::sync::Semaphore::new(ENROLLS_AT_ONCE)),
+            stopping,
+            events: None,
+        }
+    }
+
+    /// Stores the hosts' outbox events with `events`.
+    #[must_use]
+    pub fn with_events(mut self, events: HostEvents) -> Self {
+        self.events = Some(events);
+        self
     }
 }
 
@@ -97,6 +115,7 @@ async fn keep(
     mut inbound: Streaming<AttachRequest>,
     outbound: &mpsc::Sender<Result<AttachResponse, Status>>,
     stopping: &CancellationToken,
+    mut events: Option<Intake>,
 ) -> Option<Status> {
     let mut commands = live.take_commands()?;
     let mut ticks = tokio::time::interval(HEARTBEAT);
@@ -114,6 +133,7 @@ async fn keep(
                     return None;
                 }
             }
+            Some(refused) = async { Some(events.as_mut()?.failed().await) } => return Some(refused),
             _ = ticks.tick() => {
                 if heard.elapsed() > SILENCE {
                     return Some(Status::deadline_exceeded(format!("no heartbeat within {SILENCE:?}")));
@@ -136,8 +156,19 @@ async fn keep(
                     heard = tokio::time::Instant::now();
                 }
                 Ok(Some(AttachRequest { body: Some(Inbound::Result(result)) })) => hosts.command_answered(result),
+                Ok(Some(AttachRequest { body: Some(Inbound::Events(batch)) })) => {
+                    let Some(intake) = &events else {
+                        return Some(Status::failed_precondition("this replica stores no host events"));
+                    };
+                    if let Err(refused) = intake.offer(batch) {
+                        return Some(refused);
+                    }
+                    heard = tokio::time::Instant::now();
+                }
                 Ok(Some(_)) => {
-                    return Some(Status::invalid_argument("after the Hello only Heartbeats and CommandResults are sent"));
+                    return Some(Status::invalid_argument(
+                        "after the Hello only Heartbeats, CommandResults and Events are sent",
+                    ));
                 }
                 Ok(None) | Err(_) => return None,
             },
@@ -174,13 +205,25 @@ impl AgentService for AgentApi {
         let mut inbound = request.into_inner();
         let hello = read_hello(&mut inbound).await?;
         let mut live = self.hosts.attach(permit, &credential, hello).await?;
+        let last_sequence = match &self.events {
+            Some(events) => match events.cursor(live.host_id()).await {
+                Ok(cursor) => cursor,
+                Err(error) => {
+                    live.close().await;
+                    return Err(crate::api::store_unavailable(&error));
+                }
+            },
+            None => 0,
+        };
         let (tx, rx) = mpsc::channel(OUTBOUND);
+        let events = self.events.as_ref().map(|events| events.intake(live.host_id(), live.stream_id(), tx.clone()));
         let welcome = Welcome {
             host_name: live.host_name().to_owned(),
             replica: self.hosts.replica().to_owned(),
             control_version: version::CONTROL_VERSION.to_owned(),
             heartbeat_seconds: u32::try_from(HEARTBEAT.as_secs()).unwrap_or(1),
             control_unix_ms: chrono::Utc::now().timestamp_millis(),
+            last_sequence,
         };
         // The channel is empty: this send cannot wait.
         let _ = tx.send(Ok(AttachResponse { body: Some(Outbound::Welcome(welcome)) })).await;
@@ -188,7 +231,7 @@ impl AgentService for AgentApi {
         let hosts = self.hosts.clone();
         tokio::spawn(async move {
             let ended = tokio::select! {
-                ended = keep(&hosts, &mut live, inbound, &tx, &stopping) => ended,
+                ended = keep(&hosts, &mut live, inbound, &tx, &stopping, events) => ended,
                 // The agent went away: nobody reads the answer.
                 () = tx.closed() => None,
             };

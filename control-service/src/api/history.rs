@@ -50,6 +50,7 @@ impl From<Option<pb::HistoryFilter>> for FilterRequest {
             origin: f.origin,
             country: f.country,
             ip_prefix: f.ip_prefix,
+            host: f.host,
         }
     }
 }
@@ -71,6 +72,7 @@ impl From<ArchivedBan> for pb::ArchivedBan {
             asn: b.asn.and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
             as_org: b.as_org.unwrap_or_default(),
             source: b.source.unwrap_or_default(),
+            host: b.host,
         }
     }
 }
@@ -91,6 +93,7 @@ impl From<IpHistory> for GetIpHistoryResponse {
             as_org: placed.and_then(|p| p.as_org).unwrap_or_default(),
             events: events.rows.into_iter().map(Into::into).collect(),
             next_page_token: events.next_page_token,
+            hosts: summary.hosts,
         }
     }
 }
@@ -141,7 +144,7 @@ impl HistoryService for HistoryApi {
         request: Request<GetIpHistoryRequest>,
     ) -> Result<Response<GetIpHistoryResponse>, Status> {
         let r = request.into_inner();
-        let history = self.queries.ip_history(&r.ip, r.page_size, &r.page_token).await?;
+        let history = self.queries.ip_history(&r.ip, &r.host, r.page_size, &r.page_token).await?;
         Ok(Response::new(history.into()))
     }
 

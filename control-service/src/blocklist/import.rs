@@ -42,7 +42,7 @@ use std::collections::VecDeque;
 use ipnet::IpNet;
 
 use super::*;
-use crate::kinds::Event;
+use crate::{kinds::Event, store::history::LOCAL_HOST};
 
 /// Addresses per fail2ban command.
 pub(super) const CHUNK: usize = 500;
@@ -522,7 +522,15 @@ impl<'a> Mirror<'a> {
             if !of_source.is_empty() {
                 inner
                     .history
-                    .record_blocklist(self.jail.as_str(), &listing.name, &of_source, at, bantime, Event::Ban)
+                    .record_blocklist(
+                        LOCAL_HOST,
+                        self.jail.as_str(),
+                        &listing.name,
+                        &of_source,
+                        at,
+                        bantime,
+                        Event::Ban,
+                    )
                     .await;
             }
         }
@@ -558,7 +566,7 @@ impl<'a> Mirror<'a> {
             tracing::warn!(%error, "cannot drop the claims of lifted bans; the next import drops them");
         }
         let at = inner.clock.now();
-        inner.history.record_blocklist(jail, self.actor, &texts, at, 0, Event::Unban).await;
+        inner.history.record_blocklist(LOCAL_HOST, jail, self.actor, &texts, at, 0, Event::Unban).await;
     }
 
     /// Forgets claims on bans fail2ban no longer holds and no list wants.

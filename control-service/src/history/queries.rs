@@ -14,8 +14,12 @@ pub use crate::store::history::{ArchivedBan, IpCount, IpSummary, JailCount};
 use crate::{
     clock::Clock,
     error::{InvalidArgument, StoreError},
+    hosts::HostId,
     kinds::Origin,
-    store::{HistoryStore, history::HistoryFilter},
+    store::{
+        HistoryStore,
+        history::{HistoryFilter, LOCAL_HOST},
+    },
 };
 use bangui_fail2ban::validate::{JailName, parse_ip};
 
@@ -64,6 +68,8 @@ pub struct FilterRequest {
     pub origin: String,
     pub country: String,
     pub ip_prefix: String,
+    /// A host id, `local`, or empty (every host).
+    pub host: String,
 }
 
 /// What went wrong answering a question.
@@ -120,6 +126,19 @@ fn checked_seconds(field: &'static str, seconds: i64) -> Result<i64, InvalidArgu
         Ok(seconds)
     } else {
         Err(InvalidArgument::new(field, "outside the valid Timestamp range (years 1 to 9999)"))
+    }
+}
+
+/// The host a query is limited to: `local` (the control-service's own
+/// fail2ban), a host id (a UUID, in any case: stored lower-case), or none
+/// for empty text.
+pub fn host_filter(field: &'static str, text: &str) -> Result<Option<String>, InvalidArgument> {
+    match text {
+        "" => Ok(None),
+        LOCAL_HOST => Ok(Some(LOCAL_HOST.to_owned())),
+        id => HostId::parse(field, id)
+            .map(|id| Some(id.as_str().to_owned()))
+            .map_err(|_| InvalidArgument::new(field, "a host id (HostService.ListHosts) or `local`")),
     }
 }
 
@@ -238,7 +257,8 @@ impl HistoryQueries {
             Some(j) => Some(JailName::parse("filter.jail", &j)?.as_str().to_owned()),
             None => None,
         };
-        Ok((HistoryFilter { from, to, jail, origin, country, ip_prefix: prefix }, span))
+        let host = host_filter("filter.host", &f.host)?;
+        Ok((HistoryFilter { host, from, to, jail, origin, country, ip_prefix: prefix }, span))
     }
 
     /// Bans newest first, a page at a time.
@@ -255,14 +275,22 @@ impl HistoryQueries {
         Ok(page(self.store.page(&filter, after, size + 1).await?, size))
     }
 
-    /// One address: its summary, and its events oldest first, a page at a time.
-    pub async fn ip_history(&self, ip: &str, page_size: u32, page_token: &str) -> Result<IpHistory, QueryError> {
+    /// One address (on `host`, or every host for empty text): its
+    /// summary, and its events oldest first, a page at a time.
+    pub async fn ip_history(
+        &self,
+        ip: &str,
+        host: &str,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<IpHistory, QueryError> {
         let ip = parse_ip("ip", ip)?.to_string();
+        let host = host_filter("host", host)?;
         let size = size(page_size, IP_PAGE_DEFAULT, IP_PAGE_MAX);
         let after = after(page_token)?;
         // One extra row says whether there is a next page.
-        let events = page(self.store.ip_events_page(&ip, after, size + 1).await?, size);
-        let summary = self.store.ip_summary(&ip).await?;
+        let events = page(self.store.ip_events_page(&ip, host.as_deref(), after, size + 1).await?, size);
+        let summary = self.store.ip_summary(&ip, host.as_deref()).await?;
         Ok(IpHistory { summary, events })
     }
 
@@ -363,5 +391,18 @@ mod tests {
         assert_eq!(default_bucket(Some(30 * DAY)), DAY);
         assert_eq!(default_bucket(Some(365 * DAY)), 7 * DAY);
         assert_eq!(default_bucket(None), 30 * DAY);
+    }
+
+    #[test]
+    fn a_host_filter_is_local_or_a_host_id() {
+        assert_eq!(host_filter("filter.host", "").unwrap(), None);
+        assert_eq!(host_filter("filter.host", "local").unwrap().as_deref(), Some("local"));
+        assert_eq!(
+            host_filter("filter.host", "0A000000-0000-4000-8000-00000000000A").unwrap().as_deref(),
+            Some("0a000000-0000-4000-8000-00000000000a")
+        );
+        for bad in ["web-1", "LOCAL", "x".repeat(100).as_str(), "' OR 1=1 --"] {
+            assert_eq!(host_filter("filter.host", bad).unwrap_err().field, "filter.host", "{bad}");
+        }
     }
 }

@@ -9,7 +9,11 @@ use std::{sync::Arc, time::Duration};
 use super::*;
 use crate::{
     clock::ManualClock,
-    store::{Stores, history::HistoryFilter, testing},
+    store::{
+        Stores,
+        history::{HistoryFilter, LOCAL_HOST},
+        testing,
+    },
 };
 use bangui_fail2ban::{SocketClient, SocketSettings, StartSettings, Unobserved};
 
@@ -90,7 +94,7 @@ impl Setup {
     }
 
     async fn has(&self, ip: &str) -> bool {
-        !self.store.ip_events(ip).await.unwrap().is_empty()
+        !self.store.ip_events(ip, None).await.unwrap().is_empty()
     }
 }
 
@@ -155,10 +159,10 @@ async fn a_ban_already_archived_by_jail_service_is_not_archived_again() {
     let s = setup().await;
     s.sync().await;
     // Archived at once as manual, with --with-time's floored second; fail2ban's row rounds up.
-    s.history.record_manual("alpha", "192.0.2.9", T0, 600, Event::Ban).await;
+    s.history.record_manual(LOCAL_HOST, "alpha", "192.0.2.9", T0, 600, Event::Ban).await;
     s.clock.advance(60);
     s.ban("alpha", "192.0.2.9", T0 + 1).await;
     assert_eq!(s.sync().await.archived, 0);
-    let events = s.store.ip_events("192.0.2.9").await.unwrap();
+    let events = s.store.ip_events("192.0.2.9", None).await.unwrap();
     assert_eq!(events.iter().map(|e| e.origin.as_str()).collect::<Vec<_>>(), ["manual"]);
 }

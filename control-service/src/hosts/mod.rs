@@ -10,6 +10,8 @@
 //! * [`commands`]: jail operations down a stream here, and their answers.
 //! * [`relay`]: jail operations for a host whose stream is on another
 //!   replica, through the database.
+//! * [`events`]: the history events a host's agent delivers from its
+//!   outbox, stored once each.
 //!
 //! Across replicas the database decides (`store::hosts`): a token is used
 //! by one UPDATE, a stream holds a lease in its host's row that it
@@ -19,6 +21,7 @@
 
 pub mod commands;
 pub mod credential;
+pub mod events;
 pub mod name;
 pub mod registry;
 pub mod relay;

@@ -111,8 +111,13 @@ impl LiveStream {
         &self.host_name
     }
 
-    pub fn host(&self) -> &HostId {
-        &self.host
+    pub fn host_id(&self) -> &str {
+        self.host.as_str()
+    }
+
+    /// This stream's id (what the host's lease names while it holds it).
+    pub fn stream_id(&self) -> &str {
+        &self.stream_id
     }
 
     /// The commands callers on this replica send the host (once).

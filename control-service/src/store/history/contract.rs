@@ -5,11 +5,12 @@
 use std::collections::HashSet;
 
 use super::*;
-use crate::store::testing;
+use crate::store::{HostStore, testing};
 
 fn ban(jail: &str, ip: &str, at: i64, origin: &str, country: Option<&str>) -> ArchivedBan {
     ArchivedBan {
         id: 0,
+        host: LOCAL_HOST.into(),
         jail: jail.into(),
         ip: ip.into(),
         banned_at: at,
@@ -48,7 +49,7 @@ async fn scenarios(store: &dyn HistoryStore) {
     assert_eq!(store.archive(&fixture()).await.unwrap(), 10);
     assert_eq!(store.archive(&fixture()).await.unwrap(), 0, "archiving again adds nothing");
     // One jail's bans in a time range (both ends inclusive), any origin.
-    let mut sshd = store.jail_bans("sshd", 1002, 1008).await.unwrap();
+    let mut sshd = store.jail_bans(LOCAL_HOST, "sshd", 1002, 1008).await.unwrap();
     sshd.sort();
     let expected: Vec<(String, i64, Origin)> = [
         ("192.0.2.2", 1002, "fail2ban"),
@@ -60,7 +61,7 @@ async fn scenarios(store: &dyn HistoryStore) {
     .map(|(ip, at, origin)| (ip.to_owned(), at, origin.parse().unwrap()))
     .collect();
     assert_eq!(sshd, expected);
-    assert!(store.jail_bans("sshd", 1010, 2000).await.unwrap().is_empty());
+    assert!(store.jail_bans(LOCAL_HOST, "sshd", 1010, 2000).await.unwrap().is_empty());
 
     // Window edges: from inclusive, to exclusive.
     let window = HistoryFilter { from: Some(1002), to: Some(1005), ..Default::default() };
@@ -126,19 +127,20 @@ async fn scenarios(store: &dyn HistoryStore) {
     store.archive(&[ban("sshd", "192.0.2.1", 1500, "fail2ban", Some("US"))]).await.unwrap();
     let top = store.top_ips(&HistoryFilter::default(), 2).await.unwrap();
     assert_eq!((top[0].ip.as_str(), top[0].bans, top[0].last_banned_at), ("192.0.2.1", 2, 1500));
-    let events = store.ip_events("192.0.2.1").await.unwrap();
+    let events = store.ip_events("192.0.2.1", None).await.unwrap();
     assert_eq!(events.iter().map(|e| e.banned_at).collect::<Vec<_>>(), [1001, 1500]);
     // One address paged, and its summary in SQL.
-    let page = store.ip_events_page("192.0.2.1", None, 1).await.unwrap();
+    let page = store.ip_events_page("192.0.2.1", None, None, 1).await.unwrap();
     assert_eq!(page.iter().map(|e| e.banned_at).collect::<Vec<_>>(), [1001]);
-    let rest = store.ip_events_page("192.0.2.1", Some((page[0].banned_at, page[0].id)), 10).await.unwrap();
+    let rest = store.ip_events_page("192.0.2.1", None, Some((page[0].banned_at, page[0].id)), 10).await.unwrap();
     assert_eq!(rest.iter().map(|e| e.banned_at).collect::<Vec<_>>(), [1500]);
-    let summary = store.ip_summary("192.0.2.1").await.unwrap();
+    let summary = store.ip_summary("192.0.2.1", None).await.unwrap();
     assert_eq!((summary.bans, summary.unbans), (2, 0));
     assert_eq!((summary.first_banned_at, summary.last_banned_at), (Some(1001), Some(1500)));
     assert_eq!(summary.jails, ["nginx", "sshd"]);
+    assert_eq!(summary.hosts, [LOCAL_HOST]);
     assert_eq!(summary.placed.map(|p| p.country_code), Some("US".to_owned()));
-    let nobody = store.ip_summary("198.51.100.200").await.unwrap();
+    let nobody = store.ip_summary("198.51.100.200", None).await.unwrap();
     assert_eq!((nobody.bans, nobody.unbans, nobody.first_banned_at, nobody.placed), (0, 0, None, None));
     assert_eq!(store.earliest(&HistoryFilter::default()).await.unwrap(), Some(1000));
     assert_eq!(store.earliest(&HistoryFilter { from: Some(5000), ..Default::default() }).await.unwrap(), None);
@@ -156,7 +158,7 @@ async fn scenarios(store: &dyn HistoryStore) {
     };
     store.fill_geo(&[fill]).await.unwrap();
     assert!(store.missing_geo(10).await.unwrap().is_empty());
-    assert_eq!(store.ip_events("203.0.113.9").await.unwrap()[0].country_code.as_deref(), Some("NL"));
+    assert_eq!(store.ip_events("203.0.113.9", None).await.unwrap()[0].country_code.as_deref(), Some("NL"));
 
     // Retention and cursors.
     assert_eq!(store.purge_history(1005).await.unwrap(), 5);
@@ -177,4 +179,146 @@ async fn history_on_sqlite() {
 async fn history_on_postgres() {
     let (store, _schema) = testing::postgres("control_history").await;
     scenarios(&store).await;
+}
+
+/// A host enrolled in `store` whose stream `stream` holds its lease.
+async fn attached_host(store: &(impl HostStore + ?Sized), id: &str, stream: &str) {
+    use crate::store::hosts::{NewHost, Presence, StreamClaim};
+    let token = [id.as_bytes()[1]; 32];
+    store.insert_enrollment_token(&token, 60_000).await.unwrap();
+    let names = [format!("host-{id}")];
+    let new = NewHost { id, names: &names, credential_hash: &[7; 32] };
+    store.enroll(&token, &new).await.unwrap();
+    let claim = StreamClaim { host: id, stream_id: stream, replica: "r1", instance: "i1" };
+    let presence = Presence { agent_version: "0.1.0", fail2ban_version: "1.1.0", jails: "[]" };
+    assert!(store.take_stream(&claim, &presence, 15_000).await.unwrap());
+}
+
+/// A batch of `count` events of `host` from sequence `first`: ban of
+/// 198.51.100.`seq % 250` in sshd at 5000 + seq.
+fn events(host: &str, stream: &str, first: i64, count: i64) -> EventBatch {
+    let rows = (first..first + count)
+        .map(|seq| {
+            Some(ArchivedBan {
+                host: host.into(),
+                ..ban("sshd", &format!("198.51.100.{}", seq % 250), 5000 + seq, "fail2ban", None)
+            })
+        })
+        .collect();
+    EventBatch { host: host.into(), stream_id: stream.into(), first, rows, at: 1 }
+}
+
+/// Storing outbox batches: each sequence once, a gap refused, only the
+/// lease holder, the host in every row and query.
+async fn event_scenarios(store: &(impl HistoryStore + HostStore)) {
+    const A: &str = "0a000000-0000-4000-8000-00000000000a";
+    const B: &str = "0b000000-0000-4000-8000-00000000000b";
+    attached_host(store, A, "stream-a").await;
+    attached_host(store, B, "stream-b").await;
+    assert_eq!(store.event_cursor(A).await.unwrap(), 0, "no cursor yet");
+
+    // A gap before anything was stored: refused, nothing written.
+    assert_eq!(store.store_events(&events(A, "stream-a", 2, 3)).await.unwrap(), EventsStored::Gap { cursor: 0 });
+    assert_eq!(store.event_cursor(A).await.unwrap(), 0);
+    // 1..=3, then 4..=5.
+    assert_eq!(
+        store.store_events(&events(A, "stream-a", 1, 3)).await.unwrap(),
+        EventsStored::Stored { through: 3, added: 3 }
+    );
+    assert_eq!(
+        store.store_events(&events(A, "stream-a", 4, 2)).await.unwrap(),
+        EventsStored::Stored { through: 5, added: 2 }
+    );
+    // Replayed: the same batch, and one overlapping the cursor.
+    assert_eq!(
+        store.store_events(&events(A, "stream-a", 4, 2)).await.unwrap(),
+        EventsStored::Stored { through: 5, added: 0 }
+    );
+    assert_eq!(
+        store.store_events(&events(A, "stream-a", 3, 4)).await.unwrap(),
+        EventsStored::Stored { through: 6, added: 1 },
+        "only sequence 6 is new"
+    );
+    // A gap after the cursor: refused.
+    assert_eq!(store.store_events(&events(A, "stream-a", 8, 1)).await.unwrap(), EventsStored::Gap { cursor: 6 });
+    // A stream that does not hold the lease stores nothing.
+    assert_eq!(store.store_events(&events(A, "stream-old", 7, 1)).await.unwrap(), EventsStored::NotHolder);
+    assert_eq!(store.store_events(&events(A, "stream-b", 7, 1)).await.unwrap(), EventsStored::NotHolder);
+    assert_eq!(store.event_cursor(A).await.unwrap(), 6);
+    // An event not archived (None) still advances the cursor.
+    let mut skipped = events(A, "stream-a", 7, 2);
+    skipped.rows[0] = None;
+    assert_eq!(store.store_events(&skipped).await.unwrap(), EventsStored::Stored { through: 8, added: 1 });
+
+    // Host B: the same addresses and times are other rows (the key has the host).
+    assert_eq!(
+        store.store_events(&events(B, "stream-b", 1, 6)).await.unwrap(),
+        EventsStored::Stored { through: 6, added: 6 }
+    );
+    assert_eq!(store.event_cursor(B).await.unwrap(), 6);
+    let of = |host: &str| HistoryFilter { host: Some(host.into()), ..Default::default() };
+    let a_rows = store.page(&of(A), None, 100).await.unwrap();
+    assert_eq!(a_rows.len(), 7, "sequences 1..=6 and 8");
+    assert!(a_rows.iter().all(|r| r.host == A));
+    assert_eq!(store.page(&of(B), None, 100).await.unwrap().len(), 6);
+    assert_eq!(store.page(&of(LOCAL_HOST), None, 100).await.unwrap().len(), 0);
+    assert_eq!(store.by_jail(&of(B)).await.unwrap()[0].bans, 6);
+    // Which hosts banned an address; one host's view of it.
+    let summary = store.ip_summary("198.51.100.1", None).await.unwrap();
+    assert_eq!(summary.hosts, [A, B]);
+    assert_eq!(summary.bans, 2);
+    let only_b = store.ip_summary("198.51.100.1", Some(B)).await.unwrap();
+    assert_eq!((only_b.bans, only_b.hosts.as_slice()), (1, [B.to_owned()].as_slice()));
+    assert_eq!(store.ip_events("198.51.100.1", Some(A)).await.unwrap().len(), 1);
+    assert_eq!(store.ip_events_page("198.51.100.1", Some(B), None, 10).await.unwrap()[0].host, B);
+    // The local sync's re-check and manual-ban checks see one host.
+    assert!(store.jail_bans(LOCAL_HOST, "sshd", 5000, 6000).await.unwrap().is_empty());
+    assert_eq!(store.jail_bans(B, "sshd", 5000, 6000).await.unwrap().len(), 6);
+
+    // The local sync's batch and its cursor in one transaction.
+    let local = [ban("sshd", "192.0.2.77", 7000, "fail2ban", None)];
+    assert_eq!(store.archive_with_cursors(&local, &[("fail2ban:rowid", 9)], 1).await.unwrap(), 1);
+    assert_eq!(store.cursor("fail2ban:rowid").await.unwrap(), Some(9));
+    assert_eq!(store.page(&of(LOCAL_HOST), None, 100).await.unwrap().len(), 1);
+}
+
+/// Two writers storing the same host's batches at once (two replicas
+/// after a takeover): every sequence stored once.
+async fn concurrent_event_scenario(store: &(impl HistoryStore + HostStore + Clone + 'static)) {
+    const C: &str = "0c000000-0000-4000-8000-00000000000c";
+    attached_host(store, C, "stream-c").await;
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut first = 1;
+            while first <= 200 {
+                match store.store_events(&events(C, "stream-c", first, 10)).await.unwrap() {
+                    EventsStored::Stored { through, .. } => first = through + 1,
+                    other => panic!("{other:?}"),
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let of = HistoryFilter { host: Some(C.into()), ..Default::default() };
+    assert_eq!(store.page(&of, None, 1000).await.unwrap().len(), 200);
+    assert_eq!(store.event_cursor(C).await.unwrap(), 200);
+}
+
+#[tokio::test]
+async fn host_events_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = testing::sqlite_in(&dir, "events.db").await;
+    event_scenarios(&store).await;
+    concurrent_event_scenario(&store).await;
+}
+
+#[tokio::test]
+async fn host_events_on_postgres() {
+    let (store, _schema) = testing::postgres("control_host_events").await;
+    event_scenarios(&store).await;
+    concurrent_event_scenario(&store).await;
 }

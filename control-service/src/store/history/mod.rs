@@ -1,5 +1,6 @@
-//! The ban history archive (`ban_history`) and the sync's cursors
-//! (`history_cursors`).
+//! The ban history archive (`ban_history`), the local sync's cursors
+//! (`history_cursors`) and the per-host delivery cursors of the agents'
+//! outboxes (`host_event_cursors`).
 //!
 //! The same SQL on both backends: fixed statements are constants here, and
 //! the queries a [`HistoryFilter`] shapes are built here as text with
@@ -21,6 +22,8 @@ use crate::kinds::{Event, Origin};
 pub struct ArchivedBan {
     #[sqlx(default)]
     pub id: i64,
+    /// The host whose fail2ban it comes from: a host id, or [`LOCAL_HOST`].
+    pub host: String,
     pub jail: String,
     pub ip: String,
     /// Unix seconds.
@@ -46,9 +49,15 @@ pub struct ArchivedBan {
     pub source: Option<String>,
 }
 
+/// The host of the control-service's own fail2ban (`--fail2ban-socket`),
+/// and of every row archived before the fleet.
+pub const LOCAL_HOST: &str = "local";
+
 /// Which rows a query looks at. `from` is inclusive, `to` exclusive.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HistoryFilter {
+    /// One host's rows (a host id or [`LOCAL_HOST`]).
+    pub host: Option<String>,
     pub from: Option<i64>,
     pub to: Option<i64>,
     pub jail: Option<String>,
@@ -86,6 +95,9 @@ impl Built {
     /// condition is a range or an equality on an indexed column.
     fn push_where(&mut self, filter: &HistoryFilter) {
         let mut conditions = Vec::new();
+        if let Some(host) = &filter.host {
+            conditions.push(format!("host = {}", self.param(Param::Text(host.clone()))));
+        }
         if let Some(from) = filter.from {
             conditions.push(format!("banned_at >= {}", self.param(Param::Int(from))));
         }
@@ -160,6 +172,8 @@ pub struct IpSummary {
     pub jails: Vec<String>,
     /// The country (and AS) of its latest event that has one.
     pub placed: Option<IpPlace>,
+    /// Every host that banned it, sorted.
+    pub hosts: Vec<String>,
 }
 
 /// A looked-up place of an address.
@@ -180,6 +194,43 @@ pub struct GeoFill {
     pub country_name: String,
     pub asn: Option<i64>,
     pub as_org: Option<String>,
+}
+
+/// One batch of a host's outbox events to store: consecutive sequences
+/// from `first`, one archived row each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventBatch {
+    pub host: String,
+    /// The stream delivering them: stored only while it holds the host's
+    /// stream lease.
+    pub stream_id: String,
+    /// The sequence of `rows[0]`; `rows[i]` has `first + i`.
+    pub first: i64,
+    /// The events as archive rows (`host` set to the host). An event that
+    /// is not to be archived (already archived otherwise) is `None`: its
+    /// sequence still counts.
+    pub rows: Vec<Option<ArchivedBan>>,
+    /// Unix seconds, for the cursor's `updated_at`.
+    pub at: i64,
+}
+
+impl EventBatch {
+    /// The last sequence of the batch (`first - 1` when empty).
+    pub fn last(&self) -> i64 {
+        self.first + i64::try_from(self.rows.len()).unwrap_or(i64::MAX / 2) - 1
+    }
+}
+
+/// What storing an [`EventBatch`] came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventsStored {
+    /// Every event through `through` is stored (the cursor); `added` rows
+    /// were new in the archive.
+    Stored { through: i64, added: u64 },
+    /// The batch starts after `cursor + 1`: nothing stored.
+    Gap { cursor: i64 },
+    /// The stream no longer holds the host's lease: nothing stored.
+    NotHolder,
 }
 
 /// The archive's operations.
@@ -204,75 +255,107 @@ pub trait HistoryStore: Send + Sync + std::fmt::Debug {
     async fn trend(&self, filter: &HistoryFilter, origin: i64, bucket: i64) -> Result<Vec<(i64, i64)>, StoreError>;
     async fn by_jail(&self, filter: &HistoryFilter) -> Result<Vec<JailCount>, StoreError>;
     async fn top_ips(&self, filter: &HistoryFilter, limit: u32) -> Result<Vec<IpCount>, StoreError>;
-    /// Every event of `ip`, oldest first.
-    async fn ip_events(&self, ip: &str) -> Result<Vec<ArchivedBan>, StoreError>;
-    /// At most `limit` events of `ip`, oldest first (banned_at, then id),
-    /// after the keyset `after` = (banned_at, id) of the previous page's last row.
+    /// Every event of `ip` (on `host`, or every host), oldest first.
+    async fn ip_events(&self, ip: &str, host: Option<&str>) -> Result<Vec<ArchivedBan>, StoreError>;
+    /// At most `limit` events of `ip` (on `host`, or every host), oldest
+    /// first (banned_at, then id), after the keyset `after` = (banned_at,
+    /// id) of the previous page's last row.
     async fn ip_events_page(
         &self,
         ip: &str,
+        host: Option<&str>,
         after: Option<(i64, i64)>,
         limit: u32,
     ) -> Result<Vec<ArchivedBan>, StoreError>;
-    /// Totals, jails and place of `ip`, computed in SQL (no event is loaded).
-    async fn ip_summary(&self, ip: &str) -> Result<IpSummary, StoreError>;
+    /// Totals, jails, hosts and place of `ip` (on `host`, or every host),
+    /// computed in SQL (no event is loaded).
+    async fn ip_summary(&self, ip: &str, host: Option<&str>) -> Result<IpSummary, StoreError>;
     /// Rows whose country was never looked up, oldest first: (id, ip).
     async fn missing_geo(&self, limit: u32) -> Result<Vec<(i64, String)>, StoreError>;
     /// One transaction.
     async fn fill_geo(&self, fills: &[GeoFill]) -> Result<(), StoreError>;
-    /// Bans made through this service (manual or blocklist) between `from`
-    /// and `to` (inclusive): (jail, ip, banned_at).
-    async fn manual_bans(&self, from: i64, to: i64) -> Result<Vec<(String, String, i64)>, StoreError>;
-    /// `jail`'s archived bans (any origin) banned between `from` and `to`
-    /// (inclusive): (ip, banned_at, origin). A range of the (jail,
+    /// `host`'s bans made through this service (manual or blocklist)
+    /// between `from` and `to` (inclusive): (jail, ip, banned_at).
+    async fn manual_bans(&self, host: &str, from: i64, to: i64) -> Result<Vec<(String, String, i64)>, StoreError>;
+    /// `host`'s archived bans of `jail` (any origin) banned between `from`
+    /// and `to` (inclusive): (ip, banned_at, origin). A range of the (jail,
     /// banned_at) index.
-    async fn jail_bans(&self, jail: &str, from: i64, to: i64) -> Result<Vec<(String, i64, Origin)>, StoreError>;
+    async fn jail_bans(
+        &self,
+        host: &str,
+        jail: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(String, i64, Origin)>, StoreError>;
     /// Deletes events before `before`; returns how many.
     async fn purge_history(&self, before: i64) -> Result<u64, StoreError>;
     async fn cursor(&self, source: &str) -> Result<Option<i64>, StoreError>;
     async fn set_cursor(&self, source: &str, position: i64, at: i64) -> Result<(), StoreError>;
+    /// Archives `rows` and sets the cursors `cursors` (source, position)
+    /// in one transaction: the local sync's batch and its rowid cursor.
+    /// Returns how many rows were new.
+    async fn archive_with_cursors(
+        &self,
+        rows: &[ArchivedBan],
+        cursors: &[(&str, i64)],
+        at: i64,
+    ) -> Result<u64, StoreError>;
+    /// The last event sequence stored for `host` (0: none).
+    async fn event_cursor(&self, host: &str) -> Result<i64, StoreError>;
+    /// One transaction: checks `batch.stream_id` still holds the host's
+    /// stream lease, locks the host's cursor, archives the events after it
+    /// (the ones at or below it are skipped: stored before) and advances
+    /// it to the batch's last sequence. A batch starting after cursor + 1
+    /// stores nothing ([`EventsStored::Gap`]).
+    async fn store_events(&self, batch: &EventBatch) -> Result<EventsStored, StoreError>;
 }
 
 /// The columns of an archived row, in [`ArchivedBan`]'s order.
-const COLUMNS: &str = "id, jail, ip, banned_at, ban_seconds, ban_count, origin, event, failures, matches, \
+const COLUMNS: &str = "id, host, jail, ip, banned_at, ban_seconds, ban_count, origin, event, failures, matches, \
                        country_code, country_name, asn, as_org, archived_at, source";
 
-/// Every event of $1, oldest first.
-const IP_EVENTS: &str = "SELECT id, jail, ip, banned_at, ban_seconds, ban_count, origin, event, failures, matches, \
+/// Every event of $1 (on host $2, or every host when NULL), oldest first.
+const IP_EVENTS: &str = "SELECT id, host, jail, ip, banned_at, ban_seconds, ban_count, origin, event, failures, matches, \
                          country_code, country_name, asn, as_org, archived_at \
-                         FROM ban_history WHERE ip = $1 ORDER BY banned_at, id";
-/// The first $2 events of $1, oldest first.
-const IP_EVENTS_FIRST: &str = "SELECT id, jail, ip, banned_at, ban_seconds, ban_count, origin, event, failures, \
+                         FROM ban_history WHERE ip = $1 AND ($2 IS NULL OR host = $2) ORDER BY banned_at, id";
+/// The first $3 events of $1 (host $2), oldest first.
+const IP_EVENTS_FIRST: &str = "SELECT id, host, jail, ip, banned_at, ban_seconds, ban_count, origin, event, failures, \
                                matches, country_code, country_name, asn, as_org, archived_at \
-                               FROM ban_history WHERE ip = $1 ORDER BY banned_at, id LIMIT $2";
-/// The $4 events of $1 after ($2 banned_at, $3 id), oldest first. A row
-/// value: an index range on (ip, banned_at).
-const IP_EVENTS_AFTER: &str = "SELECT id, jail, ip, banned_at, ban_seconds, ban_count, origin, event, failures, \
+                               FROM ban_history WHERE ip = $1 AND ($2 IS NULL OR host = $2) \
+                               ORDER BY banned_at, id LIMIT $3";
+/// The $5 events of $1 (host $2) after ($3 banned_at, $4 id), oldest
+/// first. A row value: an index range on (ip, banned_at).
+const IP_EVENTS_AFTER: &str = "SELECT id, host, jail, ip, banned_at, ban_seconds, ban_count, origin, event, failures, \
                                matches, country_code, country_name, asn, as_org, archived_at \
-                               FROM ban_history WHERE ip = $1 AND (banned_at, id) > ($2, $3) \
-                               ORDER BY banned_at, id LIMIT $4";
-/// (bans, events, first ban, last ban) of $1; $2 is [`Event::Ban`].
+                               FROM ban_history WHERE ip = $1 AND ($2 IS NULL OR host = $2) \
+                               AND (banned_at, id) > ($3, $4) ORDER BY banned_at, id LIMIT $5";
+/// (bans, events, first ban, last ban) of $1 (host $3); $2 is [`Event::Ban`].
 const IP_TOTALS: &str = "SELECT COALESCE(SUM(CASE WHEN event = $2 THEN 1 ELSE 0 END), 0) AS bans, \
                          COUNT(*) AS events, \
                          MIN(CASE WHEN event = $2 THEN banned_at END) AS first_banned_at, \
                          MAX(CASE WHEN event = $2 THEN banned_at END) AS last_banned_at \
-                         FROM ban_history WHERE ip = $1";
-const IP_JAILS: &str = "SELECT DISTINCT jail FROM ban_history WHERE ip = $1 ORDER BY jail";
+                         FROM ban_history WHERE ip = $1 AND ($3 IS NULL OR host = $3)";
+const IP_JAILS: &str =
+    "SELECT DISTINCT jail FROM ban_history WHERE ip = $1 AND ($2 IS NULL OR host = $2) ORDER BY jail";
+/// The hosts that banned $1 (host $2); $3 is [`Event::Ban`].
+const IP_HOSTS: &str = "SELECT DISTINCT host FROM ban_history WHERE ip = $1 AND ($2 IS NULL OR host = $2) \
+                        AND event = $3 ORDER BY host";
 /// The place of $1's latest event that has one (the empty code is
 /// "looked up, unknown": see `crate::history::is_unknown_country`).
 const IP_PLACE: &str = "SELECT country_code, country_name, asn, as_org FROM ban_history \
-                        WHERE ip = $1 AND country_code IS NOT NULL AND country_code <> '' \
+                        WHERE ip = $1 AND ($2 IS NULL OR host = $2) AND country_code IS NOT NULL AND country_code <> '' \
                         ORDER BY banned_at DESC, id DESC LIMIT 1";
 const MISSING_GEO: &str = "SELECT id, ip FROM ban_history WHERE country_code IS NULL ORDER BY id LIMIT $1";
 const FILL_GEO: &str =
     "UPDATE ban_history SET country_code = $1, country_name = $2, asn = $3, as_org = $4 WHERE id = $5";
-/// Bans ($4 [`Event::Ban`]) not of origin $3 ([`Origin::Fail2ban`]: made
-/// through this service, by hand or by a blocklist import) from $1 to $2.
+/// Host $5's bans ($4 [`Event::Ban`]) not of origin $3
+/// ([`Origin::Fail2ban`]: made through this service, by hand or by a
+/// blocklist import) from $1 to $2.
 const MANUAL_BANS: &str = "SELECT jail, ip, banned_at FROM ban_history \
-                           WHERE banned_at >= $1 AND banned_at <= $2 AND origin <> $3 AND event = $4";
-/// Bans ($4 [`Event::Ban`]) of jail $1 from $2 to $3.
+                           WHERE banned_at >= $1 AND banned_at <= $2 AND origin <> $3 AND event = $4 AND host = $5";
+/// Host $5's bans ($4 [`Event::Ban`]) of jail $1 from $2 to $3.
 const JAIL_BANS: &str = "SELECT ip, banned_at, origin FROM ban_history \
-                         WHERE jail = $1 AND banned_at >= $2 AND banned_at <= $3 AND event = $4";
+                         WHERE jail = $1 AND banned_at >= $2 AND banned_at <= $3 AND event = $4 AND host = $5";
 
 /// A row of [`JAIL_BANS`].
 #[derive(Debug, sqlx::FromRow)]
@@ -293,8 +376,19 @@ const SELECT_CURSOR: &str = "SELECT position FROM history_cursors WHERE source =
 const UPSERT_CURSOR: &str = "INSERT INTO history_cursors (source, position, updated_at) VALUES ($1, $2, $3) \
      ON CONFLICT (source) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at";
 
+/// Makes sure host $1 has a delivery cursor (0, at $2).
+const INSERT_EVENT_CURSOR: &str = "INSERT INTO host_event_cursors (host, sequence, updated_at) VALUES ($1, 0, $2) \
+                                   ON CONFLICT (host) DO NOTHING";
+/// Host $1's cursor, locked until the transaction ends (an UPDATE takes
+/// the row lock on PostgreSQL, the write lock on SQLite).
+const LOCK_EVENT_CURSOR: &str = "UPDATE host_event_cursors SET updated_at = $2 WHERE host = $1 RETURNING sequence";
+const SET_EVENT_CURSOR: &str = "UPDATE host_event_cursors SET sequence = $2, updated_at = $3 WHERE host = $1";
+const SELECT_EVENT_CURSOR: &str = "SELECT sequence FROM host_event_cursors WHERE host = $1";
+/// Whether stream $2 holds host $1's lease.
+const HOLDS_STREAM: &str = "SELECT count(*) FROM hosts WHERE id = $1 AND stream_id = $2 AND revoked_at IS NULL";
+
 /// Parameters an archived row binds.
-const PARAMS_PER_ROW: usize = 15;
+const PARAMS_PER_ROW: usize = 16;
 
 /// One multi-row insert of `rows`; rows already archived are skipped. Its
 /// parameters are bound in the order they appear: `Dialect::placeholder`.
@@ -304,6 +398,7 @@ fn archive_insert<DB: Dialect>(rows: &[ArchivedBan]) -> Built {
     for r in rows {
         let text = |v: &Option<String>| v.clone().map_or(Param::Null, Param::Text);
         let cells: [Param; PARAMS_PER_ROW] = [
+            Param::Text(r.host.clone()),
             Param::Text(r.jail.clone()),
             Param::Text(r.ip.clone()),
             Param::Int(r.banned_at),
@@ -330,9 +425,9 @@ fn archive_insert<DB: Dialect>(rows: &[ArchivedBan]) -> Built {
         values.push(format!("({})", placeholders.join(", ")));
     }
     built.sql = format!(
-        "INSERT INTO ban_history (jail, ip, banned_at, ban_seconds, ban_count, origin, event, failures, \
+        "INSERT INTO ban_history (host, jail, ip, banned_at, ban_seconds, ban_count, origin, event, failures, \
          matches, country_code, country_name, asn, as_org, archived_at, source) VALUES {} \
-         ON CONFLICT (jail, ip, banned_at, event) DO NOTHING",
+         ON CONFLICT (host, jail, ip, banned_at, event) DO NOTHING",
         values.join(", ")
     );
     built
@@ -399,9 +494,9 @@ fn earliest_query(filter: &HistoryFilter) -> Built {
 /// (bans, events, first ban, last ban) as [`IP_TOTALS`] returns them.
 type IpTotals = (i64, i64, Option<i64>, Option<i64>);
 
-fn summary(totals: IpTotals, jails: Vec<String>, placed: Option<IpPlace>) -> IpSummary {
+fn summary(totals: IpTotals, jails: Vec<String>, hosts: Vec<String>, placed: Option<IpPlace>) -> IpSummary {
     let (bans, events, first_banned_at, last_banned_at) = totals;
-    IpSummary { bans, unbans: events - bans, first_banned_at, last_banned_at, jails, placed }
+    IpSummary { bans, unbans: events - bans, first_banned_at, last_banned_at, jails, placed, hosts }
 }
 
 #[cfg(test)]

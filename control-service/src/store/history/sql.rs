@@ -65,30 +65,32 @@ impl<DB: Dialect> HistoryStore for Store<DB> {
         fetch_built(&self.pool, top_ips_query(filter, limit)).await
     }
 
-    async fn ip_events(&self, ip: &str) -> Result<Vec<ArchivedBan>, StoreError> {
-        Stmt::<DB>::new(IP_EVENTS).bind(ip).fetch_all(&mut *conn(&self.pool).await?).await
+    async fn ip_events(&self, ip: &str, host: Option<&str>) -> Result<Vec<ArchivedBan>, StoreError> {
+        Stmt::<DB>::new(IP_EVENTS).bind(ip).bind(host).fetch_all(&mut *conn(&self.pool).await?).await
     }
 
     async fn ip_events_page(
         &self,
         ip: &str,
+        host: Option<&str>,
         after: Option<(i64, i64)>,
         limit: u32,
     ) -> Result<Vec<ArchivedBan>, StoreError> {
         let stmt = match after {
-            Some((at, id)) => Stmt::<DB>::new(IP_EVENTS_AFTER).bind(ip).bind(at).bind(id),
-            None => Stmt::new(IP_EVENTS_FIRST).bind(ip),
+            Some((at, id)) => Stmt::<DB>::new(IP_EVENTS_AFTER).bind(ip).bind(host).bind(at).bind(id),
+            None => Stmt::new(IP_EVENTS_FIRST).bind(ip).bind(host),
         };
         stmt.bind(i64::from(limit)).fetch_all(&mut *conn(&self.pool).await?).await
     }
 
-    async fn ip_summary(&self, ip: &str) -> Result<IpSummary, StoreError> {
+    async fn ip_summary(&self, ip: &str, host: Option<&str>) -> Result<IpSummary, StoreError> {
         let mut conn = conn(&self.pool).await?;
-        let totals: IpTotals =
-            Stmt::<DB>::new(IP_TOTALS).bind(ip).bind(Event::Ban.as_str()).fetch_one(&mut conn).await?;
-        let jails = Stmt::<DB>::new(IP_JAILS).bind(ip).scalars(&mut conn).await?;
-        let placed = Stmt::<DB>::new(IP_PLACE).bind(ip).fetch_optional(&mut conn).await?;
-        Ok(summary(totals, jails, placed))
+        let ban = Event::Ban.as_str();
+        let totals: IpTotals = Stmt::<DB>::new(IP_TOTALS).bind(ip).bind(ban).bind(host).fetch_one(&mut conn).await?;
+        let jails = Stmt::<DB>::new(IP_JAILS).bind(ip).bind(host).scalars(&mut conn).await?;
+        let hosts = Stmt::<DB>::new(IP_HOSTS).bind(ip).bind(host).bind(ban).scalars(&mut conn).await?;
+        let placed = Stmt::<DB>::new(IP_PLACE).bind(ip).bind(host).fetch_optional(&mut conn).await?;
+        Ok(summary(totals, jails, hosts, placed))
     }
 
     async fn missing_geo(&self, limit: u32) -> Result<Vec<(i64, String)>, StoreError> {
@@ -111,22 +113,30 @@ impl<DB: Dialect> HistoryStore for Store<DB> {
         Ok(())
     }
 
-    async fn manual_bans(&self, from: i64, to: i64) -> Result<Vec<(String, String, i64)>, StoreError> {
+    async fn manual_bans(&self, host: &str, from: i64, to: i64) -> Result<Vec<(String, String, i64)>, StoreError> {
         Stmt::<DB>::new(MANUAL_BANS)
             .bind(from)
             .bind(to)
             .bind(Origin::Fail2ban.as_str())
             .bind(Event::Ban.as_str())
+            .bind(host)
             .fetch_all(&mut *conn(&self.pool).await?)
             .await
     }
 
-    async fn jail_bans(&self, jail: &str, from: i64, to: i64) -> Result<Vec<(String, i64, Origin)>, StoreError> {
+    async fn jail_bans(
+        &self,
+        host: &str,
+        jail: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(String, i64, Origin)>, StoreError> {
         let rows: Vec<JailBanRow> = Stmt::<DB>::new(JAIL_BANS)
             .bind(jail)
             .bind(from)
             .bind(to)
             .bind(Event::Ban.as_str())
+            .bind(host)
             .fetch_all(&mut *conn(&self.pool).await?)
             .await?;
         Ok(rows.into_iter().map(Into::into).collect())
@@ -148,5 +158,64 @@ impl<DB: Dialect> HistoryStore for Store<DB> {
             .execute(&mut *conn(&self.pool).await?)
             .await?;
         Ok(())
+    }
+
+    async fn archive_with_cursors(
+        &self,
+        rows: &[ArchivedBan],
+        cursors: &[(&str, i64)],
+        at: i64,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut added = 0;
+        for chunk in rows.chunks(DB::ROWS_PER_INSERT) {
+            added += statement::<DB>(archive_insert::<DB>(chunk)).execute(&mut tx).await?;
+        }
+        for (source, position) in cursors {
+            Stmt::<DB>::new(UPSERT_CURSOR).bind(*source).bind(*position).bind(at).execute(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    async fn event_cursor(&self, host: &str) -> Result<i64, StoreError> {
+        let cursor =
+            Stmt::<DB>::new(SELECT_EVENT_CURSOR).bind(host).optional_scalar(&mut *conn(&self.pool).await?).await?;
+        Ok(cursor.unwrap_or(0))
+    }
+
+    async fn store_events(&self, batch: &EventBatch) -> Result<EventsStored, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Dropping `tx` rolls back: a refused batch writes nothing. Writes
+        // first: SQLite takes its write lock at the first one (waiting
+        // for it, where a read first could not upgrade).
+        Stmt::<DB>::new(INSERT_EVENT_CURSOR).bind(batch.host.as_str()).bind(batch.at).execute(&mut tx).await?;
+        let cursor: i64 =
+            Stmt::<DB>::new(LOCK_EVENT_CURSOR).bind(batch.host.as_str()).bind(batch.at).scalar(&mut tx).await?;
+        let holds: i64 = Stmt::<DB>::new(HOLDS_STREAM)
+            .bind(batch.host.as_str())
+            .bind(batch.stream_id.as_str())
+            .scalar(&mut tx)
+            .await?;
+        if holds == 0 {
+            return Ok(EventsStored::NotHolder);
+        }
+        if batch.first > cursor + 1 {
+            return Ok(EventsStored::Gap { cursor });
+        }
+        let last = batch.last();
+        if last <= cursor {
+            // Everything was stored before (a resent batch).
+            return Ok(EventsStored::Stored { through: cursor, added: 0 });
+        }
+        let skip = usize::try_from(cursor + 1 - batch.first).unwrap_or(0);
+        let rows: Vec<ArchivedBan> = batch.rows.iter().skip(skip).flatten().cloned().collect();
+        let mut added = 0;
+        for chunk in rows.chunks(DB::ROWS_PER_INSERT) {
+            added += statement::<DB>(archive_insert::<DB>(chunk)).execute(&mut tx).await?;
+        }
+        Stmt::<DB>::new(SET_EVENT_CURSOR).bind(batch.host.as_str()).bind(last).bind(batch.at).execute(&mut tx).await?;
+        tx.commit().await?;
+        Ok(EventsStored::Stored { through: last, added })
     }
 }

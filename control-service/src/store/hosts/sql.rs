@@ -187,11 +187,7 @@ impl<DB: Dialect> HostStore for Store<DB> {
 
 /// Wakes the listeners of `channel` where the database can (PostgreSQL's
 /// NOTIFY); elsewhere the waiting side's polling finds the change.
-async fn notify<DB: Dialect>(
-    conn: &mut DB::Connection,
-    channel: &str,
-    payload: &str,
-) -> Result<(), StoreError> {
+async fn notify<DB: Dialect>(conn: &mut DB::Connection, channel: &str, payload: &str) -> Result<(), StoreError> {
     if let Some(sql) = DB::NOTIFY {
         Stmt::<DB>::new(sql).bind(channel).bind(payload).execute(conn).await?;
     }
