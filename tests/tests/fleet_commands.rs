@@ -3,7 +3,9 @@
 //! which runs them against its own real fail2ban-server. A host is named
 //! by name or id; with several hosts an empty host is a fan-out read or a
 //! refused write; a stopped agent makes its host UNAVAILABLE by the call's
-//! deadline, and what it was sent is never applied late.
+//! deadline, and what it was sent is never applied late; a call to a
+//! replica that does not hold the host's stream reaches it through
+//! PostgreSQL (a command row and NOTIFY).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bangui_e2e::{ControlService, agent::AgentProcess, fail2ban::Fail2banServer};
+use bangui_e2e::{ControlService, PgSchema, agent::AgentProcess, fail2ban::Fail2banServer};
 use bangui_proto::control::v1::{
     self as pb, history_service_client::HistoryServiceClient, host_service_client::HostServiceClient,
 };
@@ -262,4 +264,54 @@ async fn a_stopped_agent_is_unavailable_by_the_deadline_and_applies_nothing_late
     })
     .await;
     assert_eq!(f2b.banned("alpha"), vec!["192.0.2.78".to_owned()]);
+}
+
+/// Rows left in `host_commands` of `schema`.
+async fn command_rows(schema: &PgSchema) -> i64 {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect_with(&schema.options()).await.unwrap();
+    sqlx::query_scalar("SELECT count(*) FROM host_commands").fetch_one(&mut conn).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_reaches_the_host_through_the_replica_holding_its_stream() {
+    let f2b = Fail2banServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let schema = PgSchema::create("fleet_commands").await;
+    let url = schema.url();
+    let none = dir.path().join("none.sock");
+    let start = || ControlService::start(&["--database-url", &url, "--fail2ban-socket", none.to_str().unwrap()]);
+    // The agent knows only `holder`; the calls go to `other`.
+    let (holder, other) = (start(), start());
+    let agent = enrolled(&holder, &f2b, dir.path(), "web-1").await;
+    let mut jails = other.jails().await;
+
+    let asked = Instant::now();
+    let ban =
+        pb::BanIpRequest { jail: "alpha".into(), ip: "192.0.2.51".into(), host: "web-1".into(), ..Default::default() };
+    assert!(jails.ban_ip(ban).await.unwrap().into_inner().newly_banned);
+    println!("BanIp through the other replica: {:?}", asked.elapsed());
+    assert_eq!(f2b.banned("alpha"), vec!["192.0.2.51".to_owned()]);
+    let listed = jails.list_jails(pb::ListJailsRequest { host: "web-1".into() }).await.unwrap().into_inner();
+    let mut names: Vec<&str> = listed.jails.iter().map(|j| j.name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["alpha", "beta"]);
+    let missing = jails.get_jail(pb::GetJailRequest { jail: "nope".into(), host: "web-1".into() }).await.unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound, "the host's own failure crosses replicas: {missing:?}");
+    assert_eq!(command_rows(&schema).await, 0, "every row is deleted by its caller");
+
+    // Stopped: UNAVAILABLE naming the host by the deadline; nothing applied later.
+    agent.signal("-STOP");
+    let asked = Instant::now();
+    let ban =
+        pb::BanIpRequest { jail: "alpha".into(), ip: "192.0.2.52".into(), host: "web-1".into(), ..Default::default() };
+    let status = jails.ban_ip(with_deadline(ban, Duration::from_secs(2))).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("web-1"), "{status:?}");
+    assert!(asked.elapsed() < Duration::from_secs(3), "{:?}", asked.elapsed());
+    agent.signal("-CONT");
+    agent.wait_for("not run", 1, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(f2b.banned("alpha"), vec!["192.0.2.51".to_owned()], "a command past its deadline was applied");
+    assert_eq!(command_rows(&schema).await, 0);
 }
