@@ -117,6 +117,8 @@ pub struct Application {
     scheduler: Scheduler,
     lease_retry: Duration,
     fail2ban: Fail2ban,
+    /// The host `local` is served (`--local-fail2ban`).
+    local_fail2ban: bool,
     geo: GeoClient,
     pool: Arc<dyn Pool>,
     metrics: Metrics,
@@ -190,7 +192,8 @@ impl Application {
         }
         let history =
             History::new(stores.history.clone(), fail2ban.clone(), geo.clone(), settings.clone(), clock.clone())
-                .with_metrics(metrics.clone());
+                .with_metrics(metrics.clone())
+                .with_local(config.local_fail2ban);
 
         let elector_settings = config.elector().stage(Stage::Leader)?;
         tracing::info!(replica = %elector_settings.replica, ttl = ?elector_settings.ttl, "replica identity");
@@ -200,7 +203,10 @@ impl Application {
             .with_gauge(metrics.agent_streams())
             .with_notices(stores.notices.clone());
         let jails = Jails::new(
-            Fleet::new(fail2ban.clone(), hosts.clone(), stores.hosts.clone()),
+            {
+                let fleet = Fleet::new(fail2ban.clone(), hosts.clone(), stores.hosts.clone());
+                if config.local_fail2ban { fleet } else { fleet.without_local() }
+            },
             stores.actions.clone(),
             geo.clone(),
             history.clone(),
@@ -281,6 +287,7 @@ impl Application {
             scheduler,
             lease_retry,
             fail2ban,
+            local_fail2ban: config.local_fail2ban,
             geo,
             pool: stores.pool,
             metrics,
@@ -388,6 +395,7 @@ impl Application {
 
         // Dependencies are probed once before serving, so health is right from the start.
         let probes = Probes {
+            local_fail2ban: self.local_fail2ban,
             fail2ban: self.fail2ban,
             geo: self.geo,
             pool: self.pool.clone(),
@@ -468,6 +476,8 @@ impl Application {
 
 /// The per-dependency health probes.
 struct Probes {
+    /// The host `local` is served (`--local-fail2ban`).
+    local_fail2ban: bool,
     fail2ban: Fail2ban,
     geo: GeoClient,
     pool: Arc<dyn Pool>,
@@ -478,10 +488,8 @@ struct Probes {
 }
 
 impl Probes {
-    /// Probes everything once; returns whether fail2ban is up. `was_up` is
-    /// the previous answer (`None` at the first probe), for logging
-    /// transitions and noticing a restarted fail2ban.
-    async fn probe_all(&self, was_up: Option<bool>) -> bool {
+    /// Probes the local fail2ban; returns whether it is up.
+    async fn probe_fail2ban(&self, was_up: Option<bool>) -> bool {
         let fail2ban = self.fail2ban.ping().await;
         let up = fail2ban.is_ok();
         match (was_up, &fail2ban) {
@@ -497,6 +505,15 @@ impl Probes {
             _ => {}
         }
         self.report(HEALTH_FAIL2BAN, up).await;
+        up
+    }
+
+    /// Probes everything once; returns whether fail2ban is up. `was_up` is
+    /// the previous answer (`None` at the first probe), for logging
+    /// transitions and noticing a restarted fail2ban.
+    async fn probe_all(&self, was_up: Option<bool>) -> bool {
+        // Without the host `local` there is no fail2ban here to probe.
+        let up = self.local_fail2ban && self.probe_fail2ban(was_up).await;
 
         if self.geo.is_configured() {
             let geo_up = matches!(self.geo.is_serving().await, Ok(true));

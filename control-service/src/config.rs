@@ -91,6 +91,12 @@ pub struct Config {
     #[arg(long, env = "CONTROL_FAIL2BAN_SOCKET", default_value = "/var/run/fail2ban/fail2ban.sock")]
     pub fail2ban_socket: PathBuf,
 
+    /// Serve the fail2ban at --fail2ban-socket as the host `local`. `false`:
+    /// a pure control plane (every host has its agent), which needs no
+    /// socket and no host mount.
+    #[arg(long, env = "CONTROL_LOCAL_FAIL2BAN", default_value_t = true, action = clap::ArgAction::Set)]
+    pub local_fail2ban: bool,
+
     /// Deadline for one fail2ban command, including the wait for a free slot.
     #[arg(long, env = "CONTROL_FAIL2BAN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub fail2ban_timeout: Duration,

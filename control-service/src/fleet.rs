@@ -75,24 +75,40 @@ pub enum AddressError {
 #[derive(Debug, Clone)]
 pub struct Fleet {
     local: Fail2ban,
+    /// The host `local` is served (`--local-fail2ban`).
+    serve_local: bool,
     hosts: Hosts,
     store: Arc<dyn HostStore>,
 }
 
 impl Fleet {
     pub fn new(local: Fail2ban, hosts: Hosts, store: Arc<dyn HostStore>) -> Self {
-        Self { local, hosts, store }
+        Self { local, serve_local: true, hosts, store }
+    }
+
+    /// Without the host `local` (`--local-fail2ban=false`): every host is
+    /// an agent's.
+    #[must_use]
+    pub fn without_local(mut self) -> Self {
+        self.serve_local = false;
+        self
+    }
+
+    pub fn serves_local(&self) -> bool {
+        self.serve_local
     }
 
     pub fn local(&self) -> &Fail2ban {
         &self.local
     }
 
-    /// Every host: `local` first, then the enrolled hosts (not revoked) by name.
+    /// Every host: `local` first (when served), then the enrolled hosts
+    /// (not revoked) by name.
     pub async fn targets(&self) -> Result<Vec<Target>, AddressError> {
         let rows = self.store.hosts().await.map_err(HostError::from)?;
         let enrolled = rows.into_iter().filter(|row| row.revoked_at.is_none());
-        Ok(std::iter::once(Target::local()).chain(enrolled.map(|row| Target { id: row.id, name: row.name })).collect())
+        let local = self.serve_local.then(Target::local);
+        Ok(local.into_iter().chain(enrolled.map(|row| Target { id: row.id, name: row.name })).collect())
     }
 
     /// The hosts a request is for: `host` by name or id; empty: the only
@@ -108,6 +124,7 @@ impl Fleet {
         if host.is_empty() {
             let mut every = self.targets().await?;
             return match every.len() {
+                0 => Err(AddressError::NotFound("(none: enroll a host, HostService.CreateEnrollmentToken)".into())),
                 1 => Ok(Addressed::One(every.remove(0))),
                 n if write => Err(InvalidArgument::new(
                     "host",
@@ -120,7 +137,7 @@ impl Fleet {
         if host.len() > 64 {
             return Err(InvalidArgument::new("host", "a host name or id is at most 64 characters").into());
         }
-        if host == LOCAL {
+        if host == LOCAL && self.serve_local {
             return Ok(Addressed::One(Target::local()));
         }
         let rows = self.store.hosts().await.map_err(HostError::from)?;
@@ -137,6 +154,7 @@ impl Fleet {
         if target.is_local() {
             return command::run(&self.local, command).await;
         }
+        // (`local` is only a target when served: `address` and `targets`.)
         let id = HostId::parse("host", &target.id)?;
         match self.hosts.command_here(&id, &target.name, command, deadline).await {
             Some(answer) => answer,

@@ -315,3 +315,29 @@ async fn a_command_reaches_the_host_through_the_replica_holding_its_stream() {
     assert_eq!(f2b.banned("alpha"), vec!["192.0.2.51".to_owned()], "a command past its deadline was applied");
     assert_eq!(command_rows(&schema).await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pure_control_plane_addresses_its_only_agent_without_a_host() {
+    let f2b = Fail2banServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlService::start(&["--local-fail2ban", "false"]);
+    let mut jails = control.jails().await;
+    // No host yet: nothing to address.
+    let none = jails.list_jails(pb::ListJailsRequest::default()).await.unwrap_err();
+    assert_eq!(none.code(), Code::NotFound, "{none:?}");
+    let _agent = enrolled(&control, &f2b, dir.path(), "web-1").await;
+
+    // One host: today's requests, without a host, are that host's.
+    let ban = pb::BanIpRequest { jail: "alpha".into(), ip: "192.0.2.61".into(), ..Default::default() };
+    let banned = jails.ban_ip(ban).await.unwrap().into_inner();
+    assert!(banned.newly_banned);
+    assert_eq!(banned.hosts[0].outcome.as_ref().unwrap().host_name, "web-1");
+    assert_eq!(f2b.banned("alpha"), vec!["192.0.2.61".to_owned()]);
+    let status = jails.get_server_status(pb::GetServerStatusRequest::default()).await.unwrap().into_inner();
+    assert!(status.online && status.jail_count == 2, "{status:?}");
+    assert!(status.socket_path.is_empty(), "an agent's host has no socket here: {status:?}");
+    let listed = jails.list_jails(pb::ListJailsRequest::default()).await.unwrap().into_inner();
+    assert_eq!(listed.jails.len(), 2, "the one-host field is filled: {listed:?}");
+    let local = jails.list_jails(pb::ListJailsRequest { host: "local".into() }).await.unwrap_err();
+    assert_eq!(local.code(), Code::NotFound, "no host local here: {local:?}");
+}

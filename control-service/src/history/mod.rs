@@ -103,6 +103,8 @@ pub struct History {
     metrics: Metrics,
     /// "fail2ban keeps no database" was logged (once, until it keeps one).
     no_database_said: Arc<AtomicBool>,
+    /// The host `local` is served (see [`History::with_local`]).
+    local: bool,
 }
 
 /// The country code stored for an address that was looked up and that
@@ -170,7 +172,24 @@ impl History {
         settings: RuntimeSettings,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self { store, fail2ban, geo, settings, clock, metrics: Metrics::new(), no_database_said: Arc::default() }
+        Self {
+            store,
+            fail2ban,
+            geo,
+            settings,
+            clock,
+            metrics: Metrics::new(),
+            no_database_said: Arc::default(),
+            local: true,
+        }
+    }
+
+    /// Whether the host `local` is served (`--local-fail2ban`); without it
+    /// the sync has nothing to read (each agent delivers its host's history).
+    #[must_use]
+    pub fn with_local(mut self, local: bool) -> Self {
+        self.local = local;
+        self
     }
 
     /// Counts unreadable rows in the service's metrics.
@@ -242,6 +261,11 @@ impl History {
 
     /// Copies the bans of fail2ban's `bans` table the archive lacks.
     pub async fn sync(&self) -> Result<SyncOutcome, HistoryError> {
+        if !self.local {
+            return Ok(SyncOutcome::Skipped(
+                "no local fail2ban (--local-fail2ban=false): each host's agent delivers its history".into(),
+            ));
+        }
         let Some(path) = self.db_path().await? else {
             return Ok(SyncOutcome::Skipped("fail2ban keeps no database (dbfile = :memory: or none)".into()));
         };
