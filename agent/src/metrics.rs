@@ -139,6 +139,11 @@ impl Metrics {
         self.inner.unreadable.get_or_create(&ReasonLabels { reason }).inc();
     }
 
+    /// The outbox backlog last set (for the heartbeat).
+    pub fn outbox_backlog(&self) -> u64 {
+        u64::try_from(self.inner.backlog.get()).unwrap_or(0)
+    }
+
     /// A command from the control plane ended with `outcome`.
     pub fn command_run(&self, command: &'static str, outcome: &'static str) {
         self.inner.runs.get_or_create(&CommandLabels { command, outcome }).inc();

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use bangui_fail2ban::Fail2ban;
 use bangui_proto::agent::v1::{
-    AttachRequest, AttachResponse, Heartbeat, Hello, Welcome, agent_service_client::AgentServiceClient, attach_request,
-    attach_response,
+    AttachRequest, AttachResponse, Heartbeat, Hello, JailState, Welcome, agent_service_client::AgentServiceClient,
+    attach_request, attach_response,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -36,7 +36,7 @@ use crate::{
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
 /// Heartbeat cadence when the control plane names none.
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
-/// How often fail2ban is asked for its version and jails. Heartbeats carry
+/// How often fail2ban is asked for its version, jails and their counters. Heartbeats carry
 /// the last answer: a fail2ban that hangs never delays a heartbeat (the
 /// control plane cuts an agent silent for a few seconds).
 const STATE_REFRESH: Duration = Duration::from_secs(10);
@@ -59,15 +59,33 @@ pub enum SessionEnd {
 struct Fail2banState {
     version: String,
     jails: Vec<String>,
+    /// Each jail's counters, by name.
+    states: Vec<JailState>,
+    /// When it was read (Unix ms, this host's clock; 0: never).
+    read_at_ms: i64,
 }
 
 impl Fail2banState {
     /// Read now; fail2ban down reads as no version and no jails.
     async fn read(fail2ban: &Fail2ban) -> Self {
-        let version = fail2ban.version().await.unwrap_or_default();
-        let mut jails = fail2ban.jail_names().await.unwrap_or_default();
-        jails.sort();
-        Self { version, jails }
+        let read_at_ms = chrono::Utc::now().timestamp_millis();
+        let Ok(status) = fail2ban.server_status().await else {
+            return Self { read_at_ms, ..Self::default() };
+        };
+        let mut states: Vec<JailState> = status
+            .jails
+            .into_iter()
+            .map(|jail| JailState {
+                name: jail.name,
+                currently_failed: jail.currently_failed,
+                total_failed: jail.total_failed,
+                currently_banned: jail.currently_banned,
+                total_banned: jail.total_banned,
+            })
+            .collect();
+        states.sort_by(|a, b| a.name.cmp(&b.name));
+        let jails = states.iter().map(|state| state.name.clone()).collect();
+        Self { version: status.version, jails, states, read_at_ms }
     }
 
     /// Reads fail2ban every [`STATE_REFRESH`] into a watch until `stop`.
@@ -87,6 +105,16 @@ impl Fail2banState {
             }
         });
         receiver
+    }
+}
+
+impl Fail2banState {
+    /// How long ago it was read (0 before the first read).
+    fn age_ms(&self) -> u64 {
+        if self.read_at_ms == 0 {
+            return 0;
+        }
+        u64::try_from(chrono::Utc::now().timestamp_millis().saturating_sub(self.read_at_ms)).unwrap_or(0)
     }
 }
 
@@ -184,8 +212,10 @@ impl Session<'_> {
             host_id: identity.host_id.clone(),
             agent_version: crate::VERSION.to_owned(),
             instance: instance.to_owned(),
+            states_age_ms: said.age_ms(),
             fail2ban_version: said.version,
             jails: said.jails,
+            jail_states: said.states,
         };
         send(&sender, attach_request::Body::Hello(hello)).await?;
         let mut request = Request::new(ReceiverStream::new(receiver));
@@ -223,7 +253,13 @@ impl Session<'_> {
                 () = stop.cancelled() => return Ok(Attached::Stopped),
                 _ = beat.tick() => {
                     let said = current(state);
-                    let heartbeat = Heartbeat { fail2ban_version: said.version, jails: said.jails };
+                    let heartbeat = Heartbeat {
+                        states_age_ms: said.age_ms(),
+                        fail2ban_version: said.version,
+                        jails: said.jails,
+                        jail_states: said.states,
+                        outbox_backlog: metrics.outbox_backlog(),
+                    };
                     if send(&sender, attach_request::Body::Heartbeat(heartbeat)).await.is_err() {
                         return Ok(Attached::Ended { after_welcome: true });
                     }

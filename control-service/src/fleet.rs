@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use crate::{
     error::InvalidArgument,
-    hosts::{HostError, HostId, Hosts, commands::unreachable},
+    hosts::{Host, HostError, HostId, Hosts, commands::unreachable},
     store::HostStore,
 };
 
@@ -109,6 +109,18 @@ impl Fleet {
         let enrolled = rows.into_iter().filter(|row| row.revoked_at.is_none());
         let local = self.serve_local.then(Target::local);
         Ok(local.into_iter().chain(enrolled.map(|row| Target { id: row.id, name: row.name })).collect())
+    }
+
+    /// Every host with what its agent last pushed (`None`: the host
+    /// `local`, which is asked instead).
+    pub async fn pushed(&self) -> Result<Vec<(Target, Option<Host>)>, AddressError> {
+        let rows = self.store.hosts().await.map_err(HostError::from)?;
+        let enrolled = rows.into_iter().filter(|row| row.revoked_at.is_none()).map(|row| {
+            let host = Host::from(row);
+            (Target { id: host.id.clone(), name: host.name.clone() }, Some(host))
+        });
+        let local = self.serve_local.then(|| (Target::local(), None));
+        Ok(local.into_iter().chain(enrolled).collect())
     }
 
     /// The hosts a request is for: `host` by name or id; empty: the only

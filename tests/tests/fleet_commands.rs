@@ -181,16 +181,44 @@ async fn every_jail_operation_reaches_the_host_it_names() {
     let unknown = jails.ban_ip(pb::BanIpRequest { host: host("db-9"), ..ban.clone() }).await.unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
 
-    // Reads without a host answer for every host: local is down, web-1 answers.
-    let all = jails.list_jails(pb::ListJailsRequest::default()).await.unwrap().into_inner();
-    assert!(all.jails.is_empty(), "the one-host field stays empty for several hosts");
-    let web = all.hosts.iter().find(|h| h.outcome.as_ref().unwrap().host_name == "web-1").unwrap();
-    assert_eq!(web.outcome.as_ref().unwrap().code, 0);
-    let mut names: Vec<&str> = web.jails.iter().map(|j| j.name.as_str()).collect();
-    names.sort_unstable();
-    assert_eq!(names, ["alpha", "beta"]);
-    let local = all.hosts.iter().find(|h| h.outcome.as_ref().unwrap().host_name == "local").unwrap();
-    assert_eq!(local.outcome.as_ref().unwrap().code, Code::Unavailable as i32, "{local:?}");
+    // Reads without a host answer for every host: local is down, web-1
+    // answers from what its agent pushed (with its age), or afresh.
+    for fresh in [false, true] {
+        let all = jails.list_jails(pb::ListJailsRequest { fresh, ..Default::default() }).await.unwrap().into_inner();
+        assert!(all.jails.is_empty(), "the one-host field stays empty for several hosts");
+        let web = all.hosts.iter().find(|h| h.outcome.as_ref().unwrap().host_name == "web-1").unwrap();
+        let outcome = web.outcome.as_ref().unwrap();
+        assert_eq!(outcome.code, 0, "{web:?}");
+        assert_eq!(outcome.as_of.is_some(), !fresh, "pushed state says when it was read: {web:?}");
+        let mut names: Vec<&str> = web.jails.iter().map(|j| j.name.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["alpha", "beta"]);
+        let local = all.hosts.iter().find(|h| h.outcome.as_ref().unwrap().host_name == "local").unwrap();
+        assert_eq!(local.outcome.as_ref().unwrap().code, Code::Unavailable as i32, "{local:?}");
+        assert_eq!(all.hosts[0].outcome.as_ref().unwrap().host_name, "local", "local first");
+    }
+    // The pushed counters follow the host: web-1's ban shows within a refresh.
+    bangui_e2e::eventually(20, "web-1's pushed counters show its ban", || {
+        let mut jails = jails.clone();
+        async move {
+            let all = jails.list_jails(pb::ListJailsRequest::default()).await.unwrap().into_inner();
+            all.hosts
+                .iter()
+                .filter(|h| h.outcome.as_ref().unwrap().host_name == "web-1")
+                .flat_map(|h| &h.jails)
+                .any(|j| j.name == "alpha" && j.currently_banned == 1)
+        }
+    })
+    .await;
+    let listed = HostServiceClient::new(control.authed().await)
+        .list_hosts(pb::ListHostsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .hosts;
+    let web = listed.iter().find(|h| h.name == "web-1").unwrap();
+    assert_eq!(web.active_bans, 1, "{web:?}");
+    assert!(web.states_read_at.is_some(), "{web:?}");
     let status = jails.get_server_status(pb::GetServerStatusRequest::default()).await.unwrap().into_inner();
     assert_eq!(status.hosts.len(), 2);
     let bans = jails.list_active_bans(pb::ListActiveBansRequest::default()).await.unwrap().into_inner();
@@ -239,10 +267,11 @@ async fn a_stopped_agent_is_unavailable_by_the_deadline_and_applies_nothing_late
     assert!(status.message().contains("web-1"), "the host is named: {status:?}");
     assert!(took < Duration::from_secs(3), "answered by the deadline: {took:?}");
 
-    // A fan-out read: local and web-1 both unreachable, answered in time.
+    // A fan-out read asking every host afresh: local and web-1 both
+    // unreachable, answered in time.
     let asked = Instant::now();
     let all = jails
-        .list_jails(with_deadline(pb::ListJailsRequest::default(), Duration::from_secs(2)))
+        .list_jails(with_deadline(pb::ListJailsRequest { fresh: true, ..Default::default() }, Duration::from_secs(2)))
         .await
         .unwrap()
         .into_inner();
@@ -292,7 +321,11 @@ async fn a_command_reaches_the_host_through_the_replica_holding_its_stream() {
     assert!(jails.ban_ip(ban).await.unwrap().into_inner().newly_banned);
     println!("BanIp through the other replica: {:?}", asked.elapsed());
     assert_eq!(f2b.banned("alpha"), vec!["192.0.2.51".to_owned()]);
-    let listed = jails.list_jails(pb::ListJailsRequest { host: "web-1".into() }).await.unwrap().into_inner();
+    let listed = jails
+        .list_jails(pb::ListJailsRequest { host: "web-1".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     let mut names: Vec<&str> = listed.jails.iter().map(|j| j.name.as_str()).collect();
     names.sort_unstable();
     assert_eq!(names, ["alpha", "beta"]);
@@ -338,6 +371,7 @@ async fn a_pure_control_plane_addresses_its_only_agent_without_a_host() {
     assert!(status.socket_path.is_empty(), "an agent's host has no socket here: {status:?}");
     let listed = jails.list_jails(pb::ListJailsRequest::default()).await.unwrap().into_inner();
     assert_eq!(listed.jails.len(), 2, "the one-host field is filled: {listed:?}");
-    let local = jails.list_jails(pb::ListJailsRequest { host: "local".into() }).await.unwrap_err();
+    let local =
+        jails.list_jails(pb::ListJailsRequest { host: "local".into(), ..Default::default() }).await.unwrap_err();
     assert_eq!(local.code(), Code::NotFound, "no host local here: {local:?}");
 }

@@ -301,6 +301,7 @@ async fn raw_attach(endpoint: &str, host_id: &str, credential: &str) -> RawAgent
         instance: format!("raw-{}", rand::random::<u64>()),
         fail2ban_version: "1.1.0".into(),
         jails: vec!["sshd".into()],
+        ..Default::default()
     };
     sender.send(agent_pb::AttachRequest { body: Some(attach_request::Body::Hello(hello)) }).await.unwrap();
     let mut request = tonic::Request::new(ReceiverStream::new(receiver));

@@ -56,6 +56,7 @@ fn hello(host_id: &str, instance: &str, jails: &[&str]) -> Hello {
         instance: instance.into(),
         fail2ban_version: "1.1.0".into(),
         jails: jails.iter().map(|j| (*j).to_owned()).collect(),
+        ..Default::default()
     }
 }
 
@@ -74,7 +75,7 @@ async fn attach_with(addr: SocketAddr, credential: &str, first: Inbound) -> Resu
         panic!("the first answer is a Welcome")
     };
     let initial = match first {
-        Inbound::Hello(h) => Heartbeat { fail2ban_version: h.fail2ban_version, jails: h.jails },
+        Inbound::Hello(h) => Heartbeat { fail2ban_version: h.fail2ban_version, jails: h.jails, ..Default::default() },
         Inbound::Heartbeat(h) => h,
         Inbound::Result(_) | Inbound::Events(_) => Heartbeat::default(),
     };
@@ -182,7 +183,11 @@ async fn enroll_attach_revoke() {
     assert!(!listed.iter().find(|h| h.id == HOST_B).unwrap().connected);
 
     // Heartbeats carry the host's state.
-    agent.state.send_replace(Heartbeat { fail2ban_version: "1.1.1".into(), jails: vec!["sshd".into()] });
+    agent.state.send_replace(Heartbeat {
+        fail2ban_version: "1.1.1".into(),
+        jails: vec!["sshd".into()],
+        ..Default::default()
+    });
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let now = host(&mut hosts, HOST_A).await;

@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::instrument;
 
 use crate::hosts::{
-    Announcement, HEARTBEAT, Hello, HostError, HostId, HostName, Hosts, LiveStream,
+    Announcement, HEARTBEAT, Hello, HostError, HostId, HostName, Hosts, JailState, LiveStream,
     events::{HostEvents, Intake},
     name, version,
 };
@@ -90,9 +90,26 @@ impl TryFrom<bangui_proto::agent::v1::Hello> for Hello {
         }
         let announcement =
             Announcement::parse(("hello.fail2ban_version", "hello.jails"), &hello.fail2ban_version, &hello.jails)
+                .and_then(|said| {
+                    said.with_states("hello.jail_states", states(hello.jail_states), hello.states_age_ms, 0)
+                })
                 .map_err(super::invalid)?;
         Ok(Self { host_id, agent_version: hello.agent_version, instance: hello.instance, announcement })
     }
+}
+
+/// The jails' counters an agent pushed.
+fn states(pushed: Vec<bangui_proto::agent::v1::JailState>) -> Vec<JailState> {
+    pushed
+        .into_iter()
+        .map(|s| JailState {
+            name: s.name,
+            currently_failed: s.currently_failed,
+            total_failed: s.total_failed,
+            currently_banned: s.currently_banned,
+            total_banned: s.total_banned,
+        })
+        .collect()
 }
 
 /// The first message, which must be a Hello, within [`HELLO_TIMEOUT`].
@@ -148,7 +165,11 @@ async fn keep(
                         ("heartbeat.fail2ban_version", "heartbeat.jails"),
                         &beat.fail2ban_version,
                         &beat.jails,
-                    );
+                    )
+                    .and_then(|said| {
+                        let counters = states(beat.jail_states);
+                        said.with_states("heartbeat.jail_states", counters, beat.states_age_ms, beat.outbox_backlog)
+                    });
                     match said {
                         Ok(said) => live.record(said),
                         Err(invalid) => return Some(super::invalid(invalid)),

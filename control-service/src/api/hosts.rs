@@ -28,13 +28,16 @@ impl HostApi {
     }
 }
 
-fn millis(ms: i64) -> Option<Timestamp> {
+pub(crate) fn millis(ms: i64) -> Option<Timestamp> {
     Some(Timestamp { seconds: ms.div_euclid(1000), nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0) })
 }
 
 impl From<Host> for pb::Host {
     fn from(host: Host) -> Self {
         pb::Host {
+            active_bans: host.active_bans(),
+            states_read_at: host.states_at.and_then(millis),
+            outbox_backlog: host.outbox_backlog,
             id: host.id,
             name: host.name,
             connected: host.replica.is_some(),

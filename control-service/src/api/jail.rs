@@ -11,7 +11,7 @@ use bangui_proto::prost_types::Timestamp;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 use tracing::instrument;
 
 use super::{fail2ban_status, invalid};
@@ -19,6 +19,7 @@ use crate::{
     error::InvalidArgument,
     fleet::{self, AddressError, Addressed, DEFAULT_DEADLINE, START_DEADLINE, Target},
     geo_client::Country,
+    hosts::Host,
     jails::Jails,
 };
 use bangui_fail2ban::{
@@ -143,7 +144,7 @@ fn outcome<T>(target: &Target, result: &Result<T, Fail2banError>) -> pb::HostOut
             (status.code() as i32, status.message().to_owned())
         }
     };
-    pb::HostOutcome { host_id: target.id.clone(), host_name: target.name.clone(), code, message }
+    pb::HostOutcome { host_id: target.id.clone(), host_name: target.name.clone(), code, message, as_of: None }
 }
 
 /// The parts of an error its status is made of.
@@ -174,7 +175,84 @@ impl<T> Answer<T> {
     }
 }
 
+/// One host's part of a read answered from what agents push.
+struct PushedPart {
+    outcome: pb::HostOutcome,
+    /// What it says (the last push when its agent is away); `None` when
+    /// nothing can be said.
+    status: Option<ServerStatus>,
+}
+
+/// A host's status as its agent last pushed it.
+fn pushed_status(host: &Host) -> ServerStatus {
+    let jails = host
+        .jail_states
+        .iter()
+        .map(|s| JailStatus {
+            name: s.name.clone(),
+            currently_failed: s.currently_failed,
+            total_failed: s.total_failed,
+            currently_banned: s.currently_banned,
+            total_banned: s.total_banned,
+            ..JailStatus::default()
+        })
+        .collect();
+    ServerStatus { version: host.fail2ban_version.clone(), jails }
+}
+
 impl JailApi {
+    /// A read over every host (no `host`, several hosts, not `fresh`),
+    /// answered from what each agent last pushed: one database read, not a
+    /// round trip per host. The host `local`, and an agent that pushes no
+    /// counters (an older version), are asked, within `until`. `None`:
+    /// the request is not such a read.
+    async fn answer_from_pushed(
+        &self,
+        host: &str,
+        fresh: bool,
+        until: Instant,
+    ) -> Result<Option<Vec<PushedPart>>, Status> {
+        if fresh || !host.is_empty() {
+            return Ok(None);
+        }
+        let every = self.jails.fleet().pushed().await.map_err(address_status)?;
+        if every.len() <= 1 {
+            return Ok(None);
+        }
+        let (known, ask): (Vec<_>, Vec<_>) = every
+            .into_iter()
+            .partition(|(_, host)| host.as_ref().is_some_and(|h| h.replica.is_none() || h.states_at.is_some()));
+        let asked = fleet::each(ask.into_iter().map(|(t, _)| t).collect(), until, |t| async move {
+            self.jails.server_status(&t, until).await
+        })
+        .await;
+        let mut parts: Vec<PushedPart> = asked
+            .into_iter()
+            .map(|(target, status)| PushedPart { outcome: outcome(&target, &status), status: status.ok() })
+            .collect();
+        for (target, host) in known {
+            let Some(host) = host else { continue };
+            let mut part = pb::HostOutcome {
+                host_id: target.id.clone(),
+                host_name: target.name.clone(),
+                as_of: host.states_at.and_then(super::hosts::millis),
+                ..Default::default()
+            };
+            if host.replica.is_none() {
+                part.code = Code::Unavailable as i32;
+                part.message = format!("host {} is unreachable: its agent is not connected", target.name);
+            }
+            let status = host.states_at.map(|_| pushed_status(&host));
+            parts.push(PushedPart { outcome: part, status });
+        }
+        // As `Fleet::targets` orders them: `local` first, then by name.
+        parts.sort_by(|a, b| {
+            let key = |p: &PushedPart| (p.outcome.host_id != fleet::LOCAL, p.outcome.host_name.clone());
+            key(a).cmp(&key(b))
+        });
+        Ok(Some(parts))
+    }
+
     /// Runs `op` on the hosts the request is for. One host: its failure is
     /// the call's status, as before the fleet. Several: each its outcome.
     async fn on_hosts<T, F, Fut>(
@@ -240,6 +318,24 @@ impl JailService for JailApi {
     ) -> Result<Response<GetServerStatusResponse>, Status> {
         let until = deadline(&request, DEFAULT_DEADLINE);
         let socket_path = self.jails.fail2ban().socket_path().display().to_string();
+        let GetServerStatusRequest { host, fresh } = request.get_ref();
+        if let Some(parts) = self.answer_from_pushed(host, *fresh, until).await? {
+            let hosts = parts
+                .into_iter()
+                .map(|part| {
+                    let status = part.status.ok_or_else(|| Fail2banError::Remote {
+                        kind: "unavailable",
+                        message: part.outcome.message.clone(),
+                    });
+                    let target = Target { id: part.outcome.host_id.clone(), name: part.outcome.host_name.clone() };
+                    let mut response = status_of(&target, &socket_path, status);
+                    // A host whose agent is away says what it last pushed, as offline.
+                    response.online &= part.outcome.code == 0;
+                    pb::HostServerStatus { outcome: Some(part.outcome), status: Some(response) }
+                })
+                .collect();
+            return Ok(Response::new(GetServerStatusResponse { hosts, ..Default::default() }));
+        }
         let addressed =
             self.jails.fleet().address(&request.get_ref().host, false, false).await.map_err(address_status)?;
         let targets = match addressed {
@@ -273,8 +369,19 @@ impl JailService for JailApi {
     #[instrument(skip_all, fields(rpc = "ListJails", host = %request.get_ref().host))]
     async fn list_jails(&self, request: Request<ListJailsRequest>) -> Result<Response<ListJailsResponse>, Status> {
         let until = deadline(&request, DEFAULT_DEADLINE);
-        let answer = self
-            .on_hosts(&request.get_ref().host, false, false, until, |t| async move {
+        let ListJailsRequest { host, fresh } = request.get_ref();
+        if let Some(parts) = self.answer_from_pushed(host, *fresh, until).await? {
+            let hosts = parts
+                .into_iter()
+                .map(|part| pb::HostJails {
+                    jails: part.status.map(|s| s.jails.into_iter().map(summary).collect()).unwrap_or_default(),
+                    outcome: Some(part.outcome),
+                })
+                .collect();
+            return Ok(Response::new(ListJailsResponse { jails: Vec::new(), hosts }));
+        }
+        let answer =
+            self.on_hosts(host, false, false, until, |t| async move {
                 Ok(self.jails.server_status(&t, until).await?.jails)
             })
             .await?;

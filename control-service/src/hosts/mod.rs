@@ -34,7 +34,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Semaphore;
 
 pub use self::{
-    name::{Announcement, HostId, HostName},
+    name::{Announcement, HostId, HostName, JailState},
     registry::Registry,
     stream::{Hello, LiveStream},
 };
@@ -96,6 +96,18 @@ pub struct Host {
     pub fail2ban_version: String,
     pub jails: Vec<String>,
     pub revoked_at: Option<i64>,
+    /// Each jail's counters as the agent last pushed them, and when it read
+    /// them (Unix ms; `None`: it pushed none).
+    pub jail_states: Vec<JailState>,
+    pub states_at: Option<i64>,
+    pub outbox_backlog: u64,
+}
+
+impl Host {
+    /// Bans in force over its jails (as last pushed).
+    pub fn active_bans(&self) -> u64 {
+        self.jail_states.iter().map(|s| s.currently_banned).sum()
+    }
 }
 
 impl From<HostRow> for Host {
@@ -104,7 +116,11 @@ impl From<HostRow> for Host {
         let replica = row.stream_holder.filter(|_| row.revoked_at.is_none() && row.stream_seen_at.is_some_and(fresh));
         // Written by this service only; a row that does not read lists no jails.
         let jails = serde_json::from_str(&row.jails).unwrap_or_default();
+        let jail_states = serde_json::from_str(&row.jail_states).unwrap_or_default();
         Self {
+            jail_states,
+            states_at: row.states_at,
+            outbox_backlog: u64::try_from(row.outbox_backlog).unwrap_or(0),
             id: row.id,
             name: row.name,
             replica,

@@ -73,11 +73,27 @@ pub const MAX_JAILS: usize = 1000;
 /// The longest version string, or agent instance.
 pub const MAX_VERSION_LEN: usize = 64;
 
+/// One jail's counters as an agent pushed them.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct JailState {
+    pub name: String,
+    pub currently_failed: u64,
+    pub total_failed: u64,
+    pub currently_banned: u64,
+    pub total_banned: u64,
+}
+
 /// What an agent says of its host at hello and at each heartbeat, checked.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Announcement {
     pub fail2ban_version: String,
     pub jails: Vec<JailName>,
+    /// Each jail's counters (none from an agent that sends none).
+    pub states: Vec<JailState>,
+    /// How old `states` were when sent, in ms (`None`: no states).
+    pub states_age_ms: Option<i64>,
+    /// Events in the agent's outbox not yet acknowledged.
+    pub outbox_backlog: i64,
 }
 
 impl Announcement {
@@ -93,7 +109,36 @@ impl Announcement {
             return Err(InvalidArgument::new(jails_field, format!("at most {MAX_JAILS} jails")));
         }
         let jails = jails.iter().map(|jail| JailName::parse(jails_field, jail)).collect::<Result<_, _>>()?;
-        Ok(Self { fail2ban_version: fail2ban_version.to_owned(), jails })
+        Ok(Self { fail2ban_version: fail2ban_version.to_owned(), jails, ..Self::default() })
+    }
+
+    /// Adds the jails' counters (`field` names them), their age and the
+    /// outbox backlog; bounded like the jail names.
+    pub fn with_states(
+        mut self,
+        field: &'static str,
+        states: Vec<JailState>,
+        age_ms: u64,
+        outbox_backlog: u64,
+    ) -> Result<Self, InvalidArgument> {
+        if states.len() > MAX_JAILS {
+            return Err(InvalidArgument::new(field, format!("at most {MAX_JAILS} jails")));
+        }
+        for state in &states {
+            JailName::parse(field, &state.name)?;
+        }
+        if !states.is_empty() {
+            // A day at most: an older reading is as good as none.
+            self.states_age_ms = Some(i64::try_from(age_ms.min(86_400_000)).unwrap_or(0));
+        }
+        self.states = states;
+        self.outbox_backlog = i64::try_from(outbox_backlog).unwrap_or(i64::MAX);
+        Ok(self)
+    }
+
+    /// The counters as stored: a JSON array.
+    pub fn states_json(&self) -> String {
+        serde_json::to_string(&self.states).unwrap_or_else(|_| "[]".to_owned())
     }
 
     /// The jails as stored: a JSON array of names.
@@ -135,6 +180,20 @@ mod tests {
         assert!(names.iter().all(|n| HostName::parse("name", n).is_ok()), "{names:?}");
         assert!(names[1].ends_with("-2") && names[9].ends_with("-0f8fad5b"));
         assert!(HostId::parse("id", "not-a-uuid").is_err());
+    }
+
+    #[test]
+    fn pushed_counters_are_bounded() {
+        let state = |name: &str| JailState { name: name.into(), currently_banned: 2, ..JailState::default() };
+        let said = Announcement::default().with_states("s", vec![state("sshd")], 90_000_000, 5).unwrap();
+        assert_eq!(said.states_age_ms, Some(86_400_000), "an age is at most a day");
+        assert_eq!(said.outbox_backlog, 5);
+        assert!(said.states_json().contains(r#""currently_banned":2"#));
+        assert_eq!(Announcement::default().with_states("s", vec![], 5, 0).unwrap().states_age_ms, None);
+        let bad = Announcement::default().with_states("s", vec![state("bad name")], 0, 0).unwrap_err();
+        assert_eq!(bad.field, "s");
+        let many = (0..=MAX_JAILS).map(|i| state(&format!("j{i}"))).collect();
+        assert!(Announcement::default().with_states("s", many, 0, 0).is_err());
     }
 
     #[test]

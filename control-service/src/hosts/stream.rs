@@ -9,7 +9,10 @@
 use std::sync::{Mutex, PoisonError};
 
 use bangui_proto::agent::v1::Command;
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::{
+    sync::{OwnedSemaphorePermit, mpsc},
+    time::Instant,
+};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::{Announcement, HostError, HostId, Hosts, STALE, credential, version};
@@ -34,8 +37,8 @@ pub struct LiveStream {
     stream_id: String,
     agent_version: String,
     cancel: CancellationToken,
-    /// What the agent last said, written at the next refresh.
-    announcement: Mutex<Announcement>,
+    /// What the agent last said and when it came, written at the next refresh.
+    announcement: Mutex<(Announcement, Instant)>,
     /// Commands for this host from this replica's callers, until the
     /// stream's keeper takes them ([`LiveStream::take_commands`]).
     commands: Option<mpsc::Receiver<Command>>,
@@ -68,6 +71,7 @@ impl Hosts {
         self.authenticate(&hello.host_id, credential).await?;
         let stream_id = credential::new_secret();
         let jails = hello.announcement.jails_json();
+        let states = hello.announcement.states_json();
         let claim = StreamClaim {
             host: hello.host_id.as_str(),
             stream_id: &stream_id,
@@ -78,6 +82,9 @@ impl Hosts {
             agent_version: &hello.agent_version,
             fail2ban_version: &hello.announcement.fail2ban_version,
             jails: &jails,
+            jail_states: &states,
+            states_age_ms: hello.announcement.states_age_ms,
+            outbox_backlog: hello.announcement.outbox_backlog,
         };
         let stale_ms = i64::try_from(STALE.as_millis()).unwrap_or(i64::MAX);
         if !self.store.take_stream(&claim, &presence, stale_ms).await? {
@@ -99,7 +106,7 @@ impl Hosts {
             stream_id,
             agent_version: hello.agent_version,
             cancel,
-            announcement: Mutex::new(hello.announcement),
+            announcement: Mutex::new((hello.announcement, Instant::now())),
             commands: Some(commands),
             _permit: permit,
         })
@@ -141,18 +148,28 @@ impl LiveStream {
 
     /// Keeps what a heartbeat said, for the next refresh.
     pub fn record(&self, announcement: Announcement) {
-        *self.announcement.lock().unwrap_or_else(PoisonError::into_inner) = announcement;
+        *self.announcement.lock().unwrap_or_else(PoisonError::into_inner) = (announcement, Instant::now());
     }
 
     /// Refreshes the lease (and what the agent said). An error ends the
     /// stream: the host was revoked (possibly on another replica), or
     /// another stream took the lease.
     pub async fn refresh(&self) -> Result<(), HostError> {
-        let (version, jails) = {
-            let said = self.announcement.lock().unwrap_or_else(PoisonError::into_inner);
-            (said.fail2ban_version.clone(), said.jails_json())
+        let (said, age) = {
+            let (said, heard) = &*self.announcement.lock().unwrap_or_else(PoisonError::into_inner);
+            // Older by the time since it came.
+            let since = i64::try_from(heard.elapsed().as_millis()).unwrap_or(i64::MAX);
+            (said.clone(), said.states_age_ms.map(|age| age.saturating_add(since)))
         };
-        let presence = Presence { agent_version: &self.agent_version, fail2ban_version: &version, jails: &jails };
+        let (jails, states) = (said.jails_json(), said.states_json());
+        let presence = Presence {
+            agent_version: &self.agent_version,
+            fail2ban_version: &said.fail2ban_version,
+            jails: &jails,
+            jail_states: &states,
+            states_age_ms: age,
+            outbox_backlog: said.outbox_backlog,
+        };
         if self.hosts.store.refresh_stream(self.host.as_str(), &self.stream_id, &presence).await? {
             return Ok(());
         }

@@ -190,7 +190,14 @@ async fn attached_host(store: &(impl HostStore + ?Sized), id: &str, stream: &str
     let new = NewHost { id, names: &names, credential_hash: &[7; 32] };
     store.enroll(&token, &new).await.unwrap();
     let claim = StreamClaim { host: id, stream_id: stream, replica: "r1", instance: "i1" };
-    let presence = Presence { agent_version: "0.1.0", fail2ban_version: "1.1.0", jails: "[]" };
+    let presence = Presence {
+        agent_version: "0.1.0",
+        fail2ban_version: "1.1.0",
+        jails: "[]",
+        jail_states: "[]",
+        states_age_ms: None,
+        outbox_backlog: 0,
+    };
     assert!(store.take_stream(&claim, &presence, 15_000).await.unwrap());
 }
 

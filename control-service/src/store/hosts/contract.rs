@@ -14,7 +14,14 @@ fn names(name: &str) -> Vec<String> {
 }
 
 fn presence(jails: &str) -> Presence<'_> {
-    Presence { agent_version: "0.1.0", fail2ban_version: "1.1.0", jails }
+    Presence {
+        agent_version: "0.1.0",
+        fail2ban_version: "1.1.0",
+        jails,
+        jail_states: r#"[{"name":"sshd","currently_failed":1,"total_failed":2,"currently_banned":3,"total_banned":4}]"#,
+        states_age_ms: Some(2_000),
+        outbox_backlog: 7,
+    }
 }
 
 fn claim<'a>(host: &'a str, stream_id: &'a str, instance: &'a str) -> StreamClaim<'a> {

@@ -33,6 +33,11 @@ pub struct HostRow {
     /// `stream_seen_at`).
     pub stream_holder: Option<String>,
     pub stream_seen_at: Option<i64>,
+    /// The jails' counters the agent last pushed (JSON array), when it read
+    /// them, and its outbox backlog.
+    pub jail_states: String,
+    pub states_at: Option<i64>,
+    pub outbox_backlog: i64,
     pub db_now: i64,
 }
 
@@ -75,6 +80,11 @@ pub struct Presence<'a> {
     pub fail2ban_version: &'a str,
     /// JSON array of jail names.
     pub jails: &'a str,
+    /// JSON array of the jails' counters.
+    pub jail_states: &'a str,
+    /// How old the counters are, in ms (`None`: there are none).
+    pub states_age_ms: Option<i64>,
+    pub outbox_backlog: i64,
 }
 
 /// One stream asking for (or holding) a host's lease.
@@ -171,7 +181,7 @@ pub const COMMANDS_CHANNEL: &str = "bangui_host_commands";
 pub const RESULTS_CHANNEL: &str = "bangui_host_results";
 
 const HOST_COLUMNS: &str = "id, name, enrolled_at, last_seen, agent_version, fail2ban_version, jails, revoked_at, \
-                            stream_holder, stream_seen_at";
+                            stream_holder, stream_seen_at, jail_states, states_at, outbox_backlog";
 
 // The statements. `{now}` is the database's clock (see `Statements`),
 // `{columns}` a host row's columns.
@@ -192,14 +202,17 @@ const RENAME_HOST: &str = "UPDATE hosts SET name = $2 WHERE id = $1";
 const REVOKE_HOST: &str = "UPDATE hosts SET revoked_at = COALESCE(revoked_at, {now}), stream_id = NULL, \
                            stream_holder = NULL, stream_instance = NULL, stream_seen_at = NULL WHERE id = $1";
 /// Takes host $1's lease for stream $2 of replica $3, agent instance $4
-/// (presence $5 $6 $7) when free, stale for $8 ms, or the same instance's.
+/// (presence $5 $6 $7 $9 $10 $11) when free, stale for $8 ms, or the same
+/// instance's.
 const TAKE_STREAM: &str = "UPDATE hosts SET stream_id = $2, stream_holder = $3, stream_instance = $4, \
-     stream_seen_at = {now}, last_seen = {now}, agent_version = $5, fail2ban_version = $6, jails = $7 \
+     stream_seen_at = {now}, last_seen = {now}, agent_version = $5, fail2ban_version = $6, jails = $7, \
+     jail_states = $9, states_at = {now} - $10, outbox_backlog = $11 \
      WHERE id = $1 AND revoked_at IS NULL \
      AND (stream_id IS NULL OR stream_seen_at <= {now} - $8 OR stream_instance = $4)";
-/// Refreshes host $1's lease held by stream $2 (presence $3 $4 $5).
+/// Refreshes host $1's lease held by stream $2 (presence $3 … $8).
 const REFRESH_STREAM: &str = "UPDATE hosts SET stream_seen_at = {now}, last_seen = {now}, agent_version = $3, \
-     fail2ban_version = $4, jails = $5 WHERE id = $1 AND stream_id = $2 AND revoked_at IS NULL";
+     fail2ban_version = $4, jails = $5, jail_states = $6, states_at = {now} - $7, outbox_backlog = $8 \
+     WHERE id = $1 AND stream_id = $2 AND revoked_at IS NULL";
 /// Command $1 for host $2, operation $3, deadline $4 ms from now.
 const INSERT_COMMAND: &str = "INSERT INTO host_commands (id, host_id, operation, created_at, deadline_at) \
      VALUES ($1, $2, $3, {now}, {now} + $4)";

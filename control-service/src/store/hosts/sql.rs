@@ -107,6 +107,9 @@ impl<DB: Dialect> HostStore for Store<DB> {
             .bind(presence.fail2ban_version)
             .bind(presence.jails)
             .bind(stale_ms)
+            .bind(presence.jail_states)
+            .bind(presence.states_age_ms)
+            .bind(presence.outbox_backlog)
             .execute(&mut *conn(&self.pool).await?)
             .await?;
         Ok(taken > 0)
@@ -119,6 +122,9 @@ impl<DB: Dialect> HostStore for Store<DB> {
             .bind(presence.agent_version)
             .bind(presence.fail2ban_version)
             .bind(presence.jails)
+            .bind(presence.jail_states)
+            .bind(presence.states_age_ms)
+            .bind(presence.outbox_backlog)
             .execute(&mut *conn(&self.pool).await?)
             .await?;
         Ok(refreshed > 0)
