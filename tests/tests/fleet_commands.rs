@@ -375,3 +375,45 @@ async fn a_pure_control_plane_addresses_its_only_agent_without_a_host() {
         jails.list_jails(pb::ListJailsRequest { host: "local".into(), ..Default::default() }).await.unwrap_err();
     assert_eq!(local.code(), Code::NotFound, "no host local here: {local:?}");
 }
+
+/// The `gc …` commands of the README's "Jail operations on a host" section.
+fn readme_commands() -> Vec<String> {
+    let readme = std::fs::read_to_string(bangui_e2e::workspace_root().join("README.md")).unwrap();
+    let section = &readme[readme.find("\n### Jail operations on a host\n").expect("the section")..];
+    let block = &section[section.find("```sh\n").unwrap() + 6..];
+    let block = &block[..block.find("```").unwrap()];
+    block.replace("\\\n", " ").lines().filter(|l| l.starts_with("gc ")).map(str::to_owned).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readmes_host_forms_work_as_written() {
+    let f2b = Fail2banServer::start();
+    let local = Fail2banServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlService::start(&["--fail2ban-socket", &local.socket_str()]);
+    let _agent = enrolled(&control, &f2b, dir.path(), "web-1").await;
+    let token = control.token().await;
+    let addr = control.grpc_addr.to_string();
+    let commands = readme_commands();
+    assert_eq!(commands.len(), 4, "{commands:?}");
+    let mut outputs = Vec::new();
+    for command in &commands {
+        // The README's jail is `sshd`; the test servers' are `alpha` and `beta`.
+        let command = command.replace("127.0.0.1:50052", &addr).replace("\"sshd\"", "\"alpha\"");
+        let script = format!("gc() {{ grpcurl -plaintext -H \"authorization: Bearer $TOKEN\" \"$@\"; }}\n{command}");
+        let out = std::process::Command::new("bash").arg("-c").arg(&script).env("TOKEN", &token).output().unwrap();
+        assert!(out.status.success(), "{command}\n{}", String::from_utf8_lossy(&out.stderr));
+        outputs.push(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap());
+    }
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v["hosts"].as_array().unwrap().iter().map(|h| h["outcome"]["hostName"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(names(&outputs[0]), ["local", "web-1"], "{}", outputs[0]);
+    assert_eq!(outputs[1]["newlyBanned"], true, "{}", outputs[1]);
+    assert_eq!(outputs[2]["bans"][0]["ip"], "203.0.113.7");
+    assert_eq!(outputs[2]["bans"][0]["host"], "web-1");
+    assert_eq!(names(&outputs[3]), ["local", "web-1"], "{}", outputs[3]);
+    let web = outputs[3]["hosts"].as_array().unwrap().iter().find(|h| h["outcome"]["hostName"] == "web-1").unwrap();
+    assert_eq!(web["unbanned"], 1, "{web}");
+    assert!(f2b.banned("alpha").is_empty() && local.banned("alpha").is_empty());
+}
