@@ -181,7 +181,7 @@ async fn keep(
                     let Some(intake) = &events else {
                         return Some(Status::failed_precondition("this replica stores no host events"));
                     };
-                    if let Err(refused) = intake.offer(batch) {
+                    if let Err(refused) = intake.offer(batch).await {
                         return Some(refused);
                     }
                     heard = tokio::time::Instant::now();

@@ -16,12 +16,18 @@
 //!   (an agent keeps at most 4 unacknowledged); one more is
 //!   RESOURCE_EXHAUSTED. One worker per stream stores them in order, so
 //!   the stream's loop never waits on the database or the geo-service.
+//! * Bounded across streams: every batch waiting on this replica holds its
+//!   encoded size from a budget of [`QUEUED_BYTES`] (a batch may be up to a
+//!   MiB, and there may be 2 000 streams). A batch that finds the budget
+//!   spent waits for it (that stream stops reading, so HTTP/2 flow control
+//!   holds its agent back) for at most [`BUDGET_WAIT`], then its stream
+//!   ends RESOURCE_EXHAUSTED and the agent attaches again later.
 
 use std::sync::Arc;
 
 use bangui_fail2ban::history::{MAX_MATCH_CHARS, MAX_MATCHES, Unreadable};
 use bangui_proto::agent::v1::{self as pb, AttachResponse, attach_response::Body as Outbound};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tonic::Status;
 
 use crate::{
@@ -40,6 +46,11 @@ pub const MAX_EVENTS: usize = 500;
 pub const MAX_FIELD_BYTES: usize = 255;
 /// Batches of one stream waiting to be stored, at most.
 pub const QUEUED_BATCHES: usize = 5;
+/// Bytes of batches (encoded) waiting to be stored on one replica, at most.
+pub const QUEUED_BYTES: usize = 16 << 20;
+/// How long a batch waits for room in [`QUEUED_BYTES`] (less than the
+/// silence after which a stream is cut).
+pub const BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(4);
 
 /// What storing a batch came to, as the stream ends with it.
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +84,12 @@ impl From<EventsError> for Status {
 pub struct HostEvents {
     history: History,
     store: Arc<dyn HistoryStore>,
+    /// [`QUEUED_BYTES`], in KiB permits.
+    budget: Arc<Semaphore>,
 }
+
+/// KiB permits of [`QUEUED_BYTES`].
+const BUDGET_KIB: usize = QUEUED_BYTES >> 10;
 
 /// A batch checked: its first sequence and one row per event.
 #[derive(Debug)]
@@ -146,7 +162,7 @@ pub fn check(host: &str, events: Vec<pb::Event>, now: i64) -> Result<Checked, In
 impl HostEvents {
     pub fn new(history: History) -> Self {
         let store = history.store().clone();
-        Self { history, store }
+        Self { history, store, budget: Arc::new(Semaphore::new(BUDGET_KIB)) }
     }
 
     /// The last sequence stored for `host` (0: none).
@@ -202,11 +218,12 @@ impl HostEvents {
     /// The intake of one stream: a worker that stores its batches in
     /// order and answers each with an Ack on `replies`.
     pub fn intake(&self, host: &str, stream_id: &str, replies: mpsc::Sender<Result<AttachResponse, Status>>) -> Intake {
-        let (batches, mut queue) = mpsc::channel::<Vec<pb::Event>>(QUEUED_BATCHES);
+        let (batches, mut queue) = mpsc::channel::<(Vec<pb::Event>, OwnedSemaphorePermit)>(QUEUED_BATCHES);
         let (failed, failure) = oneshot::channel();
         let (events, host, stream_id) = (self.clone(), host.to_owned(), stream_id.to_owned());
         tokio::spawn(async move {
-            while let Some(batch) = queue.recv().await {
+            // Each batch's share of the budget goes when it is stored.
+            while let Some((batch, _share)) = queue.recv().await {
                 match events.store(&host, &stream_id, batch).await {
                     Ok(through) => {
                         let ack = AttachResponse { body: Some(Outbound::Ack(pb::Ack { through })) };
@@ -222,22 +239,25 @@ impl HostEvents {
                 }
             }
         });
-        Intake { batches, failure }
+        Intake { batches, failure, budget: self.budget.clone() }
     }
 }
 
 /// One stream's way in for events (see [`HostEvents::intake`]).
 #[derive(Debug)]
 pub struct Intake {
-    batches: mpsc::Sender<Vec<pb::Event>>,
+    batches: mpsc::Sender<(Vec<pb::Event>, OwnedSemaphorePermit)>,
     failure: oneshot::Receiver<Status>,
+    budget: Arc<Semaphore>,
 }
 
 impl Intake {
-    /// Queues a batch for storing, or refuses it when the agent has more
-    /// unacknowledged than it may.
-    pub fn offer(&self, events: pb::Events) -> Result<(), Status> {
-        self.batches.try_send(events.events).map_err(|error| match error {
+    /// Queues a batch for storing once it has its share of the replica's
+    /// budget, or refuses it when the agent has more unacknowledged than it
+    /// may, or the budget stays spent for [`BUDGET_WAIT`].
+    pub async fn offer(&self, events: pb::Events) -> Result<(), Status> {
+        let share = reserve(&self.budget, &events).await?;
+        self.batches.try_send((events.events, share)).map_err(|error| match error {
             mpsc::error::TrySendError::Full(_) => EventsError::TooMany.into(),
             mpsc::error::TrySendError::Closed(_) => Status::aborted("the stream's event intake ended"),
         })
@@ -253,9 +273,44 @@ impl Intake {
     }
 }
 
+/// `events`' share of `budget` (KiB permits), waited for at most
+/// [`BUDGET_WAIT`].
+async fn reserve(budget: &Arc<Semaphore>, events: &pb::Events) -> Result<OwnedSemaphorePermit, Status> {
+    let kib = (prost::Message::encoded_len(events) >> 10) + 1;
+    let kib = u32::try_from(kib.min(BUDGET_KIB)).unwrap_or(u32::MAX);
+    match tokio::time::timeout(BUDGET_WAIT, budget.clone().acquire_many_owned(kib)).await {
+        Ok(Ok(share)) => Ok(share),
+        _ => Err(Status::resource_exhausted(format!(
+            "this replica holds {} MiB of host events waiting to be stored: attach again later",
+            QUEUED_BYTES >> 20
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn batches_waiting_share_one_budget() {
+        let budget = Arc::new(Semaphore::new(BUDGET_KIB));
+        // A batch of 1 MiB of log lines (what the decode limit lets through).
+        let big = pb::Events {
+            events: (1..=100).map(|n| pb::Event { matches: vec!["x".repeat(500); 20], ..event(n) }).collect(),
+        };
+        let kib = prost::Message::encoded_len(&big) >> 10;
+        assert!(kib > 900, "{kib} KiB");
+        let mut held = Vec::new();
+        while budget.available_permits() > kib + 1 {
+            held.push(reserve(&budget, &big).await.unwrap());
+        }
+        assert_eq!(held.len(), QUEUED_BYTES / ((kib + 1) << 10), "16 MiB hold 16 such batches");
+        let refused = reserve(&budget, &big).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "after {BUDGET_WAIT:?}");
+        // A batch stored gives its share back: the next one fits.
+        held.pop();
+        assert!(reserve(&budget, &big).await.is_ok());
+    }
 
     fn event(sequence: u64) -> pb::Event {
         pb::Event {
