@@ -10,15 +10,25 @@ make; scripts/validate-deploy.sh runs it on every rendered kustomization.
       breaks copies of the ha render one way each (an http:// geo endpoint,
       a service without TLS, the geo-service let into the API, ...) and
       fails unless the checks above refuse every one;
-  validate-deploy.py checks RENDERED [--require-tls]
+  validate-deploy.py checks RENDERED [--require-tls] [--fleet]
       NetworkPolicies: an ipBlock open to the whole internet excepts every
       special-purpose range; no egress rule to every destination; the
       control-service's API admits only its labelled clients, never the
-      geo-service. Pod Security Admission: the namespace enforces the
+      geo-service; its agent port only agent pods of the agents' namespace
+      (named, never any namespace); nothing reaches an agent but the
+      metrics scrape. Pod Security Admission: each namespace enforces the
       strictest level its pods allow, warns and audits at restricted, and
       only the pods listed below fall short of restricted, for the reasons
-      listed. TLS (with --require-tls, or wherever a Certificate is
-      rendered): no plaintext gRPC between the services.
+      listed. The embedded fail2ban: a control-service mounts the node's
+      socket exactly when it serves the host `local`. checkov's per-object
+      waivers (annotations) are listed in deploy/checkov-waivers.txt with a
+      reason. The agent: fail2ban's mounts read-only, its state on the
+      node, no capability, a read-only root filesystem, never two on a
+      node. TLS (with --require-tls, or wherever a Certificate is
+      rendered): no plaintext gRPC between the services, nor from the
+      agents. --fleet (overlays/ha): the control plane's namespace enforces
+      restricted and serves no host `local`, the agents run as a DaemonSet
+      in a namespace of their own.
 
 Needs PyYAML and jsonschema (both come with kubernetes-validate).
 """
@@ -49,10 +59,24 @@ SPECIAL_PURPOSE = [
 ]
 
 # Pods allowed to fall short of Pod Security "restricted", and in what only.
-# The control-service mounts the host's fail2ban socket, configuration and
-# database (hostPath, which needs "privileged"); the fleet issue moves that
-# part into a namespace of its own.
-BELOW_RESTRICTED = {"control-service": {"hostPath volume"}}
+# The control-service with the embedded fail2ban (overlays/single-node)
+# mounts the node's fail2ban socket, configuration and database (hostPath,
+# which needs "privileged"); the fail2ban-agent mounts them and its state
+# directory, and runs as UID 0 with no capability (base/fail2ban-agent
+# says why).
+BELOW_RESTRICTED = {
+    "control-service": {"hostPath volume"},
+    "fail2ban-agent": {"hostPath volume", "runAsNonRoot not true", "runAsUser 0"},
+}
+AGENT = "fail2ban-agent"
+AGENT_LABEL = ("bangui.io/fail2ban-agent", "true")
+AGENT_PORT = 50053
+AGENT_METRICS_PORT = 9466
+AGENT_STATE_DIR = "/var/lib/fail2ban-agent"
+# The node's fail2ban: what the agent (and the embedded control-service)
+# mount, read-only.
+FAIL2BAN_HOST_PATHS = {"/var/run/fail2ban", "/var/lib/fail2ban", "/etc/fail2ban"}
+WAIVERS = pathlib.Path(__file__).resolve().parent.parent / "deploy" / "checkov-waivers.txt"
 
 CONTROL_API_PORT = 50052
 CLIENT_LABEL = ("bangui.io/control-client", "true")
@@ -118,6 +142,12 @@ def crds(schema_dir, rendered, objects=None, out=sys.stdout):
 
 def pod_templates(objects):
     """(name, pod spec, pod labels) of every workload."""
+    for name, _, spec, labels, _ in workloads(objects):
+        yield name, spec, labels
+
+
+def workloads(objects):
+    """(name, namespace, pod spec, pod labels, object) of every workload."""
     for doc in objects:
         kind = doc["kind"]
         if kind in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"):
@@ -128,7 +158,8 @@ def pod_templates(objects):
             template = doc
         else:
             continue
-        yield doc["metadata"]["name"], template["spec"], template.get("metadata", {}).get("labels", {})
+        labels = template.get("metadata", {}).get("labels", {})
+        yield doc["metadata"]["name"], doc["metadata"].get("namespace"), template["spec"], labels, doc
 
 
 def containers(spec):
@@ -215,24 +246,34 @@ def pod_security(spec):
 
 def check_pod_security(rendered, objects):
     levels = ["privileged", "baseline", "restricted"]
-    needed = "restricted"
-    for name, spec, _ in pod_templates(objects):
+    namespaces = [d for d in objects if d["kind"] == "Namespace"]
+    # Each namespace's level is its own pods' (a render without namespaces
+    # on its workloads has one Namespace object for all).
+    needed_in = {}
+    for name, namespace, spec, _, _ in workloads(objects):
+        if namespace is None and len(namespaces) == 1:
+            namespace = namespaces[0]["metadata"]["name"]
+        needed = needed_in.get(namespace, "restricted")
         baseline, restricted = pod_security(spec)
         if baseline:
             needed = "privileged"
         elif restricted and needed == "restricted":
             needed = "baseline"
+        needed_in[namespace] = needed
         short = baseline | restricted
         if short and verbose[0]:
             print(f"{rendered}: pod {name} below restricted: {', '.join(sorted(short))}", file=sys.stderr)
         unexpected = short - BELOW_RESTRICTED.get(name, set())
         if unexpected:
             fail(f"{rendered}: pod {name} falls short of Pod Security restricted: {', '.join(sorted(unexpected))}")
-    namespaces = [d for d in objects if d["kind"] == "Namespace"]
     if not namespaces:
         fail(f"{rendered}: no Namespace object to carry the Pod Security labels")
+    for namespace in needed_in:
+        if namespace not in {ns["metadata"]["name"] for ns in namespaces}:
+            fail(f"{rendered}: pods in namespace {namespace}, which has no Namespace object here")
     for ns in namespaces:
         labels = ns["metadata"].get("labels") or {}
+        needed = needed_in.get(ns["metadata"]["name"], "restricted")
         want = {"enforce": needed, "warn": "restricted", "audit": "restricted"}
         for mode, level in want.items():
             have = labels.get(f"pod-security.kubernetes.io/{mode}")
@@ -299,7 +340,11 @@ def check_network_policies(rendered, objects):
                     cidr = networks(peer["ipBlock"]["cidr"])
                     if (ports is None or 5432 in ports) and getattr(cidr, "prefixlen", None) == 0:
                         fail(f"{where}: PostgreSQL (5432) open to {peer['ipBlock']['cidr']}")
-        selects_control = "control-service" in pods and selector_matches(spec["podSelector"], pods["control-service"])
+        selects_control = (
+            "control-service" in pods
+            and policy["metadata"].get("namespace") == namespace_of(objects, "control-service")
+            and selector_matches(spec["podSelector"], pods["control-service"])
+        )
         for rule in spec.get("ingress") or []:
             for peer in rule.get("from") or []:
                 if "ipBlock" in peer:
@@ -441,11 +486,236 @@ def check_tls(rendered, objects):
             mounted_secret_file(spec, container, env[key], certificates, where, key)
 
 
-def checks(rendered, require_tls, objects=None):
+# ---------------------------------------------------------------- the fleet
+
+
+def namespace_of(objects, workload):
+    for name, namespace, _, _, _ in workloads(objects):
+        if name == workload:
+            return namespace
+    return None
+
+
+def peer_names_namespace(peer):
+    """The namespace a peer's namespaceSelector names by
+    kubernetes.io/metadata.name (set by the API server, so it cannot be
+    borrowed), or None."""
+    selector = peer.get("namespaceSelector")
+    if selector is None or selector.get("matchExpressions"):
+        return None
+    return (selector.get("matchLabels") or {}).get("kubernetes.io/metadata.name")
+
+
+def check_agent_policies(rendered, objects):
+    """The agent port admits only agent pods of the agents' namespace (or
+    addresses); nothing reaches an agent but the metrics scrape."""
+    agents = [(name, ns, labels) for name, ns, _, labels, _ in workloads(objects) if name == AGENT]
+    agent_namespaces = {ns for _, ns, _ in agents}
+    control_ns = namespace_of(objects, "control-service")
+    policies = [d for d in objects if d["kind"] == "NetworkPolicy"]
+    admitted = False
+    for policy in policies:
+        where = f"{rendered}: {name_of(policy)}"
+        spec = policy["spec"]
+        namespace = policy["metadata"].get("namespace")
+        control = next((labels for name, _, _, labels, _ in workloads(objects) if name == "control-service"), None)
+        if control is not None and namespace == control_ns and selector_matches(spec["podSelector"], control):
+            for rule in spec.get("ingress") or []:
+                ports = policy_ports(rule)
+                if ports is not None and AGENT_PORT not in ports:
+                    continue
+                if not rule.get("from"):
+                    fail(f"{where}: the agent port admits every source")
+                    continue
+                for peer in rule["from"]:
+                    if "ipBlock" in peer:
+                        if getattr(networks(peer["ipBlock"]["cidr"]), "prefixlen", None) == 0:
+                            fail(f"{where}: the agent port is open to {peer['ipBlock']['cidr']}")
+                        continue
+                    selector = peer.get("podSelector")
+                    if selector is None or selector_matches(selector, {}):
+                        fail(f"{where}: the agent port admits pods without the agent label")
+                    elif not selector_matches(selector, dict([AGENT_LABEL])):
+                        fail(f"{where}: the agent port does not admit pods labelled {AGENT_LABEL[0]}")
+                    named = peer_names_namespace(peer)
+                    if named is None:
+                        fail(f"{where}: the agent port admits agent-labelled pods of any namespace "
+                             "(name the agents' namespace by kubernetes.io/metadata.name)")
+                    elif agent_namespaces and named not in agent_namespaces:
+                        fail(f"{where}: the agent port admits namespace {named}, the agents run in "
+                             f"{', '.join(sorted(map(str, agent_namespaces)))}")
+                    else:
+                        admitted = True
+    if agents and control_ns is not None and not admitted:
+        fail(f"{rendered}: no NetworkPolicy admits the agents to the control-service's agent port")
+    for name, namespace, labels in agents:
+        mine = [p for p in policies
+                if p["metadata"].get("namespace") == namespace and selector_matches(p["spec"]["podSelector"], labels)]
+        denies = [p for p in mine
+                  if {"Ingress", "Egress"} <= set(p["spec"].get("policyTypes") or [])
+                  and not p["spec"].get("ingress") and not p["spec"].get("egress")
+                  and p["spec"]["podSelector"] == {}]
+        if not denies:
+            fail(f"{rendered}: namespace {namespace}: no default-deny policy (every pod, ingress and egress)")
+        for policy in mine:
+            where = f"{rendered}: {name_of(policy)}"
+            for rule in policy["spec"].get("ingress") or []:
+                if policy_ports(rule) != {AGENT_METRICS_PORT}:
+                    fail(f"{where}: lets into the agent more than its metrics port {AGENT_METRICS_PORT}")
+                if not rule.get("from"):
+                    fail(f"{where}: lets every source into the agent")
+                for peer in rule.get("from") or []:
+                    if "ipBlock" in peer or peer_names_namespace(peer) is None:
+                        fail(f"{where}: lets into the agent more than a named namespace (the monitoring one)")
+
+
+def env_value(objects, namespace, value):
+    """An env entry's value, a configMapKeyRef resolved in the render."""
+    if isinstance(value, dict) and "configMapKeyRef" in value:
+        ref = value["configMapKeyRef"]
+        for doc in objects:
+            if (doc["kind"] == "ConfigMap" and doc["metadata"]["name"] == ref["name"]
+                    and doc["metadata"].get("namespace") == namespace):
+                return (doc.get("data") or {}).get(ref["key"])
+        return None
+    return value
+
+
+def check_agent(rendered, objects, require_tls):
+    certificates = {d["spec"]["secretName"]: d for d in objects if d["kind"] == "Certificate"}
+    control_names = set((certificates.get("control-service-tls") or {}).get("spec", {}).get("dnsNames", []))
+    for name, namespace, spec, _, doc in workloads(objects):
+        if name != AGENT:
+            continue
+        where = f"{rendered}: {name_of(doc)}"
+        if doc["kind"] != "DaemonSet":
+            fail(f"{where}: the agent is a DaemonSet (one per labelled node)")
+            continue
+        rolling = (doc["spec"].get("updateStrategy") or {}).get("rollingUpdate") or {}
+        if str(rolling.get("maxSurge", 0)) not in ("0", "0%"):
+            fail(f"{where}: maxSurge {rolling['maxSurge']}: two agents of one node would share its state")
+        container = next(c for c in spec["containers"] if c["name"] == AGENT)
+        sc = container.get("securityContext") or {}
+        caps = sc.get("capabilities") or {}
+        if caps.get("add") or "ALL" not in (caps.get("drop") or []):
+            fail(f"{where}: capabilities must all be dropped and none added")
+        if sc.get("readOnlyRootFilesystem") is not True or sc.get("allowPrivilegeEscalation") is not False:
+            fail(f"{where}: wants readOnlyRootFilesystem and no privilege escalation")
+        env = env_of(container)
+        volumes = {v["name"]: v for v in spec.get("volumes") or []}
+        state = False
+        for mount in container.get("volumeMounts") or []:
+            host = (volumes.get(mount["name"]) or {}).get("hostPath")
+            if host is None:
+                continue
+            path = host["path"].rstrip("/")
+            if path in FAIL2BAN_HOST_PATHS:
+                if not mount.get("readOnly"):
+                    fail(f"{where}: the node's {path} is mounted writable")
+            elif path == AGENT_STATE_DIR and mount["mountPath"] == env.get("FAIL2BAN_AGENT_STATE_DIR"):
+                state = True
+            else:
+                fail(f"{where}: mounts the node's {path}, which the agent has no use for")
+        if not state:
+            fail(f"{where}: FAIL2BAN_AGENT_STATE_DIR is not the node's {AGENT_STATE_DIR}: a new pod would be a new host")
+        host_name = env.get("FAIL2BAN_AGENT_HOST_NAME")
+        if not (isinstance(host_name, dict) and host_name.get("fieldRef", {}).get("fieldPath") == "spec.nodeName"):
+            fail(f"{where}: FAIL2BAN_AGENT_HOST_NAME is not the node's name (spec.nodeName)")
+        endpoint = env_value(objects, namespace, env.get("FAIL2BAN_AGENT_CONTROL_ENDPOINT"))
+        if not isinstance(endpoint, str) or not endpoint:
+            fail(f"{where}: the control endpoint is not set in the render ({endpoint!r})")
+            continue
+        if not (require_tls or certificates):
+            continue
+        for url in endpoint.split(","):
+            parts = urlsplit(url.strip())
+            if parts.scheme != "https":
+                fail(f"{where}: control endpoint {url.strip()} is not https://: the credential would cross in cleartext")
+            elif control_names and parts.hostname not in control_names:
+                fail(f"{where}: control endpoint host {parts.hostname} is not in the control-service's certificate")
+        ca = env.get("FAIL2BAN_AGENT_TLS_CA")
+        if not ca:
+            fail(f"{where}: no FAIL2BAN_AGENT_TLS_CA")
+        elif not any(str(ca).startswith(m["mountPath"].rstrip("/") + "/")
+                     and ("configMap" in volumes.get(m["name"], {}) or "secret" in volumes.get(m["name"], {}))
+                     for m in container.get("volumeMounts") or []):
+            fail(f"{where}: FAIL2BAN_AGENT_TLS_CA {ca} is on no ConfigMap or Secret volume")
+
+
+def check_embedded(rendered, objects):
+    """A control-service mounts the node's fail2ban exactly when it serves
+    it as the host `local`."""
+    for name, _, spec, _, doc in workloads(objects):
+        if name != "control-service":
+            continue
+        container = next(c for c in spec["containers"] if c["name"] == name)
+        local = str(env_of(container).get("CONTROL_LOCAL_FAIL2BAN", "true")).lower() == "true"
+        volumes = {v["name"]: v for v in spec.get("volumes") or []}
+        mounted = {volumes[m["name"]]["hostPath"]["path"].rstrip("/")
+                   for m in container.get("volumeMounts") or [] if "hostPath" in volumes.get(m["name"], {})}
+        where = f"{rendered}: {name_of(doc)}"
+        if local and "/var/run/fail2ban" not in mounted:
+            fail(f"{where}: serves the host `local` (CONTROL_LOCAL_FAIL2BAN) without the node's fail2ban socket")
+        if not local and any("hostPath" in v for v in volumes.values()):
+            fail(f"{where}: mounts the node (hostPath) though it serves no host `local`")
+
+
+def check_fleet(rendered, objects):
+    """overlays/ha: the control plane runs anywhere, the agents apart."""
+    control_ns = namespace_of(objects, "control-service")
+    agent_ns = namespace_of(objects, AGENT)
+    if agent_ns is None:
+        fail(f"{rendered}: no fail2ban-agent")
+    elif agent_ns == control_ns:
+        fail(f"{rendered}: the agents share the control plane's namespace {control_ns}")
+    for ns in (d for d in objects if d["kind"] == "Namespace" and d["metadata"]["name"] == control_ns):
+        level = (ns["metadata"].get("labels") or {}).get("pod-security.kubernetes.io/enforce")
+        if level != "restricted":
+            fail(f"{rendered}: the control plane's namespace {control_ns} enforces {level!r}, not 'restricted'")
+    for name, _, spec, _, doc in workloads(objects):
+        if name == "control-service":
+            container = next(c for c in spec["containers"] if c["name"] == name)
+            if str(env_of(container).get("CONTROL_LOCAL_FAIL2BAN", "true")).lower() != "false":
+                fail(f"{rendered}: {name_of(doc)} serves a host `local`: set CONTROL_LOCAL_FAIL2BAN=false")
+            if spec.get("nodeSelector"):
+                fail(f"{rendered}: {name_of(doc)} is pinned to nodes ({spec['nodeSelector']})")
+
+
+def object_waivers():
+    """{(Kind/name, CKV_ID)} from deploy/checkov-waivers.txt."""
+    waived = set()
+    for line in WAIVERS.read_text().splitlines():
+        words = line.split(None, 2)
+        if len(words) == 3 and not line.startswith("#") and "/" in words[0]:
+            waived.add((words[0], words[1]))
+    return waived
+
+
+def check_waivers(rendered, objects):
+    waived = object_waivers()
+    for doc in objects:
+        for key, value in (doc["metadata"].get("annotations") or {}).items():
+            if not key.startswith("checkov.io/skip"):
+                continue
+            check, _, reason = str(value).partition("=")
+            where = f"{rendered}: {name_of(doc)}: {key}"
+            if not reason.strip():
+                fail(f"{where}: {check} waived without a reason")
+            if (name_of(doc), check) not in waived:
+                fail(f"{where}: {check} is not listed in deploy/checkov-waivers.txt for {name_of(doc)}")
+
+
+def checks(rendered, require_tls, objects=None, fleet=False):
     objects = docs(rendered) if objects is None else objects
     rendered = pathlib.Path(rendered).stem
     check_network_policies(rendered, objects)
+    check_agent_policies(rendered, objects)
     check_pod_security(rendered, objects)
+    check_embedded(rendered, objects)
+    check_agent(rendered, objects, require_tls)
+    check_waivers(rendered, objects)
+    if fleet:
+        check_fleet(rendered, objects)
     if require_tls or any(d["kind"] == "Certificate" for d in objects):
         check_tls(rendered, objects)
 
@@ -463,7 +733,11 @@ def container_of(objects, name):
 
 
 def set_env(objects, name, key, value):
-    env = container_of(objects, name)["env"]
+    set_env_in(container_of(objects, name), key, value)
+
+
+def set_env_in(container, key, value):
+    env = container["env"]
     env[:] = [e for e in env if e["name"] != key] + ([{"name": key, "value": value}] if value is not None else [])
 
 
@@ -479,8 +753,78 @@ def postgres_rule(objects):
     return find(objects, "NetworkPolicy", "control-service-allow-postgres-egress")["spec"]["egress"][0]
 
 
+def agent_spec(objects):
+    return find(objects, "DaemonSet", AGENT)["spec"]["template"]["spec"]
+
+
+def agent_container(objects):
+    return next(c for c in agent_spec(objects)["containers"] if c["name"] == AGENT)
+
+
+def agent_port_peer(objects):
+    return find(objects, "NetworkPolicy", "control-service-allow-ingress-from-agents")["spec"]["ingress"][0]["from"][0]
+
+
+def agent_mount(objects, name):
+    return next(m for m in agent_container(objects)["volumeMounts"] if m["name"] == name)
+
+
+def agent_config(objects):
+    return next(d for d in objects if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith(AGENT))
+
+
+def remove(objects, kind, name):
+    objects.remove(find(objects, kind, name))
+
+
+def control_volumes(objects):
+    return find(objects, "Deployment", "control-service")["spec"]["template"]["spec"]["volumes"]
+
+
 # Each breaks the ha render in one way that a check must refuse.
 MUTATIONS = {
+    "agent port from any namespace": lambda o: agent_port_peer(o).update(namespaceSelector={}),
+    "agent port from another namespace": lambda o: agent_port_peer(o).update(
+        namespaceSelector={"matchLabels": {"kubernetes.io/metadata.name": "default"}}),
+    "agent port without the agent label": lambda o: agent_port_peer(o).update(podSelector={}),
+    "agent port open to the internet": lambda o: agent_port_peer(o).clear() or agent_port_peer(o).update(
+        ipBlock={"cidr": "0.0.0.0/0"}),
+    "agents without a default deny": lambda o: remove(o, "NetworkPolicy", "fail2ban-agent-default-deny"),
+    "agents open to every source": lambda o: find(o, "NetworkPolicy", "fail2ban-agent-allow-metrics-from-monitoring")[
+        "spec"]["ingress"][0].pop("from"),
+    "agents open on another port": lambda o: find(o, "NetworkPolicy", "fail2ban-agent-allow-metrics-from-monitoring")[
+        "spec"]["ingress"][0].pop("ports"),
+    "agent's socket mount writable": lambda o: agent_mount(o, "fail2ban-run").update(readOnly=False),
+    "agent's database mount writable": lambda o: agent_mount(o, "fail2ban-db").pop("readOnly"),
+    "agent with a capability": lambda o: agent_container(o)["securityContext"]["capabilities"].update(add=["NET_ADMIN"]),
+    "agent's root filesystem writable": lambda o: agent_container(o)["securityContext"].update(
+        readOnlyRootFilesystem=False),
+    "agent's state in the pod": lambda o: agent_spec(o)["volumes"].__setitem__(
+        [v["name"] for v in agent_spec(o)["volumes"]].index("state"), {"name": "state", "emptyDir": {}}),
+    "agent mounts the node's /run": lambda o: agent_spec(o)["volumes"][
+        [v["name"] for v in agent_spec(o)["volumes"]].index("fail2ban-run")]["hostPath"].update(path="/run"),
+    "agent surges": lambda o: find(o, "DaemonSet", AGENT)["spec"]["updateStrategy"]["rollingUpdate"].update(maxSurge=1),
+    "agent named by the pod": lambda o: set_env_in(agent_container(o), "FAIL2BAN_AGENT_HOST_NAME", "agent"),
+    "agent endpoint http://": lambda o: agent_config(o)["data"].update(
+        {"control-endpoint": "http://control-service.bangui.svc:50053"}),
+    "agent endpoint not in the certificate": lambda o: agent_config(o)["data"].update(
+        {"control-endpoint": "https://control-service.elsewhere:50053"}),
+    "agent without the CA": lambda o: set_env_in(agent_container(o), "FAIL2BAN_AGENT_TLS_CA", None),
+    "agents in the control plane's namespace": lambda o: find(o, "DaemonSet", AGENT)["metadata"].update(
+        namespace="bangui"),
+    "agents' namespace enforces restricted": lambda o: find(o, "Namespace", "bangui-agents")["metadata"][
+        "labels"].update({"pod-security.kubernetes.io/enforce": "restricted"}),
+    "control plane enforces privileged": lambda o: find(o, "Namespace", "bangui")["metadata"]["labels"].update(
+        {"pod-security.kubernetes.io/enforce": "privileged"}),
+    "control-service serves local": lambda o: set_env(o, "control-service", "CONTROL_LOCAL_FAIL2BAN", "true"),
+    "control-service mounts the node": lambda o: control_volumes(o).append(
+        {"name": "host", "hostPath": {"path": "/var/run/fail2ban"}}),
+    "control-service pinned to a node": lambda o: find(o, "Deployment", "control-service")["spec"]["template"][
+        "spec"].update(nodeSelector={"bangui.io/fail2ban": "true"}),
+    "waiver not listed": lambda o: find(o, "DaemonSet", AGENT)["metadata"]["annotations"].update(
+        {"checkov.io/skip9": "CKV_K8S_8=probes"}),
+    "waiver without a reason": lambda o: find(o, "DaemonSet", AGENT)["metadata"]["annotations"].update(
+        {"checkov.io/skip1": "CKV_K8S_23"}),
     "geo endpoint http://": lambda o: set_env(o, "control-service", "CONTROL_GEO_ENDPOINT",
                                               "http://geo-service-headless:50051"),
     "geo endpoint as --geo-endpoint http://": lambda o: container_of(o, "control-service").update(
@@ -522,14 +866,14 @@ def selftest(schema_dir, rendered):
     verbose[0] = False
     original = docs(rendered)
     crds(schema_dir, rendered, original, out=None)
-    checks(rendered, True, original)
+    checks(rendered, True, original, fleet=True)
     if failures:
         return
     for label, mutate in MUTATIONS.items():
         objects = copy.deepcopy(original)
         mutate(objects)
         crds(schema_dir, label, objects, out=None)
-        checks(label, True, objects)
+        checks(label, True, objects, fleet=True)
         if failures:
             failures.clear()
         else:
@@ -541,8 +885,8 @@ def selftest(schema_dir, rendered):
 def main(argv):
     if len(argv) == 3 and argv[0] == "crds":
         crds(argv[1], argv[2])
-    elif 2 <= len(argv) <= 3 and argv[0] == "checks" and argv[2:] in ([], ["--require-tls"]):
-        checks(argv[1], argv[2:] == ["--require-tls"])
+    elif 2 <= len(argv) <= 4 and argv[0] == "checks" and set(argv[2:]) <= {"--require-tls", "--fleet"}:
+        checks(argv[1], "--require-tls" in argv[2:], fleet="--fleet" in argv[2:])
     elif len(argv) == 3 and argv[0] == "selftest":
         selftest(argv[1], argv[2])
     else:
