@@ -5,8 +5,11 @@
 ALTER TABLE ban_history ADD COLUMN host TEXT NOT NULL DEFAULT 'local';
 ALTER TABLE ban_history DROP CONSTRAINT ban_history_jail_ip_banned_at_event_key;
 ALTER TABLE ban_history ADD CONSTRAINT ban_history_host_event_key UNIQUE (host, jail, ip, banned_at, event);
--- One host's events over time (the host filter).
-CREATE INDEX ban_history_host_time ON ban_history (host, banned_at, id);
+-- One agent host's events over time (the host filter). Partial: the host
+-- `local`'s rows (every row of a single-host install, and every blocklist
+-- import's) are left out, so they cost no index bytes; a filter on `local`
+-- is served by the uniqueness key, which starts with the host.
+CREATE INDEX ban_history_host_time ON ban_history (host, banned_at, id) WHERE host <> 'local';
 
 -- Per host, the last event sequence stored from its agent's outbox. It
 -- advances in the transaction that stores the events: an event at or below

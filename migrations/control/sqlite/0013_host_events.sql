@@ -36,8 +36,11 @@ CREATE INDEX ban_history_country_time ON ban_history (country_code, banned_at);
 CREATE INDEX ban_history_country_ip ON ban_history (country_code, ip, banned_at, country_name);
 CREATE INDEX ban_history_ip_time ON ban_history (ip, banned_at, country_code);
 CREATE INDEX ban_history_no_country ON ban_history (id) WHERE country_code IS NULL;
--- One host's events over time (the host filter).
-CREATE INDEX ban_history_host_time ON ban_history (host, banned_at, id);
+-- One agent host's events over time (the host filter). Partial: the host
+-- `local`'s rows (every row of a single-host install, and every blocklist
+-- import's) are left out, so they cost no index bytes; a filter on `local`
+-- is served by the uniqueness key, which starts with the host.
+CREATE INDEX ban_history_host_time ON ban_history (host, banned_at, id) WHERE host <> 'local';
 
 -- Per host, the last event sequence stored from its agent's outbox. It
 -- advances in the transaction that stores the events: an event at or below

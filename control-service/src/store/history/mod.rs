@@ -97,6 +97,12 @@ impl Built {
         let mut conditions = Vec::new();
         if let Some(host) = &filter.host {
             conditions.push(format!("host = {}", self.param(Param::Text(host.clone()))));
+            if host != LOCAL_HOST {
+                // Written out, so the planner may use the partial index of
+                // agent hosts (`ban_history_host_time`): it cannot see that
+                // a bound parameter is not 'local'.
+                conditions.push(format!("host <> '{LOCAL_HOST}'"));
+            }
         }
         if let Some(from) = filter.from {
             conditions.push(format!("banned_at >= {}", self.param(Param::Int(from))));
