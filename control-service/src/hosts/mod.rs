@@ -50,6 +50,11 @@ use crate::{
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// A lease not refreshed for this long is free for another stream.
 pub const STALE: Duration = Duration::from_secs(15);
+/// A host whose stream ended this recently is expected back: an agent
+/// whose replica drains is on another within 2 s (DESIGN.md section 12),
+/// and its last sign of life is at most a heartbeat older. A command for it
+/// waits for it (within the command's deadline) instead of failing at once.
+pub const REATTACH: Duration = Duration::from_secs(3);
 /// The longest an enrollment token lives, and its default.
 pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);

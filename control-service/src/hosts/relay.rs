@@ -13,6 +13,9 @@
 //!   after its deadline), sends each down the stream
 //!   ([`Hosts::command_here`]) and writes the outcome.
 //!
+//! A host between two streams (seen within [`REATTACH`]) is waited for
+//! before its row is written, within the caller's deadline.
+//!
 //! At most once: a row is taken once; the deadline it carries goes down
 //! the stream, and the agent does not run a command it reads later. The
 //! row's deadline is [`MARGIN`] before the caller's, so an outcome written
@@ -29,13 +32,15 @@ use serde::{Deserialize, Serialize};
 use tokio::{sync::broadcast, time::Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::{Host, HostId, Hosts, commands::unreachable};
+use super::{Host, HostId, Hosts, REATTACH, commands::unreachable};
 use crate::store::hosts::{COMMANDS_CHANNEL, NewCommand, RESULTS_CHANNEL, TakenCommand};
 
 /// How often a caller looks for its outcome without a wake-up.
 pub const POLL: Duration = Duration::from_millis(500);
 /// How often a replica looks for rows for its hosts without a wake-up.
 pub const SWEEP: Duration = Duration::from_secs(1);
+/// How often a caller looks whether a host between two streams is back.
+const REATTACH_POLL: Duration = Duration::from_millis(50);
 /// The row's deadline is this much before its caller's.
 pub const MARGIN: Duration = Duration::from_millis(150);
 /// Rows whose deadline passed this long ago are deleted (their caller
@@ -97,9 +102,30 @@ impl Hosts {
         let Some(notices) = &self.notices else {
             return Err(unreachable(name, "its agent is not connected"));
         };
-        let host = self.store.host(id.as_str()).await.map_err(down)?.map(Host::from);
-        if host.is_none_or(|h| h.replica.is_none()) {
-            return Err(unreachable(name, "its agent is not connected"));
+        // A host between two streams (its replica drained or went away, and
+        // its agent attaches to another within 2 s) is waited for, within
+        // the call's deadline and [`REATTACH`] of its last sign of life: a
+        // rolling update of the replicas fails no command. A host gone for
+        // longer is unreachable at once.
+        loop {
+            let Some(row) = self.store.host(id.as_str()).await.map_err(down)? else {
+                return Err(unreachable(name, "its agent is not connected"));
+            };
+            let seen_ago = row.last_seen.map(|seen| row.db_now.saturating_sub(seen));
+            let revoked = row.revoked_at.is_some();
+            if Host::from(row).replica.is_some() {
+                break;
+            }
+            let reattach_ms = i64::try_from(REATTACH.as_millis()).unwrap_or(i64::MAX);
+            let expected_back = !revoked && seen_ago.is_some_and(|ago| ago < reattach_ms);
+            if !expected_back || Instant::now() + REATTACH_POLL + MARGIN >= deadline {
+                return Err(unreachable(name, "its agent is not connected"));
+            }
+            tokio::time::sleep(REATTACH_POLL).await;
+            // Back on this replica: down its stream here.
+            if let Some(answer) = self.command_here(id, name, command, deadline).await {
+                return answer;
+            }
         }
         let relay_left = deadline.saturating_duration_since(Instant::now()).saturating_sub(MARGIN);
         if relay_left.is_zero() {
