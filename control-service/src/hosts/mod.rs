@@ -268,6 +268,20 @@ impl Hosts {
         }
     }
 
+    /// Whether a caller on this replica still waits for command `id`.
+    pub fn command_awaited(&self, id: &str) -> bool {
+        self.waiting.contains(id)
+    }
+
+    /// A stream ended: the commands still queued for it were never sent;
+    /// their callers hear so and may send them to the host's next stream.
+    pub fn commands_not_sent(&self, queue: &mut tokio::sync::mpsc::Receiver<bangui_proto::agent::v1::Command>) {
+        queue.close();
+        while let Ok(command) = queue.try_recv() {
+            self.waiting.not_sent(&command.id);
+        }
+    }
+
     /// Streams open on this replica.
     pub fn live_streams(&self) -> usize {
         self.registry.len()

@@ -14,7 +14,9 @@
 //!   ([`Hosts::command_here`]) and writes the outcome.
 //!
 //! A host between two streams (seen within [`REATTACH`]) is waited for
-//! before its row is written, within the caller's deadline.
+//! before its row is written, within the caller's deadline; a row taken
+//! by a replica whose stream for the host ended before the command was
+//! sent is given back, and the host's next stream takes it.
 //!
 //! At most once: a row is taken once; the deadline it carries goes down
 //! the stream, and the agent does not run a command it reads later. The
@@ -30,7 +32,7 @@ use bangui_fail2ban::{
 };
 use serde::{Deserialize, Serialize};
 use tokio::{sync::broadcast, time::Instant};
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{Host, HostId, Hosts, REATTACH, commands::unreachable};
 use crate::store::hosts::{COMMANDS_CHANNEL, NewCommand, RESULTS_CHANNEL, TakenCommand};
@@ -171,10 +173,25 @@ impl Hosts {
     }
 
     /// Runs the commands other replicas write for the hosts whose streams
-    /// are here, until `stop`. Without notifications (SQLite) there are no
-    /// other replicas: it returns at once.
+    /// are here, until `stop`; then waits for the commands it took to have
+    /// their outcomes written (each within its deadline), so a replica that
+    /// shuts down leaves no caller waiting for an outcome that never comes.
+    /// Without notifications (SQLite) there are no other replicas: it
+    /// returns at once.
     pub async fn relay(self, stop: CancellationToken) {
         let Some(notices) = self.notices.clone() else { return };
+        let running = TaskTracker::new();
+        self.take_and_relay(&notices, &running, &stop).await;
+        running.close();
+        running.wait().await;
+    }
+
+    async fn take_and_relay(
+        &self,
+        notices: &crate::store::postgres::Notices,
+        running: &TaskTracker,
+        stop: &CancellationToken,
+    ) {
         let mut wake = notices.subscribe();
         let mut sweep = tokio::time::interval(SWEEP);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -204,7 +221,7 @@ impl Hosts {
                 match self.store.take_commands(&host, &self.replica).await {
                     Ok(taken) => {
                         for row in taken {
-                            tokio::spawn(self.clone().relay_one(row));
+                            running.spawn(self.clone().relay_one(row));
                         }
                     }
                     Err(error) => tracing::warn!(%error, %host, "cannot take commands for a host here"),
@@ -224,17 +241,22 @@ impl Hosts {
         }
     }
 
-    /// Sends one taken row down its host's stream and writes the outcome.
+    /// Sends one taken row down its host's stream and writes the outcome;
+    /// gives it back unsent when the stream left this replica first (the
+    /// host's next stream takes it).
     async fn relay_one(self, row: TakenCommand) {
         let deadline = Instant::now() + Duration::from_millis(u64::try_from(row.left_ms).unwrap_or(0));
         let stored = match (Command::from_json(&row.operation), HostId::parse("host", &row.host_id)) {
-            (Ok(command), Ok(id)) => {
-                let result = match self.command_here(&id, &row.host_id, &command, deadline).await {
-                    Some(result) => result,
-                    None => Err(unreachable(&row.host_id, "its stream left this replica")),
-                };
-                Stored::of(&result, &command)
-            }
+            (Ok(command), Ok(id)) => match self.command_here(&id, &row.host_id, &command, deadline).await {
+                Some(result) => Stored::of(&result, &command),
+                None => {
+                    match self.store.return_command(&row.id, &row.host_id).await {
+                        Ok(_) => tracing::info!(id = %row.id, host = %row.host_id, "command given back unsent: its stream left"),
+                        Err(error) => tracing::warn!(%error, id = %row.id, "cannot give a command back (its caller hears UNAVAILABLE at its deadline)"),
+                    }
+                    return;
+                }
+            },
             (Err(invalid), _) | (_, Err(invalid)) => Stored::Failure(Failure::from(&Fail2banError::Invalid(invalid))),
         };
         let text = serde_json::to_string(&stored).unwrap_or_default();
