@@ -251,8 +251,12 @@ impl Hosts {
                 Some(result) => Stored::of(&result, &command),
                 None => {
                     match self.store.return_command(&row.id, &row.host_id).await {
-                        Ok(_) => tracing::info!(id = %row.id, host = %row.host_id, "command given back unsent: its stream left"),
-                        Err(error) => tracing::warn!(%error, id = %row.id, "cannot give a command back (its caller hears UNAVAILABLE at its deadline)"),
+                        Ok(_) => {
+                            tracing::info!(id = %row.id, host = %row.host_id, "command given back unsent: its stream left")
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, id = %row.id, "cannot give a command back (its caller hears UNAVAILABLE at its deadline)")
+                        }
                     }
                     return;
                 }
