@@ -288,8 +288,10 @@ impl Fleet {
         for host in &self.hosts {
             let rows = fail2ban_rows(&host.f2b.database()).await;
             let what = format!("{}'s archive holds every row of its fail2ban database ({})", host.name, rows.len());
-            bangui_e2e::eventually(within, &what, || async { self.archived_count(&host.id).await >= rows.len() as u64 })
-                .await;
+            bangui_e2e::eventually(within, &what, || async {
+                self.archived_count(&host.id).await >= rows.len() as u64
+            })
+            .await;
             all_rows.push(rows);
         }
         println!("delivery drained {:?} after the bans stopped", started.elapsed());
@@ -313,7 +315,12 @@ impl Fleet {
             );
             assert!(diff.lost.is_empty(), "{} lost: {:?}", host.name, &diff.lost[..diff.lost.len().min(10)]);
             assert!(diff.twice.is_empty(), "{} twice: {:?}", host.name, &diff.twice[..diff.twice.len().min(10)]);
-            assert!(diff.extra.is_empty(), "{} not in fail2ban: {:?}", host.name, &diff.extra[..diff.extra.len().min(10)]);
+            assert!(
+                diff.extra.is_empty(),
+                "{} not in fail2ban: {:?}",
+                host.name,
+                &diff.extra[..diff.extra.len().min(10)]
+            );
             assert_eq!(archived.len(), rows.len(), "{}", host.name);
             assert!(archived.iter().all(|b| b.host == host.id), "{}: a ban archived with another host", host.name);
             total_rows += rows.len();
@@ -378,15 +385,19 @@ fn compare(archived: &[pb::ArchivedBan], rows: &[Key]) -> Diff {
         *in_db.entry(row.clone()).or_default() += 1;
     }
     let mut diff = Diff {
-        twice: counts.iter().filter(|(k, n)| **n > in_db.get(*k).copied().unwrap_or(1)).map(|(k, _)| k.clone()).collect(),
+        twice: counts
+            .iter()
+            .filter(|(k, n)| **n > in_db.get(*k).copied().unwrap_or(1))
+            .map(|(k, _)| k.clone())
+            .collect(),
         ..Diff::default()
     };
     let mut lost: Vec<Key> = in_db.keys().filter(|k| !counts.contains_key(*k)).cloned().collect();
     let extra: Vec<Key> = counts.keys().filter(|k| !in_db.contains_key(*k)).cloned().collect();
     for key in extra {
-        let near = manual.contains(&key).then(|| {
-            lost.iter().position(|(jail, ip, at)| *jail == key.0 && *ip == key.1 && (at - key.2).abs() <= 1)
-        });
+        let near = manual
+            .contains(&key)
+            .then(|| lost.iter().position(|(jail, ip, at)| *jail == key.0 && *ip == key.1 && (at - key.2).abs() <= 1));
         match near.flatten() {
             Some(i) => {
                 lost.swap_remove(i);
@@ -464,13 +475,21 @@ impl Commands {
         let sent = Arc::new(Mutex::new(Vec::new()));
         let tasks = (0..senders)
             .map(|_| {
-                let (clients, names, rng, next_ip, sent, live, stop) =
-                    (clients.clone(), names.clone(), rng.clone(), next_ip.clone(), sent.clone(), live.clone(), stop.clone());
+                let (clients, names, rng, next_ip, sent, live, stop) = (
+                    clients.clone(),
+                    names.clone(),
+                    rng.clone(),
+                    next_ip.clone(),
+                    sent.clone(),
+                    live.clone(),
+                    stop.clone(),
+                );
                 tokio::spawn(async move {
                     while !stop.load(Ordering::SeqCst) {
                         let (host, replica, pause) = {
                             let mut rng = rng.lock().unwrap();
-                            let up: Vec<usize> = live.lock().unwrap().iter().enumerate().filter(|(_, l)| **l).map(|(i, _)| i).collect();
+                            let up: Vec<usize> =
+                                live.lock().unwrap().iter().enumerate().filter(|(_, l)| **l).map(|(i, _)| i).collect();
                             let replica = up[rng.random_range(0..up.len())];
                             (rng.random_range(0..names.len()), replica, rng.random_range(30..150))
                         };
@@ -620,11 +639,28 @@ async fn the_archive_equals_every_hosts_fail2ban_across_kills_and_a_postgres_res
     }
     fleet.compare_all(&[10; HOSTS], 60).await;
 
+    // The count of applications sees a ban sent twice: fail2ban logs the
+    // second as "already banned".
+    let mut jails = fleet.replicas[1].jails(&fleet.token);
+    let twice = pb::BanIpRequest {
+        jail: COMMAND_JAIL.into(),
+        ip: "192.0.2.200".into(),
+        host: fleet.hosts[0].name.clone(),
+        ..Default::default()
+    };
+    assert!(jails.ban_ip(twice.clone()).await.unwrap().into_inner().newly_banned);
+    assert!(!jails.ban_ip(twice).await.unwrap().into_inner().newly_banned);
+    bangui_e2e::eventually(5, "fail2ban's log shows the ban twice", || async {
+        Host::bans_applied(&fleet.hosts[0].f2b.log(), COMMAND_JAIL, "192.0.2.200") == 2
+    })
+    .await;
+
     // Chaos, while bans keep coming and commands keep being sent.
     let stop = Arc::new(AtomicBool::new(false));
     let banning = keep_banning(servers.clone(), Duration::from_millis(250), stop.clone(), 10);
+    // Callers choose among the replicas that run (a load balancer's view).
     let live = Arc::new(Mutex::new(vec![true; REPLICAS]));
-    let commands = Commands::start(&fleet, seed ^ 0x5eed, 2, Duration::from_secs(3), live, stop.clone());
+    let commands = Commands::start(&fleet, seed ^ 0x5eed, 2, Duration::from_secs(3), live.clone(), stop.clone());
     let cycles = 30;
     let postgres_at = rng.random_range(5..cycles - 5);
     let chaos = Instant::now();
@@ -655,12 +691,16 @@ async fn the_archive_equals_every_hosts_fail2ban_across_kills_and_a_postgres_res
             }
             Action::KillReplica(r) => {
                 fleet.replicas[r].kill9();
+                live.lock().unwrap()[r] = false;
                 fleet.replicas[r].start().await;
+                live.lock().unwrap()[r] = true;
             }
             Action::StopReplica(r) => {
+                live.lock().unwrap()[r] = false;
                 let status = fleet.replicas[r].terminate().await;
                 assert!(status.success(), "the replica exits cleanly on SIGTERM: {status:?}");
                 fleet.replicas[r].start().await;
+                live.lock().unwrap()[r] = true;
             }
             Action::RestartPostgres => {
                 let pg = pg.clone();
@@ -740,7 +780,11 @@ async fn a_rolling_update_moves_every_agent_within_2_s_and_loses_nothing() {
         let drained = sigterm.elapsed();
         assert!(status.success(), "replica {r} exits cleanly on SIGTERM: {status:?}");
         for ((h, _), took) in held.iter().zip(&moved) {
-            println!("replica {r} stopped: {} attached to another replica after {:?}", fleet.hosts[*h].name, took.unwrap());
+            println!(
+                "replica {r} stopped: {} attached to another replica after {:?}",
+                fleet.hosts[*h].name,
+                took.unwrap()
+            );
             moves.push((r, fleet.hosts[*h].name.clone(), took.unwrap()));
         }
         println!("replica {r} exited {drained:?} after SIGTERM");
