@@ -6,11 +6,17 @@
 //! every refusal is the call's status; then a task keeps the stream: it
 //! refreshes the host's lease every heartbeat, ends the stream when the
 //! host is revoked or the agent falls silent, and releases the lease.
+//!
+//! When the replica shuts down, a stream sends no more commands and ends
+//! once the commands already sent down it are answered (at most
+//! [`DRAIN`]): their callers get the host's answer, not UNAVAILABLE for a
+//! command that ran. Commands still queued were never sent; their callers
+//! send them to the host's next stream (`hosts::commands`).
 
-use std::{pin::Pin, time::Duration};
+use std::{collections::HashSet, pin::Pin, time::Duration};
 
 use bangui_proto::agent::v1::{
-    AttachRequest, AttachResponse, EnrollRequest, EnrollResponse, Welcome, agent_service_server::AgentService,
+    AttachRequest, AttachResponse, Command, EnrollRequest, EnrollResponse, Welcome, agent_service_server::AgentService,
     attach_request::Body as Inbound, attach_response::Body as Outbound,
 };
 use tokio::sync::mpsc;
@@ -29,6 +35,10 @@ use crate::hosts::{
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// An agent silent this long (no heartbeat) is cut.
 pub const SILENCE: Duration = Duration::from_secs(5);
+/// A stream of a replica shutting down waits this long, at most, for the
+/// results of the commands already sent down it (the agent is then on
+/// another replica within 2 s).
+pub const DRAIN: Duration = Duration::from_secs(1);
 
 /// Messages queued toward one agent (the Welcome, commands).
 const OUTBOUND: usize = 16;
@@ -129,29 +139,44 @@ async fn read_hello(inbound: &mut Streaming<AttachRequest>) -> Result<Hello, Sta
 async fn keep(
     hosts: &Hosts,
     live: &mut LiveStream,
+    commands: &mut mpsc::Receiver<Command>,
     mut inbound: Streaming<AttachRequest>,
     outbound: &mpsc::Sender<Result<AttachResponse, Status>>,
     stopping: &CancellationToken,
     mut events: Option<Intake>,
 ) -> Option<Status> {
-    let mut commands = live.take_commands()?;
+    let shutting_down = || Some(Status::unavailable("this replica is shutting down: attach to another"));
     let mut ticks = tokio::time::interval(HEARTBEAT);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
     let mut heard = tokio::time::Instant::now();
+    // Commands sent down whose callers still wait for the result.
+    let mut sent: HashSet<String> = HashSet::new();
+    // Shutting down: until when the results of `sent` are waited for.
+    let mut draining: Option<tokio::time::Instant> = None;
+    let far = tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
     loop {
         tokio::select! {
             () = live.cancelled() => return Some(live.why_cut().await.into()),
-            () = stopping.cancelled() => {
-                return Some(Status::unavailable("this replica is shutting down: attach to another"));
+            () = stopping.cancelled(), if draining.is_none() => {
+                sent.retain(|id| hosts.command_awaited(id));
+                if sent.is_empty() {
+                    return shutting_down();
+                }
+                draining = Some(tokio::time::Instant::now() + DRAIN);
             }
-            Some(command) = commands.recv() => {
+            () = tokio::time::sleep_until(draining.unwrap_or(far)), if draining.is_some() => return shutting_down(),
+            Some(command) = commands.recv(), if draining.is_none() => {
+                let id = command.id.clone();
                 if outbound.send(Ok(AttachResponse { body: Some(Outbound::Command(command)) })).await.is_err() {
                     return None;
                 }
+                sent.insert(id);
             }
             Some(refused) = async { Some(events.as_mut()?.failed().await) } => return Some(refused),
             _ = ticks.tick() => {
+                // Callers that gave up need no result.
+                sent.retain(|id| hosts.command_awaited(id));
                 if heard.elapsed() > SILENCE {
                     return Some(Status::deadline_exceeded(format!("no heartbeat within {SILENCE:?}")));
                 }
@@ -176,7 +201,13 @@ async fn keep(
                     }
                     heard = tokio::time::Instant::now();
                 }
-                Ok(Some(AttachRequest { body: Some(Inbound::Result(result)) })) => hosts.command_answered(result),
+                Ok(Some(AttachRequest { body: Some(Inbound::Result(result)) })) => {
+                    sent.remove(&result.id);
+                    hosts.command_answered(result);
+                    if draining.is_some() && sent.is_empty() {
+                        return shutting_down();
+                    }
+                }
                 Ok(Some(AttachRequest { body: Some(Inbound::Events(batch)) })) => {
                     let Some(intake) = &events else {
                         return Some(Status::failed_precondition("this replica stores no host events"));
@@ -250,12 +281,19 @@ impl AgentService for AgentApi {
         let _ = tx.send(Ok(AttachResponse { body: Some(Outbound::Welcome(welcome)) })).await;
         let stopping = self.stopping.clone();
         let hosts = self.hosts.clone();
+        let mut commands = live.take_commands();
         tokio::spawn(async move {
-            let ended = tokio::select! {
-                ended = keep(&hosts, &mut live, inbound, &tx, &stopping, events) => ended,
-                // The agent went away: nobody reads the answer.
-                () = tx.closed() => None,
+            let ended = match commands.as_mut() {
+                Some(commands) => tokio::select! {
+                    ended = keep(&hosts, &mut live, commands, inbound, &tx, &stopping, events) => ended,
+                    // The agent went away: nobody reads the answer.
+                    () = tx.closed() => None,
+                },
+                None => None,
             };
+            if let Some(commands) = commands.as_mut() {
+                hosts.commands_not_sent(commands);
+            }
             live.close().await;
             if let Some(status) = ended {
                 let _ = tx.send(Err(status)).await;

@@ -7,6 +7,11 @@
 //! later does not run it (`fail2ban-agent`'s `commands` module). A result
 //! that arrives after its caller gave up is dropped here: the caller was
 //! told the host did not answer, and nothing was recorded as done.
+//!
+//! A command still queued for a stream when the stream ends was never
+//! sent: its caller hears so ([`Waiting::not_sent`]) and may send it to the
+//! host's next stream, wherever that is (a draining replica fails none of
+//! its callers' commands).
 
 use std::{
     collections::HashMap,
@@ -23,21 +28,30 @@ use tokio::{sync::oneshot, time::Instant};
 
 use super::{HostId, Hosts};
 
+/// A caller's answer: the agent's outcome, or `None` when the command was
+/// never sent (its stream ended first).
+type Answer = Option<Outcome>;
+
 /// The answers this replica waits for: command id → its caller.
 #[derive(Debug, Clone, Default)]
 pub struct Waiting {
-    callers: Arc<Mutex<HashMap<String, oneshot::Sender<Outcome>>>>,
+    callers: Arc<Mutex<HashMap<String, oneshot::Sender<Answer>>>>,
 }
 
 impl Waiting {
-    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, oneshot::Sender<Outcome>>) -> T) -> T {
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, oneshot::Sender<Answer>>) -> T) -> T {
         f(&mut self.callers.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    fn wait(&self, id: &str) -> oneshot::Receiver<Outcome> {
+    fn wait(&self, id: &str) -> oneshot::Receiver<Answer> {
         let (sender, receiver) = oneshot::channel();
         self.with(|callers| callers.insert(id.to_owned(), sender));
         receiver
+    }
+
+    /// Whether a caller still waits for command `id`.
+    pub fn contains(&self, id: &str) -> bool {
+        self.with(|callers| callers.contains_key(id))
     }
 
     fn forget(&self, id: &str) {
@@ -49,8 +63,16 @@ impl Waiting {
     pub fn answer(&self, result: pb::CommandResult) -> bool {
         let Some(outcome) = result.outcome else { return false };
         match self.with(|callers| callers.remove(&result.id)) {
-            Some(caller) => caller.send(outcome).is_ok(),
+            Some(caller) => caller.send(Some(outcome)).is_ok(),
             None => false,
+        }
+    }
+
+    /// Command `id` was taken off its stream's queue unsent (the stream
+    /// ended): its caller may send it elsewhere.
+    pub fn not_sent(&self, id: &str) {
+        if let Some(caller) = self.with(|callers| callers.remove(id)) {
+            let _ = caller.send(None);
         }
     }
 }
@@ -80,7 +102,8 @@ pub fn settle(host: &str, outcome: Outcome) -> Result<Reply, Fail2banError> {
 
 impl Hosts {
     /// Runs `command` on host `id` through its stream on this replica, if
-    /// it is here (`None`: it is not). `name` is how errors call the host.
+    /// it is here (`None`: it is not, or its stream ended before the
+    /// command was sent: nothing ran). `name` is how errors call the host.
     pub async fn command_here(
         &self,
         id: &HostId,
@@ -96,15 +119,21 @@ impl Hosts {
             pb::Command { id: command_id.clone(), deadline_unix_ms: unix_ms_in(left), operation: command.to_json() };
         tracing::info!(host = %id.as_str(), %name, id = %command_id, command = command.label(), "command sent");
         let outcome = tokio::time::timeout_at(deadline, async {
-            stream.send(down).await.map_err(|_| unreachable(name, "its stream ended"))?;
+            if stream.send(down).await.is_err() {
+                return Ok(None);
+            }
             answer.await.map_err(|_| unreachable(name, "its stream ended before it answered"))
         })
         .await;
         self.waiting.forget(&command_id);
-        Some(match outcome {
-            Ok(Ok(outcome)) => settle(name, outcome),
-            Ok(Err(error)) => Err(error),
-            Err(_) => Err(unreachable(name, &format!("no answer within {left:.1?}"))),
-        })
+        match outcome {
+            Ok(Ok(Some(outcome))) => Some(settle(name, outcome)),
+            Ok(Ok(None)) => {
+                tracing::info!(host = %id.as_str(), id = %command_id, "command not sent: the stream ended first");
+                None
+            }
+            Ok(Err(error)) => Some(Err(error)),
+            Err(_) => Some(Err(unreachable(name, &format!("no answer within {left:.1?}")))),
+        }
     }
 }

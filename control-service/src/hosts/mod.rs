@@ -50,6 +50,11 @@ use crate::{
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// A lease not refreshed for this long is free for another stream.
 pub const STALE: Duration = Duration::from_secs(15);
+/// A host whose stream ended this recently is expected back: an agent
+/// whose replica drains is on another within 2 s (DESIGN.md section 12),
+/// and its last sign of life is at most a heartbeat older. A command for it
+/// waits for it (within the command's deadline) instead of failing at once.
+pub const REATTACH: Duration = Duration::from_secs(3);
 /// The longest an enrollment token lives, and its default.
 pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
@@ -276,6 +281,20 @@ impl Hosts {
         let id = result.id.clone();
         if !self.waiting.answer(result) {
             tracing::info!(%id, "a command result nobody waits for (its caller gave up): dropped");
+        }
+    }
+
+    /// Whether a caller on this replica still waits for command `id`.
+    pub fn command_awaited(&self, id: &str) -> bool {
+        self.waiting.contains(id)
+    }
+
+    /// A stream ended: the commands still queued for it were never sent;
+    /// their callers hear so and may send them to the host's next stream.
+    pub fn commands_not_sent(&self, queue: &mut tokio::sync::mpsc::Receiver<bangui_proto::agent::v1::Command>) {
+        queue.close();
+        while let Ok(command) = queue.try_recv() {
+            self.waiting.not_sent(&command.id);
         }
     }
 

@@ -13,6 +13,11 @@
 //!   after its deadline), sends each down the stream
 //!   ([`Hosts::command_here`]) and writes the outcome.
 //!
+//! A host between two streams (seen within [`REATTACH`]) is waited for
+//! before its row is written, within the caller's deadline; a row taken
+//! by a replica whose stream for the host ended before the command was
+//! sent is given back, and the host's next stream takes it.
+//!
 //! At most once: a row is taken once; the deadline it carries goes down
 //! the stream, and the agent does not run a command it reads later. The
 //! row's deadline is [`MARGIN`] before the caller's, so an outcome written
@@ -27,15 +32,17 @@ use bangui_fail2ban::{
 };
 use serde::{Deserialize, Serialize};
 use tokio::{sync::broadcast, time::Instant};
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use super::{Host, HostId, Hosts, commands::unreachable};
+use super::{Host, HostId, Hosts, REATTACH, commands::unreachable};
 use crate::store::hosts::{COMMANDS_CHANNEL, NewCommand, RESULTS_CHANNEL, TakenCommand};
 
 /// How often a caller looks for its outcome without a wake-up.
 pub const POLL: Duration = Duration::from_millis(500);
 /// How often a replica looks for rows for its hosts without a wake-up.
 pub const SWEEP: Duration = Duration::from_secs(1);
+/// How often a caller looks whether a host between two streams is back.
+const REATTACH_POLL: Duration = Duration::from_millis(50);
 /// The row's deadline is this much before its caller's.
 pub const MARGIN: Duration = Duration::from_millis(150);
 /// Rows whose deadline passed this long ago are deleted (their caller
@@ -97,9 +104,30 @@ impl Hosts {
         let Some(notices) = &self.notices else {
             return Err(unreachable(name, "its agent is not connected"));
         };
-        let host = self.store.host(id.as_str()).await.map_err(down)?.map(Host::from);
-        if host.is_none_or(|h| h.replica.is_none()) {
-            return Err(unreachable(name, "its agent is not connected"));
+        // A host between two streams (its replica drained or went away, and
+        // its agent attaches to another within 2 s) is waited for, within
+        // the call's deadline and [`REATTACH`] of its last sign of life: a
+        // rolling update of the replicas fails no command. A host gone for
+        // longer is unreachable at once.
+        loop {
+            let Some(row) = self.store.host(id.as_str()).await.map_err(down)? else {
+                return Err(unreachable(name, "its agent is not connected"));
+            };
+            let seen_ago = row.last_seen.map(|seen| row.db_now.saturating_sub(seen));
+            let revoked = row.revoked_at.is_some();
+            if Host::from(row).replica.is_some() {
+                break;
+            }
+            let reattach_ms = i64::try_from(REATTACH.as_millis()).unwrap_or(i64::MAX);
+            let expected_back = !revoked && seen_ago.is_some_and(|ago| ago < reattach_ms);
+            if !expected_back || Instant::now() + REATTACH_POLL + MARGIN >= deadline {
+                return Err(unreachable(name, "its agent is not connected"));
+            }
+            tokio::time::sleep(REATTACH_POLL).await;
+            // Back on this replica: down its stream here.
+            if let Some(answer) = self.command_here(id, name, command, deadline).await {
+                return answer;
+            }
         }
         let relay_left = deadline.saturating_duration_since(Instant::now()).saturating_sub(MARGIN);
         if relay_left.is_zero() {
@@ -145,10 +173,25 @@ impl Hosts {
     }
 
     /// Runs the commands other replicas write for the hosts whose streams
-    /// are here, until `stop`. Without notifications (SQLite) there are no
-    /// other replicas: it returns at once.
+    /// are here, until `stop`; then waits for the commands it took to have
+    /// their outcomes written (each within its deadline), so a replica that
+    /// shuts down leaves no caller waiting for an outcome that never comes.
+    /// Without notifications (SQLite) there are no other replicas: it
+    /// returns at once.
     pub async fn relay(self, stop: CancellationToken) {
         let Some(notices) = self.notices.clone() else { return };
+        let running = TaskTracker::new();
+        self.take_and_relay(&notices, &running, &stop).await;
+        running.close();
+        running.wait().await;
+    }
+
+    async fn take_and_relay(
+        &self,
+        notices: &crate::store::postgres::Notices,
+        running: &TaskTracker,
+        stop: &CancellationToken,
+    ) {
         let mut wake = notices.subscribe();
         let mut sweep = tokio::time::interval(SWEEP);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -178,7 +221,7 @@ impl Hosts {
                 match self.store.take_commands(&host, &self.replica).await {
                     Ok(taken) => {
                         for row in taken {
-                            tokio::spawn(self.clone().relay_one(row));
+                            running.spawn(self.clone().relay_one(row));
                         }
                     }
                     Err(error) => tracing::warn!(%error, %host, "cannot take commands for a host here"),
@@ -198,17 +241,26 @@ impl Hosts {
         }
     }
 
-    /// Sends one taken row down its host's stream and writes the outcome.
+    /// Sends one taken row down its host's stream and writes the outcome;
+    /// gives it back unsent when the stream left this replica first (the
+    /// host's next stream takes it).
     async fn relay_one(self, row: TakenCommand) {
         let deadline = Instant::now() + Duration::from_millis(u64::try_from(row.left_ms).unwrap_or(0));
         let stored = match (Command::from_json(&row.operation), HostId::parse("host", &row.host_id)) {
-            (Ok(command), Ok(id)) => {
-                let result = match self.command_here(&id, &row.host_id, &command, deadline).await {
-                    Some(result) => result,
-                    None => Err(unreachable(&row.host_id, "its stream left this replica")),
-                };
-                Stored::of(&result, &command)
-            }
+            (Ok(command), Ok(id)) => match self.command_here(&id, &row.host_id, &command, deadline).await {
+                Some(result) => Stored::of(&result, &command),
+                None => {
+                    match self.store.return_command(&row.id, &row.host_id).await {
+                        Ok(_) => {
+                            tracing::info!(id = %row.id, host = %row.host_id, "command given back unsent: its stream left")
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, id = %row.id, "cannot give a command back (its caller hears UNAVAILABLE at its deadline)")
+                        }
+                    }
+                    return;
+                }
+            },
             (Err(invalid), _) | (_, Err(invalid)) => Stored::Failure(Failure::from(&Fail2banError::Invalid(invalid))),
         };
         let text = serde_json::to_string(&stored).unwrap_or_default();

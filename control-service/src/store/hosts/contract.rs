@@ -163,6 +163,10 @@ async fn commands_are_taken_once_and_never_late<S: HostStore + 'static>(store: A
         takes += racer.await.unwrap();
     }
     assert_eq!(takes, 1);
+    // Given back unsent: taken again, once.
+    assert!(store.return_command("c4", "cmd-c").await.unwrap());
+    assert_eq!(store.take_commands("cmd-c", "r2").await.unwrap().len(), 1);
+    assert!(store.take_commands("cmd-c", "r3").await.unwrap().is_empty());
 
     assert_eq!(store.command_outcome("c1").await.unwrap(), None);
     assert!(store.finish_command("c1", r#"{"reply":"x"}"#).await.unwrap());
@@ -171,6 +175,9 @@ async fn commands_are_taken_once_and_never_late<S: HostStore + 'static>(store: A
     store.delete_command("c1").await.unwrap();
     assert_eq!(store.command_outcome("c1").await.unwrap(), None);
     assert!(!store.finish_command("c1", "late").await.unwrap(), "its caller gave up");
+    assert!(!store.return_command("c1", "cmd-a").await.unwrap(), "gone: nothing to give back");
+    assert!(store.finish_command("c4", r#"{"reply":"x"}"#).await.unwrap());
+    assert!(!store.return_command("c4", "cmd-c").await.unwrap(), "done: not given back");
     // c2's deadline passed; the others' did not.
     assert_eq!(store.purge_commands(0).await.unwrap(), 1);
     assert!(store.take_commands("cmd-b", "replica-1").await.unwrap().len() == 1, "c3 kept");

@@ -162,6 +162,10 @@ pub trait HostStore: Send + Sync + std::fmt::Debug {
     /// Takes `host`'s commands not taken yet, before their deadline, for
     /// `replica` (one UPDATE: a row is taken once).
     async fn take_commands(&self, host: &str, replica: &str) -> Result<Vec<TakenCommand>, StoreError>;
+    /// Gives a taken command back, unsent (the stream that was to carry it
+    /// ended first), so the replica holding `host`'s next stream takes it;
+    /// wakes the replicas. False when it has an outcome or is gone.
+    async fn return_command(&self, id: &str, host: &str) -> Result<bool, StoreError>;
     /// Writes a taken command's outcome (once) and wakes its caller
     /// (NOTIFY `bangui_host_results` with the command id); false when the
     /// row is gone (its caller gave up) or has an outcome.
@@ -222,6 +226,8 @@ const HOSTS_WITH_COMMANDS: &str =
 const TAKE_COMMANDS: &str = "UPDATE host_commands SET taken_by = $2, taken_at = {now} \
      WHERE host_id = $1 AND taken_by IS NULL AND deadline_at > {now} \
      RETURNING id, host_id, operation, deadline_at - {now} AS left_ms";
+const RETURN_COMMAND: &str =
+    "UPDATE host_commands SET taken_by = NULL, taken_at = NULL WHERE id = $1 AND outcome IS NULL";
 const FINISH_COMMAND: &str = "UPDATE host_commands SET outcome = $2 WHERE id = $1 AND outcome IS NULL";
 const COMMAND_OUTCOME: &str = "SELECT outcome FROM host_commands WHERE id = $1";
 const DELETE_COMMAND: &str = "DELETE FROM host_commands WHERE id = $1";

@@ -163,6 +163,15 @@ impl<DB: Dialect> HostStore for Store<DB> {
             .await
     }
 
+    async fn return_command(&self, id: &str, host: &str) -> Result<bool, StoreError> {
+        let mut conn = conn(&self.pool).await?;
+        if Stmt::<DB>::new(RETURN_COMMAND).bind(id).execute(&mut conn).await? == 0 {
+            return Ok(false);
+        }
+        notify::<DB>(&mut conn, COMMANDS_CHANNEL, host).await?;
+        Ok(true)
+    }
+
     async fn finish_command(&self, id: &str, outcome: &str) -> Result<bool, StoreError> {
         let mut conn = conn(&self.pool).await?;
         if Stmt::<DB>::new(FINISH_COMMAND).bind(id).bind(outcome).execute(&mut conn).await? == 0 {
