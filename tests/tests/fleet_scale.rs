@@ -79,7 +79,11 @@ fn fake_fail2ban(dir: &std::path::Path, i: usize) -> Fail2ban {
         reply_timeout: Duration::from_secs(30),
         max_in_flight: 2,
     };
-    let start = StartSettings { client_binary: PathBuf::from("fail2ban-client"), config_dir: None, timeout: Duration::from_secs(5) };
+    let start = StartSettings {
+        client_binary: PathBuf::from("fail2ban-client"),
+        config_dir: None,
+        timeout: Duration::from_secs(5),
+    };
     Fail2ban::new(SocketClient::new(settings, Arc::new(Unobserved)), start)
 }
 
@@ -267,11 +271,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 fn rss_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
+    status.lines().find_map(|l| l.strip_prefix(field)).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -367,7 +367,8 @@ async fn a_fleet_of_simulated_agents_on_three_replicas() {
         let via = usize::try_from(next_random() % 3).unwrap();
         let ip = format!("192.0.2.{}", n + 1);
         let mut jails = replicas[via].jails().await;
-        let ban = pb::BanIpRequest { host: format!("sim-{host}"), jail: "sshd".into(), ip: ip.clone(), ..Default::default() };
+        let ban =
+            pb::BanIpRequest { host: format!("sim-{host}"), jail: "sshd".into(), ip: ip.clone(), ..Default::default() };
         assert!(jails.ban_ip(ban).await.unwrap().into_inner().newly_banned);
         let banned = fakes[host].jail_bans(&bangui_fail2ban::JailName::parse("jail", "sshd").unwrap()).await.unwrap();
         let ip_net: std::net::IpAddr = ip.parse().unwrap();
@@ -382,7 +383,11 @@ async fn a_fleet_of_simulated_agents_on_three_replicas() {
     send_events.send_replace(true);
     let deadline = Instant::now() + Duration::from_secs(600);
     while acknowledged.load(Ordering::Relaxed) < batches {
-        assert!(Instant::now() < deadline, "{} of {batches} batches acknowledged", acknowledged.load(Ordering::Relaxed));
+        assert!(
+            Instant::now() < deadline,
+            "{} of {batches} batches acknowledged",
+            acknowledged.load(Ordering::Relaxed)
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let took = started.elapsed();
