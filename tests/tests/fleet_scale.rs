@@ -56,6 +56,10 @@ const EVENTS_PER_AGENT: u64 = 1_000;
 /// Events per batch, and batches unacknowledged, as the real agent sends them.
 const BATCH: u64 = 500;
 const WINDOW: usize = 4;
+/// Attach attempts a busy replica refused (all agents).
+static RETRIES: AtomicU64 = AtomicU64::new(0);
+/// Streams attached again after one ended (all agents).
+static REATTACHED: AtomicU64 = AtomicU64::new(0);
 /// ListJails calls the other process makes.
 const LIST_CALLS: usize = 200;
 
@@ -128,112 +132,196 @@ struct Enrolled {
     endpoint: String,
 }
 
-/// Holds one agent's stream until the test ends: Hello, heartbeats every
-/// second (counters re-read every 10 s), commands run against its fake
-/// fail2ban, events when `send_events` turns true. `stored` counts the
-/// events acknowledged.
+/// Holds one agent's stream until the test ends, as the real agent does:
+/// Hello, heartbeats every second (counters re-read every 10 s), commands
+/// run against its fake fail2ban, events when `send_events` turns true,
+/// from the sequence after Welcome's; a stream that ends (a replica that
+/// is busy refuses or ends it) is attached again. `acknowledged` counts
+/// the events acknowledged, over every agent.
 async fn run_agent(
     agent: Enrolled,
     fail2ban: Fail2ban,
-    mut send_events: watch::Receiver<bool>,
+    send_events: watch::Receiver<bool>,
     attached: mpsc::Sender<usize>,
     acknowledged: Arc<AtomicU64>,
 ) {
     let channel = Channel::from_shared(agent.endpoint.clone()).unwrap().connect().await.unwrap();
     let mut client = AgentServiceClient::new(channel).max_decoding_message_size(8 << 20);
-    let (sender, receiver) = mpsc::channel::<AttachRequest>(16);
-    let (version, jails, states) = jail_states(&fail2ban).await;
-    let hello = apb::Hello {
-        host_id: agent.host_id.clone(),
-        agent_version: env!("CARGO_PKG_VERSION").into(),
-        instance: format!("sim-{}", agent.index),
-        fail2ban_version: version.clone(),
-        jails,
-        jail_states: states,
-        states_age_ms: 0,
-    };
-    sender.send(AttachRequest { body: Some(attach_request::Body::Hello(hello)) }).await.unwrap();
-    let mut request = Request::new(ReceiverStream::new(receiver));
-    let bearer = MetadataValue::try_from(format!("Bearer {}", agent.credential)).unwrap();
-    request.metadata_mut().insert("authorization", bearer);
-    let mut replies = client.attach(request).await.unwrap().into_inner();
-    let Some(AttachResponse { body: Some(attach_response::Body::Welcome(welcome)) }) = replies.message().await.unwrap()
-    else {
-        panic!("no Welcome")
-    };
-    attached.send(agent.index).await.unwrap();
-    let mut next = welcome.last_sequence + 1;
-    let window = Arc::new(Semaphore::new(WINDOW));
-    let mut beat = tokio::time::interval(Duration::from_secs(1));
-    let mut read_at = Instant::now();
-    let mut said = jail_states(&fail2ban).await;
+    let mut acked = 0;
+    let mut first = true;
     loop {
-        tokio::select! {
-            _ = beat.tick() => {
-                if read_at.elapsed() > Duration::from_secs(10) {
-                    said = jail_states(&fail2ban).await;
-                    read_at = Instant::now();
-                }
-                let heartbeat = apb::Heartbeat {
-                    fail2ban_version: said.0.clone(),
-                    jails: said.1.clone(),
-                    jail_states: said.2.clone(),
-                    states_age_ms: u64::try_from(read_at.elapsed().as_millis()).unwrap(),
-                    outbox_backlog: EVENTS_PER_AGENT.saturating_sub(next - 1),
-                };
-                if sender.send(AttachRequest { body: Some(attach_request::Body::Heartbeat(heartbeat)) }).await.is_err() {
-                    return;
+        let (sender, replies, welcome) = attach(&agent, &fail2ban, &mut client).await;
+        // A stream that ended after a batch was stored but before its Ack
+        // arrived: Welcome says what is stored.
+        if welcome.last_sequence > acked {
+            acknowledged.fetch_add(welcome.last_sequence - acked, Ordering::Relaxed);
+            acked = welcome.last_sequence;
+        }
+        if first {
+            attached.send(agent.index).await.unwrap();
+            first = false;
+        } else {
+            REATTACHED.fetch_add(1, Ordering::Relaxed);
+        }
+        let stream = Stream { agent: &agent, fail2ban: &fail2ban, sender, acknowledged: &acknowledged };
+        acked = stream.hold(replies, welcome.last_sequence + 1, acked, send_events.clone()).await;
+        if acked >= EVENTS_PER_AGENT && send_events.has_changed().is_err() {
+            return;
+        }
+    }
+}
+
+/// Opens the stream, retrying (after a short random wait, as the real
+/// agent) while the replica is busy: its in-flight cap when a thousand
+/// agents attach at once.
+async fn attach(
+    agent: &Enrolled,
+    fail2ban: &Fail2ban,
+    client: &mut AgentServiceClient<Channel>,
+) -> (mpsc::Sender<AttachRequest>, tonic::Streaming<AttachResponse>, apb::Welcome) {
+    let (version, jails, states) = jail_states(fail2ban).await;
+    let mut wait = Duration::from_millis(50);
+    loop {
+        let (sender, receiver) = mpsc::channel::<AttachRequest>(16);
+        let hello = apb::Hello {
+            host_id: agent.host_id.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            instance: format!("sim-{}", agent.index),
+            fail2ban_version: version.clone(),
+            jails: jails.clone(),
+            jail_states: states.clone(),
+            states_age_ms: 0,
+        };
+        sender.send(AttachRequest { body: Some(attach_request::Body::Hello(hello)) }).await.unwrap();
+        let mut request = Request::new(ReceiverStream::new(receiver));
+        let bearer = MetadataValue::try_from(format!("Bearer {}", agent.credential)).unwrap();
+        request.metadata_mut().insert("authorization", bearer);
+        let refused = match client.attach(request).await {
+            Ok(response) => {
+                let mut replies = response.into_inner();
+                match replies.message().await {
+                    Ok(Some(AttachResponse { body: Some(attach_response::Body::Welcome(welcome)) })) => {
+                        return (sender, replies, welcome);
+                    }
+                    other => format!("{other:?}"),
                 }
             }
-            permit = window.clone().acquire_owned(), if *send_events.borrow() && next <= EVENTS_PER_AGENT => {
-                permit.unwrap().forget();
-                let last = (next + BATCH - 1).min(EVENTS_PER_AGENT);
-                let events = apb::Events { events: (next..=last).map(|s| event(agent.index, s)).collect() };
-                next = last + 1;
-                if sender.send(AttachRequest { body: Some(attach_request::Body::Events(events)) }).await.is_err() {
-                    return;
-                }
+            Err(busy)
+                if matches!(
+                    busy.code(),
+                    tonic::Code::ResourceExhausted | tonic::Code::AlreadyExists | tonic::Code::Unavailable
+                ) =>
+            {
+                // Busy, the previous stream's lease not yet released, or the
+                // database slow to answer: the real agent tries again too.
+                busy.to_string()
             }
-            changed = send_events.changed() => {
-                if changed.is_err() {
-                    return;
+            Err(other) => panic!("attach: {other:?}"),
+        };
+        RETRIES.fetch_add(1, Ordering::Relaxed);
+        let _ = refused;
+        let jitter = Duration::from_millis(u64::try_from(agent.index % 50).unwrap());
+        tokio::time::sleep(wait + jitter).await;
+        wait = (wait * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// One attached stream of a simulated agent.
+struct Stream<'a> {
+    agent: &'a Enrolled,
+    fail2ban: &'a Fail2ban,
+    sender: mpsc::Sender<AttachRequest>,
+    acknowledged: &'a AtomicU64,
+}
+
+impl Stream<'_> {
+    /// Until the stream ends; returns the events acknowledged through.
+    async fn hold(
+        &self,
+        mut replies: tonic::Streaming<AttachResponse>,
+        mut next: u64,
+        mut acked: u64,
+        mut send_events: watch::Receiver<bool>,
+    ) -> u64 {
+        let sender = &self.sender;
+        let window = Arc::new(Semaphore::new(WINDOW));
+        let mut beat = tokio::time::interval(Duration::from_secs(1));
+        let mut read_at = Instant::now();
+        let mut said = jail_states(self.fail2ban).await;
+        loop {
+            tokio::select! {
+                _ = beat.tick() => {
+                    if read_at.elapsed() > Duration::from_secs(10) {
+                        said = jail_states(self.fail2ban).await;
+                        read_at = Instant::now();
+                    }
+                    let heartbeat = apb::Heartbeat {
+                        fail2ban_version: said.0.clone(),
+                        jails: said.1.clone(),
+                        jail_states: said.2.clone(),
+                        states_age_ms: u64::try_from(read_at.elapsed().as_millis()).unwrap(),
+                        outbox_backlog: EVENTS_PER_AGENT.saturating_sub(acked),
+                    };
+                    if sender.send(AttachRequest { body: Some(attach_request::Body::Heartbeat(heartbeat)) }).await.is_err() {
+                        return acked;
+                    }
                 }
+                permit = window.clone().acquire_owned(), if *send_events.borrow() && next <= EVENTS_PER_AGENT => {
+                    permit.unwrap().forget();
+                    let last = (next + BATCH - 1).min(EVENTS_PER_AGENT);
+                    let events = apb::Events { events: (next..=last).map(|s| event(self.agent.index, s)).collect() };
+                    next = last + 1;
+                    if sender.send(AttachRequest { body: Some(attach_request::Body::Events(events)) }).await.is_err() {
+                        return acked;
+                    }
+                }
+                changed = send_events.changed() => {
+                    if changed.is_err() {
+                        return acked;
+                    }
+                }
+                reply = replies.message() => match reply {
+                    Ok(Some(AttachResponse { body: Some(attach_response::Body::Ack(ack)) })) => {
+                        assert!(ack.through < next, "an Ack beyond what was sent");
+                        if ack.through > acked {
+                            self.acknowledged.fetch_add(ack.through - acked, Ordering::Relaxed);
+                            acked = ack.through;
+                        }
+                        window.add_permits(1);
+                    }
+                    Ok(Some(AttachResponse { body: Some(attach_response::Body::Command(down)) })) => {
+                        let (fail2ban, sender) = (self.fail2ban.clone(), sender.clone());
+                        tokio::spawn(async move {
+                            let outcome = run_command(&fail2ban, &down.operation).await;
+                            let result = apb::CommandResult { id: down.id, outcome: Some(outcome) };
+                            let _ = sender.send(AttachRequest { body: Some(attach_request::Body::Result(result)) }).await;
+                        });
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => return acked,
+                },
             }
-            reply = replies.message() => match reply {
-                Ok(Some(AttachResponse { body: Some(attach_response::Body::Ack(ack)) })) => {
-                    // One Ack a stored batch.
-                    assert!(ack.through < next, "an Ack beyond what was sent");
-                    window.add_permits(1);
-                    acknowledged.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(Some(AttachResponse { body: Some(attach_response::Body::Command(down)) })) => {
-                    let (fail2ban, sender) = (fail2ban.clone(), sender.clone());
-                    tokio::spawn(async move {
-                        let outcome = match Command::from_json(&down.operation) {
-                            Ok(command) => match command::run(&fail2ban, &command).await.and_then(|r| r.to_json(&command)) {
-                                Ok(reply) => Outcome::Reply(reply),
-                                Err(error) => {
-                                    let failure = Failure::from(&error);
-                                    Outcome::Failure(apb::CommandFailure {
-                                        kind: failure.kind,
-                                        message: failure.message,
-                                        field: failure.field,
-                                    })
-                                }
-                            },
-                            Err(invalid) => Outcome::Failure(apb::CommandFailure {
-                                kind: "invalid".into(),
-                                message: invalid.reason,
-                                field: invalid.field.into(),
-                            }),
-                        };
-                        let result = apb::CommandResult { id: down.id, outcome: Some(outcome) };
-                        let _ = sender.send(AttachRequest { body: Some(attach_request::Body::Result(result)) }).await;
-                    });
-                }
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => return,
-            },
+        }
+    }
+}
+
+/// A command from the control plane, run as the real agent runs it.
+async fn run_command(fail2ban: &Fail2ban, operation: &str) -> Outcome {
+    let command = match Command::from_json(operation) {
+        Ok(command) => command,
+        Err(invalid) => {
+            return Outcome::Failure(apb::CommandFailure {
+                kind: "invalid".into(),
+                message: invalid.reason,
+                field: invalid.field.into(),
+            });
+        }
+    };
+    match command::run(fail2ban, &command).await.and_then(|r| r.to_json(&command)) {
+        Ok(reply) => Outcome::Reply(reply),
+        Err(error) => {
+            let failure = Failure::from(&error);
+            Outcome::Failure(apb::CommandFailure { kind: failure.kind, message: failure.message, field: failure.field })
         }
     }
 }
@@ -323,7 +411,11 @@ async fn a_fleet_of_simulated_agents_on_three_replicas() {
     for _ in 0..count {
         tokio::time::timeout(Duration::from_secs(120), attached_rx.recv()).await.expect("every agent attaches");
     }
-    println!("attached {count} agents in {:?}", started.elapsed());
+    println!(
+        "attached {count} agents in {:?} ({} attempts refused busy and retried)",
+        started.elapsed(),
+        RETRIES.load(Ordering::Relaxed)
+    );
     let listed = hosts_api.list_hosts(pb::ListHostsRequest {}).await.unwrap().into_inner().hosts;
     assert_eq!(listed.iter().filter(|h| h.connected).count(), count);
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -378,22 +470,21 @@ async fn a_fleet_of_simulated_agents_on_three_replicas() {
 
     // Event ingest: every agent sends at once.
     let total = EVENTS_PER_AGENT * count as u64;
-    let batches = EVENTS_PER_AGENT.div_ceil(BATCH) * count as u64;
     let started = Instant::now();
+    let reattached = REATTACHED.load(Ordering::Relaxed);
     send_events.send_replace(true);
     let deadline = Instant::now() + Duration::from_secs(600);
-    while acknowledged.load(Ordering::Relaxed) < batches {
-        assert!(
-            Instant::now() < deadline,
-            "{} of {batches} batches acknowledged",
-            acknowledged.load(Ordering::Relaxed)
-        );
+    while acknowledged.load(Ordering::Relaxed) < total {
+        let done = acknowledged.load(Ordering::Relaxed);
+        assert!(Instant::now() < deadline, "{done} of {total} events acknowledged");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let took = started.elapsed();
     println!(
-        "event ingest: {total} events from {count} agents in {took:?}: {:.0} events/s into PostgreSQL",
-        total as f64 / took.as_secs_f64()
+        "event ingest: {total} events from {count} agents in {took:?}: {:.0} events/s into PostgreSQL ({} streams \
+         ended by a busy replica and attached again)",
+        total as f64 / took.as_secs_f64(),
+        REATTACHED.load(Ordering::Relaxed) - reattached
     );
     let stored: i64 = {
         use sqlx::Connection;

@@ -48,9 +48,10 @@ pub const MAX_FIELD_BYTES: usize = 255;
 pub const QUEUED_BATCHES: usize = 5;
 /// Bytes of batches (encoded) waiting to be stored on one replica, at most.
 pub const QUEUED_BYTES: usize = 16 << 20;
-/// How long a batch waits for room in [`QUEUED_BYTES`] (less than the
-/// silence after which a stream is cut).
-pub const BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(4);
+/// How long a batch waits for room in [`QUEUED_BYTES`]: less than a
+/// stream's lease goes stale without a refresh (15 s), which its loop does
+/// not do while it waits.
+pub const BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What storing a batch came to, as the stream ends with it.
 #[derive(Debug, thiserror::Error)]
