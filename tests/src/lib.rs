@@ -492,6 +492,25 @@ impl ControlService {
         JailServiceClient::new(self.authed().await)
     }
 
+    /// Every archived ban of `host` (a host id, or `local`; all time),
+    /// paged through as ListBans gives them: duplicates show.
+    pub async fn archive(&self, host: &str) -> Vec<bangui_proto::control::v1::ArchivedBan> {
+        use bangui_proto::control::v1::{self as pb, history_service_client::HistoryServiceClient};
+        let mut history = HistoryServiceClient::new(self.authed().await);
+        let filter = pb::HistoryFilter { window: pb::Window::All as i32, host: host.into(), ..Default::default() };
+        let mut all = Vec::new();
+        let mut token = String::new();
+        loop {
+            let request = pb::ListBansRequest { filter: Some(filter.clone()), page_size: 1000, page_token: token };
+            let page = history.list_bans(request).await.unwrap().into_inner();
+            all.extend(page.bans);
+            if page.next_page_token.is_empty() {
+                return all;
+            }
+            token = page.next_page_token;
+        }
+    }
+
     /// A logged-in SettingsService client.
     pub async fn settings(&self) -> SettingsServiceClient<Authed> {
         SettingsServiceClient::new(self.authed().await)

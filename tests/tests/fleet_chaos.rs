@@ -242,26 +242,6 @@ impl Fleet {
         self.replicas.iter().find_map(|r| r.process.as_ref()).expect("a replica runs")
     }
 
-    /// Every archived ban of `host` (all time), paged through; duplicates show.
-    async fn archive(&self, host: &str) -> Vec<pb::ArchivedBan> {
-        let mut history = HistoryServiceClient::new(self.any_control().authed().await);
-        let filter = pb::HistoryFilter { window: pb::Window::All as i32, host: host.into(), ..Default::default() };
-        let mut all = Vec::new();
-        let mut token = String::new();
-        loop {
-            let page = history
-                .list_bans(pb::ListBansRequest { filter: Some(filter.clone()), page_size: 1000, page_token: token })
-                .await
-                .unwrap()
-                .into_inner();
-            all.extend(page.bans);
-            if page.next_page_token.is_empty() {
-                return all;
-            }
-            token = page.next_page_token;
-        }
-    }
-
     /// How many bans of `host` are archived (one aggregate query).
     async fn archived_count(&self, host: &str) -> u64 {
         let mut history = HistoryServiceClient::new(self.any_control().authed().await);
@@ -299,7 +279,7 @@ impl Fleet {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let (mut total_rows, mut total_archived) = (0, 0);
         for (host, rows) in self.hosts.iter().zip(&all_rows) {
-            let archived = self.archive(&host.id).await;
+            let archived = self.any_control().archive(&host.id).await;
             let diff = compare(&archived, rows);
             println!(
                 "{} ({}): fail2ban rows {}, archived {}, lost {}, twice {}, not in fail2ban {}, \

@@ -58,26 +58,6 @@ async fn host_ids(control: &ControlService) -> Vec<String> {
     client.list_hosts(pb::ListHostsRequest {}).await.unwrap().into_inner().hosts.into_iter().map(|h| h.id).collect()
 }
 
-/// Every archived ban of `host` (all time), as a list: duplicates show.
-async fn archive(control: &ControlService, host: &str) -> Vec<pb::ArchivedBan> {
-    let mut history = HistoryServiceClient::new(control.authed().await);
-    let filter = pb::HistoryFilter { window: pb::Window::All as i32, host: host.into(), ..Default::default() };
-    let mut all = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = history
-            .list_bans(pb::ListBansRequest { filter: Some(filter.clone()), page_size: 1000, page_token: token })
-            .await
-            .unwrap()
-            .into_inner();
-        all.extend(page.bans);
-        if page.next_page_token.is_empty() {
-            return all;
-        }
-        token = page.next_page_token;
-    }
-}
-
 /// How many bans of `host` are archived (one aggregate query).
 async fn archived_count(control: &ControlService, host: &str) -> u64 {
     let mut history = HistoryServiceClient::new(control.authed().await);
@@ -238,7 +218,7 @@ async fn every_ban_is_archived_once_with_its_host_across_kills_and_restarts() {
     .await;
     // A moment for anything that would arrive twice.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let archived = archive(&control, &host).await;
+    let archived = control.archive(&host).await;
     let (lost, twice) = compare(&archived, &rows);
     println!(
         "fail2ban rows {}, archived {} (host {host}), lost {}, twice {}; {addresses} bans from log lines; \
@@ -370,20 +350,20 @@ async fn replay_and_gap(control: &ControlService) {
     assert_eq!(raw.ack().await.unwrap(), 3);
     raw.send(2..=5).await;
     assert_eq!(raw.ack().await.unwrap(), 5);
-    assert_eq!(archive(control, &host_id).await.len(), 5);
+    assert_eq!(control.archive(&host_id).await.len(), 5);
     // A gap: refused, the stream ends, nothing stored.
     raw.send(7..=8).await;
     let refused = raw.ack().await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
     assert!(refused.message().contains("resend from 6"), "{refused:?}");
     drop(raw);
-    assert_eq!(archive(control, &host_id).await.len(), 5);
+    assert_eq!(control.archive(&host_id).await.len(), 5);
     // Attached again: Welcome says where to resume.
     let mut again = raw_attach(&endpoint, &host_id, &enrolled.credential).await;
     assert_eq!(again.welcome.last_sequence, 5);
     again.send(6..=8).await;
     assert_eq!(again.ack().await.unwrap(), 8);
-    let archived = archive(control, &host_id).await;
+    let archived = control.archive(&host_id).await;
     let ips: HashSet<&str> = archived.iter().map(|b| b.ip.as_str()).collect();
     assert_eq!((archived.len(), ips.len()), (8, 8));
     // A batch out of bounds is INVALID_ARGUMENT naming the field.
